@@ -1,0 +1,237 @@
+"""The DARTS CNN search space and search network (Liu et al., ICLR 2019).
+
+A cell has two inputs (the outputs of the previous two cells), ``steps`` intermediate
+nodes and one edge from every earlier state to every node (14 edges for 4 nodes); each
+edge is a labelled choice over ``ops``. Reduction cells sit at 1/3 and 2/3 depth.
+
+- Micro search (``shared=True``, the paper): labels ``normal/edge_{node}_{input}`` and
+  ``reduce/edge_{node}_{input}``, so α is shared by all cells of a type; the space has
+  k^(2·14) configurations.
+- Macro search (``shared=False``): labels ``cell{i}/edge_{node}_{input}``, one α per cell;
+  k^(14·layers) configurations.
+
+Nodes are numbered as states: inputs 0 and 1, intermediate nodes 2..steps+1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dnas.errors import DnasError
+from dnas.genotype import CellGenotype, DartsGenotype, MacroGenotype
+from dnas.mixed import MixedOp, init_alpha
+from dnas.ops import FactorizedReduce, ReLUConvBN
+from dnas.ops.layers import Conv2d, batch_norm
+from dnas.space import Choice, SearchSpace
+from dnas.types import ArchInput, ArchVec, PRNGKey
+
+DARTS_OPS = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+
+def reduction_layers(layers: int) -> tuple[int, ...]:
+    """Indices of reduction cells: ``layers // 3`` and ``2 * layers // 3`` (DARTS)."""
+    return tuple(sorted({layers // 3, 2 * layers // 3})) if layers >= 3 else ()
+
+
+class DartsSpace(SearchSpace):
+    """The DARTS cell space.
+
+    Args:
+      layers: cells in the network (only matters for macro labels and reduction positions).
+      steps: intermediate nodes per cell (4 in DARTS).
+      ops: candidate op names on every edge.
+      shared: micro (True, α per cell type) or macro (False, α per cell).
+      keep: inputs kept per node when deriving a discrete cell (2 in DARTS).
+    """
+
+    def __init__(self, layers: int = 8, steps: int = 4, ops: Sequence[str] = DARTS_OPS, shared: bool = True, keep: int = 2):
+        self.layers, self.steps, self.ops, self.shared, self.keep = layers, steps, tuple(ops), shared, keep
+        self.reductions = reduction_layers(layers)
+        self.none_index = self.ops.index("none") if "none" in self.ops else None
+        choices, groups = [], []
+        for prefix in self.prefixes():
+            for node in range(2, steps + 2):
+                labels = [f"{prefix}/edge_{node}_{i}" for i in range(node)]
+                choices += [Choice(l, self.ops) for l in labels]
+                groups.append(labels)
+        super().__init__(choices, groups)
+
+    def prefixes(self) -> list[str]:
+        """Label prefixes: ``["normal", "reduce"]`` (micro) or ``["cell0", ...]`` (macro)."""
+        if self.shared:
+            return ["normal", "reduce"] if self.reductions else ["normal"]
+        return [f"cell{i}" for i in range(self.layers)]
+
+    def cell_prefix(self, index: int) -> str:
+        """The label prefix used by cell ``index``."""
+        if self.shared:
+            return "reduce" if index in self.reductions else "normal"
+        return f"cell{index}"
+
+    # A discrete DARTS architecture keeps ``keep`` non-none inputs per node.
+    def _valid_per_node(self) -> list[int]:
+        non_none = len(self.ops) - (self.none_index is not None)
+        return [math.comb(node, self.keep) * non_none**self.keep for node in range(2, self.steps + 2)]
+
+    def size(self) -> int:
+        """Valid discrete cells (``keep`` inputs per node): ≈1e18 for the paper's micro space."""
+        if self.none_index is None:
+            return self.num_configurations()
+        return math.prod(self._valid_per_node()) ** len(self.prefixes())
+
+    def is_valid(self, vec: ArchVec | np.ndarray) -> bool:
+        if not super().is_valid(vec):
+            return False
+        if self.none_index is None:
+            return True
+        vec = np.asarray(vec)
+        return all(int(np.sum(vec[list(g)] != self.none_index)) == self.keep for g in self.groups)
+
+    def sample(self, key: PRNGKey) -> ArchVec:
+        """Per node: ``keep`` distinct inputs with uniformly drawn non-none ops; others none."""
+        if self.none_index is None:
+            return super().sample(key)
+        non_none = jnp.asarray([i for i in range(len(self.ops)) if i != self.none_index], jnp.int32)
+        out = jnp.full((len(self.labels),), self.none_index, jnp.int32)
+        for gi, group in enumerate(self.groups):
+            k_in, k_op = jax.random.split(jax.random.fold_in(key, gi))
+            picked = jax.random.choice(k_in, len(group), (self.keep,), replace=False)
+            ops = non_none[jax.random.randint(k_op, (self.keep,), 0, non_none.shape[0])]
+            out = out.at[jnp.asarray(group, jnp.int32)[picked]].set(ops)
+        return out
+
+    # ----- derivation --------------------------------------------------------------------
+    def _derive_cell(self, prefix: str, weights: Mapping[str, np.ndarray]) -> CellGenotype:
+        edges = []
+        for node in range(2, self.steps + 2):
+            w = np.stack([np.asarray(weights[f"{prefix}/edge_{node}_{i}"]) for i in range(node)])
+            masked = w.copy()
+            if self.none_index is not None:
+                masked[:, self.none_index] = -np.inf
+            strength = masked.max(axis=1)
+            # Stable sort keeps the lower input first on ties, as DARTS' sorted() does.
+            best = sorted(range(node), key=lambda i: -strength[i])[: self.keep]
+            edges += [(self.ops[int(np.argmax(masked[i]))], i) for i in best]
+        return CellGenotype(tuple(edges), tuple(range(2, self.steps + 2)))
+
+    def derive(self, alpha: Mapping[str, jax.Array]) -> DartsGenotype | MacroGenotype:
+        """The DARTS rule on ``softmax(α)``: per node keep the ``keep`` inputs with the
+        strongest non-none op, each with its argmax non-none op.
+
+        Args:
+          alpha: label -> logits ``f32[len(ops)]`` for every label of the space.
+        """
+        missing = [l for l in self.labels if l not in alpha]
+        if missing:
+            raise DnasError(f"α lacks labels {missing[:3]}...; derive needs α for the whole space")
+        weights = {l: np.asarray(jax.nn.softmax(jnp.asarray(alpha[l]))) for l in self.labels}
+        if self.shared:
+            normal = self._derive_cell("normal", weights)
+            reduce = self._derive_cell("reduce", weights) if self.reductions else normal
+            return DartsGenotype(normal, reduce)
+        return MacroGenotype(tuple(self._derive_cell(p, weights) for p in self.prefixes()))
+
+    def genotype_to_vec(self, genotype: DartsGenotype | MacroGenotype) -> np.ndarray:
+        """A genotype as a discrete vector (absent edges = ``none``), for one-shot evaluation."""
+        if self.none_index is None:
+            raise DnasError("genotype_to_vec needs 'none' among the ops to express absent edges")
+        arch = {l: self.none_index for l in self.labels}
+        for idx in range(self.layers):
+            prefix = self.cell_prefix(idx)
+            cell = genotype.cell(idx, idx in self.reductions)
+            if cell.steps != self.steps:
+                raise DnasError(f"genotype cell has {cell.steps} nodes, the space {self.steps}")
+            for e, (op, inp) in enumerate(cell.edges):
+                if op not in self.ops:
+                    raise DnasError(f"genotype op {op!r} is not a candidate of this space ({self.ops})")
+                arch[f"{prefix}/edge_{2 + e // 2}_{inp}"] = self.ops.index(op)
+        return self.encode(arch)
+
+
+class DartsSearchCell(nnx.Module):
+    """One DARTS search cell: preprocess both inputs, a MixedOp per edge, concat nodes."""
+
+    def __init__(
+        self, space: DartsSpace, prefix: str, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool, *, rngs: nnx.Rngs
+    ):
+        self.pre0 = (
+            FactorizedReduce(c_pp, c, affine=False, rngs=rngs) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False, rngs=rngs)
+        )
+        self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False, rngs=rngs)
+        self.steps = space.steps
+        self.labels = tuple(f"{prefix}/edge_{n}_{i}" for n in range(2, space.steps + 2) for i in range(n))
+        self.edges = nnx.List(
+            [
+                MixedOp(l, space.ops, c, c, 2 if reduction and int(l.rsplit("_", 1)[1]) < 2 else 1, rngs=rngs)
+                for l in self.labels
+            ]
+        )
+
+    def __call__(self, s0: jax.Array, s1: jax.Array, arch: ArchInput) -> jax.Array:
+        states = [self.pre0(s0), self.pre1(s1)]
+        e = 0
+        for _ in range(self.steps):
+            acc = None
+            for h in states:
+                y = self.edges[e](h, arch[self.labels[e]])
+                acc = y if acc is None else acc + y
+                e += 1
+            states.append(acc)
+        return jnp.concatenate(states[2:], axis=-1)
+
+
+class DartsSearchNetwork(nnx.Module):
+    """The DARTS search network (``model_search.Network``), NHWC, α owned per label.
+
+    Args:
+      space: a :class:`DartsSpace` (fixes layers, nodes, ops and micro/macro labels).
+      C: initial channels (16 in the paper).
+      num_classes: classifier outputs.
+      in_channels: image channels (3 for CIFAR, 1 for MNIST/digits).
+      stem_multiplier: stem width = ``stem_multiplier * C``.
+      rngs: NNX RNG streams; ``rngs.params`` also draws the initial α (``1e-3 * N(0,1)``).
+
+    Call ``net(x f32[B,H,W,in_channels], arch) -> logits f32[B, num_classes]`` where
+    ``arch`` maps every label to mixing weights ``f32[k]`` or an index ``int32[]``.
+    """
+
+    def __init__(self, space: DartsSpace, C: int = 16, num_classes: int = 10, in_channels: int = 3, stem_multiplier: int = 3, *, rngs: nnx.Rngs):
+        self.space = space
+        self.alpha = init_alpha(space, rngs.params())
+        c_curr = stem_multiplier * C
+        self.stem_conv = Conv2d(in_channels, c_curr, 3, 1, 1, rngs=rngs)
+        self.stem_bn = batch_norm(c_curr, affine=True, rngs=rngs)
+        c_pp, c_p, c_curr = c_curr, c_curr, C
+        cells, reduction_prev = [], False
+        for i in range(space.layers):
+            reduction = i in space.reductions
+            if reduction:
+                c_curr *= 2
+            cells.append(DartsSearchCell(space, space.cell_prefix(i), c_pp, c_p, c_curr, reduction, reduction_prev, rngs=rngs))
+            reduction_prev = reduction
+            c_pp, c_p = c_p, space.steps * c_curr
+        self.cells = nnx.List(cells)
+        self.classifier = nnx.Linear(c_p, num_classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array, arch: ArchInput) -> jax.Array:
+        if x.ndim != 4:
+            raise DnasError(f"input must be NHWC f32[B, H, W, C], got shape {x.shape}")
+        s0 = s1 = self.stem_bn(self.stem_conv(x))
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, arch)
+        return self.classifier(jnp.mean(s1, axis=(1, 2)))

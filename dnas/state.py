@@ -1,0 +1,71 @@
+"""SearchState: everything a bi-level search step reads and writes, as one pytree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+from flax import nnx, struct
+
+from dnas.mixed import Alpha
+from dnas.types import PRNGKey
+
+
+@struct.dataclass
+class SearchState:
+    """The search state (a pytree; checkpoint it whole).
+
+    Attributes:
+      step: ``int32[]`` number of completed search steps.
+      alpha: ``nnx.State`` of :class:`~dnas.mixed.Alpha` (architecture logits per label).
+      weights: ``nnx.State`` of ``nnx.Param``.
+      stats: ``nnx.State`` of ``nnx.BatchStat`` (BatchNorm running averages).
+      w_opt: weight optimizer state.
+      a_opt: α optimizer state.
+      rng: base PRNG key; step ``t`` uses ``fold_in(rng, t)``.
+    """
+
+    step: jax.Array
+    alpha: nnx.State
+    weights: nnx.State
+    stats: nnx.State
+    w_opt: optax.OptState
+    a_opt: optax.OptState
+    rng: PRNGKey
+
+
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State, nnx.State]:
+    """``(graphdef, alpha, weights, stats)`` of a supernet in training mode.
+
+    Split once, then run plain ``jax.jit`` over the pure pytrees (the fast functional form;
+    DESIGN.md measured 53 ms vs 449 ms dispatch for ``nnx.jit``).
+    """
+    model.train()
+    return nnx.split(model, Alpha, nnx.Param, nnx.BatchStat)  # type: ignore[return-value]
+
+
+def init_search_state(
+    model: nnx.Module, w_optimizer: optax.GradientTransformation, a_optimizer: optax.GradientTransformation, *, key: PRNGKey
+) -> tuple[nnx.GraphDef, SearchState]:
+    """Splits ``model`` and initialises both optimizers.
+
+    Returns:
+      ``(graphdef, state)``; pass ``graphdef`` to :func:`dnas.bilevel.make_search_step`.
+    """
+    graphdef, alpha, weights, stats = split_model(model)
+    state = SearchState(
+        step=jax.numpy.zeros((), jax.numpy.int32),
+        alpha=alpha,
+        weights=weights,
+        stats=stats,
+        w_opt=w_optimizer.init(weights),
+        a_opt=a_optimizer.init(alpha),
+        rng=key,
+    )
+    return graphdef, state
+
+
+def alpha_dict(alpha: nnx.State) -> dict[str, Any]:
+    """``{label: logits}`` from the α state (the supernet keeps α under ``alpha``)."""
+    return dict(nnx.to_pure_dict(alpha)["alpha"])
