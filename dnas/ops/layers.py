@@ -153,9 +153,9 @@ class Conv2d(nnx.Module):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = conv2d(x, self.kernel.value, self.stride, self.padding, self.dilation, self.groups)
+        y = conv2d(x, self.kernel.get_value(), self.stride, self.padding, self.dilation, self.groups)
         if self.bias is not None:
-            y = y + self.bias.value
+            y = y + self.bias.get_value()
         return y
 
 
@@ -181,20 +181,20 @@ class BatchNorm(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.use_running_average:
-            mean, var = self.mean.value, self.var.value
+            mean, var = self.mean.get_value(), self.var.get_value()
         else:
             axes = tuple(range(x.ndim - 1))
             mean = jnp.mean(x, axes)
             var = jnp.mean(jnp.square(x - mean), axes)
             n = x.size // x.shape[-1]
             m = self.momentum
-            # Assigning .value (not [...]) keeps tracing cheap: flax's indexed set inspects
-            # the tracer's sharding, which costs milliseconds per BatchNorm when tracing.
-            self.mean.value = (1 - m) * self.mean.value + m * jax.lax.stop_gradient(mean)
-            self.var.value = (1 - m) * self.var.value + m * jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
+            # set_value(v), not var[...] = v: flax's indexed set inspects the tracer's
+            # sharding, which costs milliseconds per BatchNorm when tracing.
+            self.mean.set_value((1 - m) * self.mean.get_value() + m * jax.lax.stop_gradient(mean))
+            self.var.set_value((1 - m) * self.var.get_value() + m * jax.lax.stop_gradient(var) * (n / max(n - 1, 1)))
         y = (x - mean) * jax.lax.rsqrt(var + self.eps)
         if self.scale is not None:
-            y = y * self.scale.value + self.bias.value
+            y = y * self.scale.get_value() + self.bias.get_value()
         return y
 
 

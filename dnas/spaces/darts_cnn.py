@@ -25,7 +25,7 @@ from flax import nnx
 
 from dnas.errors import DnasError
 from dnas.genotype import CellGenotype, DartsGenotype, MacroGenotype
-from dnas.mixed import MixedOp, init_alpha
+from dnas.mixed import EdgeScan, MixedOp, init_alpha
 from dnas.ops import FactorizedReduce, ReLUConvBN
 from dnas.ops.layers import Conv2d, batch_norm
 from dnas.space import Choice, SearchSpace
@@ -44,8 +44,9 @@ DARTS_OPS = (
 
 
 def reduction_layers(layers: int) -> tuple[int, ...]:
-    """Indices of reduction cells: ``layers // 3`` and ``2 * layers // 3`` (DARTS)."""
-    return tuple(sorted({layers // 3, 2 * layers // 3})) if layers >= 3 else ()
+    """Indices of reduction cells: ``layers // 3`` and ``2 * layers // 3`` (DARTS' rule, also
+    for tiny test networks: 1 layer -> cell 0 reduces, 2 layers -> both reduce)."""
+    return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
 class DartsSpace(SearchSpace):
@@ -164,35 +165,73 @@ class DartsSpace(SearchSpace):
 
 
 class DartsSearchCell(nnx.Module):
-    """One DARTS search cell: preprocess both inputs, a MixedOp per edge, concat nodes."""
+    """One DARTS search cell: preprocess both inputs, a mixed op per edge, concat nodes.
+
+    ``edge_scan=True`` (default) runs same-shaped edges as one ``lax.scan`` over stacked
+    mixed ops (:class:`~dnas.mixed.EdgeScan`): a normal cell is one scan over its 14 edges,
+    a reduction cell two (stride-2 edges from the inputs, then stride-1 edges between
+    nodes). ``edge_scan=False`` unrolls one :class:`~dnas.mixed.MixedOp` per edge, the
+    paper's literal formulation; both compute the same function.
+    """
 
     def __init__(
-        self, space: DartsSpace, prefix: str, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool, *, rngs: nnx.Rngs
+        self,
+        space: DartsSpace,
+        prefix: str,
+        c_pp: int,
+        c_p: int,
+        c: int,
+        reduction: bool,
+        reduction_prev: bool,
+        *,
+        edge_scan: bool = True,
+        rngs: nnx.Rngs,
     ):
         self.pre0 = (
             FactorizedReduce(c_pp, c, affine=False, rngs=rngs) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False, rngs=rngs)
         )
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False, rngs=rngs)
-        self.steps = space.steps
-        self.labels = tuple(f"{prefix}/edge_{n}_{i}" for n in range(2, space.steps + 2) for i in range(n))
-        self.edges = nnx.List(
-            [
-                MixedOp(l, space.ops, c, c, 2 if reduction and int(l.rsplit("_", 1)[1]) < 2 else 1, rngs=rngs)
-                for l in self.labels
-            ]
-        )
+        self.steps, self.reduction, self.edge_scan = space.steps, reduction, edge_scan
+        edges = [(n, i) for n in range(2, space.steps + 2) for i in range(n)]  # destination order
+        self.labels = tuple(f"{prefix}/edge_{n}_{i}" for n, i in edges)
+        if not edge_scan:
+            self.edges = nnx.List(
+                [MixedOp(l, space.ops, c, c, 2 if reduction and i < 2 else 1, rngs=rngs) for l, (n, i) in zip(self.labels, edges)]
+            )
+        elif not reduction:
+            # Inputs and nodes share one buffer: slots 0,1 = inputs, 2.. = nodes.
+            self.scans = nnx.List([EdgeScan(self.labels, [i for _, i in edges], [n for n, _ in edges], space.ops, c, 1, rngs=rngs)])
+        else:
+            a = [(l, n, i) for l, (n, i) in zip(self.labels, edges) if i < 2]
+            b = [(l, n, i) for l, (n, i) in zip(self.labels, edges) if i >= 2]
+            self.scans = nnx.List(
+                [
+                    EdgeScan([l for l, _, _ in a], [i for _, _, i in a], [n - 2 for _, n, _ in a], space.ops, c, 2, rngs=rngs),
+                    EdgeScan([l for l, _, _ in b], [i - 2 for _, _, i in b], [n - 2 for _, n, _ in b], space.ops, c, 1, rngs=rngs),
+                ]
+            )
 
     def __call__(self, s0: jax.Array, s1: jax.Array, arch: ArchInput) -> jax.Array:
-        states = [self.pre0(s0), self.pre1(s1)]
-        e = 0
-        for _ in range(self.steps):
-            acc = None
-            for h in states:
-                y = self.edges[e](h, arch[self.labels[e]])
-                acc = y if acc is None else acc + y
-                e += 1
-            states.append(acc)
-        return jnp.concatenate(states[2:], axis=-1)
+        h0, h1 = self.pre0(s0), self.pre1(s1)
+        if not self.edge_scan:
+            states, e = [h0, h1], 0
+            for _ in range(self.steps):
+                acc = None
+                for h in states:
+                    y = self.edges[e](h, arch[self.labels[e]])
+                    acc = y if acc is None else acc + y
+                    e += 1
+                states.append(acc)
+            return jnp.concatenate(states[2:], axis=-1)
+        if not self.reduction:
+            buf = jnp.concatenate([jnp.stack([h0, h1]), jnp.zeros((self.steps,) + h0.shape, h0.dtype)])
+            nodes = self.scans[0](buf, arch)[2:]
+        else:
+            out_shape = (h0.shape[0], -(-h0.shape[1] // 2), -(-h0.shape[2] // 2), h0.shape[3])
+            nodes = jnp.zeros((self.steps,) + out_shape, h0.dtype)
+            nodes = self.scans[0](nodes, arch, source=jnp.stack([h0, h1]))
+            nodes = self.scans[1](nodes, arch)
+        return jnp.concatenate(list(nodes), axis=-1)
 
 
 class DartsSearchNetwork(nnx.Module):
@@ -204,13 +243,24 @@ class DartsSearchNetwork(nnx.Module):
       num_classes: classifier outputs.
       in_channels: image channels (3 for CIFAR, 1 for MNIST/digits).
       stem_multiplier: stem width = ``stem_multiplier * C``.
+      edge_scan: run same-shaped edges as a scan (fast compile; see :class:`DartsSearchCell`).
       rngs: NNX RNG streams; ``rngs.params`` also draws the initial α (``1e-3 * N(0,1)``).
 
     Call ``net(x f32[B,H,W,in_channels], arch) -> logits f32[B, num_classes]`` where
     ``arch`` maps every label to mixing weights ``f32[k]`` or an index ``int32[]``.
     """
 
-    def __init__(self, space: DartsSpace, C: int = 16, num_classes: int = 10, in_channels: int = 3, stem_multiplier: int = 3, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        space: DartsSpace,
+        C: int = 16,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        stem_multiplier: int = 3,
+        *,
+        edge_scan: bool = True,
+        rngs: nnx.Rngs,
+    ):
         self.space = space
         self.alpha = init_alpha(space, rngs.params())
         c_curr = stem_multiplier * C
@@ -222,7 +272,9 @@ class DartsSearchNetwork(nnx.Module):
             reduction = i in space.reductions
             if reduction:
                 c_curr *= 2
-            cells.append(DartsSearchCell(space, space.cell_prefix(i), c_pp, c_p, c_curr, reduction, reduction_prev, rngs=rngs))
+            cells.append(
+                DartsSearchCell(space, space.cell_prefix(i), c_pp, c_p, c_curr, reduction, reduction_prev, edge_scan=edge_scan, rngs=rngs)
+            )
             reduction_prev = reduction
             c_pp, c_p = c_p, space.steps * c_curr
         self.cells = nnx.List(cells)

@@ -1,0 +1,177 @@
+"""Benchmark one DARTS search step: compile time, median step time, peak RSS.
+
+Usage:
+  python benchmarks/search_step.py --C 8 --layers 5 --batch 32 --hw 32 [--order 1|2]
+      [--steps 10] [--repeats 1] [--compare-torch [PATH]] [--cache-dir DIR] [--json OUT]
+
+Each measurement runs in a fresh subprocess (so peak RSS is that run's own). With
+``--compare-torch`` the PyTorch peer (``../shared/bench/torch_darts_reference.py`` or PATH)
+runs at the same config, alternating with dnas ``--repeats`` times; medians are reported.
+Prints one JSON object:
+  {"dnas": {"compile_s", "step_ms_median", "peak_rss_mb", ...},
+   "torch": {"first_step_s", "step_ms_median", "peak_rss_mb", ...},
+   "speedup_vs_torch": torch_median / dnas_median}
+``peak_rss_mb`` is the steady-state high-water mark after warm-up for both (the peer's
+``steady_peak_rss_mb``); dnas also reports ``peak_rss_incl_compile_mb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_TORCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "torch_darts_reference.py"
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _reset_hwm() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def worker(a: argparse.Namespace) -> dict:
+    """Runs in the subprocess: build, compile, time; returns the measurements."""
+    import jax
+
+    if a.cache_dir:
+        jax.config.update("jax_compilation_cache_dir", a.cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from dnas.ops.layers import depthwise_impl
+    from dnas.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+    from dnas.spaces import DartsSearchNetwork, DartsSpace
+    from dnas.state import init_search_state
+
+    t_start = time.perf_counter()
+    space = DartsSpace(layers=a.layers)
+    net = DartsSearchNetwork(space, C=a.C, num_classes=10, rngs=nnx.Rngs(0))
+    w_opt, a_opt = darts_weight_optimizer(), darts_alpha_optimizer()
+    graphdef, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))
+    step = make_search_step(graphdef, w_opt, a_opt, order=a.order)
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(1), 4)
+    train = (jax.random.normal(k1, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k2, (a.batch,), 0, 10))
+    val = (jax.random.normal(k3, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k4, (a.batch,), 0, 10))
+    build_s = time.perf_counter() - t_start
+
+    t0 = time.perf_counter()
+    with depthwise_impl(a.depthwise):
+        lowered = jax.jit(step.__call__, donate_argnums=(0,)).lower(state, train, val)
+    trace_s = time.perf_counter() - t0
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state, m = compiled(state, train, val)
+    jax.block_until_ready(state)
+    first_step_s = time.perf_counter() - t0
+    for _ in range(max(a.warmup - 1, 0)):
+        state, m = compiled(state, train, val)
+    jax.block_until_ready(state)
+    peak_incl_compile = _status_mb("VmHWM")
+    _reset_hwm()
+    times = []
+    for _ in range(a.steps):
+        t0 = time.perf_counter()
+        state, m = compiled(state, train, val)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t0)
+    return {
+        "framework": "dnas",
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "depthwise": a.depthwise,
+        "build_s": build_s,
+        "trace_s": trace_s,
+        "compile_s": compile_s,
+        "first_step_s": first_step_s,
+        "step_ms_median": 1e3 * statistics.median(times),
+        "step_ms_min": 1e3 * min(times),
+        "n_timed": len(times),
+        "peak_rss_mb": _status_mb("VmHWM"),
+        "peak_rss_incl_compile_mb": peak_incl_compile,
+        "final_train_loss": float(m["train_loss"]),
+    }
+
+
+def _run_json(cmd: list[str], env: dict | None = None) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark subprocess failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _median_of(runs: list[dict]) -> dict:
+    out = dict(runs[0])
+    for k, v in runs[0].items():
+        if isinstance(v, float):
+            out[k] = statistics.median(r[k] for r in runs)
+    out["runs"] = len(runs)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--C", type=int, default=8)
+    ap.add_argument("--layers", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--hw", type=int, default=32)
+    ap.add_argument("--order", type=int, default=1, choices=(1, 2))
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per run")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1, help="alternating runs per framework")
+    ap.add_argument("--compare-torch", nargs="?", const=str(DEFAULT_TORCH), default=None, metavar="PATH")
+    ap.add_argument("--depthwise", default="auto", choices=("auto", "conv", "shift"), help="depthwise lowering")
+    ap.add_argument("--cache-dir", default="", help="persistent compilation cache (default: none, cold compile)")
+    ap.add_argument("--json", default="", help="also write the result here")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        print(json.dumps(worker(a)))
+        return
+
+    me = [sys.executable, os.path.abspath(__file__), "--worker", "--C", str(a.C), "--layers", str(a.layers), "--batch", str(a.batch),
+          "--hw", str(a.hw), "--order", str(a.order), "--steps", str(a.steps), "--warmup", str(a.warmup)]
+    if a.cache_dir:
+        me += ["--cache-dir", a.cache_dir]
+    me += ["--depthwise", a.depthwise]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    dnas_runs, torch_runs = [], []
+    for _ in range(a.repeats):
+        dnas_runs.append(_run_json(me, env))
+        if a.compare_torch:
+            if not Path(a.compare_torch).is_file():
+                raise SystemExit(f"PyTorch peer script not found at {a.compare_torch}; pass --compare-torch PATH")
+            torch_runs.append(_run_json([sys.executable, a.compare_torch, "--C", str(a.C), "--layers", str(a.layers), "--batch", str(a.batch),
+                                         "--hw", str(a.hw), "--steps", str(a.steps), "--warmup", str(a.warmup + 1)]))
+    result: dict = {
+        "config": {"C": a.C, "layers": a.layers, "batch": a.batch, "hw": a.hw, "order": a.order},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")},
+        "dnas": _median_of(dnas_runs),
+    }
+    if torch_runs:
+        t = _median_of(torch_runs)
+        t["peak_rss_mb"] = t.get("steady_peak_rss_mb")
+        result["torch"] = t
+        result["speedup_vs_torch"] = t["step_ms_median"] / result["dnas"]["step_ms_median"]
+    print(json.dumps(result, indent=1))
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Parameter and MAC counting, and the `dnas info` command."""
+
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from dnas.cost import count_macs, count_params, model_macs
+from dnas.ops.layers import Conv2d
+
+
+class _Tiny(nnx.Module):
+    def __init__(self):
+        self.c1 = Conv2d(3, 8, 3, 1, 1, rngs=nnx.Rngs(0))
+        self.dw = Conv2d(8, 8, 3, 2, 1, groups=8, rngs=nnx.Rngs(1))
+        self.fc = nnx.Linear(8, 5, rngs=nnx.Rngs(2))
+
+    def __call__(self, x):
+        return self.fc(jnp.mean(self.dw(self.c1(x)), axis=(1, 2)))
+
+
+def test_macs_match_hand_count():
+    net = _Tiny()
+    # conv 3x3 3->8 at 8x8: 8*8*8*3*9; depthwise 3x3 stride 2 to 4x4: 4*4*8*9; linear 8->5.
+    expected = 8 * 8 * 8 * 3 * 9 + 4 * 4 * 8 * 9 + 8 * 5
+    assert model_macs(net, (1, 8, 8, 3)) == expected
+    assert model_macs(net, (2, 8, 8, 3)) == 2 * expected
+    assert count_params(net) == 3 * 9 * 8 + 9 * 8 + 8 * 5 + 5
+
+
+def test_count_macs_of_plain_function():
+    assert count_macs(lambda a, b: a @ b, jnp.ones((4, 6)), jnp.ones((6, 3))) == 4 * 6 * 3
+
+
+@pytest.mark.slow
+def test_dnas_info_reports_published_darts_v2_size():
+    out = subprocess.run(
+        [sys.executable, "-m", "dnas.cli", "info", "--genotype", "DARTS_V2", "--dataset", "cifar10", "--init-channels", "36", "--layers", "20"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    lines = dict(l.split(": ", 1) for l in out.splitlines() if ": " in l)
+    assert lines["params"] == "3.349342 M"  # DARTS' own log: "param size = 3.349342MB"
+    assert float(lines["macs"].split()[0]) == pytest.approx(528.36, abs=0.01)  # paper: 528M
+
+
+def test_dnas_info_bad_genotype_is_one_clear_line():
+    proc = subprocess.run([sys.executable, "-m", "dnas.cli", "info", "--genotype", "NOPE"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "neither a published genotype" in proc.stderr

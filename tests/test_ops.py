@@ -1,0 +1,98 @@
+"""Contract tests over every registered op, plus the layer primitives they share."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dnas.errors import DnasError
+from dnas.ops import OPS, build_op
+from dnas.ops.layers import BatchNorm, avg_pool, conv2d, depthwise_impl
+
+C = 8
+
+
+def _channels(name):
+    return 64 if name == "resnext_g32" else C  # width c_out//2 must divide by 32
+
+
+def _apply(name, stride, x, key=0):
+    c = x.shape[-1]
+    op = build_op(name, c, c, stride, affine=True, rngs=nnx.Rngs(key))
+    g, params, rest = nnx.split(op, nnx.Param, ...)
+
+    def f(params, x):
+        m = nnx.merge(g, params, rest, copy=True)
+        return m(x)
+
+    return f, params
+
+
+@pytest.mark.parametrize("name", OPS.names())
+@pytest.mark.parametrize("stride", [1, 2])
+def test_op_contract(name, stride):
+    c = _channels(name)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, c))
+    f, params = _apply(name, stride, x)
+    y_eager = f(params, x)
+    assert y_eager.shape == (2, 8 // stride, 8 // stride, c)
+    y_jit = jax.jit(f)(params, x)
+    np.testing.assert_allclose(np.asarray(y_jit), np.asarray(y_eager), rtol=1e-5, atol=1e-5)
+    grads = jax.jit(jax.grad(lambda p, x: jnp.sum(f(p, x) ** 2), argnums=(0, 1)))(params, x)
+    for leaf in jax.tree_util.tree_leaves(grads):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    spec = OPS[name]
+    n_params = sum(np.size(l) for l in jax.tree_util.tree_leaves(params))
+    if spec.is_zero:
+        assert not np.any(np.asarray(y_eager))
+    if spec.parametric:
+        assert n_params > 0
+    elif stride == 1:
+        assert n_params == 0, f"{name} is declared parameter-free but has {n_params} parameters at stride 1"
+
+
+def test_unknown_op_lists_known():
+    with pytest.raises(DnasError, match="unknown op 'sep_conv_9x9'.*sep_conv_3x3"):
+        build_op("sep_conv_9x9", 4, 4, 1, affine=False, rngs=nnx.Rngs(0))
+
+
+def test_duplicate_registration_fails():
+    from dnas.ops import register_op
+
+    with pytest.raises(DnasError, match="already registered"):
+        register_op("none", parametric=False)(lambda *a: None)
+
+
+@pytest.mark.parametrize("k,stride,dilation", [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 1, 2)])
+def test_depthwise_lowerings_agree(k, stride, dilation):
+    x = jax.random.normal(jax.random.key(1), (2, 9, 9, 6))
+    w = jax.random.normal(jax.random.key(2), (k, k, 1, 6))
+    pad = dilation * (k - 1) // 2
+    outs = {}
+    for impl in ("conv", "shift"):
+        with depthwise_impl(impl):
+            outs[impl] = conv2d(x, w, stride, pad, dilation, groups=6)
+            g = jax.grad(lambda x, w: jnp.sum(jnp.sin(conv2d(x, w, stride, pad, dilation, groups=6))), argnums=(0, 1))(x, w)
+            outs[impl + "_grad"] = g
+    np.testing.assert_allclose(outs["conv"], outs["shift"], rtol=1e-5, atol=1e-5)
+    for a, b in zip(outs["conv_grad"], outs["shift_grad"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_matches_pytorch_semantics():
+    x = jax.random.normal(jax.random.key(3), (4, 3, 3, 2)) * 3 + 1
+    bn = BatchNorm(2, affine=False)
+    y = bn(x)
+    xs = np.asarray(x).reshape(-1, 2)
+    np.testing.assert_allclose(np.asarray(y).reshape(-1, 2), (xs - xs.mean(0)) / np.sqrt(xs.var(0) + 1e-5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.mean.get_value(), 0.1 * xs.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(bn.var.get_value(), 0.9 + 0.1 * xs.var(0, ddof=1), rtol=1e-5)  # unbiased, as torch
+    bn.use_running_average = True
+    np.testing.assert_allclose(bn(x), (x - bn.mean.get_value()) / np.sqrt(bn.var.get_value() + 1e-5), rtol=1e-5)
+
+
+def test_avg_pool_excludes_padding():
+    x = jnp.ones((1, 4, 4, 1))
+    np.testing.assert_allclose(avg_pool(x, 3, 1, 1, count_include_pad=False), 1.0)
+    assert float(avg_pool(x, 3, 1, 1, count_include_pad=True)[0, 0, 0, 0]) == pytest.approx(4 / 9)
