@@ -1,0 +1,99 @@
+"""Datasets: loaders, clear errors, the search split, deterministic resumable batches, augmentation."""
+
+import gzip
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dnas import datasets as D
+from dnas.config import shared_data
+from dnas.errors import DnasError
+
+
+def test_digits_and_synthetic():
+    d = D.load_digits()
+    assert d.train_x.shape == (1440, 8, 8, 1) and d.test_x.shape == (357, 8, 8, 1)
+    assert d.num_classes == 10 and set(np.unique(d.train_y)) == set(range(10))
+    s = D.synthetic(n_train=64, n_test=16, hw=8)
+    assert s.train_x.shape == (64, 8, 8, 3)
+
+
+def _write_idx(path, arr):
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_idx_folder_roundtrip_and_errors(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 255, (10, 28, 28))
+    labels = np.arange(10) % 10
+    for split in ("train", "t10k"):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", imgs)
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+    d = D.load_idx_folder(tmp_path, "fashion_mnist")
+    assert d.train_x.shape == (10, 28, 28, 1) and np.array_equal(d.train_y, labels)
+    with pytest.raises(DnasError, match="does not exist.*apt-get install dataset-fashion-mnist"):
+        D.get_dataset("fashion_mnist", str(tmp_path / "nope"))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"garbage!")
+    with pytest.raises(DnasError, match="bad magic"):
+        D.load_idx_folder(tmp_path)
+
+
+def test_cifar_errors(tmp_path):
+    with pytest.raises(DnasError, match="does not exist"):
+        D.load_cifar10(tmp_path / "missing")
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    with pytest.raises(DnasError, match="data_batch_1.*missing"):
+        D.load_cifar10(tmp_path)
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"nope": 1}))
+    with pytest.raises(DnasError, match="malformed"):
+        D.load_cifar10(folder)
+    with pytest.raises(DnasError, match="needs a path"):
+        D.get_dataset("cifar10")
+    with pytest.raises(DnasError, match="unknown dataset"):
+        D.get_dataset("imagenet22k")
+
+
+@pytest.mark.skipif(not shared_data("images", "cifar10_subset"), reason="shared CIFAR-10 subset not present")
+def test_real_cifar_subset_and_mnist():
+    d = D.load_cifar10(shared_data("images", "cifar10_subset"))
+    assert d.train_x.shape[1:] == (32, 32, 3) and d.train_x.dtype == np.uint8 and len(d.train_y) > 5000
+    if shared_data("images", "mnist"):
+        m = D.load_idx_folder(shared_data("images", "mnist"))
+        assert m.train_x.shape == (60000, 28, 28, 1) and m.test_x.shape == (10000, 28, 28, 1)
+
+
+def test_search_split_is_darts_halves():
+    w, a = D.search_split(10, 0.5)
+    assert w.tolist() == [0, 1, 2, 3, 4] and a.tolist() == [5, 6, 7, 8, 9]
+    with pytest.raises(DnasError):
+        D.search_split(10, 1.0)
+
+
+def test_batches_are_pure_function_of_step():
+    key = jax.random.key(3)
+    epoch0 = np.concatenate([D.batch_indices(key, 10, 3, s) for s in range(3)])
+    assert len(set(epoch0.tolist())) == 9  # no repeats inside an epoch
+    assert np.array_equal(D.batch_indices(key, 10, 3, 4), D.batch_indices(key, 10, 3, 4))
+    assert not np.array_equal(D.batch_indices(key, 10, 3, 0), D.batch_indices(key, 10, 3, 3))  # new epoch, new order
+    with pytest.raises(DnasError, match="larger than"):
+        D.batch_indices(key, 4, 8, 0)
+
+
+def test_augment_crop_flip_cutout():
+    x = jnp.arange(2 * 8 * 8, dtype=jnp.float32).reshape(2, 8, 8, 1) + 1
+    y = D.augment(jax.random.key(0), x, pad=2, flip=True, cutout=4)
+    assert y.shape == x.shape
+    assert np.array_equal(D.augment(jax.random.key(0), x, pad=2, cutout=4), y)  # deterministic under a key
+    zeros = np.sum(np.asarray(y) == 0, axis=(1, 2, 3))
+    assert np.all(zeros >= 4)  # at least part of a 4x4 cutout (plus padding) is zero
+    plain = D.augment(jax.random.key(1), x, pad=0, flip=False, cutout=0)
+    assert np.array_equal(plain, x)
+    n = D.normalize(jnp.full((1, 2, 2, 1), 255, jnp.uint8), (0.5,), (0.25,))
+    np.testing.assert_allclose(n, 2.0)

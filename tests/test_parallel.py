@@ -1,0 +1,50 @@
+"""Data parallel on 4 fake CPU devices equals one device at the same global batch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dnas.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+from dnas.parallel import make_mesh, replicate, shard_batch
+from dnas.spaces import DartsSearchNetwork, DartsSpace
+from dnas.state import init_search_state
+
+
+@pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices: XLA_FLAGS=--xla_force_host_platform_device_count=4")
+def test_sharded_step_equals_single_device():
+    space = DartsSpace(layers=1, steps=2, ops=("none", "skip_connect", "sep_conv_3x3", "avg_pool_3x3"))
+    net = DartsSearchNetwork(space, C=4, num_classes=3, rngs=nnx.Rngs(0))
+    w_opt, a_opt = darts_weight_optimizer(), darts_alpha_optimizer()
+    g, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))
+    step = jax.jit(make_search_step(g, w_opt, a_opt, order=1).__call__)
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(8, 8, 8, 3)).astype(np.float32), rng.integers(0, 3, 8).astype(np.int32)) for _ in range(4)]
+
+    single = state
+    for i in range(2):
+        single, m1 = step(single, batches[2 * i], batches[2 * i + 1])
+
+    mesh = make_mesh(4)
+    sharded = replicate(mesh, state)
+    for i in range(2):
+        tb, vb = shard_batch(mesh, batches[2 * i]), shard_batch(mesh, batches[2 * i + 1])
+        assert len(tb[0].sharding.device_set) == 4
+        sharded, m4 = step(sharded, tb, vb)
+
+    for a, b in zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(sharded)):
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(float(m1["train_loss"]), float(m4["train_loss"]), rtol=1e-5)
+
+
+def test_device_count_errors_are_clear():
+    from dnas.errors import DnasError
+
+    with pytest.raises(DnasError, match="devices"):
+        make_mesh(len(jax.devices()) + 1)
+    mesh = make_mesh(len(jax.devices()))
+    if mesh.devices.size > 1:
+        with pytest.raises(DnasError, match="divisible"):
+            shard_batch(mesh, np.zeros((mesh.devices.size + 1, 2)))
