@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dnas`` command; returns the exit code."""
+    import absl.logging
+
+    # Orbax logs through absl; the CLI reports failures itself, as one line.
+    absl.logging.set_verbosity(absl.logging.FATAL)
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, overrides = _split_overrides(argv)
     args = build_parser().parse_args(rest)

@@ -48,7 +48,8 @@ def test_edge_scan_matches_unrolled_forward_and_gradients():
     for l in space.labels:
         np.testing.assert_allclose(ga_scan[l], ga_flat[l], rtol=1e-3, atol=1e-6)
     # Per-edge weight gradients land on the right edge.
-    for sc, fc, gsc, gfc in zip(scan_net.cells, flat_net.cells, gp_scan["cells"], gp_flat["cells"]):
+    for ci, (sc, fc) in enumerate(zip(scan_net.cells, flat_net.cells)):
+        gsc, gfc = gp_scan["cells"][ci], gp_flat["cells"][ci]
         for k, seg in enumerate(sc.scans):
             for t, label in enumerate(seg.labels):
                 e = fc.labels.index(label)

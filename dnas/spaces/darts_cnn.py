@@ -204,12 +204,10 @@ class DartsSearchCell(nnx.Module):
         else:
             a = [(l, n, i) for l, (n, i) in zip(self.labels, edges) if i < 2]
             b = [(l, n, i) for l, (n, i) in zip(self.labels, edges) if i >= 2]
-            self.scans = nnx.List(
-                [
-                    EdgeScan([l for l, _, _ in a], [i for _, _, i in a], [n - 2 for _, n, _ in a], space.ops, c, 2, rngs=rngs),
-                    EdgeScan([l for l, _, _ in b], [i - 2 for _, _, i in b], [n - 2 for _, n, _ in b], space.ops, c, 1, rngs=rngs),
-                ]
-            )
+            scans = [EdgeScan([l for l, _, _ in a], [i for _, _, i in a], [n - 2 for _, n, _ in a], space.ops, c, 2, rngs=rngs)]
+            if b:  # a one-node cell has no edges between intermediate nodes
+                scans.append(EdgeScan([l for l, _, _ in b], [i - 2 for _, _, i in b], [n - 2 for _, n, _ in b], space.ops, c, 1, rngs=rngs))
+            self.scans = nnx.List(scans)
 
     def __call__(self, s0: jax.Array, s1: jax.Array, arch: ArchInput) -> jax.Array:
         h0, h1 = self.pre0(s0), self.pre1(s1)
@@ -230,7 +228,8 @@ class DartsSearchCell(nnx.Module):
             out_shape = (h0.shape[0], -(-h0.shape[1] // 2), -(-h0.shape[2] // 2), h0.shape[3])
             nodes = jnp.zeros((self.steps,) + out_shape, h0.dtype)
             nodes = self.scans[0](nodes, arch, source=jnp.stack([h0, h1]))
-            nodes = self.scans[1](nodes, arch)
+            if len(self.scans) > 1:
+                nodes = self.scans[1](nodes, arch)
         return jnp.concatenate(list(nodes), axis=-1)
 
 
