@@ -74,3 +74,15 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def resume(ckpt: Checkpointer, state: Any, writers: tuple = (), log=print) -> Any:
+    """Restores the newest checkpoint into ``state`` (if any) and truncates metric files
+    past it, so a resumed run's files match an uninterrupted run's."""
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state = ckpt.restore(latest, state)
+        log(f"resuming {ckpt.directory.parent} from step {latest}")
+    for w in writers:
+        w.truncate_after(int(state.step))
+    return state

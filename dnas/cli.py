@@ -65,25 +65,29 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    """Runs or resumes a search; prints the derived genotype."""
-    from dnas.config import default_search_config, load_config
-    from dnas.loop import Interrupted, run_search
+def _resolve(args: argparse.Namespace, kind: str, defaults) -> tuple[Path, object]:
+    """Workdir and config for search/train: --config file, else a saved run, else defaults."""
+    from dnas.config import apply_overrides, load_config, validate
     from dnas.parallel import maybe_initialize_distributed
 
     maybe_initialize_distributed()
     _enable_compilation_cache(args.jax_cache)
-    workdir = Path(args.workdir) if args.workdir else Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
+    workdir = Path(args.workdir) if args.workdir else Path("runs") / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
     if args.config:
-        config = load_config(args.config, args.overrides, kind="search")
-    elif (workdir / "config.json").exists():
+        return workdir, load_config(args.config, args.overrides, kind=kind)
+    if (workdir / "config.json").exists():
         if args.overrides:
             raise DnasError("overrides need --config; an existing run resumes with its saved config")
-        config = None
-    else:
-        from dnas.config import apply_overrides, validate
+        return workdir, None
+    return workdir, validate(apply_overrides(defaults(), args.overrides))
 
-        config = validate(apply_overrides(default_search_config(), args.overrides))
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Runs or resumes a search; prints the derived genotype."""
+    from dnas.config import default_search_config
+    from dnas.loop import Interrupted, run_search
+
+    workdir, config = _resolve(args, "search", default_search_config)
     try:
         geno = run_search(config, workdir, log=lambda m: print(m, file=sys.stderr))
     except Interrupted as e:
@@ -96,19 +100,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Trains a derived network from scratch and reports test accuracy."""
-    from dnas.config import apply_overrides, load_config, train_defaults, validate
-    from dnas.parallel import maybe_initialize_distributed
+    from dnas.config import train_defaults
     from dnas.retrain import run_train
 
-    maybe_initialize_distributed()
-    _enable_compilation_cache(args.jax_cache)
-    workdir = Path(args.workdir) if args.workdir else Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
-    if args.config:
-        config = load_config(args.config, args.overrides, kind="train")
-    elif (workdir / "config.json").exists():
-        config = None
-    else:
-        config = validate(apply_overrides(train_defaults(), args.overrides))
+    workdir, config = _resolve(args, "train", train_defaults)
     if config is not None and args.genotype:
         with config.unlocked():
             config.genotype = args.genotype

@@ -211,6 +211,22 @@ def default_search_config() -> ml_collections.ConfigDict:
     return c
 
 
+def apply_smoke(c: ml_collections.ConfigDict, **extra: Any) -> ml_collections.ConfigDict:
+    """The CPU smoke variant shared by experiment configs: the real CIFAR-10 subset from
+    ``../shared`` when present (else the embedded digits), 256 examples, a few steps."""
+    c.data_dir = shared_data("images", "cifar10_subset")
+    c.dataset = "cifar10" if c.data_dir else "digits"
+    c.max_train_examples = 256
+    c.batch_size = 16
+    c.epochs = 2
+    c.max_steps = 6
+    c.log_every_steps = 2
+    c.checkpoint_every_steps = 3
+    for k, v in extra.items():
+        c[k] = v
+    return c
+
+
 def shared_data(*parts: str) -> str:
     """``<repo>/../shared/data/<parts>`` when that folder exists (this project's test data),
     else ''. Experiment configs use it for smoke runs and fall back to embedded data."""

@@ -29,7 +29,7 @@ from flax import nnx
 
 from dnas import genotype as G
 from dnas.bilevel import SearchStep, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
-from dnas.checkpoint import Checkpointer
+from dnas.checkpoint import Checkpointer, resume
 from dnas.config import from_json, to_json
 from dnas.datasets import Dataset, augment, batch_indices, get_dataset, normalize, search_split, steps_per_epoch
 from dnas.errors import DnasError
@@ -161,13 +161,8 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     metrics, alphas = MetricWriter(workdir / "metrics.jsonl"), MetricWriter(workdir / "alpha.jsonl")
     state = setup.state
-    latest = ckpt.latest_step()
-    if latest is not None:
-        state = ckpt.restore(latest, state)
-        log(f"resuming {workdir} from step {latest}")
+    state = resume(ckpt, state, (metrics, alphas), log)
     start = int(state.step)
-    metrics.truncate_after(start)
-    alphas.truncate_after(start)
     log(
         f"search: {config.space} space ({setup.space.size():.3e} architectures), {config.dataset} "
         f"{len(setup.w_idx)}+{len(setup.a_idx)} examples, {setup.total_steps} steps "

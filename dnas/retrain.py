@@ -21,7 +21,7 @@ from flax import nnx, struct
 
 from dnas import genotype as G
 from dnas.bilevel import cross_entropy
-from dnas.checkpoint import Checkpointer
+from dnas.checkpoint import Checkpointer, resume
 from dnas.datasets import augment, batch_indices, get_dataset, normalize, steps_per_epoch
 from dnas.metrics import MetricWriter, Progress
 from dnas.nets import build_eval_network
@@ -99,12 +99,8 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     train_jit, eval_jit = jax.jit(train_step, donate_argnums=(0,)), jax.jit(eval_step)
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     metrics = MetricWriter(workdir / "metrics.jsonl")
-    latest = ckpt.latest_step()
-    if latest is not None:
-        state = ckpt.restore(latest, state)
-        log(f"resuming {workdir} from step {latest}")
+    state = resume(ckpt, state, (metrics,), log)
     start = int(state.step)
-    metrics.truncate_after(start)
     log(f"train: {geno} on {config.dataset} ({len(data.train_y)} train / {len(data.test_y)} test), {total} steps")
     progress = Progress(total, start)
     try:

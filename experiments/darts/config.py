@@ -17,7 +17,7 @@ Run time at paper settings: 1.5 (first order) / 4 (second order) GPU-days on a 1
 the paper; not measured with dnas on a GPU yet.
 """
 
-from dnas.config import search_defaults, shared_data
+from dnas.config import apply_smoke, search_defaults
 
 
 def get_config(arg: str | None = None):
@@ -28,15 +28,5 @@ def get_config(arg: str | None = None):
     c = search_defaults()
     c.order = 2 if "second" in flags else 1
     if "smoke" in flags:
-        c.data_dir = shared_data("images", "cifar10_subset")
-        c.dataset = "cifar10" if c.data_dir else "digits"
-        c.max_train_examples = 256
-        c.init_channels = 4
-        c.layers = 2
-        c.nodes = 2
-        c.batch_size = 16
-        c.epochs = 2
-        c.max_steps = 6
-        c.log_every_steps = 2
-        c.checkpoint_every_steps = 3
+        apply_smoke(c, init_channels=4, layers=2, nodes=2)
     return c

@@ -11,7 +11,7 @@ Expected result: DARTS_V2 2.76 ± 0.09 % test error (3.3M params); DARTS_V1 3.00
 Run time at paper settings: about 1.5 GPU-days on a 1080Ti; not measured with dnas yet.
 """
 
-from dnas.config import shared_data, train_defaults
+from dnas.config import apply_smoke, train_defaults
 
 
 def get_config(arg: str | None = None):
@@ -19,16 +19,6 @@ def get_config(arg: str | None = None):
         raise ValueError(f"unknown config arg {arg!r}; use smoke or nothing")
     c = train_defaults()
     if arg == "smoke":
-        c.data_dir = shared_data("images", "cifar10_subset")
-        c.dataset = "cifar10" if c.data_dir else "digits"
-        c.max_train_examples = 256
-        c.max_test_examples = 256
-        c.init_channels = 8
-        c.layers = 3
-        c.batch_size = 16
-        c.epochs = 2
-        c.max_steps = 6
+        apply_smoke(c, max_test_examples=256, init_channels=8, layers=3)
         c.cutout = 16 if c.dataset == "cifar10" else 4
-        c.log_every_steps = 2
-        c.checkpoint_every_steps = 3
     return c

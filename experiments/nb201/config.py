@@ -16,7 +16,7 @@ Run time at paper settings: about 3 GPU-hours (the benchmark's report); not meas
 dnas on a GPU yet.
 """
 
-from dnas.config import search_defaults, shared_data
+from dnas.config import apply_smoke, search_defaults
 from dnas.genotype import NB201_OPS
 
 
@@ -30,14 +30,5 @@ def get_config(arg: str | None = None):
     c.init_channels = 16
     c.w_weight_decay = 5e-4
     if arg == "smoke":
-        c.data_dir = shared_data("images", "cifar10_subset")
-        c.dataset = "cifar10" if c.data_dir else "digits"
-        c.max_train_examples = 256
-        c.init_channels = 4
-        c.layers = 1
-        c.batch_size = 16
-        c.epochs = 2
-        c.max_steps = 6
-        c.log_every_steps = 2
-        c.checkpoint_every_steps = 3
+        apply_smoke(c, init_channels=4, layers=1)
     return c
