@@ -8,7 +8,7 @@ from flax import nnx
 
 from dnas.errors import DnasError
 from dnas.ops import OPS, build_op
-from dnas.ops.layers import BatchNorm, avg_pool, conv2d, depthwise_impl
+from dnas.ops.layers import BatchNorm, avg_pool, conv2d, depthwise_impl, depthwise_pointwise
 
 C = 8
 
@@ -78,6 +78,39 @@ def test_depthwise_lowerings_agree(k, stride, dilation):
     np.testing.assert_allclose(outs["conv"], outs["shift"], rtol=1e-5, atol=1e-5)
     for a, b in zip(outs["conv_grad"], outs["shift_grad"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k,stride,dilation", [(3, 1, 1), (5, 2, 2)])
+def test_depthwise_pointwise_lowerings_agree(k, stride, dilation):
+    """The fused (product-kernel) dense conv equals depthwise-then-pointwise, values and grads."""
+    x = jax.random.normal(jax.random.key(1), (2, 9, 9, 6))
+    dw = jax.random.normal(jax.random.key(2), (k, k, 1, 6))
+    pw = jax.random.normal(jax.random.key(3), (1, 1, 6, 5))
+    pad = dilation * (k - 1) // 2
+
+    def f(x, dw, pw):
+        return jnp.sum(jnp.sin(depthwise_pointwise(x, dw, pw, stride, pad, dilation)))
+
+    res = {}
+    for impl in ("conv", "shift", "fused"):
+        with depthwise_impl(impl):
+            res[impl] = (f(x, dw, pw), jax.grad(f, argnums=(0, 1, 2))(x, dw, pw))
+    for impl in ("shift", "fused"):
+        np.testing.assert_allclose(res[impl][0], res["conv"][0], rtol=1e-4, atol=1e-4)
+        for a, b in zip(res[impl][1], res["conv"][1]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_pointwise_conv_as_dot_matches_conv():
+    x = jax.random.normal(jax.random.key(4), (2, 7, 7, 6))
+    w = jax.random.normal(jax.random.key(5), (1, 1, 6, 4))
+    with depthwise_impl("conv"):
+        ref = [conv2d(x, w, s) for s in (1, 2)]
+    with depthwise_impl("shift"):
+        got = [conv2d(x, w, s) for s in (1, 2)]
+    for a, b in zip(got, ref):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_batchnorm_matches_pytorch_semantics():

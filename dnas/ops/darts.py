@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dnas.ops import register_op
-from dnas.ops.layers import Conv2d, avg_pool, batch_norm, max_pool
+from dnas.ops.layers import Conv2d, avg_pool, batch_norm, depthwise_pointwise, max_pool
 
 PAPER = "Liu et al. 2019, DARTS"
 
@@ -59,7 +59,9 @@ class DilConv(nnx.Module):
         self.bn = batch_norm(c_out, affine, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.bn(self.pw(self.dw(jax.nn.relu(x))))
+        dw = self.dw
+        y = depthwise_pointwise(jax.nn.relu(x), dw.kernel.get_value(), self.pw.kernel.get_value(), dw.stride, dw.padding, dw.dilation)
+        return self.bn(y)
 
 
 class SepConv(nnx.Module):

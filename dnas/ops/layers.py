@@ -20,12 +20,22 @@ import jax.numpy as jnp
 from flax import nnx
 
 _DEPTHWISE_IMPL: contextvars.ContextVar[str] = contextvars.ContextVar("depthwise_impl", default="auto")
-_IMPLS = ("auto", "conv", "shift")
+_IMPLS = ("auto", "conv", "shift", "fused")
 
 
 @contextlib.contextmanager
 def depthwise_impl(impl: str) -> Iterator[None]:
-    """Forces the depthwise lowering while tracing: ``"auto"``, ``"conv"`` or ``"shift"``.
+    """Forces the depthwise lowering while tracing: ``"auto"``, ``"conv"``, ``"shift"`` or ``"fused"``.
+
+    - ``"conv"``: ``feature_group_count`` convolution (cuDNN's fast path; slow on CPU).
+    - ``"shift"``: a sum of ``k*k`` shifted, per-channel-scaled slices (elementwise).
+    - ``"fused"``: a depthwise conv followed by a pointwise one (every DARTS sep/dil conv)
+      runs as *one* dense convolution whose kernel is their product,
+      ``W[i, j, c, o] = dw[i, j, c] * pw[c, o]``; a lone depthwise falls back to shift.
+      More FLOPs, but one well-shaped kernel instead of two memory-bound ones, and the
+      smallest program (fast compile).
+    - ``"auto"``: ``"shift"`` on CPU (fastest whole search step measured with XLA's
+      default CPU flags, ``benchmarks/RESULTS.md``), ``"conv"`` elsewhere.
 
     It acts at trace time, so use it around the first call of a jitted function (or an
     un-jitted call).
@@ -104,8 +114,16 @@ def conv2d(
     ph, pw = _pair(padding)
     cin = x.shape[-1]
     if groups == cin and w.shape[-1] == cin and w.shape[2] == 1 and sh == sw and ph == pw and groups > 1:
-        if _resolved_depthwise_impl() == "shift":
+        if _resolved_depthwise_impl() in ("shift", "fused"):
             return depthwise_shift(x, w[:, :, 0, :], sh, ph, dilation)
+    if w.shape[:2] == (1, 1) and groups == 1 and ph == pw == 0 and _resolved_depthwise_impl() != "conv":
+        # A 1x1 convolution is a matrix product over pixels. As a 2-D dot XLA's CPU
+        # backend runs it (and its gradients) ~10x faster than as a convolution at the
+        # small channel counts of a supernet (C = 8..64).
+        if sh > 1 or sw > 1:
+            x = x[:, ::sh, ::sw, :]
+        y = jnp.dot(x.reshape(-1, cin), w[0, 0])
+        return y.reshape(x.shape[:-1] + (w.shape[-1],))
     return jax.lax.conv_general_dilated(
         x,
         w,
@@ -115,6 +133,25 @@ def conv2d(
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=groups,
     )
+
+
+def depthwise_pointwise(
+    x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, padding: int, dilation: int = 1
+) -> jax.Array:
+    """A depthwise conv followed by a pointwise (1x1) conv, in the selected lowering.
+
+    Args:
+      x: ``f32[B, H, W, C]``.
+      dw: depthwise kernel ``f32[kh, kw, 1, C]``.
+      pw: pointwise kernel ``f32[1, 1, C, C_out]``.
+      stride, padding, dilation: of the depthwise conv (PyTorch semantics).
+    Returns:
+      ``f32[B, H_out, W_out, C_out]``; equal (up to float rounding) in every lowering.
+    """
+    if _resolved_depthwise_impl() == "fused":
+        w = dw[:, :, 0, :, None] * pw[0, 0][None, None]  # [kh, kw, C, C_out]
+        return conv2d(x, w, stride, padding, dilation)
+    return conv2d(conv2d(x, dw, stride, padding, dilation, groups=x.shape[-1]), pw)
 
 
 class Conv2d(nnx.Module):
