@@ -1,0 +1,1 @@
+"""dnas: differentiable and one-shot neural architecture search in JAX/Flax NNX."""

@@ -35,7 +35,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.init_channels = 16
     c.layers = 8  # DARTS: cells; NB201: cells per stage (N)
     c.nodes = 4  # DARTS intermediate nodes per cell
-    c.edge_scan = True
+    c.cell_impl = "scan"  # DARTS edges: "scan" (lax.scan), "batch" (vmap per source node) or "unrolled"
+    c.remat = True  # scan cells: recompute edge forwards in backward (faster and half the memory on CPU)
     c.epochs = 50
     c.batch_size = 64
     c.train_portion = 0.5
@@ -118,6 +119,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise DnasError(f"config.order must be 1 or 2, got {config.order}")
         if config.space not in ("darts", "nb201"):
             raise DnasError(f"config.space must be 'darts' or 'nb201', got {config.space!r}")
+        if config.cell_impl not in ("batch", "scan", "unrolled"):
+            raise DnasError(f"config.cell_impl must be 'batch', 'scan' or 'unrolled', got {config.cell_impl!r}")
     return config
 
 

@@ -37,7 +37,7 @@ from dnas.metrics import MetricWriter, Progress
 from dnas.parallel import make_mesh, replicate, shard_batch
 from dnas.relax import make_relaxation
 from dnas.spaces import DartsSearchNetwork, DartsSpace, NB201SearchNetwork, NB201Space
-from dnas.state import SearchState, alpha_dict, init_search_state
+from dnas.state import SearchState, alpha_dict, build_jitted, init_search_state
 
 
 class Interrupted(Exception):
@@ -81,12 +81,14 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     key = jax.random.key(config.seed)
     k_model, k_state, data_key = jax.random.split(key, 3)
     space = build_space(config)
-    rngs = nnx.Rngs(params=k_model)
     h, w, c = data.image_shape
     if config.space == "darts":
-        net = DartsSearchNetwork(space, C=config.init_channels, num_classes=data.num_classes, in_channels=c, edge_scan=config.edge_scan, rngs=rngs)
+        ctor = lambda r: DartsSearchNetwork(  # noqa: E731
+            space, C=config.init_channels, num_classes=data.num_classes, in_channels=c, impl=config.cell_impl, remat=config.remat, rngs=r
+        )
     else:
-        net = NB201SearchNetwork(space, C=config.init_channels, num_classes=data.num_classes, in_channels=c, rngs=rngs)
+        ctor = lambda r: NB201SearchNetwork(space, C=config.init_channels, num_classes=data.num_classes, in_channels=c, rngs=r)  # noqa: E731
+    net = build_jitted(ctor, k_model)
     w_opt = darts_weight_optimizer(
         config.w_lr, config.w_lr_min, config.epochs, spe, config.w_momentum, config.w_weight_decay, config.grad_clip
     )

@@ -127,6 +127,11 @@ class EdgeScan(nnx.Module):
       labels: per-edge labels (α / index is looked up per edge).
       src, dst: per-edge source and destination slots.
       candidates, c, stride, pool_bn, affine: as :class:`MixedOp`.
+      remat: recompute each edge's forward in the backward pass (``jax.checkpoint`` on
+        the scan body) instead of stacking its intermediates per iteration. On XLA CPU
+        this made the DARTS search step 1.6x faster and halved peak memory
+        (``benchmarks/RESULTS.md``): writing and re-reading the stacked residuals of a
+        ``while`` loop costs more than the recomputation.
       rngs: NNX RNG streams (split per edge).
     """
 
@@ -141,11 +146,13 @@ class EdgeScan(nnx.Module):
         *,
         pool_bn: bool = True,
         affine: bool = False,
+        remat: bool = True,
         rngs: nnx.Rngs,
     ):
         if not (len(labels) == len(src) == len(dst)) or not labels:
             raise ValueError("EdgeScan needs one src and dst per label and at least one edge")
         self.labels, self.src, self.dst = tuple(labels), tuple(src), tuple(dst)
+        self.remat = remat
         name = f"{labels[0]}..{labels[-1]}"
 
         @nnx.split_rngs(splits=len(labels))
@@ -179,6 +186,88 @@ class EdgeScan(nnx.Module):
             buf = buf.at[d].add(op(x, at))
             return buf, nnx.state(op)
 
+        if self.remat:
+            body = jax.checkpoint(body, prevent_cse=False)
         buffer, new_state = jax.lax.scan(body, buffer, (state, src, dst, a))
         nnx.update(self.op, new_state)
         return buffer
+
+
+class EdgeBatch(nnx.Module):
+    """Several same-shaped edges run side by side as one ``vmap`` over a stacked :class:`MixedOp`.
+
+    Batching the edges of a group makes every kernel ``E`` times bigger, keeps the
+    program at one copy of each candidate per group, and avoids the per-iteration carry
+    copies and residual stacking that :class:`EdgeScan` pays inside a ``while`` loop.
+    When all edges read the same input (``shared=True``: the edges leaving one node), its
+    ReLU is computed once and a convolution whose kernel alone is batched becomes one
+    wider convolution (JAX's batching rule folds the edge axis into the output features).
+    Convolutions whose input is batched too become grouped convolutions, which XLA's CPU
+    backend runs slowly, so on CPU this measured slower than :class:`EdgeScan`
+    (``benchmarks/RESULTS.md``).
+
+    With an integer architecture (one-shot evaluation) the edges run one by one, each
+    through ``lax.switch``, so only the chosen candidates are computed.
+
+    Args:
+      labels: per-edge labels (α / index is looked up per edge).
+      candidates, c, stride, pool_bn, affine: as :class:`MixedOp`.
+      rngs: NNX RNG streams (split per edge).
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        candidates: Sequence[str],
+        c: int,
+        stride: int,
+        *,
+        pool_bn: bool = True,
+        affine: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        if not labels:
+            raise ValueError("EdgeBatch needs at least one edge")
+        self.labels = tuple(labels)
+        name = f"{labels[0]}..{labels[-1]}"
+
+        @nnx.split_rngs(splits=len(labels))
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make(r: nnx.Rngs) -> MixedOp:
+            return MixedOp(name, candidates, c, c, stride, pool_bn=pool_bn, affine=affine, rngs=r)
+
+        self.op = make(rngs)
+
+    def __call__(self, x: jax.Array, arch: ArchInput, shared: bool = True) -> jax.Array:
+        """Runs the edges.
+
+        Args:
+          x: the input ``f32[B, H, W, C]`` read by every edge (``shared=True``), or one
+            input per edge ``f32[E, B, H, W, C]``.
+          arch: label -> mixing weights ``f32[k]`` or index ``int32[]``.
+        Returns:
+          ``f32[E, B, H_out, W_out, C]``, edge ``e``'s output at ``[e]``.
+        """
+        try:
+            a = jnp.stack([jnp.asarray(arch[l]) for l in self.labels])
+        except KeyError as e:
+            raise DnasError(f"architecture input lacks label {e.args[0]!r}") from None
+        graphdef, state = nnx.split(self.op)
+
+        def body(st, at, xe):
+            op = nnx.merge(graphdef, st, copy=True)
+            return op(xe, at), nnx.state(op)
+
+        if jnp.issubdtype(a.dtype, jnp.integer):
+            # vmap would turn the switch into "run every branch and select".
+            outs, states = [], []
+            for e in range(len(self.labels)):
+                y, st = body(jax.tree_util.tree_map(lambda v: v[e], state), a[e], x if shared else x[e])
+                outs.append(y)
+                states.append(st)
+            ys = jnp.stack(outs)
+            new_state = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *states)
+        else:
+            ys, new_state = jax.vmap(body, in_axes=(0, 0, None if shared else 0))(state, a, x)
+        nnx.update(self.op, new_state)
+        return ys

@@ -26,6 +26,7 @@ from dnas.datasets import augment, batch_indices, get_dataset, normalize, steps_
 from dnas.metrics import MetricWriter, Progress
 from dnas.nets import build_eval_network
 from dnas.parallel import make_mesh, replicate, shard_batch
+from dnas.state import build_jitted
 
 
 @struct.dataclass
@@ -53,7 +54,9 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     spe = steps_per_epoch(len(data.train_y), config.batch_size)
     total = config.max_steps or config.epochs * spe
     k_model, k_state, data_key = jax.random.split(jax.random.key(config.seed), 3)
-    net = build_eval_network(geno, "cifar", config.init_channels, config.layers, data.num_classes, config.auxiliary, c, rngs=nnx.Rngs(params=k_model))
+    net = build_jitted(
+        lambda r: build_eval_network(geno, "cifar", config.init_channels, config.layers, data.num_classes, config.auxiliary, c, rngs=r), k_model
+    )
     net.train()
     graphdef, weights, stats = nnx.split(net, nnx.Param, nnx.BatchStat)
     cosine = optax.cosine_decay_schedule(config.lr, max(config.epochs, 1))

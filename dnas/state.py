@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import optax
@@ -10,6 +11,35 @@ from flax import nnx, struct
 
 from dnas.mixed import Alpha
 from dnas.types import PRNGKey
+
+
+M = TypeVar("M", bound=nnx.Module)
+
+
+def build_jitted(ctor: Callable[[nnx.Rngs], M], key: PRNGKey) -> M:
+    """Builds a module inside one ``jax.jit``: ``ctor(nnx.Rngs(params=key))``.
+
+    Why: built eagerly, a supernet's initialisation is thousands of small random draws,
+    each dispatched (and, for every new shape, compiled) on its own; the DARTS search
+    network at C=8 took ~45 s to build on a 2-core CPU. Traced once, it is one program.
+    The parameters equal the eager build's up to one float32 ulp (``jax.random`` draws
+    the same bits; XLA may fuse a scaling such as α's ``1e-3 * N(0, 1)`` differently).
+
+    Args:
+      ctor: builds the module from an ``nnx.Rngs``; must not keep the ``Rngs``.
+      key: the ``params`` stream key.
+    Returns:
+      the module, its arrays concrete.
+    """
+    box: dict[str, nnx.GraphDef] = {}
+
+    def init(k: PRNGKey) -> nnx.State:
+        graphdef, state = nnx.split(ctor(nnx.Rngs(params=k)))
+        box["graphdef"] = graphdef
+        return state
+
+    state = jax.jit(init)(key)
+    return nnx.merge(box["graphdef"], state)
 
 
 @struct.dataclass

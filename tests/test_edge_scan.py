@@ -1,8 +1,9 @@
-"""The edge-scan supernet equals the unrolled (paper-literal) formulation."""
+"""The edge-scan and edge-batch supernets equal the unrolled (paper-literal) formulation."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from dnas.mixed import Alpha
@@ -19,17 +20,18 @@ def _copy_scan_into_unrolled(scan_net, flat_net):
     for sc, fc in zip(scan_net.cells, flat_net.cells):
         nnx.update(fc.pre0, nnx.state(sc.pre0))
         nnx.update(fc.pre1, nnx.state(sc.pre1))
-        for seg in sc.scans:
+        for seg in sc.groups:
             stacked = nnx.state(seg.op)
             for t, label in enumerate(seg.labels):
                 edge = fc.edges[fc.labels.index(label)]
                 nnx.update(edge, jax.tree_util.tree_map(lambda v: v[t], stacked))
 
 
-def test_edge_scan_matches_unrolled_forward_and_gradients():
+@pytest.mark.parametrize("impl", ["scan", "batch"])
+def test_grouped_edges_match_unrolled_forward_and_gradients(impl):
     space = DartsSpace(layers=3, steps=3, ops=OPS)  # cells: normal, reduce, reduce
-    scan_net = DartsSearchNetwork(space, C=4, num_classes=5, edge_scan=True, rngs=nnx.Rngs(0))
-    flat_net = DartsSearchNetwork(space, C=4, num_classes=5, edge_scan=False, rngs=nnx.Rngs(1))
+    scan_net = DartsSearchNetwork(space, C=4, num_classes=5, impl=impl, rngs=nnx.Rngs(0))
+    flat_net = DartsSearchNetwork(space, C=4, num_classes=5, impl="unrolled", rngs=nnx.Rngs(1))
     _copy_scan_into_unrolled(scan_net, flat_net)
     x = jax.random.normal(jax.random.key(0), (3, 8, 8, 3))
     alpha = {l: jax.random.normal(jax.random.fold_in(jax.random.key(1), i), (len(OPS),)) for i, l in enumerate(space.labels)}
@@ -50,21 +52,35 @@ def test_edge_scan_matches_unrolled_forward_and_gradients():
     # Per-edge weight gradients land on the right edge.
     for ci, (sc, fc) in enumerate(zip(scan_net.cells, flat_net.cells)):
         gsc, gfc = gp_scan["cells"][ci], gp_flat["cells"][ci]
-        for k, seg in enumerate(sc.scans):
+        for k, seg in enumerate(sc.groups):
             for t, label in enumerate(seg.labels):
                 e = fc.labels.index(label)
-                a = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda v: v[t], gsc["scans"][k]["op"]))
+                a = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda v: v[t], gsc["groups"][k]["op"]))
                 b = jax.tree_util.tree_leaves(gfc["edges"][e])
                 for u, v in zip(a, b):
                     np.testing.assert_allclose(u, v, rtol=1e-3, atol=1e-5)
 
 
-def test_edge_scan_index_path_matches_unrolled():
+@pytest.mark.parametrize("impl", ["scan", "batch"])
+def test_grouped_edges_index_path_matches_unrolled(impl):
     space = DartsSpace(layers=3, steps=2, ops=OPS)
-    scan_net = DartsSearchNetwork(space, C=4, num_classes=5, edge_scan=True, rngs=nnx.Rngs(0))
-    flat_net = DartsSearchNetwork(space, C=4, num_classes=5, edge_scan=False, rngs=nnx.Rngs(1))
+    scan_net = DartsSearchNetwork(space, C=4, num_classes=5, impl=impl, rngs=nnx.Rngs(0))
+    flat_net = DartsSearchNetwork(space, C=4, num_classes=5, impl="unrolled", rngs=nnx.Rngs(1))
     _copy_scan_into_unrolled(scan_net, flat_net)
     x = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))
     for i in range(3):
         arch = space.to_inputs(space.sample(jax.random.key(i)))
         np.testing.assert_allclose(scan_net(x, arch), flat_net(x, arch), rtol=1e-4, atol=1e-5)
+
+
+def test_build_jitted_equals_eager_build():
+    from dnas.state import build_jitted
+
+    space = DartsSpace(layers=2, steps=2, ops=OPS)
+    key = jax.random.key(7)
+    eager = DartsSearchNetwork(space, C=4, num_classes=5, rngs=nnx.Rngs(params=key))
+    jitted = build_jitted(lambda r: DartsSearchNetwork(space, C=4, num_classes=5, rngs=r), key)
+    a, b = nnx.state(eager), nnx.state(jitted)
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(u, v, rtol=1e-6, atol=0)  # XLA may fuse the scaling: 1 ulp

@@ -25,7 +25,7 @@ from flax import nnx
 
 from dnas.errors import DnasError
 from dnas.genotype import CellGenotype, DartsGenotype, MacroGenotype
-from dnas.mixed import EdgeScan, MixedOp, init_alpha
+from dnas.mixed import EdgeBatch, EdgeScan, MixedOp, init_alpha
 from dnas.ops import FactorizedReduce, ReLUConvBN
 from dnas.ops.layers import Conv2d, batch_norm
 from dnas.space import Choice, SearchSpace
@@ -41,6 +41,7 @@ DARTS_OPS = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
+CELL_IMPLS = ("batch", "scan", "unrolled")
 
 
 def reduction_layers(layers: int) -> tuple[int, ...]:
@@ -167,11 +168,18 @@ class DartsSpace(SearchSpace):
 class DartsSearchCell(nnx.Module):
     """One DARTS search cell: preprocess both inputs, a mixed op per edge, concat nodes.
 
-    ``edge_scan=True`` (default) runs same-shaped edges as one ``lax.scan`` over stacked
-    mixed ops (:class:`~dnas.mixed.EdgeScan`): a normal cell is one scan over its 14 edges,
-    a reduction cell two (stride-2 edges from the inputs, then stride-1 edges between
-    nodes). ``edge_scan=False`` unrolls one :class:`~dnas.mixed.MixedOp` per edge, the
-    paper's literal formulation; both compute the same function.
+    ``impl`` chooses how the 14 edges (4 nodes) execute; all compute the same function
+    (tested) and differ only in speed, memory and compile time:
+
+    - ``"scan"`` (default): same-shaped edges run as one ``lax.scan``
+      (:class:`~dnas.mixed.EdgeScan`): the smallest program, and on CPU the fastest step
+      measured so far (``benchmarks/RESULTS.md``).
+    - ``"batch"``: the edges leaving each node run as one :class:`~dnas.mixed.EdgeBatch`
+      (a ``vmap`` over stacked mixed ops reading the same input): ``steps + 1`` groups
+      per cell of 4, 4, 3, 2, 1 edges. Bigger kernels; on XLA CPU the per-edge second
+      convolutions become grouped convolutions, which makes it slower there.
+    - ``"unrolled"``: one :class:`~dnas.mixed.MixedOp` per edge, the paper's literal
+      formulation (largest program).
     """
 
     def __init__(
@@ -184,34 +192,56 @@ class DartsSearchCell(nnx.Module):
         reduction: bool,
         reduction_prev: bool,
         *,
-        edge_scan: bool = True,
+        impl: str = "scan",
+        remat: bool = True,
         rngs: nnx.Rngs,
     ):
+        if impl not in CELL_IMPLS:
+            raise DnasError(f"unknown cell impl {impl!r}; choose one of {CELL_IMPLS}")
         self.pre0 = (
             FactorizedReduce(c_pp, c, affine=False, rngs=rngs) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False, rngs=rngs)
         )
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False, rngs=rngs)
-        self.steps, self.reduction, self.edge_scan = space.steps, reduction, edge_scan
+        self.steps, self.reduction, self.impl = space.steps, reduction, impl
         edges = [(n, i) for n in range(2, space.steps + 2) for i in range(n)]  # destination order
         self.labels = tuple(f"{prefix}/edge_{n}_{i}" for n, i in edges)
-        if not edge_scan:
+        if impl == "batch":
+            # Group by source: source i feeds nodes max(2, i+1) .. steps+1.
+            self.group_dsts = tuple(tuple(range(max(2, i + 1), space.steps + 2)) for i in range(space.steps + 1))
+            self.groups = nnx.List(
+                [
+                    EdgeBatch([f"{prefix}/edge_{n}_{i}" for n in dsts], space.ops, c, 2 if reduction and i < 2 else 1, rngs=rngs)
+                    for i, dsts in enumerate(self.group_dsts)
+                ]
+            )
+        elif impl == "unrolled":
             self.edges = nnx.List(
                 [MixedOp(l, space.ops, c, c, 2 if reduction and i < 2 else 1, rngs=rngs) for l, (n, i) in zip(self.labels, edges)]
             )
         elif not reduction:
             # Inputs and nodes share one buffer: slots 0,1 = inputs, 2.. = nodes.
-            self.scans = nnx.List([EdgeScan(self.labels, [i for _, i in edges], [n for n, _ in edges], space.ops, c, 1, rngs=rngs)])
+            self.groups = nnx.List([EdgeScan(self.labels, [i for _, i in edges], [n for n, _ in edges], space.ops, c, 1, remat=remat, rngs=rngs)])
         else:
             a = [(l, n, i) for l, (n, i) in zip(self.labels, edges) if i < 2]
             b = [(l, n, i) for l, (n, i) in zip(self.labels, edges) if i >= 2]
-            scans = [EdgeScan([l for l, _, _ in a], [i for _, _, i in a], [n - 2 for _, n, _ in a], space.ops, c, 2, rngs=rngs)]
+            scans = [EdgeScan([l for l, _, _ in a], [i for _, _, i in a], [n - 2 for _, n, _ in a], space.ops, c, 2, remat=remat, rngs=rngs)]
             if b:  # a one-node cell has no edges between intermediate nodes
-                scans.append(EdgeScan([l for l, _, _ in b], [i - 2 for _, _, i in b], [n - 2 for _, n, _ in b], space.ops, c, 1, rngs=rngs))
-            self.scans = nnx.List(scans)
+                scans.append(EdgeScan([l for l, _, _ in b], [i - 2 for _, _, i in b], [n - 2 for _, n, _ in b], space.ops, c, 1, remat=remat, rngs=rngs))
+            self.groups = nnx.List(scans)
 
     def __call__(self, s0: jax.Array, s1: jax.Array, arch: ArchInput) -> jax.Array:
         h0, h1 = self.pre0(s0), self.pre1(s1)
-        if not self.edge_scan:
+        if self.impl == "batch":
+            states: list[jax.Array] = [h0, h1]
+            nodes: list[jax.Array | None] = [None] * self.steps
+            for i, (group, dsts) in enumerate(zip(self.groups, self.group_dsts)):
+                if i >= 2:
+                    states.append(nodes[i - 2])  # type: ignore[arg-type]
+                ys = group(states[i], arch)
+                for k, n in enumerate(dsts):
+                    nodes[n - 2] = ys[k] if nodes[n - 2] is None else nodes[n - 2] + ys[k]
+            return jnp.concatenate(nodes, axis=-1)  # type: ignore[arg-type]
+        if self.impl == "unrolled":
             states, e = [h0, h1], 0
             for _ in range(self.steps):
                 acc = None
@@ -223,13 +253,13 @@ class DartsSearchCell(nnx.Module):
             return jnp.concatenate(states[2:], axis=-1)
         if not self.reduction:
             buf = jnp.concatenate([jnp.stack([h0, h1]), jnp.zeros((self.steps,) + h0.shape, h0.dtype)])
-            nodes = self.scans[0](buf, arch)[2:]
+            nodes = self.groups[0](buf, arch)[2:]
         else:
             out_shape = (h0.shape[0], -(-h0.shape[1] // 2), -(-h0.shape[2] // 2), h0.shape[3])
             nodes = jnp.zeros((self.steps,) + out_shape, h0.dtype)
-            nodes = self.scans[0](nodes, arch, source=jnp.stack([h0, h1]))
-            if len(self.scans) > 1:
-                nodes = self.scans[1](nodes, arch)
+            nodes = self.groups[0](nodes, arch, source=jnp.stack([h0, h1]))
+            if len(self.groups) > 1:
+                nodes = self.groups[1](nodes, arch)
         return jnp.concatenate(list(nodes), axis=-1)
 
 
@@ -242,7 +272,10 @@ class DartsSearchNetwork(nnx.Module):
       num_classes: classifier outputs.
       in_channels: image channels (3 for CIFAR, 1 for MNIST/digits).
       stem_multiplier: stem width = ``stem_multiplier * C``.
-      edge_scan: run same-shaped edges as a scan (fast compile; see :class:`DartsSearchCell`).
+      impl: how a cell runs its edges, ``"batch"``, ``"scan"`` or ``"unrolled"`` (see
+        :class:`DartsSearchCell`).
+      remat: with ``impl="scan"``, recompute edge forwards in the backward pass (see
+        :class:`~dnas.mixed.EdgeScan`; faster and half the memory on CPU).
       rngs: NNX RNG streams; ``rngs.params`` also draws the initial α (``1e-3 * N(0,1)``).
 
     Call ``net(x f32[B,H,W,in_channels], arch) -> logits f32[B, num_classes]`` where
@@ -257,7 +290,8 @@ class DartsSearchNetwork(nnx.Module):
         in_channels: int = 3,
         stem_multiplier: int = 3,
         *,
-        edge_scan: bool = True,
+        impl: str = "scan",
+        remat: bool = True,
         rngs: nnx.Rngs,
     ):
         self.space = space
@@ -272,7 +306,7 @@ class DartsSearchNetwork(nnx.Module):
             if reduction:
                 c_curr *= 2
             cells.append(
-                DartsSearchCell(space, space.cell_prefix(i), c_pp, c_p, c_curr, reduction, reduction_prev, edge_scan=edge_scan, rngs=rngs)
+                DartsSearchCell(space, space.cell_prefix(i), c_pp, c_p, c_curr, reduction, reduction_prev, impl=impl, remat=remat, rngs=rngs)
             )
             reduction_prev = reduction
             c_pp, c_p = c_p, space.steps * c_curr
