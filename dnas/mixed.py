@@ -109,6 +109,28 @@ class MixedOp(nnx.Module):
         return out
 
 
+def stacked_mixed_op(
+    labels: Sequence[str], candidates: Sequence[str], c: int, stride: int, *, pool_bn: bool, affine: bool, rngs: nnx.Rngs
+) -> MixedOp:
+    """One :class:`MixedOp` per label with parameters stacked on a leading edge axis."""
+    name = f"{labels[0]}..{labels[-1]}"
+
+    @nnx.split_rngs(splits=len(labels))
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(r: nnx.Rngs) -> MixedOp:
+        return MixedOp(name, candidates, c, c, stride, pool_bn=pool_bn, affine=affine, rngs=r)
+
+    return make(rngs)
+
+
+def stack_arch(arch: ArchInput, labels: Sequence[str]) -> jax.Array:
+    """The per-edge mixing weights ``f32[E, k]`` or indices ``int32[E]`` of ``labels``."""
+    try:
+        return jnp.stack([jnp.asarray(arch[l]) for l in labels])
+    except KeyError as e:
+        raise DnasError(f"architecture input lacks label {e.args[0]!r}") from None
+
+
 class EdgeScan(nnx.Module):
     """Several same-shaped edges run as one ``lax.scan`` over a stacked :class:`MixedOp`.
 
@@ -153,14 +175,7 @@ class EdgeScan(nnx.Module):
             raise ValueError("EdgeScan needs one src and dst per label and at least one edge")
         self.labels, self.src, self.dst = tuple(labels), tuple(src), tuple(dst)
         self.remat = remat
-        name = f"{labels[0]}..{labels[-1]}"
-
-        @nnx.split_rngs(splits=len(labels))
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make(r: nnx.Rngs) -> MixedOp:
-            return MixedOp(name, candidates, c, c, stride, pool_bn=pool_bn, affine=affine, rngs=r)
-
-        self.op = make(rngs)
+        self.op = stacked_mixed_op(labels, candidates, c, stride, pool_bn=pool_bn, affine=affine, rngs=rngs)
 
     def __call__(self, buffer: jax.Array, arch: ArchInput, source: jax.Array | None = None) -> jax.Array:
         """Runs the edges.
@@ -172,10 +187,7 @@ class EdgeScan(nnx.Module):
         Returns:
           the updated buffer.
         """
-        try:
-            a = jnp.stack([jnp.asarray(arch[l]) for l in self.labels])
-        except KeyError as e:
-            raise DnasError(f"architecture input lacks label {e.args[0]!r}") from None
+        a = stack_arch(arch, self.labels)
         graphdef, state = nnx.split(self.op)
         src, dst = jnp.asarray(self.src, jnp.int32), jnp.asarray(self.dst, jnp.int32)
 
@@ -229,14 +241,7 @@ class EdgeBatch(nnx.Module):
         if not labels:
             raise ValueError("EdgeBatch needs at least one edge")
         self.labels = tuple(labels)
-        name = f"{labels[0]}..{labels[-1]}"
-
-        @nnx.split_rngs(splits=len(labels))
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make(r: nnx.Rngs) -> MixedOp:
-            return MixedOp(name, candidates, c, c, stride, pool_bn=pool_bn, affine=affine, rngs=r)
-
-        self.op = make(rngs)
+        self.op = stacked_mixed_op(labels, candidates, c, stride, pool_bn=pool_bn, affine=affine, rngs=rngs)
 
     def __call__(self, x: jax.Array, arch: ArchInput, shared: bool = True) -> jax.Array:
         """Runs the edges.
@@ -248,10 +253,7 @@ class EdgeBatch(nnx.Module):
         Returns:
           ``f32[E, B, H_out, W_out, C]``, edge ``e``'s output at ``[e]``.
         """
-        try:
-            a = jnp.stack([jnp.asarray(arch[l]) for l in self.labels])
-        except KeyError as e:
-            raise DnasError(f"architecture input lacks label {e.args[0]!r}") from None
+        a = stack_arch(arch, self.labels)
         graphdef, state = nnx.split(self.op)
 
         def body(st, at, xe):

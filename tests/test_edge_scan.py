@@ -83,4 +83,4 @@ def test_build_jitted_equals_eager_build():
     a, b = nnx.state(eager), nnx.state(jitted)
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_allclose(u, v, rtol=1e-6, atol=0)  # XLA may fuse the scaling: 1 ulp
+        np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)  # same bits; float rounding may differ
