@@ -3,6 +3,9 @@
 Usage:
   python benchmarks/search_step.py --C 8 --layers 5 --batch 32 --hw 32 [--order 1|2]
       [--steps 10] [--repeats 1] [--compare-torch [PATH]] [--cache-dir DIR] [--json OUT]
+      [--depthwise auto|conv|shift|fused] [--cell-impl scan|batch|unrolled] [--no-remat]
+
+XLA flags for the dnas runs come from the environment (``XLA_FLAGS=... python ...``).
 
 Each measurement runs in a fresh subprocess (so peak RSS is that run's own). With
 ``--compare-torch`` the PyTorch peer (``../shared/bench/torch_darts_reference.py`` or PATH)
@@ -56,11 +59,11 @@ def worker(a: argparse.Namespace) -> dict:
     from dnas.ops.layers import depthwise_impl
     from dnas.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
     from dnas.spaces import DartsSearchNetwork, DartsSpace
-    from dnas.state import init_search_state
+    from dnas.state import build_jitted, init_search_state
 
     t_start = time.perf_counter()
     space = DartsSpace(layers=a.layers)
-    net = DartsSearchNetwork(space, C=a.C, num_classes=10, rngs=nnx.Rngs(0))
+    net = build_jitted(lambda r: DartsSearchNetwork(space, C=a.C, num_classes=10, impl=a.cell_impl, remat=not a.no_remat, rngs=r), jax.random.key(0))
     w_opt, a_opt = darts_weight_optimizer(), darts_alpha_optimizer()
     graphdef, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))
     step = make_search_step(graphdef, w_opt, a_opt, order=a.order)
@@ -95,6 +98,9 @@ def worker(a: argparse.Namespace) -> dict:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "depthwise": a.depthwise,
+        "cell_impl": a.cell_impl,
+        "remat": not a.no_remat,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "build_s": build_s,
         "trace_s": trace_s,
         "compile_s": compile_s,
@@ -135,7 +141,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs per framework")
     ap.add_argument("--compare-torch", nargs="?", const=str(DEFAULT_TORCH), default=None, metavar="PATH")
-    ap.add_argument("--depthwise", default="auto", choices=("auto", "conv", "shift"), help="depthwise lowering")
+    ap.add_argument("--depthwise", default="auto", choices=("auto", "conv", "shift", "fused"), help="depthwise lowering")
+    ap.add_argument("--no-remat", action="store_true", help="store scan residuals instead of recomputing")
+    ap.add_argument("--cell-impl", default="scan", choices=("scan", "batch", "unrolled"), help="how cells run their edges")
     ap.add_argument("--cache-dir", default="", help="persistent compilation cache (default: none, cold compile)")
     ap.add_argument("--json", default="", help="also write the result here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -148,7 +156,7 @@ def main() -> None:
           "--hw", str(a.hw), "--order", str(a.order), "--steps", str(a.steps), "--warmup", str(a.warmup)]
     if a.cache_dir:
         me += ["--cache-dir", a.cache_dir]
-    me += ["--depthwise", a.depthwise]
+    me += ["--depthwise", a.depthwise, "--cell-impl", a.cell_impl] + (["--no-remat"] if a.no_remat else [])
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     dnas_runs, torch_runs = [], []
     for _ in range(a.repeats):
