@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 
 from dnas.errors import DnasError
-from dnas.spaces.darts_cnn import DARTS_OPS
+from dnas.spaces.darts_cnn import CELL_IMPLS, DARTS_OPS
 
 
 def search_defaults() -> ml_collections.ConfigDict:
@@ -119,8 +119,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise DnasError(f"config.order must be 1 or 2, got {config.order}")
         if config.space not in ("darts", "nb201"):
             raise DnasError(f"config.space must be 'darts' or 'nb201', got {config.space!r}")
-        if config.cell_impl not in ("batch", "scan", "unrolled"):
-            raise DnasError(f"config.cell_impl must be 'batch', 'scan' or 'unrolled', got {config.cell_impl!r}")
+        if config.cell_impl not in CELL_IMPLS:
+            raise DnasError(f"config.cell_impl must be one of {CELL_IMPLS}, got {config.cell_impl!r}")
     return config
 
 
