@@ -4,6 +4,7 @@ Usage:
   python benchmarks/search_step.py --C 8 --layers 5 --batch 32 --hw 32 [--order 1|2]
       [--steps 10] [--repeats 1] [--compare-torch [PATH]] [--cache-dir DIR] [--json OUT]
       [--depthwise auto|conv|shift|fused] [--cell-impl scan|batch|unrolled] [--no-remat]
+      [--opt-level N]
 
 XLA flags for the dnas runs come from the environment (``XLA_FLAGS=... python ...``).
 
@@ -59,7 +60,7 @@ def worker(a: argparse.Namespace) -> dict:
     from dnas.ops.layers import depthwise_impl
     from dnas.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
     from dnas.spaces import DartsSearchNetwork, DartsSpace
-    from dnas.state import build_jitted, init_search_state
+    from dnas.state import build_jitted, init_search_state, step_compiler_options
 
     t_start = time.perf_counter()
     space = DartsSpace(layers=a.layers)
@@ -74,7 +75,8 @@ def worker(a: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     with depthwise_impl(a.depthwise):
-        lowered = jax.jit(step.__call__, donate_argnums=(0,)).lower(state, train, val)
+        opts = step_compiler_options(a.opt_level)
+        lowered = jax.jit(step.__call__, donate_argnums=(0,), compiler_options=opts).lower(state, train, val)
     trace_s = time.perf_counter() - t0
     compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
@@ -101,6 +103,7 @@ def worker(a: argparse.Namespace) -> dict:
         "cell_impl": a.cell_impl,
         "remat": not a.no_remat,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "compiler_options": opts,
         "build_s": build_s,
         "trace_s": trace_s,
         "compile_s": compile_s,
@@ -144,6 +147,7 @@ def main() -> None:
     ap.add_argument("--depthwise", default="auto", choices=("auto", "conv", "shift", "fused"), help="depthwise lowering")
     ap.add_argument("--no-remat", action="store_true", help="store scan residuals instead of recomputing")
     ap.add_argument("--cell-impl", default="scan", choices=("scan", "batch", "unrolled"), help="how cells run their edges")
+    ap.add_argument("--opt-level", type=int, default=None, help="CPU xla_backend_optimization_level (default: dnas' choice)")
     ap.add_argument("--cache-dir", default="", help="persistent compilation cache (default: none, cold compile)")
     ap.add_argument("--json", default="", help="also write the result here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -157,6 +161,7 @@ def main() -> None:
     if a.cache_dir:
         me += ["--cache-dir", a.cache_dir]
     me += ["--depthwise", a.depthwise, "--cell-impl", a.cell_impl] + (["--no-remat"] if a.no_remat else [])
+    me += ["--opt-level", str(a.opt_level)] if a.opt_level is not None else []
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     dnas_runs, torch_runs = [], []
     for _ in range(a.repeats):

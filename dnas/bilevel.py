@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 
 from dnas.relax import Relaxation, relax_all, softmax
-from dnas.state import SearchState
+from dnas.state import SearchState, step_compiler_options
 from dnas.types import Batch, Metrics
 
 ArchPenalty = Callable[[Mapping[str, jax.Array], jax.Array], jax.Array]
@@ -189,5 +189,6 @@ class SearchStep(NamedTuple):
         return state.replace(step=state.step + 1), metrics
 
     def jit(self, donate: bool = True) -> Callable[[SearchState, Batch, Batch], tuple[SearchState, Metrics]]:
-        """The whole step under ``jax.jit`` (``state`` donated unless ``donate=False``)."""
-        return jax.jit(self.__call__, donate_argnums=(0,) if donate else ())
+        """The whole step under ``jax.jit`` (``state`` donated unless ``donate=False``), compiled
+        with :func:`~dnas.state.step_compiler_options`."""
+        return jax.jit(self.__call__, donate_argnums=(0,) if donate else (), compiler_options=step_compiler_options())

@@ -37,7 +37,7 @@ from dnas.metrics import MetricWriter, Progress
 from dnas.parallel import make_mesh, replicate, shard_batch
 from dnas.relax import make_relaxation
 from dnas.spaces import DartsSearchNetwork, DartsSpace, NB201SearchNetwork, NB201Space
-from dnas.state import SearchState, alpha_dict, build_jitted, init_search_state
+from dnas.state import SearchState, alpha_dict, build_jitted, init_search_state, step_compiler_options
 
 
 class Interrupted(Exception):
@@ -108,7 +108,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
             xa = augment(jax.random.fold_in(k, 1), xa, pad=pad)
         return step(state, (xw, yw), (xa, ya))
 
-    jitted = jax.jit(train_step, donate_argnums=(0,))
+    jitted = jax.jit(train_step, donate_argnums=(0,), compiler_options=step_compiler_options())
     return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh)
 
 

@@ -13,7 +13,8 @@ compiled function serves every discrete architecture).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ from flax import nnx
 
 from dnas.errors import DnasError
 from dnas.ops import OPS
-from dnas.ops.layers import batch_norm
+from dnas.ops.layers import batch_norm, current_depthwise_impl
 from dnas.space import SearchSpace
 from dnas.types import ArchInput, PRNGKey
 
@@ -190,19 +191,35 @@ class EdgeScan(nnx.Module):
         a = stack_arch(arch, self.labels)
         graphdef, state = nnx.split(self.op)
         src, dst = jnp.asarray(self.src, jnp.int32), jnp.asarray(self.dst, jnp.int32)
-
-        def body(buf, xs):
-            st, s, d, at = xs
-            op = nnx.merge(graphdef, st, copy=True)
-            x = (buf if source is None else source)[s]
-            buf = buf.at[d].add(op(x, at))
-            return buf, nnx.state(op)
-
-        if self.remat:
-            body = jax.checkpoint(body, prevent_cse=False)
-        buffer, new_state = jax.lax.scan(body, buffer, (state, src, dst, a))
+        body = _edge_scan_body(graphdef, self.remat, source is not None, current_depthwise_impl())
+        carry = buffer if source is None else (buffer, source)
+        carry, new_state = jax.lax.scan(body, carry, (state, src, dst, a))
         nnx.update(self.op, new_state)
-        return buffer
+        return carry if source is None else carry[0]
+
+
+@functools.lru_cache(maxsize=256)
+def _edge_scan_body(graphdef: nnx.GraphDef, remat: bool, external_source: bool, lowering: str) -> Callable:
+    """The scan body of :class:`EdgeScan`, one function object per (graphdef, flags, lowering).
+
+    JAX caches traces by function identity and input shapes, so cells with the same
+    structure and shapes (and the α and weight halves of a search step) trace the body
+    once instead of once per call (C=16, 8 cells: step trace 17 s -> 11 s with the
+    custom VJPs). ``lowering`` (the depthwise/pool lowering, read at trace time) is part
+    of the key so that a trace made under one :func:`~dnas.ops.layers.depthwise_impl`
+    is never reused under another.
+    """
+    del lowering  # only a cache key
+
+    def body(carry, xs):
+        st, s, d, at = xs
+        buf, source = carry if external_source else (carry, carry)
+        op = nnx.merge(graphdef, st, copy=True)
+        buf = buf.at[d].add(op(source[s], at))
+        return ((buf, source) if external_source else buf), nnx.state(op)
+
+    # prevent_cse=False: inside scan there is nothing for CSE to merge across iterations.
+    return jax.checkpoint(body, prevent_cse=False) if remat else body
 
 
 class EdgeBatch(nnx.Module):

@@ -26,7 +26,7 @@ from dnas.datasets import augment, batch_indices, get_dataset, normalize, steps_
 from dnas.metrics import MetricWriter, Progress
 from dnas.nets import build_eval_network
 from dnas.parallel import make_mesh, replicate, shard_batch
-from dnas.state import build_jitted
+from dnas.state import build_jitted, step_compiler_options
 
 
 @struct.dataclass
@@ -99,7 +99,8 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return jnp.sum((jnp.argmax(logits, -1) == y) * valid), jnp.sum(losses * valid)
 
-    train_jit, eval_jit = jax.jit(train_step, donate_argnums=(0,)), jax.jit(eval_step)
+    opts = step_compiler_options()
+    train_jit, eval_jit = jax.jit(train_step, donate_argnums=(0,), compiler_options=opts), jax.jit(eval_step, compiler_options=opts)
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     metrics = MetricWriter(workdir / "metrics.jsonl")
     state = resume(ckpt, state, (metrics,), log)

@@ -47,6 +47,24 @@ def build_jitted(ctor: Callable[[nnx.Rngs], M], key: PRNGKey) -> M:
     return nnx.merge(box["graphdef"], compiled(key))
 
 
+def step_compiler_options(opt_level: int | None = None) -> dict[str, Any]:
+    """XLA compile options for the big training/search step programs.
+
+    On CPU the LLVM backend dominates compile time, and its default optimisation level
+    (3) buys nothing measurable for these programs: the DARTS search step at C=16, 8
+    cells compiled in 63 s at level 1 against 94 s at level 3, with the same step time
+    (``benchmarks/RESULTS.md``). Level 0 is 5x slower to run. Other backends get ``{}``.
+
+    Args:
+      opt_level: ``xla_backend_optimization_level`` to use on CPU (default 1).
+    Returns:
+      keyword options for ``jax.jit(..., compiler_options=...)``.
+    """
+    if jax.default_backend() != "cpu":
+        return {}
+    return {"xla_backend_optimization_level": 1 if opt_level is None else int(opt_level)}
+
+
 @struct.dataclass
 class SearchState:
     """The search state (a pytree; checkpoint it whole).

@@ -1,5 +1,7 @@
 """The edge-scan and edge-batch supernets equal the unrolled (paper-literal) formulation."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,3 +86,26 @@ def test_build_jitted_equals_eager_build():
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)  # same bits; float rounding may differ
+
+
+def test_cached_scan_body_respects_the_lowering_in_effect():
+    """EdgeScan reuses one traced body per structure; a trace made under one depthwise
+    lowering must not leak into a trace under another (MAC counting forces "conv")."""
+    from dnas.ops.layers import depthwise_impl
+
+    space = DartsSpace(layers=1, steps=2, ops=OPS)
+    net = DartsSearchNetwork(space, C=4, num_classes=3, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(net)
+    x = jnp.ones((2, 8, 8, 3))
+    arch = {label: jnp.full((len(OPS),), 1.0 / len(OPS)) for label in space.labels}
+
+    def prims(impl):
+        with depthwise_impl(impl):
+            jaxpr = jax.make_jaxpr(lambda s: nnx.merge(graphdef, s, copy=True)(x, arch))(state)
+        return str(jaxpr)
+
+    shift, conv, shift_again = prims("shift"), prims("conv"), prims("shift")
+    grouped = lambda txt: any(g != "1" for g in re.findall(r"feature_group_count=(\d+)", txt))  # noqa: E731
+    assert grouped(conv) and "reduce_window" in conv
+    assert not grouped(shift) and "reduce_window" not in shift
+    assert shift_again == shift

@@ -8,7 +8,7 @@ from flax import nnx
 
 from dnas.errors import DnasError
 from dnas.ops import OPS, build_op
-from dnas.ops.layers import BatchNorm, avg_pool, conv2d, depthwise_impl, depthwise_pointwise
+from dnas.ops.layers import BatchNorm, avg_pool, conv2d, depthwise_impl, depthwise_pointwise, max_pool
 
 C = 8
 
@@ -78,6 +78,47 @@ def test_depthwise_lowerings_agree(k, stride, dilation):
     np.testing.assert_allclose(outs["conv"], outs["shift"], rtol=1e-5, atol=1e-5)
     for a, b in zip(outs["conv_grad"], outs["shift_grad"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k,stride,dilation", [(3, 1, 1), (5, 2, 2)])
+def test_depthwise_shift_vjp_second_order_and_vmap(k, stride, dilation):
+    """The hand-written VJP of the shifted depthwise is itself differentiable (second-order
+    DARTS differentiates through a weight gradient) and batches under vmap (EdgeBatch)."""
+    x = jax.random.normal(jax.random.key(1), (2, 9, 9, 6))
+    w = jax.random.normal(jax.random.key(2), (3, k, k, 1, 6))
+    pad = dilation * (k - 1) // 2
+
+    def inner(w, x):
+        return jnp.sum(jnp.sin(conv2d(x, w, stride, pad, dilation, groups=6)) ** 2)
+
+    def outer(w):  # a function of the gradient, as the unrolled DARTS objective is
+        gx, gw = jax.grad(inner, argnums=(1, 0))(w, x)
+        return jnp.sum(jnp.cos(gx)) + jnp.sum(gw**2)
+
+    res = {}
+    for impl in ("conv", "shift"):
+        with depthwise_impl(impl):
+            res[impl] = (jax.grad(outer)(w[0]), jax.vmap(jax.grad(inner))(w, jnp.broadcast_to(x, (3,) + x.shape)))
+    for a, b in zip(res["shift"], res["conv"]):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize("k,stride,pad,h", [(3, 1, 1, 8), (3, 2, 1, 8), (3, 2, 1, 7), (5, 3, 0, 9), (2, 2, 0, 8), (3, 1, 0, 6)])
+def test_pool_lowerings_agree(k, stride, pad, h):
+    """Shifted-slice pools (custom VJP) equal XLA's reduce_window, values and gradients,
+    including ties (the first maximum of a window takes the gradient)."""
+    x = jnp.round(jax.random.normal(jax.random.key(0), (2, h, h, 3)) * 2)  # many exact ties
+    for pool in (max_pool, avg_pool):
+        def f(x):
+            y = pool(x, k, stride, pad)
+            return jnp.sum(y * jnp.arange(1, y.size + 1, dtype=y.dtype).reshape(y.shape))
+
+        res = {}
+        for impl in ("conv", "shift"):
+            with depthwise_impl(impl):
+                res[impl] = (pool(x, k, stride, pad), jax.grad(f)(x))
+        for a, b in zip(res["shift"], res["conv"]):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5, err_msg=pool.__name__)
 
 
 @pytest.mark.parametrize("k,stride,dilation", [(3, 1, 1), (5, 2, 2)])

@@ -6,12 +6,17 @@ Depthwise convolutions get a backend-dependent lowering: XLA's CPU backend runs
 per-channel-scaled slices is plain elementwise work that XLA fuses well. On GPU/TPU the
 grouped convolution (cuDNN) wins. Both lowerings compute the same function; the choice can
 be forced with :func:`depthwise_impl` (tests compare them, MAC counting forces ``"conv"``).
+
+The shifted lowerings (depthwise, max/avg pool) carry hand-written VJPs: XLA differentiates
+a slice into a pad, and on CPU it fuses the ``k*k`` pads of a cotangent into one loop that
+re-evaluates the cotangent's producer per tap, which made the backward 5-10x the forward.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from collections.abc import Iterator
 
@@ -37,6 +42,9 @@ def depthwise_impl(impl: str) -> Iterator[None]:
     - ``"auto"``: ``"shift"`` on CPU (fastest whole search step measured with XLA's
       default CPU flags, ``benchmarks/RESULTS.md``), ``"conv"`` elsewhere.
 
+    Max and average pooling follow the same switch: ``"conv"`` uses XLA's
+    ``reduce_window``, every other choice shifted slices with a hand-written VJP.
+
     It acts at trace time, so use it around the first call of a jitted function (or an
     un-jitted call).
     """
@@ -49,7 +57,12 @@ def depthwise_impl(impl: str) -> Iterator[None]:
         _DEPTHWISE_IMPL.reset(token)
 
 
-def _resolved_depthwise_impl() -> str:
+def current_depthwise_impl() -> str:
+    """The depthwise/pool lowering in effect here (``"auto"`` resolved for the backend).
+
+    Code that caches traced functions must key its cache on this: the choice is read at
+    trace time, so a cached trace would keep the lowering it was traced with.
+    """
     impl = _DEPTHWISE_IMPL.get()
     if impl == "auto":
         return "shift" if jax.default_backend() == "cpu" else "conv"
@@ -65,33 +78,96 @@ def out_size(n: int, k: int, stride: int, pad: int, dilation: int = 1) -> int:
     return (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
+def _taps(xp: jax.Array, kh: int, kw: int, ho: int, wo: int, stride: int, dilation: int) -> list[jax.Array]:
+    """The ``kh * kw`` strided windows of a padded NHWC tensor, row-major tap order."""
+    return [
+        jax.lax.slice(
+            xp,
+            (0, i * dilation, j * dilation, 0),
+            (xp.shape[0], i * dilation + (ho - 1) * stride + 1, j * dilation + (wo - 1) * stride + 1, xp.shape[3]),
+            (1, stride, stride, 1),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+
+
+def _pad_hw(x: jax.Array, pad: int, value: float = 0.0) -> jax.Array:
+    # lax.pad, not jnp.pad: the supernet traces thousands of these and jnp's wrapper
+    # costs a nested jit trace each.
+    return jax.lax.pad(x, jnp.asarray(value, x.dtype), ((0, 0, 0), (pad, pad, 0), (pad, pad, 0), (0, 0, 0)))
+
+
+def _transpose_layout(dy: jax.Array, in_hw: tuple[int, int], k: tuple[int, int], stride: int, pad: int, dilation: int, fill: float = 0) -> jax.Array:
+    """Lays a window op's cotangent out so that its input gradient is a stride-1 window op.
+
+    Output pixel ``o`` reads input pixel ``o * stride + t * dilation - pad`` at tap ``t``.
+    Upsampling ``dy`` by ``stride`` (interior padding) and padding it by
+    ``(k - 1) * dilation - pad`` in front turns "which outputs read input ``i``" into the
+    stride-1 window at ``i`` with the taps flipped. ``fill`` pads (``-1`` for tap indices).
+    """
+    pads = [(0, 0, 0)]
+    for n, kk, no in zip(in_hw, k, dy.shape[1:3]):
+        lo = (kk - 1) * dilation - pad
+        pads.append((lo, n - 1 + pad - (no - 1) * stride, stride - 1))
+    pads.append((0, 0, 0))
+    return jax.lax.pad(dy, jnp.asarray(fill, dy.dtype), tuple(pads))
+
+
+def _weighted_taps(xp: jax.Array, w: jax.Array, ho: int, wo: int, stride: int, dilation: int) -> jax.Array:
+    kh, kw, c = w.shape
+    wf = w.reshape(kh * kw, c)
+    out = None
+    for t, sl in enumerate(_taps(xp, kh, kw, ho, wo, stride, dilation)):
+        term = sl * jax.lax.index_in_dim(wf, t, keepdims=False)
+        out = term if out is None else out + term
+    return out  # type: ignore[return-value]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def depthwise_shift(x: jax.Array, w: jax.Array, stride: int, pad: int, dilation: int) -> jax.Array:
-    """Depthwise conv as a sum of shifted, per-channel-scaled slices.
+    """Depthwise conv as a sum of shifted, per-channel-scaled slices, with a hand-written VJP.
 
     Args:
       x: ``f32[B, H, W, C]``.
       w: ``f32[kh, kw, C]`` per-channel kernel.
+      stride, pad, dilation: PyTorch semantics (symmetric integer padding).
     Returns:
       ``f32[B, Ho, Wo, C]``, equal to ``lax.conv_general_dilated`` with
       ``feature_group_count=C``.
+
+    The VJP is written out because XLA's CPU backend handles the autodiff transpose badly:
+    the transpose of each slice is a pad, and fusing ``k*k`` pads of the cotangent into
+    one loop re-evaluates the cotangent's producer per tap. Here the input gradient is
+    the same shifted sum (flipped taps) over the cotangent laid out once by
+    :func:`_transpose_layout`, and the kernel gradient is one reduction per tap. 1.5-4x
+    faster forward+backward at DARTS sizes (``benchmarks/RESULTS.md``). Reverse-over-reverse
+    (second-order DARTS) differentiates these rules; forward mode is not supported.
     """
     kh, kw, _ = w.shape
-    _, h, wd, _ = x.shape
-    ho, wo = out_size(h, kh, stride, pad, dilation), out_size(wd, kw, stride, pad, dilation)
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            r0, c0 = i * dilation, j * dilation
-            sl = jax.lax.slice(
-                xp,
-                (0, r0, c0, 0),
-                (xp.shape[0], r0 + (ho - 1) * stride + 1, c0 + (wo - 1) * stride + 1, xp.shape[3]),
-                (1, stride, stride, 1),
-            )
-            term = sl * w[i, j]
-            out = term if out is None else out + term
-    return out  # type: ignore[return-value]
+    ho, wo = out_size(x.shape[1], kh, stride, pad, dilation), out_size(x.shape[2], kw, stride, pad, dilation)
+    return _weighted_taps(_pad_hw(x, pad), w, ho, wo, stride, dilation)
+
+
+def _depthwise_shift_fwd(x, w, stride, pad, dilation):
+    return depthwise_shift(x, w, stride, pad, dilation), (x, w)
+
+
+def _depthwise_shift_bwd(stride, pad, dilation, res, dy):
+    x, w = res
+    kh, kw, _ = w.shape
+    h, wd = x.shape[1], x.shape[2]
+    dyl = _transpose_layout(dy, (h, wd), (kh, kw), stride, pad, dilation)
+    dx = _weighted_taps(dyl, w[::-1, ::-1], h, wd, 1, dilation)
+    xp = _pad_hw(x, pad)
+    taps = _taps(xp, kh, kw, dy.shape[1], dy.shape[2], stride, dilation)
+    # One reduction per tap: XLA CPU hands each to YNNPACK, far faster than its own
+    # reduction loops (a stacked or variadic reduce measured 2-3x slower).
+    dw = jax.lax.concatenate([jax.lax.reduce(t * dy, jnp.zeros((), dy.dtype), jax.lax.add, (0, 1, 2))[None] for t in taps], 0)
+    return dx, dw.reshape(w.shape)
+
+
+depthwise_shift.defvjp(_depthwise_shift_fwd, _depthwise_shift_bwd)
 
 
 def conv2d(
@@ -114,9 +190,9 @@ def conv2d(
     ph, pw = _pair(padding)
     cin = x.shape[-1]
     if groups == cin and w.shape[-1] == cin and w.shape[2] == 1 and sh == sw and ph == pw and groups > 1:
-        if _resolved_depthwise_impl() in ("shift", "fused"):
+        if current_depthwise_impl() in ("shift", "fused"):
             return depthwise_shift(x, w[:, :, 0, :], sh, ph, dilation)
-    if w.shape[:2] == (1, 1) and groups == 1 and ph == pw == 0 and _resolved_depthwise_impl() != "conv":
+    if w.shape[:2] == (1, 1) and groups == 1 and ph == pw == 0 and current_depthwise_impl() != "conv":
         # A 1x1 convolution is a matrix product over pixels. As a 2-D dot XLA's CPU
         # backend runs it (and its gradients) ~10x faster than as a convolution at the
         # small channel counts of a supernet (C = 8..64).
@@ -148,7 +224,7 @@ def depthwise_pointwise(
     Returns:
       ``f32[B, H_out, W_out, C_out]``; equal (up to float rounding) in every lowering.
     """
-    if _resolved_depthwise_impl() == "fused":
+    if current_depthwise_impl() == "fused":
         w = dw[:, :, 0, :, None] * pw[0, 0][None, None]  # [kh, kw, C, C_out]
         return conv2d(x, w, stride, padding, dilation)
     return conv2d(conv2d(x, dw, stride, padding, dilation, groups=x.shape[-1]), pw)
@@ -240,11 +316,78 @@ def batch_norm(c: int, affine: bool, *, rngs: nnx.Rngs | None = None) -> BatchNo
     return BatchNorm(c, affine)
 
 
+def _window_lowering_is_native() -> bool:
+    # Pools follow the depthwise switch: "conv" means XLA's own window kernels everywhere.
+    return current_depthwise_impl() == "conv"
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _window_sum(x: jax.Array, k: int, stride: int, pad: int) -> jax.Array:
+    """Sum over each ``k x k`` window (zero padding) as shifted slices, NHWC."""
+    ho, wo = out_size(x.shape[1], k, stride, pad), out_size(x.shape[2], k, stride, pad)
+    taps = _taps(_pad_hw(x, pad), k, k, ho, wo, stride, 1)
+    return functools.reduce(jnp.add, taps)
+
+
+def _window_sum_fwd(x, k, stride, pad):
+    return _window_sum(x, k, stride, pad), x.shape
+
+
+def _window_sum_bwd(k, stride, pad, shape, dy):
+    # The transpose of a window sum is a window sum of the laid-out cotangent.
+    dyl = _transpose_layout(dy, (shape[1], shape[2]), (k, k), stride, pad, 1)
+    return (functools.reduce(jnp.add, _taps(dyl, k, k, shape[1], shape[2], 1, 1)),)
+
+
+_window_sum.defvjp(_window_sum_fwd, _window_sum_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_shift(x: jax.Array, k: int, stride: int, pad: int) -> jax.Array:
+    return _max_pool_shift_fwd(x, k, stride, pad)[0]
+
+
+def _max_pool_shift_fwd(x, k, stride, pad):
+    ho, wo = out_size(x.shape[1], k, stride, pad), out_size(x.shape[2], k, stride, pad)
+    taps = _taps(_pad_hw(x, pad, -jnp.inf), k, k, ho, wo, stride, 1)
+    y, arg = taps[0], jnp.zeros(taps[0].shape, jnp.int8)
+    for t, v in enumerate(taps[1:], 1):
+        # Strictly greater: the first maximum in window order gets the gradient, as in
+        # PyTorch and XLA's select-and-scatter.
+        better = v > y
+        y, arg = jnp.where(better, v, y), jnp.where(better, jnp.int8(t), arg)
+    return y, (arg, x.shape)
+
+
+def _max_pool_shift_bwd(k, stride, pad, res, dy):
+    arg, shape = res
+    hw = (shape[1], shape[2])
+    dyl = _transpose_layout(dy, hw, (k, k), stride, pad, 1)
+    argl = _transpose_layout(arg, hw, (k, k), stride, pad, 1, fill=-1)
+    dx = None
+    # Slice q of the laid-out cotangent is the output that reads this pixel at tap k*k-1-q.
+    for q, (d, a) in enumerate(zip(_taps(dyl, k, k, hw[0], hw[1], 1, 1), _taps(argl, k, k, hw[0], hw[1], 1, 1))):
+        term = jnp.where(a == k * k - 1 - q, d, jnp.zeros((), d.dtype))
+        dx = term if dx is None else dx + term
+    return (dx,)
+
+
+_max_pool_shift.defvjp(_max_pool_shift_fwd, _max_pool_shift_bwd)
+
+
 def avg_pool(x: jax.Array, k: int, stride: int, pad: int, count_include_pad: bool = False) -> jax.Array:
-    """Average pooling, NHWC; ``count_include_pad=False`` divides by the real window size."""
+    """Average pooling, NHWC; ``count_include_pad=False`` divides by the real window size.
+
+    Lowered as shifted slices with a hand-written VJP except under
+    ``depthwise_impl("conv")`` or on GPU/TPU, where XLA's ``reduce_window`` is used (on
+    CPU its backward was 2x slower at DARTS sizes).
+    """
     window, strides = (1, k, k, 1), (1, stride, stride, 1)
     padding = ((0, 0), (pad, pad), (pad, pad), (0, 0))
-    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, padding)
+    if _window_lowering_is_native():
+        summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, padding)
+    else:
+        summed = _window_sum(x, k, stride, pad)
     if count_include_pad or pad == 0:
         return summed / (k * k)
     ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
@@ -253,7 +396,14 @@ def avg_pool(x: jax.Array, k: int, stride: int, pad: int, count_include_pad: boo
 
 
 def max_pool(x: jax.Array, k: int, stride: int, pad: int) -> jax.Array:
-    """Max pooling, NHWC, padding with -inf as PyTorch does."""
-    return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, stride, stride, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0))
-    )
+    """Max pooling, NHWC, padding with -inf as PyTorch does.
+
+    The first maximum of a window receives its gradient (PyTorch's rule). Lowered as
+    shifted slices with a hand-written VJP except under ``depthwise_impl("conv")`` or on
+    GPU/TPU: XLA CPU's select-and-scatter backward was 4x slower at DARTS sizes.
+    """
+    if _window_lowering_is_native():
+        return jax.lax.reduce_window(
+            x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, stride, stride, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0))
+        )
+    return _max_pool_shift(x, k, stride, pad)
