@@ -4,7 +4,7 @@ Usage:
   python benchmarks/search_step.py --C 8 --layers 5 --batch 32 --hw 32 [--order 1|2]
       [--steps 10] [--repeats 1] [--compare-torch [PATH]] [--cache-dir DIR] [--json OUT]
       [--depthwise auto|conv|shift|fused] [--cell-impl scan|batch|unrolled] [--no-remat]
-      [--opt-level N]
+      [--opt-level N] [--no-trim]
 
 XLA flags for the dnas runs come from the environment (``XLA_FLAGS=... python ...``).
 
@@ -60,7 +60,7 @@ def worker(a: argparse.Namespace) -> dict:
     from dnas.ops.layers import depthwise_impl
     from dnas.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
     from dnas.spaces import DartsSearchNetwork, DartsSpace
-    from dnas.state import build_jitted, init_search_state, step_compiler_options
+    from dnas.state import build_jitted, init_search_state, release_free_memory, step_compiler_options
 
     t_start = time.perf_counter()
     space = DartsSpace(layers=a.layers)
@@ -87,6 +87,8 @@ def worker(a: argparse.Namespace) -> dict:
     for _ in range(max(a.warmup - 1, 0)):
         state, m = compiled(state, train, val)
     jax.block_until_ready(state)
+    if not a.no_trim:
+        release_free_memory()  # as dnas' own loops do after the first step
     peak_incl_compile = _status_mb("VmHWM")
     _reset_hwm()
     times = []
@@ -104,6 +106,7 @@ def worker(a: argparse.Namespace) -> dict:
         "remat": not a.no_remat,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "compiler_options": opts,
+        "malloc_trim": not a.no_trim,
         "build_s": build_s,
         "trace_s": trace_s,
         "compile_s": compile_s,
@@ -147,6 +150,7 @@ def main() -> None:
     ap.add_argument("--depthwise", default="auto", choices=("auto", "conv", "shift", "fused"), help="depthwise lowering")
     ap.add_argument("--no-remat", action="store_true", help="store scan residuals instead of recomputing")
     ap.add_argument("--cell-impl", default="scan", choices=("scan", "batch", "unrolled"), help="how cells run their edges")
+    ap.add_argument("--no-trim", action="store_true", help="skip malloc_trim after compiling (dnas' loops trim)")
     ap.add_argument("--opt-level", type=int, default=None, help="CPU xla_backend_optimization_level (default: dnas' choice)")
     ap.add_argument("--cache-dir", default="", help="persistent compilation cache (default: none, cold compile)")
     ap.add_argument("--json", default="", help="also write the result here")
@@ -162,6 +166,7 @@ def main() -> None:
         me += ["--cache-dir", a.cache_dir]
     me += ["--depthwise", a.depthwise, "--cell-impl", a.cell_impl] + (["--no-remat"] if a.no_remat else [])
     me += ["--opt-level", str(a.opt_level)] if a.opt_level is not None else []
+    me += ["--no-trim"] if a.no_trim else []
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     dnas_runs, torch_runs = [], []
     for _ in range(a.repeats):

@@ -26,7 +26,7 @@ from dnas.datasets import augment, batch_indices, get_dataset, normalize, steps_
 from dnas.metrics import MetricWriter, Progress
 from dnas.nets import build_eval_network
 from dnas.parallel import make_mesh, replicate, shard_batch
-from dnas.state import build_jitted, step_compiler_options
+from dnas.state import build_jitted, release_free_memory, step_compiler_options
 
 
 @struct.dataclass
@@ -111,6 +111,8 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
         for step in range(start, total):
             idx = batch_indices(data_key, len(data.train_y), config.batch_size, step)
             state, m = train_jit(state, *shard_batch(mesh, (data.train_x[idx], data.train_y[idx])))
+            if step == start:
+                release_free_memory()
             done = step + 1
             if done % config.log_every_steps == 0 or done == total:
                 m = jax.device_get(m)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -63,6 +64,20 @@ def step_compiler_options(opt_level: int | None = None) -> dict[str, Any]:
     if jax.default_backend() != "cpu":
         return {}
     return {"xla_backend_optimization_level": 1 if opt_level is None else int(opt_level)}
+
+
+def release_free_memory() -> bool:
+    """Hands memory the process has freed back to the OS (glibc ``malloc_trim``).
+
+    XLA's CPU compiler allocates gigabytes while compiling a supernet step and frees
+    them afterwards, but glibc keeps the freed pages mapped, so the process's resident
+    memory stays at the compile peak for the whole run. Call this once after the first
+    step has compiled. A no-op (returns False) where glibc is not available.
+    """
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 @struct.dataclass
