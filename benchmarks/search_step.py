@@ -67,7 +67,7 @@ def worker(a: argparse.Namespace) -> dict:
     net = build_jitted(lambda r: DartsSearchNetwork(space, C=a.C, num_classes=10, impl=a.cell_impl, remat=not a.no_remat, rngs=r), jax.random.key(0))
     w_opt, a_opt = darts_weight_optimizer(), darts_alpha_optimizer()
     graphdef, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))
-    step = make_search_step(graphdef, w_opt, a_opt, order=a.order)
+    step = make_search_step(graphdef, w_opt, a_opt, order=a.order, hypergradient=a.hypergradient)
     k1, k2, k3, k4 = jax.random.split(jax.random.key(1), 4)
     train = (jax.random.normal(k1, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k2, (a.batch,), 0, 10))
     val = (jax.random.normal(k3, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k4, (a.batch,), 0, 10))
@@ -143,6 +143,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--hw", type=int, default=32)
     ap.add_argument("--order", type=int, default=1, choices=(1, 2))
+    ap.add_argument("--hypergradient", default="finite_difference", choices=("finite_difference", "exact"), help="order 2 only")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per run")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs per framework")
@@ -161,7 +162,7 @@ def main() -> None:
         return
 
     me = [sys.executable, os.path.abspath(__file__), "--worker", "--C", str(a.C), "--layers", str(a.layers), "--batch", str(a.batch),
-          "--hw", str(a.hw), "--order", str(a.order), "--steps", str(a.steps), "--warmup", str(a.warmup)]
+          "--hw", str(a.hw), "--order", str(a.order), "--hypergradient", a.hypergradient, "--steps", str(a.steps), "--warmup", str(a.warmup)]
     if a.cache_dir:
         me += ["--cache-dir", a.cache_dir]
     me += ["--depthwise", a.depthwise, "--cell-impl", a.cell_impl] + (["--no-remat"] if a.no_remat else [])
@@ -177,7 +178,8 @@ def main() -> None:
             torch_runs.append(_run_json([sys.executable, a.compare_torch, "--C", str(a.C), "--layers", str(a.layers), "--batch", str(a.batch),
                                          "--hw", str(a.hw), "--steps", str(a.steps), "--warmup", str(a.warmup + 1)]))
     result: dict = {
-        "config": {"C": a.C, "layers": a.layers, "batch": a.batch, "hw": a.hw, "order": a.order},
+        "config": {"C": a.C, "layers": a.layers, "batch": a.batch, "hw": a.hw, "order": a.order,
+                   "hypergradient": a.hypergradient if a.order == 2 else None},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")},
         "dnas": _median_of(dnas_runs),
     }

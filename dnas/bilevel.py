@@ -2,10 +2,20 @@
 
 One pure function does, on a train batch and a val batch:
 
-1. α update on the val batch: ``∇_α L_val(w, α)`` (``order=1``) or the exact hypergradient
-   ``d/dα L_val(w - ξ∇_w L_train(w, α), α)`` through one unrolled step of the *actual*
-   weight optimizer (``order=2``). DARTS approximates the second-order term with finite
-   differences; here autodiff differentiates through the unrolled step, so it is exact.
+1. α update on the val batch: ``∇_α L_val(w, α)`` (``order=1``) or the hypergradient
+   ``d/dα L_val(w', α)`` with ``w' = w + u(∇_w L_train(w, α))`` one unrolled step of the
+   *actual* weight optimizer ``u`` (``order=2``). Two ways to get its second-order term:
+
+   - ``hypergradient="finite_difference"`` (default, DARTS Eq. 7-8): the Hessian-vector
+     product is a central difference of two α-gradients of the train loss at
+     ``w ± εv``, ``ε = 0.01 / ||v||``. Only first-order gradients are taken, so it costs
+     about two more α-gradients than the first-order step.
+   - ``hypergradient="exact"``: autodiff differentiates through the unrolled step
+     (reverse over reverse). Exact, but much slower and larger to compile.
+
+   For DARTS' SGD ``v = -ξ ∇_{w'} L_val(w', α)`` and the two agree with the paper's
+   formula; for any other optax optimizer ``v`` is the VJP of the update map with respect
+   to the gradient (so gradient clipping's Jacobian is included, which DARTS ignores).
 2. weight update on the train batch with the new α (DARTS' order).
 
 The α loss accepts extra differentiable terms (``arch_penalty``), e.g. a latency term of
@@ -25,6 +35,9 @@ from flax import nnx
 from dnas.relax import Relaxation, relax_all, softmax
 from dnas.state import SearchState, step_compiler_options
 from dnas.types import Batch, Metrics
+
+HYPERGRADIENTS = ("finite_difference", "exact")
+"""How ``order=2`` gets its second-order term (see the module docstring)."""
 
 ArchPenalty = Callable[[Mapping[str, jax.Array], jax.Array], jax.Array]
 """``(mixing weights per label, step) -> scalar`` added to the α loss."""
@@ -73,6 +86,7 @@ def make_search_step(
     a_optimizer: optax.GradientTransformation,
     *,
     order: int = 1,
+    hypergradient: str = "finite_difference",
     relax: Relaxation | None = None,
     loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
     arch_penalty: ArchPenalty | None = None,
@@ -82,7 +96,9 @@ def make_search_step(
     Args:
       graphdef: from :func:`dnas.state.init_search_state` (training mode).
       w_optimizer, a_optimizer: optax transforms for weights and α.
-      order: 1 (first-order DARTS) or 2 (exact second-order hypergradient).
+      order: 1 (first-order DARTS) or 2 (second-order DARTS: one unrolled weight step).
+      hypergradient: for ``order=2``, ``"finite_difference"`` (DARTS' Eq. 8, fast) or
+        ``"exact"`` (autodiff through the unrolled step).
       relax: α -> mixing weights (default: DARTS softmax).
       loss_fn: ``(logits, labels) -> scalar``.
       arch_penalty: extra differentiable α-loss term of the mixing weights.
@@ -93,6 +109,8 @@ def make_search_step(
     """
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order}")
+    if hypergradient not in HYPERGRADIENTS:
+        raise ValueError(f"hypergradient must be one of {HYPERGRADIENTS}, got {hypergradient!r}")
     relax = relax or softmax()
 
     def forward(alpha, weights, stats, x, arch_inputs):
@@ -125,6 +143,27 @@ def make_search_step(
         unrolled = optax.apply_updates(state.weights, updates)
         return val_objective(alpha, unrolled, state.stats, val_batch, key_a, state.step)
 
+    def finite_difference_hypergradient(state, train_batch, val_batch, key_u, key_a):
+        grads, _ = jax.grad(train_loss, has_aux=True)(state.weights, state.alpha, state.stats, train_batch, key_u, state.step)
+        updates, update_vjp = jax.vjp(lambda g: w_optimizer.update(g, state.w_opt, state.weights)[0], grads)
+        unrolled = optax.apply_updates(state.weights, updates)
+        (a_direct, w_val), aux = jax.grad(val_objective, argnums=(0, 1), has_aux=True)(
+            state.alpha, unrolled, state.stats, val_batch, key_a, state.step
+        )
+        # d/dα L_val(w + u(g(α))) = direct + ∂g/∂α^T (∂u/∂g^T ∇_{w'} L_val); the inner
+        # product with v = ∂u/∂g^T ∇_{w'} L_val is a directional derivative of ∇_α L_train
+        # along v, taken as a central difference (DARTS Eq. 8: ε = 0.01 / ||v||).
+        (v,) = update_vjp(w_val)
+        eps = 0.01 / jnp.maximum(optax.tree.norm(v), 1e-12)
+
+        def alpha_grad_at(sign):
+            shifted = jax.tree_util.tree_map(lambda w, d: w + (sign * eps).astype(w.dtype) * d, state.weights, v)
+            return jax.grad(lambda a: train_loss(shifted, a, state.stats, train_batch, key_u, state.step)[0])(state.alpha)
+
+        plus, minus = alpha_grad_at(1.0), alpha_grad_at(-1.0)
+        a_grads = jax.tree_util.tree_map(lambda d, p, m: d + (p - m) / (2 * eps).astype(d.dtype), a_direct, plus, minus)
+        return a_grads, aux
+
     def alpha_update(state: SearchState, train_batch: Batch, val_batch: Batch) -> tuple[SearchState, Metrics]:
         key_a, _, key_u = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
         if order == 1:
@@ -132,9 +171,12 @@ def make_search_step(
                 state.alpha, state.weights, state.stats, val_batch, key_a, state.step
             )
         else:
-            a_grads, (stats, v_logits, v_loss, penalty) = jax.grad(unrolled_objective, has_aux=True)(
-                state.alpha, state, train_batch, val_batch, key_u, key_a
-            )
+            if hypergradient == "finite_difference":
+                a_grads, (_, v_logits, v_loss, penalty) = finite_difference_hypergradient(state, train_batch, val_batch, key_u, key_a)
+            else:
+                a_grads, (_, v_logits, v_loss, penalty) = jax.grad(unrolled_objective, has_aux=True)(
+                    state.alpha, state, train_batch, val_batch, key_u, key_a
+                )
             # Running stats come from the real weights' forward, not the unrolled copy's.
             stats = state.stats
         a_updates, a_opt = a_optimizer.update(a_grads, state.a_opt, state.alpha)

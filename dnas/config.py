@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from dnas.bilevel import HYPERGRADIENTS
 from dnas.errors import DnasError
 from dnas.spaces.darts_cnn import CELL_IMPLS, DARTS_OPS
 
@@ -52,6 +53,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.a_b2 = 0.999
     c.a_weight_decay = 1e-3
     c.order = 1
+    c.hypergradient = "finite_difference"  # order 2: DARTS' Eq. 8, or "exact" (autodiff)
     c.relax = "softmax"
     c.seed = 2
     c.devices = 0  # 0 = all local devices (data parallel); n = the first n
@@ -117,6 +119,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if kind == "search":
         if config.order not in (1, 2):
             raise DnasError(f"config.order must be 1 or 2, got {config.order}")
+        if config.hypergradient not in HYPERGRADIENTS:
+            raise DnasError(f"config.hypergradient must be one of {HYPERGRADIENTS}, got {config.hypergradient!r}")
         if config.space not in ("darts", "nb201"):
             raise DnasError(f"config.space must be 'darts' or 'nb201', got {config.space!r}")
         if config.cell_impl not in CELL_IMPLS:

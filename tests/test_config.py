@@ -29,6 +29,8 @@ def test_missing_key_and_bad_values():
         apply_overrides(search_defaults(), ["--config.batch_size=abc"])
     with pytest.raises(DnasError, match="order must be 1 or 2"):
         validate(apply_overrides(search_defaults(), ["--config.order=3"]))
+    with pytest.raises(DnasError, match="hypergradient must be one of"):
+        validate(apply_overrides(search_defaults(), ["--config.hypergradient=hessian"]))
 
 
 def test_overrides_are_typed():

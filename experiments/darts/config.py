@@ -4,7 +4,8 @@ Search", ICLR 2019), first or second order, the paper's hyper-parameters.
 Command:
   dnas search --config experiments/darts/config.py --workdir runs/darts1 \
       --config.data_dir=/path/to/cifar-10-batches-py          # first order
-  dnas search --config experiments/darts/config.py:second ...   # second order (exact)
+  dnas search --config experiments/darts/config.py:second ...   # second order (DARTS' Eq. 8)
+  dnas search --config experiments/darts/config.py:second --config.hypergradient=exact ...
   dnas search --config experiments/darts/config.py:smoke --workdir /tmp/w   # CPU smoke
 
 Paper setting: 8 cells, C=16, 50 epochs, batch 64, half of the training set for weights
