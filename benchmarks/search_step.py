@@ -4,7 +4,7 @@ Usage:
   python benchmarks/search_step.py --C 8 --layers 5 --batch 32 --hw 32 [--order 1|2]
       [--steps 10] [--repeats 1] [--compare-torch [PATH]] [--cache-dir DIR] [--json OUT]
       [--depthwise auto|conv|shift|fused] [--cell-impl scan|batch|unrolled] [--no-remat]
-      [--opt-level N] [--no-trim]
+      [--opt-level N] [--no-trim] [--hypergradient finite_difference|exact]
 
 XLA flags for the dnas runs come from the environment (``XLA_FLAGS=... python ...``).
 
