@@ -196,12 +196,27 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=1, sort_keys=True)
 
 
+# Keys added to a schema after runs were already written with it, and the value that
+# reproduces what those runs did: a saved run must resume exactly as it started.
+_ADDED_KEYS: dict[str, dict[str, Any]] = {
+    "search": {"hypergradient": "exact"},  # order=2 was always the exact hypergradient before
+}
+
+
 def from_json(text: str) -> ml_collections.ConfigDict:
-    """Inverse of :func:`to_json` (validated)."""
+    """Inverse of :func:`to_json` (validated).
+
+    A config saved before a key existed gets the value that reproduces its old behaviour
+    (e.g. ``hypergradient="exact"``), so older run directories still resume.
+    """
     try:
-        return validate(ml_collections.ConfigDict(json.loads(text)))
+        raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise DnasError(f"config.json is not valid JSON: {e}") from None
+    if isinstance(raw, dict):
+        for k, v in _ADDED_KEYS.get(raw.get("kind", "search"), {}).items():
+            raw.setdefault(k, v)
+    return validate(ml_collections.ConfigDict(raw))
 
 
 def default_search_config() -> ml_collections.ConfigDict:

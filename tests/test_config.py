@@ -1,10 +1,11 @@
 """Configs: validation names bad keys, overrides are typed, every experiment loads."""
 
+import json
 from pathlib import Path
 
 import pytest
 
-from dnas.config import apply_overrides, load_config, search_defaults, validate
+from dnas.config import apply_overrides, from_json, load_config, search_defaults, to_json, validate
 from dnas.errors import DnasError
 
 EXPERIMENTS = sorted(Path(__file__).resolve().parents[1].glob("experiments/*/config.py"))
@@ -31,6 +32,13 @@ def test_missing_key_and_bad_values():
         validate(apply_overrides(search_defaults(), ["--config.order=3"]))
     with pytest.raises(DnasError, match="hypergradient must be one of"):
         validate(apply_overrides(search_defaults(), ["--config.hypergradient=hessian"]))
+
+
+def test_run_saved_before_a_key_existed_resumes_with_its_old_behaviour():
+    saved = json.loads(to_json(search_defaults()))
+    del saved["hypergradient"]  # config.json written before second order had a choice
+    assert from_json(json.dumps(saved)).hypergradient == "exact"
+    assert from_json(to_json(search_defaults())).hypergradient == "finite_difference"
 
 
 def test_overrides_are_typed():
