@@ -62,12 +62,21 @@ def _jaxpr_macs(jaxpr: Any) -> int:
     total = 0
     for eqn in jaxpr.eqns:
         total += _eqn_macs(eqn)
-        for sub in jax.core.jaxprs_in_params(eqn.params) if hasattr(jax.core, "jaxprs_in_params") else _subjaxprs(eqn.params):
+        for sub in _subjaxprs(eqn.params):
             total += _jaxpr_macs(sub)
     return total
 
 
 def _subjaxprs(params: dict[str, Any]):
+    # jax.extend.core is the supported home (jax.core's copy is deprecated); the walk
+    # below covers JAX versions that have neither.
+    try:
+        from jax.extend.core import jaxprs_in_params
+    except ImportError:
+        jaxprs_in_params = None
+    if jaxprs_in_params is not None:
+        yield from jaxprs_in_params(params)
+        return
     for v in params.values():
         vals = v if isinstance(v, (list, tuple)) else (v,)
         for x in vals:
