@@ -20,6 +20,13 @@ from flax import nnx
 
 from dnas.ops.layers import depthwise_impl
 
+# jax.extend.core is the supported home (jax.core's copy is deprecated); _subjaxprs walks
+# the params itself on older JAX (pyproject allows >=0.6), which lacks it.
+try:
+    from jax.extend.core import jaxprs_in_params as _jaxprs_in_params
+except ImportError:
+    _jaxprs_in_params = None
+
 
 def count_params(module: nnx.Module, exclude: tuple[str, ...] = ("aux",)) -> int:
     """Number of trainable scalars (``nnx.Param``), skipping paths containing ``exclude``.
@@ -68,14 +75,8 @@ def _jaxpr_macs(jaxpr: Any) -> int:
 
 
 def _subjaxprs(params: dict[str, Any]):
-    # jax.extend.core is the supported home (jax.core's copy is deprecated); the walk
-    # below covers JAX versions that have neither.
-    try:
-        from jax.extend.core import jaxprs_in_params
-    except ImportError:
-        jaxprs_in_params = None
-    if jaxprs_in_params is not None:
-        yield from jaxprs_in_params(params)
+    if _jaxprs_in_params is not None:
+        yield from _jaxprs_in_params(params)
         return
     for v in params.values():
         vals = v if isinstance(v, (list, tuple)) else (v,)
