@@ -129,6 +129,32 @@ def test_search_step_compiles_once():
     chex.clear_trace_counter()
 
 
+@pytest.mark.parametrize("order", [1, 2])
+def test_passes_of_a_step_share_each_differentiated_edge_scan(order):
+    """Every pass differentiates an edge scan with the same tangent pattern, so JAX builds
+    its linearized and transposed forms once per step (trace time halves at paper size).
+    The one cell here is a reduction cell with two edge scans (stride 2 and 1): however
+    many passes the step has (2 in first order, 5 in second), its jaxpr holds one
+    forward and one transposed program per scan."""
+    _, _, state, step, train, val = _setup(order)
+    jaxpr = jax.make_jaxpr(step.__call__)(state, train, val)
+    programs, calls = set(), 0
+
+    def walk(j):
+        nonlocal calls
+        for eqn in j.eqns:
+            if eqn.primitive.name in ("pjit", "jit") and eqn.params["name"].startswith("run"):
+                programs.add(id(eqn.params["jaxpr"]))
+                calls += 1
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jaxpr.jaxpr)
+    passes = 2 if order == 1 else 5
+    assert calls == 4 * passes
+    assert len(programs) == 4
+
+
 def test_index_path_compiles_once_across_architectures():
     space = NB201Space(N=1)
     net = NB201SearchNetwork(space, C=4, num_classes=3, rngs=nnx.Rngs(0))
