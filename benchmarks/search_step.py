@@ -133,6 +133,11 @@ def _median_of(runs: list[dict]) -> dict:
         if isinstance(v, float):
             out[k] = statistics.median(r[k] for r in runs)
     out["runs"] = len(runs)
+    # Per-run values too: on a shared machine one slow phase can move a median, and the
+    # spread is what tells a reader how far to trust it.
+    for k in ("step_ms_median", "compile_s", "first_step_s"):
+        if k in runs[0]:
+            out[f"{k}_per_run"] = [r[k] for r in runs]
     return out
 
 
