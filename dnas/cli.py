@@ -49,7 +49,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _enable_compilation_cache(path: str) -> None:
-    """Persistent XLA compilation cache: a second run of a config starts in seconds."""
+    """Persistent XLA compilation cache: a second run of a config skips XLA's compilation.
+
+    On CPU the cached executable is still loaded kernel by kernel (40 s for the
+    paper's C=16, 8-cell search step; benchmarks/RESULTS.md), so the gain there is
+    compile time minus that.
+    """
     if not path:
         return
     import jax
