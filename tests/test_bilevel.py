@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from dnas.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+from dnas.cost import _subjaxprs
 from dnas.mixed import Alpha
 from dnas.spaces import DartsSearchNetwork, DartsSpace, NB201SearchNetwork, NB201Space
 from dnas.state import alpha_dict, init_search_state
@@ -146,7 +147,7 @@ def test_passes_of_a_step_share_each_differentiated_edge_scan(order):
             if eqn.primitive.name in ("pjit", "jit") and eqn.params["name"].startswith("run"):
                 programs.add(id(eqn.params["jaxpr"]))
                 calls += 1
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            for sub in _subjaxprs(eqn.params):  # dnas.cost's walker, which also covers older JAX
                 walk(sub)
 
     walk(jaxpr.jaxpr)
