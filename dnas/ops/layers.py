@@ -140,9 +140,10 @@ def depthwise_shift(x: jax.Array, w: jax.Array, stride: int, pad: int, dilation:
     the transpose of each slice is a pad, and fusing ``k*k`` pads of the cotangent into
     one loop re-evaluates the cotangent's producer per tap. Here the input gradient is
     the same shifted sum (flipped taps) over the cotangent laid out once by
-    :func:`_transpose_layout`, and the kernel gradient is one reduction per tap. 1.5-4x
-    faster forward+backward at DARTS sizes (``benchmarks/RESULTS.md``). Reverse-over-reverse
-    (second-order DARTS) differentiates these rules; forward mode is not supported.
+    :func:`_transpose_layout`, and the kernel gradient is a loop over taps
+    (:func:`_kernel_grad`). 1.5-4x faster forward+backward at DARTS sizes
+    (``benchmarks/RESULTS.md``). Reverse-over-reverse (second-order DARTS) differentiates
+    these rules; forward mode is not supported.
     """
     kh, kw, _ = w.shape
     ho, wo = out_size(x.shape[1], kh, stride, pad, dilation), out_size(x.shape[2], kw, stride, pad, dilation)
@@ -159,12 +160,32 @@ def _depthwise_shift_bwd(stride, pad, dilation, res, dy):
     h, wd = x.shape[1], x.shape[2]
     dyl = _transpose_layout(dy, (h, wd), (kh, kw), stride, pad, dilation)
     dx = _weighted_taps(dyl, w[::-1, ::-1], h, wd, 1, dilation)
-    xp = _pad_hw(x, pad)
-    taps = _taps(xp, kh, kw, dy.shape[1], dy.shape[2], stride, dilation)
-    # One reduction per tap: XLA CPU hands each to YNNPACK, far faster than its own
-    # reduction loops (a stacked or variadic reduce measured 2-3x slower).
-    dw = jax.lax.concatenate([jax.lax.reduce(t * dy, jnp.zeros((), dy.dtype), jax.lax.add, (0, 1, 2))[None] for t in taps], 0)
+    dw = _kernel_grad(_pad_hw(x, pad), dy, kh, kw, stride, dilation)
     return dx, dw.reshape(w.shape)
+
+
+def _kernel_grad(xp: jax.Array, dy: jax.Array, kh: int, kw: int, stride: int, dilation: int) -> jax.Array:
+    """``dw[t, c] = sum_{b,h,w} window_t(xp)[b, h, w, c] * dy[b, h, w, c]`` for every tap ``t``.
+
+    One loop iteration per tap, the window taken with a *dynamic* slice at the tap's
+    offset. Why not ``k*k`` static slices: each static slice is a kernel of its own
+    (its offset is part of the code), and XLA CPU compiles every kernel separately; at
+    C=16, 8 cells they were 470 of the step's 1597 kernels. The loop's body is one
+    kernel per shape, and it also ran the search step faster (C=16/8 cells: median step
+    6.3 s -> 5.3 s, compile CPU time 114 s -> 78 s, ``benchmarks/RESULTS.md``).
+    Returns ``f32[kh * kw, C]``.
+    """
+    b, ho, wo, c = dy.shape
+    span_h, span_w = (ho - 1) * stride + 1, (wo - 1) * stride + 1
+
+    def tap(t: jax.Array) -> jax.Array:
+        i, j = t // kw, t % kw
+        win = jax.lax.dynamic_slice(xp, (0, i * dilation, j * dilation, 0), (b, span_h, span_w, c))
+        if stride > 1:
+            win = win[:, ::stride, ::stride, :]
+        return jax.lax.reduce(win * dy, jnp.zeros((), dy.dtype), jax.lax.add, (0, 1, 2))
+
+    return jax.lax.map(tap, jnp.arange(kh * kw, dtype=jnp.int32))
 
 
 depthwise_shift.defvjp(_depthwise_shift_fwd, _depthwise_shift_bwd)
