@@ -51,9 +51,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _enable_compilation_cache(path: str) -> None:
     """Persistent XLA compilation cache: a second run of a config skips XLA's compilation.
 
-    On CPU the cached executable is still loaded kernel by kernel (40 s for the
-    paper's C=16, 8-cell search step; benchmarks/RESULTS.md), so the gain there is
-    compile time minus that.
+    On CPU the cached executable is still loaded kernel by kernel, in time that grows
+    faster than the kernel count (20 s for the paper's C=16, 8-cell search step with
+    its ~1200 kernels; benchmarks/RESULTS.md), so the gain there is compile time minus
+    that.
     """
     if not path:
         return
