@@ -179,8 +179,8 @@ def _kernel_grad(xp: jax.Array, dy: jax.Array, kh: int, kw: int, stride: int, di
     span_h, span_w = (ho - 1) * stride + 1, (wo - 1) * stride + 1
 
     def tap(t: jax.Array) -> jax.Array:
-        i, j = t // kw, t % kw
-        win = jax.lax.dynamic_slice(xp, (0, i * dilation, j * dilation, 0), (b, span_h, span_w, c))
+        i, j, zero = t // kw, t % kw, jnp.zeros((), t.dtype)  # one index dtype also under x64
+        win = jax.lax.dynamic_slice(xp, (zero, i * dilation, j * dilation, zero), (b, span_h, span_w, c))
         if stride > 1:
             win = win[:, ::stride, ::stride, :]
         return jax.lax.reduce(win * dy, jnp.zeros((), dy.dtype), jax.lax.add, (0, 1, 2))
