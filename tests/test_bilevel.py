@@ -175,3 +175,27 @@ def test_index_path_compiles_once_across_architectures():
         outs.add(np.asarray(evaluate(state, vec)).round(5).tobytes())
     assert len(outs) > 1  # different architectures really give different outputs
     chex.clear_trace_counter()
+
+
+def test_cpu_step_options_keep_ynnpack_to_reductions_and_change_no_result(monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("the YNNPACK option is CPU-only")
+    from dnas.state import _YNN_OPTION, _cpu_accepts, step_compiler_options
+
+    opts = step_compiler_options()
+    if not _cpu_accepts(_YNN_OPTION, "LIBRARY_FUSION_TYPE_REDUCE"):
+        assert _YNN_OPTION not in opts
+        pytest.skip("this jaxlib has no YNNPACK fusion option")
+    assert opts[_YNN_OPTION] == "LIBRARY_FUSION_TYPE_REDUCE"
+    monkeypatch.setenv("XLA_FLAGS", f"--{_YNN_OPTION}=")  # the user's own setting wins
+    assert _YNN_OPTION not in step_compiler_options()
+    monkeypatch.undo()
+
+    _, _, state, step, train, val = _setup(order=1)
+    ours = jax.jit(step.__call__, compiler_options=opts).lower(state, train, val).compile()
+    default = jax.jit(step.__call__, compiler_options={k: v for k, v in opts.items() if k != _YNN_OPTION})
+    default = default.lower(state, train, val).compile()
+    assert ours.as_text().count("__ynn_fusion") < default.as_text().count("__ynn_fusion")
+    for a, b in zip(jax.tree_util.tree_leaves(ours(state, train, val)), jax.tree_util.tree_leaves(default(state, train, val))):
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
