@@ -51,10 +51,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _enable_compilation_cache(path: str) -> None:
     """Persistent XLA compilation cache: a second run of a config skips XLA's compilation.
 
-    On CPU the cached executable is still loaded kernel by kernel, in time that grows
-    faster than the kernel count (20 s for the paper's C=16, 8-cell search step with
-    its ~1200 kernels; benchmarks/RESULTS.md), so the gain there is compile time minus
-    that.
+    On CPU the cached executable is still rebuilt single-threaded, in time that grows
+    faster than the program: XLA finds each YNNPACK fusion's instruction by scanning the
+    whole module (18-21 s for the paper's C=16, 8-cell search step, ~2/3 of it in that
+    scan; :func:`dnas.state.step_compiler_options` keeps YNNPACK to reductions to shrink
+    it; benchmarks/RESULTS.md), so the gain there is compile time minus that.
     """
     if not path:
         return

@@ -64,11 +64,13 @@ def step_compiler_options(opt_level: int | None = None) -> dict[str, Any]:
     also hands it single dots and convolutions). Why: loading a program from the persistent
     compilation cache looks up each YNNPACK fusion's HLO instruction by a linear scan of
     the whole module, so the warm start grows with (YNNPACK fusions x instructions). At
-    C=16, 8 cells this cut the warm load from 24.6 s to 10.2 s (2000 -> 1541 fusions) with
-    the same step time (C=8/5 cells, batch 32, interleaved: 4.14 s against 4.32 s) and the
-    same cold compile. Reductions stay with YNNPACK because it runs them on all cores:
-    without any YNNPACK fusion the step was 12-35 % slower. Skipped where the jaxlib does
-    not know the option, or where ``XLA_FLAGS`` already sets it (the user's choice wins).
+    C=16, 8 cells this takes the search step from 2000 to 1541 YNNPACK fusions and its warm
+    load from 22.7-26.3 s to 17.8-21.2 s (alternating processes), with the same step time
+    (interleaved medians: 4.14 s against 4.32 s at C=8/5 cells/batch 32, 5.91 s against
+    6.66 s at C=16/8 cells/batch 16) and the same cold compile. Reductions stay with
+    YNNPACK because it runs them on all cores: without any YNNPACK fusion the step was
+    12-45 % slower. Skipped where the jaxlib does not know the option, or where
+    ``XLA_FLAGS`` already sets it (the user's choice wins).
     Other backends get ``{}``.
 
     Args:
