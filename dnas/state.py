@@ -51,6 +51,9 @@ def build_jitted(ctor: Callable[[nnx.Rngs], M], key: PRNGKey) -> M:
     return nnx.merge(box["graphdef"], compiled(key))
 
 
+_YNN_OPTION, _YNN_REDUCE = "xla_cpu_experimental_ynn_fusion_type", "LIBRARY_FUSION_TYPE_REDUCE"
+
+
 def step_compiler_options(opt_level: int | None = None) -> dict[str, Any]:
     """XLA compile options for the big training/search step programs.
 
@@ -84,9 +87,6 @@ def step_compiler_options(opt_level: int | None = None) -> dict[str, Any]:
     if _YNN_OPTION not in os.environ.get("XLA_FLAGS", "") and _cpu_accepts(_YNN_OPTION, _YNN_REDUCE):
         opts[_YNN_OPTION] = _YNN_REDUCE
     return opts
-
-
-_YNN_OPTION, _YNN_REDUCE = "xla_cpu_experimental_ynn_fusion_type", "LIBRARY_FUSION_TYPE_REDUCE"
 
 
 @functools.cache
