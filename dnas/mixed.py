@@ -22,7 +22,7 @@ from flax import nnx
 
 from dnas.errors import DnasError
 from dnas.ops import OPS
-from dnas.ops.layers import batch_norm, current_depthwise_impl
+from dnas.ops.layers import batch_norm, current_depthwise_impl, current_grad_gates, grad_gates
 from dnas.space import SearchSpace
 from dnas.types import ArchInput, PRNGKey
 
@@ -99,15 +99,44 @@ class MixedOp(nnx.Module):
             raise DnasError(
                 f"mixing weights for {self.label!r} have shape {a.shape}, expected ({k},) for candidates {self.candidates}"
             )
-        out = None
-        for i, op in enumerate(self.ops):
-            if self.is_zero[i]:
-                continue  # w * 0 contributes nothing; skip the compute and its gradient
-            term = a[i] * op(x)
-            out = term if out is None else out + term
-        if out is None:
-            out = self.ops[0](x)  # every candidate is a zero op
+        # w * 0 contributes nothing: zero ops are skipped, compute and gradient.
+        live = [i for i in range(k) if not self.is_zero[i]]
+        if not live:
+            return self.ops[0](x)  # every candidate is a zero op
+        outs = [self.ops[i](x) for i in live]
+        gate = current_grad_gates().alpha
+        if gate is not None:
+            return _mix_gated(a, tuple(outs), gate, tuple(live))
+        out = a[live[0]] * outs[0]
+        for i, o in zip(live[1:], outs[1:]):
+            out = out + a[i] * o
         return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _mix_gated(a: jax.Array, outs: tuple[jax.Array, ...], gate: jax.Array, live: tuple[int, ...]) -> jax.Array:
+    """``sum_j a[live[j]] * outs[j]`` whose backward computes ``da`` only where ``gate``."""
+    out = a[live[0]] * outs[0]
+    for i, o in zip(live[1:], outs[1:]):
+        out = out + a[i] * o
+    return out
+
+
+def _mix_gated_fwd(a, outs, gate, live):
+    return _mix_gated(a, outs, gate, live), (a, outs, gate)
+
+
+def _mix_gated_bwd(live, res, dy):
+    a, outs, gate = res
+
+    def da():
+        terms = jnp.stack([jnp.vdot(o, dy) for o in outs]).astype(a.dtype)
+        return jnp.zeros_like(a).at[jnp.asarray(live)].set(terms)
+
+    return jax.lax.cond(gate, da, lambda: jnp.zeros_like(a)), tuple(a[i] * dy for i in live), None
+
+
+_mix_gated.defvjp(_mix_gated_fwd, _mix_gated_bwd)
 
 
 def stacked_mixed_op(
@@ -191,9 +220,10 @@ class EdgeScan(nnx.Module):
         a = stack_arch(arch, self.labels)
         graphdef, state = nnx.split(self.op)
         src, dst = jnp.asarray(self.src, jnp.int32), jnp.asarray(self.dst, jnp.int32)
+        gates = current_grad_gates()
         run = _edge_scan_run(graphdef, self.remat, source is not None, current_depthwise_impl())
         carry = buffer if source is None else (buffer, source)
-        carry, new_state = run(carry, state, src, dst, a)
+        carry, new_state = run(carry, state, src, dst, a, gates)
         nnx.update(self.op, new_state)
         return carry if source is None else carry[0]
 
@@ -218,17 +248,19 @@ def _edge_scan_run(graphdef: nnx.GraphDef, remat: bool, external_source: bool, l
     """
     del lowering  # only a cache key
 
-    def body(carry, xs):
-        st, s, d, at = xs
-        buf, source = carry if external_source else (carry, carry)
-        op = nnx.merge(graphdef, st, copy=True)
-        buf = buf.at[d].add(op(source[s], at))
-        return ((buf, source) if external_source else buf), nnx.state(op)
+    def run(carry, state, src, dst, a, gates):
+        # The gradient gates (dnas.ops.layers.grad_gates) are an argument, not read from
+        # the context in here, because this trace is cached and reused.
+        def body(carry, xs):
+            st, s, d, at = xs
+            buf, source = carry if external_source else (carry, carry)
+            op = nnx.merge(graphdef, st, copy=True)
+            with grad_gates(gates):
+                buf = buf.at[d].add(op(source[s], at))
+            return ((buf, source) if external_source else buf), nnx.state(op)
 
-    # prevent_cse=False: inside scan there is nothing for CSE to merge across iterations.
-    body = jax.checkpoint(body, prevent_cse=False) if remat else body
-
-    def run(carry, state, src, dst, a):
+        # prevent_cse=False: inside scan there is nothing for CSE to merge across iterations.
+        body = jax.checkpoint(body, prevent_cse=False) if remat else body
         return jax.lax.scan(body, carry, (state, src, dst, a))
 
     return jax.jit(run)

@@ -73,3 +73,33 @@ def test_index_path_equals_switching_ops_by_hand():
     vec = space.sample(jax.random.key(3))
     onehot = {l: jax.nn.one_hot(v, len(space.ops)) for l, v in space.to_inputs(vec).items()}
     np.testing.assert_allclose(net(x, space.to_inputs(vec)), net(x, onehot), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["shift", "conv"])
+def test_grad_gates_zero_exactly_the_closed_gradients(impl):
+    """What the fused search step relies on: a closed ``weights`` gate zeroes every conv
+    kernel gradient (depthwise in either lowering, 1x1 dots, dense and 1x7/7x1 convs), a
+    closed ``alpha`` gate the mixing-weight gradient, and nothing else changes."""
+    from dnas.ops.layers import GradGates, depthwise_impl, grad_gates
+
+    ops = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_5x5", "nor_conv_3x3", "conv_7x1_1x7")
+    op = MixedOp("e", ops, 4, 4, 1, rngs=nnx.Rngs(0))
+    g, params, rest = nnx.split(op, nnx.Param, ...)
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
+    a = jax.nn.softmax(jax.random.normal(jax.random.key(1), (len(ops),)))
+    target = jax.random.normal(jax.random.key(2), (2, 9, 9, 4))
+
+    def loss(p, a, x, gates):
+        with depthwise_impl(impl), grad_gates(gates):
+            return jnp.sum(nnx.merge(g, p, rest, copy=True)(x, a) * target)
+
+    ref = jax.jit(jax.grad(lambda p, a, x: loss(p, a, x, GradGates()), argnums=(0, 1, 2)))(params, a, x)
+    gated = jax.jit(jax.grad(lambda p, a, x, gw, ga: loss(p, a, x, GradGates(gw, ga)), argnums=(0, 1, 2)))
+    assert all(float(jnp.abs(v).max()) > 0 for v in jax.tree_util.tree_leaves(ref[0]))
+    for gw in (True, False):
+        for ga in (True, False):
+            dp, da, dx = gated(params, a, x, jnp.asarray(gw), jnp.asarray(ga))
+            np.testing.assert_allclose(dx, ref[2], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(da, ref[1] if ga else np.zeros_like(ref[1]), rtol=1e-5, atol=1e-6)
+            for got, want in zip(jax.tree_util.tree_leaves(dp), jax.tree_util.tree_leaves(ref[0])):
+                np.testing.assert_allclose(got, want if gw else np.zeros_like(want), rtol=1e-5, atol=1e-6)

@@ -18,7 +18,8 @@ import contextlib
 import contextvars
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,50 @@ def depthwise_impl(impl: str) -> Iterator[None]:
         yield
     finally:
         _DEPTHWISE_IMPL.reset(token)
+
+
+class GradGates(NamedTuple):
+    """Traced ``bool[]`` flags saying which gradients a backward pass must compute.
+
+    ``weights``: kernel gradients of every convolution that goes through :func:`conv2d`
+    (all lowerings: shifted depthwise, 1x1 as a dot, XLA convolutions); ``alpha``:
+    gradients of the mixing weights of :class:`~dnas.mixed.MixedOp`. None means "always"
+    (no gate, the default). Other parameters (``nnx.Linear``, BatchNorm scale and shift)
+    are not gated.
+    """
+
+    weights: jax.Array | None = None
+    alpha: jax.Array | None = None
+
+
+_GATES: contextvars.ContextVar[GradGates] = contextvars.ContextVar("grad_gates", default=GradGates())
+
+
+@contextlib.contextmanager
+def grad_gates(gates: GradGates) -> Iterator[None]:
+    """Traces the enclosed ops so that their backward computes only the gradients ``gates`` allow.
+
+    Why: the fused search step (:func:`dnas.bilevel.make_search_step`) runs its passes
+    (the α pass, the weight pass, and for second order the finite-difference passes) as
+    iterations of one loop, so one copy of the network's forward and backward serves all
+    of them and the program is several times smaller. Without gates every iteration would
+    compute every gradient; with them a ``lax.cond`` skips what an iteration discards:
+    the α pass skips the convolutions' kernel gradients (the depthwise ones dominate a
+    DARTS edge's backward on CPU), the weight pass the mixing-weight gradients. Where a
+    gate is false that gradient is zero, so only close a gate whose gradient is unused.
+    It acts at trace time; cached traced functions that read it (the edge scan) must take
+    the gates as an argument and re-enter them inside.
+    """
+    token = _GATES.set(gates)
+    try:
+        yield
+    finally:
+        _GATES.reset(token)
+
+
+def current_grad_gates() -> GradGates:
+    """The gates set by :func:`grad_gates` here (``GradGates()`` when none)."""
+    return _GATES.get()
 
 
 def current_depthwise_impl() -> str:
@@ -124,7 +169,6 @@ def _weighted_taps(xp: jax.Array, w: jax.Array, ho: int, wo: int, stride: int, d
     return out  # type: ignore[return-value]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def depthwise_shift(x: jax.Array, w: jax.Array, stride: int, pad: int, dilation: int) -> jax.Array:
     """Depthwise conv as a sum of shifted, per-channel-scaled slices, with a hand-written VJP.
 
@@ -143,25 +187,62 @@ def depthwise_shift(x: jax.Array, w: jax.Array, stride: int, pad: int, dilation:
     :func:`_transpose_layout`, and the kernel gradient is a loop over taps
     (:func:`_kernel_grad`). 1.5-4x faster forward+backward at DARTS sizes
     (``benchmarks/RESULTS.md``). Reverse-over-reverse (second-order DARTS) differentiates
-    these rules; forward mode is not supported.
+    these rules; forward mode is not supported. Under :func:`grad_gates` the kernel
+    gradient is computed only where the ``weights`` gate holds.
     """
+    flag = current_grad_gates().weights
+    if flag is None:
+        return _depthwise_shift(x, w, stride, pad, dilation)
+    return _depthwise_shift_gated(x, w, flag, stride, pad, dilation)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _depthwise_shift(x: jax.Array, w: jax.Array, stride: int, pad: int, dilation: int) -> jax.Array:
     kh, kw, _ = w.shape
     ho, wo = out_size(x.shape[1], kh, stride, pad, dilation), out_size(x.shape[2], kw, stride, pad, dilation)
     return _weighted_taps(_pad_hw(x, pad), w, ho, wo, stride, dilation)
 
 
 def _depthwise_shift_fwd(x, w, stride, pad, dilation):
-    return depthwise_shift(x, w, stride, pad, dilation), (x, w)
+    return _depthwise_shift(x, w, stride, pad, dilation), (x, w)
+
+
+def _depthwise_input_grad(x, w, dy, stride, pad, dilation):
+    kh, kw, _ = w.shape
+    h, wd = x.shape[1], x.shape[2]
+    dyl = _transpose_layout(dy, (h, wd), (kh, kw), stride, pad, dilation)
+    return _weighted_taps(dyl, w[::-1, ::-1], h, wd, 1, dilation)
 
 
 def _depthwise_shift_bwd(stride, pad, dilation, res, dy):
     x, w = res
-    kh, kw, _ = w.shape
-    h, wd = x.shape[1], x.shape[2]
-    dyl = _transpose_layout(dy, (h, wd), (kh, kw), stride, pad, dilation)
-    dx = _weighted_taps(dyl, w[::-1, ::-1], h, wd, 1, dilation)
-    dw = _kernel_grad(_pad_hw(x, pad), dy, kh, kw, stride, dilation)
-    return dx, dw.reshape(w.shape)
+    dw = _kernel_grad(_pad_hw(x, pad), dy, w.shape[0], w.shape[1], stride, dilation)
+    return _depthwise_input_grad(x, w, dy, stride, pad, dilation), dw.reshape(w.shape)
+
+
+_depthwise_shift.defvjp(_depthwise_shift_fwd, _depthwise_shift_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _depthwise_shift_gated(x: jax.Array, w: jax.Array, flag: jax.Array, stride: int, pad: int, dilation: int) -> jax.Array:
+    return _depthwise_shift(x, w, stride, pad, dilation)
+
+
+def _depthwise_shift_gated_fwd(x, w, flag, stride, pad, dilation):
+    return _depthwise_shift(x, w, stride, pad, dilation), (x, w, flag)
+
+
+def _depthwise_shift_gated_bwd(stride, pad, dilation, res, dy):
+    x, w, flag = res
+    dw = jax.lax.cond(
+        flag,
+        lambda: _kernel_grad(_pad_hw(x, pad), dy, w.shape[0], w.shape[1], stride, dilation).reshape(w.shape),
+        lambda: jnp.zeros_like(w),
+    )
+    return _depthwise_input_grad(x, w, dy, stride, pad, dilation), dw, None
+
+
+_depthwise_shift_gated.defvjp(_depthwise_shift_gated_fwd, _depthwise_shift_gated_bwd)
 
 
 def _kernel_grad(xp: jax.Array, dy: jax.Array, kh: int, kw: int, stride: int, dilation: int) -> jax.Array:
@@ -186,9 +267,6 @@ def _kernel_grad(xp: jax.Array, dy: jax.Array, kh: int, kw: int, stride: int, di
         return jax.lax.reduce(win * dy, jnp.zeros((), dy.dtype), jax.lax.add, (0, 1, 2))
 
     return jax.lax.map(tap, jnp.arange(kh * kw, dtype=jnp.int32))
-
-
-depthwise_shift.defvjp(_depthwise_shift_fwd, _depthwise_shift_bwd)
 
 
 def conv2d(
@@ -219,17 +297,42 @@ def conv2d(
         # small channel counts of a supernet (C = 8..64).
         if sh > 1 or sw > 1:
             x = x[:, ::sh, ::sw, :]
-        y = jnp.dot(x.reshape(-1, cin), w[0, 0])
+        y = _gated(jnp.dot, x.reshape(-1, cin), w[0, 0])
         return y.reshape(x.shape[:-1] + (w.shape[-1],))
-    return jax.lax.conv_general_dilated(
-        x,
-        w,
+    conv = functools.partial(
+        jax.lax.conv_general_dilated,
         window_strides=(sh, sw),
         padding=((ph, ph), (pw, pw)),
         rhs_dilation=(dilation, dilation),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=groups,
     )
+    return _gated(conv, x, w)
+
+
+def _gated(fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, w: jax.Array) -> jax.Array:
+    """``fn(x, w)``; under a ``weights`` gate (:func:`grad_gates`) its ``w`` gradient is gated."""
+    flag = current_grad_gates().weights
+    return fn(x, w) if flag is None else _kernel_gated(fn, x, w, flag)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _kernel_gated(fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, w: jax.Array, flag: jax.Array) -> jax.Array:
+    return fn(x, w)
+
+
+def _kernel_gated_fwd(fn, x, w, flag):
+    return fn(x, w), (x, w, flag)
+
+
+def _kernel_gated_bwd(fn, res, dy):
+    x, w, flag = res
+    (dx,) = jax.vjp(lambda x_: fn(x_, w), x)[1](dy)
+    dw = jax.lax.cond(flag, lambda: jax.vjp(lambda w_: fn(x, w_), w)[1](dy)[0], lambda: jnp.zeros_like(w))
+    return dx, dw, None
+
+
+_kernel_gated.defvjp(_kernel_gated_fwd, _kernel_gated_bwd)
 
 
 def depthwise_pointwise(
