@@ -11,6 +11,7 @@ from flax import nnx
 from dnas.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
 from dnas.cost import _subjaxprs
 from dnas.mixed import Alpha
+from dnas.relax import gumbel
 from dnas.spaces import DartsSearchNetwork, DartsSpace, NB201SearchNetwork, NB201Space
 from dnas.state import alpha_dict, init_search_state
 
@@ -130,14 +131,18 @@ def test_search_step_compiles_once():
     chex.clear_trace_counter()
 
 
+@pytest.mark.parametrize("fuse", [False, True])
 @pytest.mark.parametrize("order", [1, 2])
-def test_passes_of_a_step_share_each_differentiated_edge_scan(order):
+def test_passes_of_a_step_share_each_differentiated_edge_scan(order, fuse):
     """Every pass differentiates an edge scan with the same tangent pattern, so JAX builds
     its linearized and transposed forms once per step (trace time halves at paper size).
     The one cell here is a reduction cell with two edge scans (stride 2 and 1): however
     many passes the step has (2 in first order, 5 in second), its jaxpr holds one
-    forward and one transposed program per scan."""
-    _, _, state, step, train, val = _setup(order)
+    forward and one transposed program per scan. Fused, the passes are iterations of one
+    loop, so the step calls each of them once, in first and second order alike."""
+    _, g, state, _, train, val = _setup(order)
+    w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
+    step = make_search_step(g, w_opt, a_opt, order=order, fuse_passes=fuse)
     jaxpr = jax.make_jaxpr(step.__call__)(state, train, val)
     programs, calls = set(), 0
 
@@ -151,9 +156,44 @@ def test_passes_of_a_step_share_each_differentiated_edge_scan(order):
                 walk(sub)
 
     walk(jaxpr.jaxpr)
-    passes = 2 if order == 1 else 5
+    passes = 1 if fuse else (2 if order == 1 else 5)
     assert calls == 4 * passes
     assert len(programs) == 4
+
+
+def _comparable(state):
+    return state.replace(rng=jax.random.key_data(state.rng))  # typed keys have no allclose
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_fused_step_equals_the_passes_run_one_after_the_other(order):
+    """The fused step (passes as iterations of one loop, gradients gated per pass) is the
+    unfused step: same α, weights, BN statistics, optimizer states and metrics. A
+    penalty on the mixing weights (on in the α passes only) and a Gumbel relaxation
+    (a key per pass) check that each iteration sees its own pass's objective and key."""
+    space, g, state, _, train, val = _setup(order, layers=3, ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"))
+    w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
+    penalty = lambda arch, step: 0.3 * sum(w[3] + w[4] for w in arch.values())  # noqa: E731
+    kw = dict(order=order, relax=gumbel(tau=2.0), arch_penalty=penalty)
+    fused = jax.jit(make_search_step(g, w_opt, a_opt, fuse_passes=True, **kw).__call__)
+    unfused = jax.jit(make_search_step(g, w_opt, a_opt, fuse_passes=False, **kw).__call__)
+    s_f, s_u = state, state
+    for _ in range(2):  # the second step starts from non-zero momentum and Adam moments
+        (s_f, m_f), (s_u, m_u) = fused(s_f, train, val), unfused(s_u, train, val)
+    chex.assert_trees_all_close(_comparable(s_f), _comparable(s_u), rtol=2e-5, atol=2e-6)
+    chex.assert_trees_all_close(m_f, m_u, rtol=2e-5, atol=2e-6)
+    assert float(m_f["penalty"]) > 0
+    assert not _same(s_f.alpha, state.alpha) and not _same(s_f.weights, state.weights) and not _same(s_f.stats, state.stats)
+
+
+def test_fused_step_falls_back_when_batches_differ_in_shape():
+    _, g, state, _, train, val = _setup(1)
+    w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
+    short_val = jax.tree_util.tree_map(lambda v: v[:2], val)
+    fused = make_search_step(g, w_opt, a_opt, fuse_passes=True)(state, train, short_val)
+    unfused = make_search_step(g, w_opt, a_opt, fuse_passes=False)(state, train, short_val)
+    chex.assert_trees_all_close(_comparable(fused[0]), _comparable(unfused[0]), rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(fused[1], unfused[1], rtol=1e-6, atol=1e-7)
 
 
 def test_index_path_compiles_once_across_architectures():
