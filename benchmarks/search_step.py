@@ -4,7 +4,7 @@ Usage:
   python benchmarks/search_step.py --C 8 --layers 5 --batch 32 --hw 32 [--order 1|2]
       [--steps 10] [--repeats 1] [--compare-torch [PATH]] [--cache-dir DIR] [--json OUT]
       [--depthwise auto|conv|shift|fused] [--cell-impl scan|batch|unrolled] [--no-remat]
-      [--opt-level N] [--no-trim] [--hypergradient finite_difference|exact]
+      [--opt-level N] [--no-trim] [--hypergradient finite_difference|exact] [--no-fuse]
 
 XLA flags for the dnas runs come from the environment (``XLA_FLAGS=... python ...``).
 
@@ -67,7 +67,7 @@ def worker(a: argparse.Namespace) -> dict:
     net = build_jitted(lambda r: DartsSearchNetwork(space, C=a.C, num_classes=10, impl=a.cell_impl, remat=not a.no_remat, rngs=r), jax.random.key(0))
     w_opt, a_opt = darts_weight_optimizer(), darts_alpha_optimizer()
     graphdef, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))
-    step = make_search_step(graphdef, w_opt, a_opt, order=a.order, hypergradient=a.hypergradient)
+    step = make_search_step(graphdef, w_opt, a_opt, order=a.order, hypergradient=a.hypergradient, fuse_passes=not a.no_fuse)
     k1, k2, k3, k4 = jax.random.split(jax.random.key(1), 4)
     train = (jax.random.normal(k1, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k2, (a.batch,), 0, 10))
     val = (jax.random.normal(k3, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k4, (a.batch,), 0, 10))
@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--depthwise", default="auto", choices=("auto", "conv", "shift", "fused"), help="depthwise lowering")
     ap.add_argument("--no-remat", action="store_true", help="store scan residuals instead of recomputing")
     ap.add_argument("--cell-impl", default="scan", choices=("scan", "batch", "unrolled"), help="how cells run their edges")
+    ap.add_argument("--no-fuse", action="store_true", help="run the step's passes one after the other (fuse_passes=False)")
     ap.add_argument("--no-trim", action="store_true", help="skip malloc_trim after compiling (dnas' loops trim)")
     ap.add_argument("--opt-level", type=int, default=None, help="CPU xla_backend_optimization_level (default: dnas' choice)")
     ap.add_argument("--cache-dir", default="", help="persistent compilation cache (default: none, cold compile)")
@@ -173,6 +174,7 @@ def main() -> None:
     me += ["--depthwise", a.depthwise, "--cell-impl", a.cell_impl] + (["--no-remat"] if a.no_remat else [])
     me += ["--opt-level", str(a.opt_level)] if a.opt_level is not None else []
     me += ["--no-trim"] if a.no_trim else []
+    me += ["--no-fuse"] if a.no_fuse else []
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     dnas_runs, torch_runs = [], []
     for _ in range(a.repeats):
@@ -184,7 +186,7 @@ def main() -> None:
                                          "--hw", str(a.hw), "--steps", str(a.steps), "--warmup", str(a.warmup + 1)]))
     result: dict = {
         "config": {"C": a.C, "layers": a.layers, "batch": a.batch, "hw": a.hw, "order": a.order,
-                   "hypergradient": a.hypergradient if a.order == 2 else None},
+                   "hypergradient": a.hypergradient if a.order == 2 else None, "fuse_passes": not a.no_fuse},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")},
         "dnas": _median_of(dnas_runs),
     }

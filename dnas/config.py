@@ -54,6 +54,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.a_weight_decay = 1e-3
     c.order = 1
     c.hypergradient = "finite_difference"  # order 2: DARTS' Eq. 8, or "exact" (autodiff)
+    c.fuse_passes = True  # the step's passes as one lax.scan: faster compile, same maths
     c.relax = "softmax"
     c.seed = 2
     c.devices = 0  # 0 = all local devices (data parallel); n = the first n
@@ -121,6 +122,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise DnasError(f"config.order must be 1 or 2, got {config.order}")
         if config.hypergradient not in HYPERGRADIENTS:
             raise DnasError(f"config.hypergradient must be one of {HYPERGRADIENTS}, got {config.hypergradient!r}")
+        if not isinstance(config.fuse_passes, bool):
+            raise DnasError(f"config.fuse_passes must be True or False, got {config.fuse_passes!r}")
         if config.space not in ("darts", "nb201"):
             raise DnasError(f"config.space must be 'darts' or 'nb201', got {config.space!r}")
         if config.cell_impl not in CELL_IMPLS:
@@ -199,7 +202,8 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 # Keys added to a schema after runs were already written with it, and the value that
 # reproduces what those runs did: a saved run must resume exactly as it started.
 _ADDED_KEYS: dict[str, dict[str, Any]] = {
-    "search": {"hypergradient": "exact"},  # order=2 was always the exact hypergradient before
+    # order=2 was always the exact hypergradient before; steps ran their passes unfused
+    "search": {"hypergradient": "exact", "fuse_passes": False},
 }
 
 

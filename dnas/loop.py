@@ -94,7 +94,15 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     )
     a_opt = darts_alpha_optimizer(config.a_lr, config.a_b1, config.a_b2, config.a_weight_decay)
     graphdef, state = init_search_state(net, w_opt, a_opt, key=k_state)
-    step = make_search_step(graphdef, w_opt, a_opt, order=config.order, hypergradient=config.hypergradient, relax=make_relaxation(config.relax))
+    step = make_search_step(
+        graphdef,
+        w_opt,
+        a_opt,
+        order=config.order,
+        hypergradient=config.hypergradient,
+        relax=make_relaxation(config.relax),
+        fuse_passes=config.fuse_passes,
+    )
     mesh = make_mesh(config.devices)
     state = replicate(mesh, state)
     mean, std, do_aug = data.mean, data.std, config.augment

@@ -32,6 +32,8 @@ def test_missing_key_and_bad_values():
         validate(apply_overrides(search_defaults(), ["--config.order=3"]))
     with pytest.raises(DnasError, match="hypergradient must be one of"):
         validate(apply_overrides(search_defaults(), ["--config.hypergradient=hessian"]))
+    with pytest.raises(DnasError, match="fuse_passes must be True or False"):
+        from_json(json.dumps({**json.loads(to_json(search_defaults())), "fuse_passes": "yes"}))
 
 
 def test_run_saved_before_a_key_existed_resumes_with_its_old_behaviour():
@@ -39,6 +41,9 @@ def test_run_saved_before_a_key_existed_resumes_with_its_old_behaviour():
     del saved["hypergradient"]  # config.json written before second order had a choice
     assert from_json(json.dumps(saved)).hypergradient == "exact"
     assert from_json(to_json(search_defaults())).hypergradient == "finite_difference"
+    del saved["fuse_passes"]  # written when the step always ran its passes one after the other
+    assert from_json(json.dumps(saved)).fuse_passes is False
+    assert from_json(to_json(search_defaults())).fuse_passes is True
 
 
 def test_overrides_are_typed():
