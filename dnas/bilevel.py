@@ -109,12 +109,14 @@ def make_search_step(
         iterations of one ``lax.scan``, so the program holds the network's forward and
         backward once instead of once per pass. Gradient gates
         (:func:`dnas.ops.layers.grad_gates`) skip in each iteration the gradients it
-        discards. The same maths as the unfused step (tested equal to float rounding);
-        on a 2-core CPU, DARTS at C=16/8 cells: compile 56 -> 47 s (second order
-        about 2.5x less), 43 % fewer YNNPACK fusions (a faster warm start), and a step
-        4-11 % slower by the median (``benchmarks/RESULTS.md``). Used for
-        ``order=1`` and ``hypergradient="finite_difference"`` when the train and val
-        batches have the same shapes; otherwise the unfused step runs.
+        discards. The same maths as the unfused step (tested equal to float rounding).
+        On a 2-core CPU (``benchmarks/RESULTS.md``), DARTS at C=16/8 cells, first
+        order: cold compile 39 -> 30 s, warm start (trace + cache load) 19 -> 9-10 s,
+        peak memory 1.97 -> 1.42 GB; second order at C=8/5 cells: compile 63 -> 38 s,
+        memory 2.7 -> 1.4 GB. The step itself runs 0-10 % slower (in-process interleaved
+        medians; the gates' conditionals and the loop's carried state cost a little).
+        Used for ``order=1`` and ``hypergradient="finite_difference"`` when the train
+        and val batches have the same shapes; otherwise the unfused step runs.
 
     Returns:
       A :class:`SearchStep` (call it, or ``.jit()`` it). Metrics: ``train_loss``, ``train_acc``, ``val_loss``,
