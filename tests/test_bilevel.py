@@ -18,9 +18,9 @@ from dnas.state import alpha_dict, init_search_state
 OPS3 = ("none", "skip_connect", "sep_conv_3x3")
 
 
-def _setup(order=1, w_opt=None, layers=1, steps=2, ops=OPS3, C=2):
+def _setup(order=1, w_opt=None, layers=1, steps=2, ops=OPS3, C=2, impl="scan"):
     space = DartsSpace(layers=layers, steps=steps, ops=ops)
-    net = DartsSearchNetwork(space, C=C, num_classes=3, rngs=nnx.Rngs(0))
+    net = DartsSearchNetwork(space, C=C, num_classes=3, impl=impl, rngs=nnx.Rngs(0))
     w_opt = w_opt or darts_weight_optimizer(steps_per_epoch=10)
     a_opt = darts_alpha_optimizer()
     g, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))
@@ -165,13 +165,14 @@ def _comparable(state):
     return state.replace(rng=jax.random.key_data(state.rng))  # typed keys have no allclose
 
 
-@pytest.mark.parametrize("order", [1, 2])
-def test_fused_step_equals_the_passes_run_one_after_the_other(order):
+@pytest.mark.parametrize("order,impl", [(1, "scan"), (2, "scan"), (1, "batch")])
+def test_fused_step_equals_the_passes_run_one_after_the_other(order, impl):
     """The fused step (passes as iterations of one loop, gradients gated per pass) is the
     unfused step: same α, weights, BN statistics, optimizer states and metrics. A
     penalty on the mixing weights (on in the α passes only) and a Gumbel relaxation
     (a key per pass) check that each iteration sees its own pass's objective and key."""
-    space, g, state, _, train, val = _setup(order, layers=3, ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"))
+    ops = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
+    space, g, state, _, train, val = _setup(order, layers=3, ops=ops, impl=impl)
     w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
     penalty = lambda arch, step: 0.3 * sum(w[3] + w[4] for w in arch.values())  # noqa: E731
     kw = dict(order=order, relax=gumbel(tau=2.0), arch_penalty=penalty)
