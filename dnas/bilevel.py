@@ -173,6 +173,26 @@ def make_search_step(
     def val_objective_wa(weights, alpha, *args):
         return val_objective(alpha, weights, *args)
 
+    def pass_keys(state):
+        # (α pass, weight pass, unrolled / finite-difference passes): one split per step.
+        return jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+
+    def apply_alpha(state, a_grads):
+        a_updates, a_opt = a_optimizer.update(a_grads, state.a_opt, state.alpha)
+        return state.replace(alpha=optax.apply_updates(state.alpha, a_updates), a_opt=a_opt)
+
+    def apply_weights(state, w_grads, stats):
+        w_updates, w_opt = w_optimizer.update(w_grads, state.w_opt, state.weights)
+        return state.replace(weights=optax.apply_updates(state.weights, w_updates), w_opt=w_opt, stats=stats)
+
+    def difference_direction(update_vjp, w_val):
+        # v = ∂u/∂g^T ∇_{w'} L_val and DARTS' ε = 0.01 / ||v|| (Eq. 8).
+        (v,) = update_vjp(w_val)
+        return v, 0.01 / jnp.maximum(optax.tree.norm(v), 1e-12)
+
+    def central_difference(direct, plus, minus, eps):
+        return jax.tree_util.tree_map(lambda d, p, m: d + (p - m) / (2 * eps).astype(d.dtype), direct, plus, minus)
+
     def unrolled_objective(alpha, state, train_batch, val_batch, key_w, key_a):
         grads, _, _ = grads_wrt_weights_and_alpha(train_loss, state.weights, alpha, state.stats, train_batch, key_w, state.step)
         updates, _ = w_optimizer.update(grads, state.w_opt, state.weights)
@@ -187,19 +207,16 @@ def make_search_step(
         # d/dα L_val(w + u(g(α))) = direct + ∂g/∂α^T (∂u/∂g^T ∇_{w'} L_val); the inner
         # product with v = ∂u/∂g^T ∇_{w'} L_val is a directional derivative of ∇_α L_train
         # along v, taken as a central difference (DARTS Eq. 8: ε = 0.01 / ||v||).
-        (v,) = update_vjp(w_val)
-        eps = 0.01 / jnp.maximum(optax.tree.norm(v), 1e-12)
+        v, eps = difference_direction(update_vjp, w_val)
 
         def alpha_grad_at(sign):
             shifted = jax.tree_util.tree_map(lambda w, d: w + (sign * eps).astype(w.dtype) * d, state.weights, v)
             return grads_wrt_weights_and_alpha(train_loss, shifted, state.alpha, state.stats, train_batch, key_u, state.step)[1]
 
-        plus, minus = alpha_grad_at(1.0), alpha_grad_at(-1.0)
-        a_grads = jax.tree_util.tree_map(lambda d, p, m: d + (p - m) / (2 * eps).astype(d.dtype), a_direct, plus, minus)
-        return a_grads, aux
+        return central_difference(a_direct, alpha_grad_at(1.0), alpha_grad_at(-1.0), eps), aux
 
     def alpha_update(state: SearchState, train_batch: Batch, val_batch: Batch) -> tuple[SearchState, Metrics]:
-        key_a, _, key_u = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+        key_a, _, key_u = pass_keys(state)
         if order == 1:
             _, a_grads, (stats, v_logits, v_loss, penalty) = grads_wrt_weights_and_alpha(
                 val_objective_wa, state.weights, state.alpha, state.stats, val_batch, key_a, state.step
@@ -213,29 +230,25 @@ def make_search_step(
                 )
             # Running stats come from the real weights' forward, not the unrolled copy's.
             stats = state.stats
-        a_updates, a_opt = a_optimizer.update(a_grads, state.a_opt, state.alpha)
-        alpha = optax.apply_updates(state.alpha, a_updates)
         metrics = {
             "val_loss": v_loss,
             "val_acc": jnp.mean(jnp.argmax(v_logits, -1) == val_batch[1]),
             "penalty": penalty,
             "a_lr": _learning_rate(state.a_opt),
         }
-        return state.replace(alpha=alpha, stats=stats, a_opt=a_opt), metrics
+        return apply_alpha(state, a_grads).replace(stats=stats), metrics
 
     def weight_update(state: SearchState, train_batch: Batch) -> tuple[SearchState, Metrics]:
-        _, key_w, _ = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+        _, key_w, _ = pass_keys(state)
         w_grads, _, (stats, t_logits, t_loss, _) = grads_wrt_weights_and_alpha(
             train_loss, state.weights, state.alpha, state.stats, train_batch, key_w, state.step
         )
-        w_updates, w_opt = w_optimizer.update(w_grads, state.w_opt, state.weights)
-        weights = optax.apply_updates(state.weights, w_updates)
         metrics = {
             "train_loss": t_loss,
             "train_acc": jnp.mean(jnp.argmax(t_logits, -1) == train_batch[1]),
             "w_lr": _learning_rate(state.w_opt),
         }
-        return state.replace(weights=weights, stats=stats, w_opt=w_opt), metrics
+        return apply_weights(state, w_grads, stats), metrics
 
     def fused(state: SearchState, train_batch: Batch, val_batch: Batch) -> tuple[SearchState, Metrics]:
         # The passes of the step run as iterations of one lax.scan (see fuse_passes).
@@ -245,7 +258,7 @@ def make_search_step(
             jax.tree_util.tree_map(jnp.result_type, train_batch) != jax.tree_util.tree_map(jnp.result_type, val_batch)
         ):
             return unfused(state, train_batch, val_batch)  # batches that cannot be stacked
-        key_a, key_w, key_u = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+        key_a, key_w, key_u = pass_keys(state)
         if order == 1:
             plan = [(val_batch, key_a, False, True, True), (train_batch, key_w, True, False, False)]
         else:  # unrolled grad, val grad at w', α-grads at w ± εv, then the weight pass
@@ -261,14 +274,6 @@ def make_search_step(
         carry0 = (state, extra if order == 2 else {})
         lrs = {"a_lr": _learning_rate(state.a_opt), "w_lr": _learning_rate(state.w_opt)}
 
-        def apply_alpha(st, a_grads):
-            a_updates, a_opt = a_optimizer.update(a_grads, st.a_opt, st.alpha)
-            return st.replace(alpha=optax.apply_updates(st.alpha, a_updates), a_opt=a_opt)
-
-        def apply_weights(st, w_grads, stats):
-            w_updates, w_opt = w_optimizer.update(w_grads, st.w_opt, st.weights)
-            return st.replace(weights=optax.apply_updates(st.weights, w_updates), w_opt=w_opt, stats=stats)
-
         def update_map(st):
             return lambda g: w_optimizer.update(g, st.w_opt, st.weights)[0]
 
@@ -282,15 +287,11 @@ def make_search_step(
                 return st, {**ex, "g": w_g, "D": update_map(st)(w_g), "c": ex["c"].at[1].set(1.0)}
 
             def post_val(st, ex, w_g, a_g, stats):
-                # v = ∂u/∂g^T ∇_{w'} L_val, ε = 0.01 / ||v|| (DARTS Eq. 8), as in the unfused step.
-                (v,) = jax.vjp(update_map(st), ex["g"])[1](w_g)
-                eps = 0.01 / jnp.maximum(optax.tree.norm(v), 1e-12)
+                v, eps = difference_direction(jax.vjp(update_map(st), ex["g"])[1], w_g)
                 return st, {**ex, "D": v, "c": ex["c"].at[2].set(eps).at[3].set(-eps), "a_direct": a_g}
 
             def post_minus(st, ex, w_g, a_g, stats):
-                eps = ex["c"][2]
-                a_grads = jax.tree_util.tree_map(lambda d, p, m: d + (p - m) / (2 * eps).astype(d.dtype), ex["a_direct"], ex["a_plus"], a_g)
-                return apply_alpha(st, a_grads), ex
+                return apply_alpha(st, central_difference(ex["a_direct"], ex["a_plus"], a_g, ex["c"][2])), ex
 
             posts = [
                 post_unrolled,

@@ -107,19 +107,20 @@ class MixedOp(nnx.Module):
         gate = current_grad_gates().alpha
         if gate is not None:
             return _mix_gated(a, tuple(outs), gate, tuple(live))
-        out = a[live[0]] * outs[0]
-        for i, o in zip(live[1:], outs[1:]):
-            out = out + a[i] * o
-        return out
+        return _weighted_sum(a, outs, live)
+
+
+def _weighted_sum(a: jax.Array, outs: Sequence[jax.Array], live: Sequence[int]) -> jax.Array:
+    out = a[live[0]] * outs[0]
+    for i, o in zip(live[1:], outs[1:]):
+        out = out + a[i] * o
+    return out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _mix_gated(a: jax.Array, outs: tuple[jax.Array, ...], gate: jax.Array, live: tuple[int, ...]) -> jax.Array:
     """``sum_j a[live[j]] * outs[j]`` whose backward computes ``da`` only where ``gate``."""
-    out = a[live[0]] * outs[0]
-    for i, o in zip(live[1:], outs[1:]):
-        out = out + a[i] * o
-    return out
+    return _weighted_sum(a, outs, live)
 
 
 def _mix_gated_fwd(a, outs, gate, live):
