@@ -4,7 +4,8 @@ Usage:
   python benchmarks/search_step.py --C 8 --layers 5 --batch 32 --hw 32 [--order 1|2]
       [--steps 10] [--repeats 1] [--compare-torch [PATH]] [--cache-dir DIR] [--json OUT]
       [--depthwise auto|conv|shift|fused] [--cell-impl scan|batch|unrolled] [--no-remat]
-      [--opt-level N] [--no-trim] [--hypergradient finite_difference|exact] [--no-fuse]
+      [--opt-level N] [--no-trim] [--hypergradient finite_difference|forward_difference|exact]
+      [--no-fuse] [--vs-first-order]
 
 XLA flags for the dnas runs come from the environment (``XLA_FLAGS=... python ...``).
 
@@ -17,6 +18,13 @@ Prints one JSON object:
    "speedup_vs_torch": torch_median / dnas_median}
 ``peak_rss_mb`` is the steady-state high-water mark after warm-up for both (the peer's
 ``steady_peak_rss_mb``); dnas also reports ``peak_rss_incl_compile_mb``.
+
+``--order 2 --vs-first-order`` also compiles the first-order step in the same process and
+times the two alternately (one step each per round, so both see the same machine phase):
+``dnas`` then holds ``first_order_step_ms_median`` and ``second_over_first`` (the ratio of
+the medians). Peak RSS of such a run includes both programs, and its ``compile_s`` is the
+second-order step's after the first-order one was built (traces of the edge scans are
+shared), so take cold compile times from a run without the flag.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # dnas from this checkout, installed or not
+from dnas.bilevel import HYPERGRADIENTS  # noqa: E402
 
 DEFAULT_TORCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "torch_darts_reference.py"
 
@@ -73,12 +84,24 @@ def worker(a: argparse.Namespace) -> dict:
     val = (jax.random.normal(k3, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k4, (a.batch,), 0, 10))
     build_s = time.perf_counter() - t_start
 
+    opts = step_compiler_options(a.opt_level)
+
+    def compile_step(step, state):
+        with depthwise_impl(a.depthwise):
+            lowered = jax.jit(step.__call__, donate_argnums=(0,), compiler_options=opts).lower(state, train, val)
+        trace_s = time.perf_counter() - t0
+        return lowered.compile(), trace_s
+
+    first = None
+    if a.vs_first_order:
+        if a.order != 2:
+            raise SystemExit("--vs-first-order compares a second-order step with the first-order one: pass --order 2")
+        first_state = jax.tree_util.tree_map(jnp.copy, state)  # the timed step donates its own
+        first_step = make_search_step(graphdef, w_opt, a_opt, order=1, fuse_passes=not a.no_fuse)
+        t0 = time.perf_counter()
+        first = compile_step(first_step, first_state)[0]
     t0 = time.perf_counter()
-    with depthwise_impl(a.depthwise):
-        opts = step_compiler_options(a.opt_level)
-        lowered = jax.jit(step.__call__, donate_argnums=(0,), compiler_options=opts).lower(state, train, val)
-    trace_s = time.perf_counter() - t0
-    compiled = lowered.compile()
+    compiled, trace_s = compile_step(step, state)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     state, m = compiled(state, train, val)
@@ -91,12 +114,28 @@ def worker(a: argparse.Namespace) -> dict:
         release_free_memory()  # as dnas' own loops do after the first step
     peak_incl_compile = _status_mb("VmHWM")
     _reset_hwm()
-    times = []
+    if first is not None:
+        for _ in range(a.warmup):
+            first_state, _ = first(first_state, train, val)
+        jax.block_until_ready(first_state)
+    times, first_times = [], []
     for _ in range(a.steps):
         t0 = time.perf_counter()
         state, m = compiled(state, train, val)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - t0)
+        if first is not None:
+            t0 = time.perf_counter()
+            first_state, _ = first(first_state, train, val)
+            jax.block_until_ready(first_state)
+            first_times.append(time.perf_counter() - t0)
+    versus = {}
+    if first_times:
+        versus = {
+            "first_order_step_ms_median": 1e3 * statistics.median(first_times),
+            "first_order_step_ms_min": 1e3 * min(first_times),
+            "second_over_first": statistics.median(times) / statistics.median(first_times),
+        }
     return {
         "framework": "dnas",
         "jax": jax.__version__,
@@ -117,6 +156,7 @@ def worker(a: argparse.Namespace) -> dict:
         "peak_rss_mb": _status_mb("VmHWM"),
         "peak_rss_incl_compile_mb": peak_incl_compile,
         "final_train_loss": float(m["train_loss"]),
+        **versus,
     }
 
 
@@ -135,7 +175,7 @@ def _median_of(runs: list[dict]) -> dict:
     out["runs"] = len(runs)
     # Per-run values too: on a shared machine one slow phase can move a median, and the
     # spread is what tells a reader how far to trust it.
-    for k in ("step_ms_median", "compile_s", "first_step_s"):
+    for k in ("step_ms_median", "compile_s", "first_step_s", "second_over_first"):
         if k in runs[0]:
             out[f"{k}_per_run"] = [r[k] for r in runs]
     return out
@@ -148,7 +188,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--hw", type=int, default=32)
     ap.add_argument("--order", type=int, default=1, choices=(1, 2))
-    ap.add_argument("--hypergradient", default="finite_difference", choices=("finite_difference", "exact"), help="order 2 only")
+    ap.add_argument("--hypergradient", default="finite_difference", choices=HYPERGRADIENTS, help="order 2 only")
+    ap.add_argument("--vs-first-order", action="store_true", help="order 2: also time the first-order step, alternating, in the same process")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per run")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs per framework")
@@ -175,6 +216,7 @@ def main() -> None:
     me += ["--opt-level", str(a.opt_level)] if a.opt_level is not None else []
     me += ["--no-trim"] if a.no_trim else []
     me += ["--no-fuse"] if a.no_fuse else []
+    me += ["--vs-first-order"] if a.vs_first_order else []
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     dnas_runs, torch_runs = [], []
     for _ in range(a.repeats):

@@ -10,6 +10,12 @@ One pure function does, on a train batch and a val batch:
      product is a central difference of two α-gradients of the train loss at
      ``w ± εv``, ``ε = 0.01 / ||v||``. Only first-order gradients are taken, so it costs
      about two more α-gradients than the first-order step.
+   - ``hypergradient="forward_difference"``: the same product as a one-sided difference,
+     ``(∇_α L_train(w + εv) - ∇_α L_train(w)) / ε``. The gradient at ``w`` comes free
+     with the unrolled step's weight gradient (same batch and key), so one α-gradient
+     pass fewer than Eq. 8: on a 2-core CPU the second-order step costs about 2.2x the
+     first-order one instead of 2.6x (``benchmarks/RESULTS.md``). Its error is O(ε)
+     instead of O(ε²); it is not the paper's formula, so it is an option, not the default.
    - ``hypergradient="exact"``: autodiff differentiates through the unrolled step
      (reverse over reverse). Exact, but much slower and larger to compile.
 
@@ -37,7 +43,7 @@ from dnas.relax import Relaxation, relax_all, softmax
 from dnas.state import SearchState, step_compiler_options
 from dnas.types import Batch, Metrics
 
-HYPERGRADIENTS = ("finite_difference", "exact")
+HYPERGRADIENTS = ("finite_difference", "forward_difference", "exact")
 """How ``order=2`` gets its second-order term (see the module docstring)."""
 
 ArchPenalty = Callable[[Mapping[str, jax.Array], jax.Array], jax.Array]
@@ -99,13 +105,14 @@ def make_search_step(
       graphdef: from :func:`dnas.state.init_search_state` (training mode).
       w_optimizer, a_optimizer: optax transforms for weights and α.
       order: 1 (first-order DARTS) or 2 (second-order DARTS: one unrolled weight step).
-      hypergradient: for ``order=2``, ``"finite_difference"`` (DARTS' Eq. 8, fast) or
-        ``"exact"`` (autodiff through the unrolled step).
+      hypergradient: for ``order=2``, ``"finite_difference"`` (DARTS' Eq. 8, fast),
+        ``"forward_difference"`` (one-sided difference, one pass fewer) or ``"exact"``
+        (autodiff through the unrolled step).
       relax: α -> mixing weights (default: DARTS softmax).
       loss_fn: ``(logits, labels) -> scalar``.
       arch_penalty: extra differentiable α-loss term of the mixing weights.
       fuse_passes: run the step's passes (α pass and weight pass; for second-order
-        finite differences the unrolled, val, two shifted and weight passes) as the
+        finite differences the unrolled, val, shifted (two, or one one-sided) and weight passes) as the
         iterations of one ``lax.scan``, so the program holds the network's forward and
         backward once instead of once per pass. Gradient gates
         (:func:`dnas.ops.layers.grad_gates`) skip in each iteration the gradients it
@@ -115,7 +122,7 @@ def make_search_step(
         peak memory 1.97 -> 1.42 GB; second order at C=8/5 cells: compile 63 -> 38 s,
         memory 2.7 -> 1.4 GB. The step itself runs 0-10 % slower (in-process interleaved
         medians; the gates' conditionals and the loop's carried state cost a little).
-        Used for ``order=1`` and ``hypergradient="finite_difference"`` when the train
+        Used for ``order=1`` and the two difference hypergradients when the train
         and val batches have the same shapes; otherwise the unfused step runs.
 
     Returns:
@@ -127,6 +134,7 @@ def make_search_step(
     if hypergradient not in HYPERGRADIENTS:
         raise ValueError(f"hypergradient must be one of {HYPERGRADIENTS}, got {hypergradient!r}")
     relax = relax or softmax()
+    central = hypergradient == "finite_difference"
 
     def forward(alpha, weights, stats, x, arch_inputs):
         # copy=True: fresh Variables at this trace level, so BatchNorm may update them
@@ -190,8 +198,11 @@ def make_search_step(
         (v,) = update_vjp(w_val)
         return v, 0.01 / jnp.maximum(optax.tree.norm(v), 1e-12)
 
-    def central_difference(direct, plus, minus, eps):
-        return jax.tree_util.tree_map(lambda d, p, m: d + (p - m) / (2 * eps).astype(d.dtype), direct, plus, minus)
+    def add_difference(direct, plus, other, eps):
+        # direct + the directional derivative of ∇_α L_train along v: central
+        # (∇_α at w+εv minus at w-εv, over 2ε; Eq. 8) or one-sided (minus at w, over ε).
+        span = (2 if central else 1) * eps
+        return jax.tree_util.tree_map(lambda d, p, m: d + (p - m) / span.astype(d.dtype), direct, plus, other)
 
     def unrolled_objective(alpha, state, train_batch, val_batch, key_w, key_a):
         grads, _, _ = grads_wrt_weights_and_alpha(train_loss, state.weights, alpha, state.stats, train_batch, key_w, state.step)
@@ -199,21 +210,22 @@ def make_search_step(
         unrolled = optax.apply_updates(state.weights, updates)
         return val_objective(alpha, unrolled, state.stats, val_batch, key_a, state.step)
 
-    def finite_difference_hypergradient(state, train_batch, val_batch, key_u, key_a):
-        grads, _, _ = grads_wrt_weights_and_alpha(train_loss, state.weights, state.alpha, state.stats, train_batch, key_u, state.step)
+    def difference_hypergradient(state, train_batch, val_batch, key_u, key_a):
+        grads, a_train, _ = grads_wrt_weights_and_alpha(train_loss, state.weights, state.alpha, state.stats, train_batch, key_u, state.step)
         updates, update_vjp = jax.vjp(lambda g: w_optimizer.update(g, state.w_opt, state.weights)[0], grads)
         unrolled = optax.apply_updates(state.weights, updates)
         w_val, a_direct, aux = grads_wrt_weights_and_alpha(val_objective_wa, unrolled, state.alpha, state.stats, val_batch, key_a, state.step)
         # d/dα L_val(w + u(g(α))) = direct + ∂g/∂α^T (∂u/∂g^T ∇_{w'} L_val); the inner
         # product with v = ∂u/∂g^T ∇_{w'} L_val is a directional derivative of ∇_α L_train
-        # along v, taken as a central difference (DARTS Eq. 8: ε = 0.01 / ||v||).
+        # along v, taken as a central (DARTS Eq. 8: ε = 0.01 / ||v||) or one-sided difference.
         v, eps = difference_direction(update_vjp, w_val)
 
         def alpha_grad_at(sign):
             shifted = jax.tree_util.tree_map(lambda w, d: w + (sign * eps).astype(w.dtype) * d, state.weights, v)
             return grads_wrt_weights_and_alpha(train_loss, shifted, state.alpha, state.stats, train_batch, key_u, state.step)[1]
 
-        return central_difference(a_direct, alpha_grad_at(1.0), alpha_grad_at(-1.0), eps), aux
+        other = alpha_grad_at(-1.0) if central else a_train
+        return add_difference(a_direct, alpha_grad_at(1.0), other, eps), aux
 
     def alpha_update(state: SearchState, train_batch: Batch, val_batch: Batch) -> tuple[SearchState, Metrics]:
         key_a, _, key_u = pass_keys(state)
@@ -222,8 +234,8 @@ def make_search_step(
                 val_objective_wa, state.weights, state.alpha, state.stats, val_batch, key_a, state.step
             )
         else:
-            if hypergradient == "finite_difference":
-                a_grads, (_, v_logits, v_loss, penalty) = finite_difference_hypergradient(state, train_batch, val_batch, key_u, key_a)
+            if hypergradient != "exact":
+                a_grads, (_, v_logits, v_loss, penalty) = difference_hypergradient(state, train_batch, val_batch, key_u, key_a)
             else:
                 a_grads, (_, v_logits, v_loss, penalty) = jax.grad(unrolled_objective, has_aux=True)(
                     state.alpha, state, train_batch, val_batch, key_u, key_a
@@ -261,16 +273,18 @@ def make_search_step(
         key_a, key_w, key_u = pass_keys(state)
         if order == 1:
             plan = [(val_batch, key_a, False, True, True), (train_batch, key_w, True, False, False)]
-        else:  # unrolled grad, val grad at w', α-grads at w ± εv, then the weight pass
-            plan = [(train_batch, key_u, True, False, False), (val_batch, key_a, True, True, True)]
-            plan += [(train_batch, key_u, False, True, False)] * 2 + [(train_batch, key_w, True, False, False)]
+        else:  # unrolled grad (one-sided: with ∇_α at w), val grad at w', α-grads at w ± εv (or w + εv), weight pass
+            plan = [(train_batch, key_u, True, not central, False), (val_batch, key_a, True, True, True)]
+            plan += [(train_batch, key_u, False, True, False)] * (2 if central else 1) + [(train_batch, key_w, True, False, False)]
         batches = jax.tree_util.tree_map(lambda *b: jnp.stack(b), *[p[0] for p in plan])
         keys = jnp.stack([p[1] for p in plan])
         gate_w, gate_a, pen = (jnp.asarray([p[j] for p in plan]) for j in (2, 3, 4))
         zeros_w = jax.tree_util.tree_map(jnp.zeros_like, state.weights)
         zeros_a = jax.tree_util.tree_map(jnp.zeros_like, state.alpha)
         c_dtype = jnp.result_type(*jax.tree_util.tree_leaves(state.weights))  # ε in the weights' precision
-        extra = {"D": zeros_w, "g": zeros_w, "c": jnp.zeros((5,), c_dtype), "a_direct": zeros_a, "a_plus": zeros_a}
+        # a_plus: ∇_α at w + εv until the w - εv pass (central); a_other: ∇_α at w (one-sided).
+        extra = {"D": zeros_w, "g": zeros_w, "c": jnp.zeros((len(plan),), c_dtype), "a_direct": zeros_a}
+        extra["a_plus" if central else "a_other"] = zeros_a
         carry0 = (state, extra if order == 2 else {})
         lrs = {"a_lr": _learning_rate(state.a_opt), "w_lr": _learning_rate(state.w_opt)}
 
@@ -284,28 +298,31 @@ def make_search_step(
             ]
         else:
             def post_unrolled(st, ex, w_g, a_g, stats):
+                # One-sided: a_g is ∇_α L_train at w (its gate is open in this pass only then).
+                ex = {**ex, "a_other": a_g} if not central else ex
                 return st, {**ex, "g": w_g, "D": update_map(st)(w_g), "c": ex["c"].at[1].set(1.0)}
 
             def post_val(st, ex, w_g, a_g, stats):
                 v, eps = difference_direction(jax.vjp(update_map(st), ex["g"])[1], w_g)
-                return st, {**ex, "D": v, "c": ex["c"].at[2].set(eps).at[3].set(-eps), "a_direct": a_g}
+                c = ex["c"].at[2].set(eps).at[3].set(-eps) if central else ex["c"].at[2].set(eps)
+                return st, {**ex, "D": v, "c": c, "a_direct": a_g}
+
+            def post_plus(st, ex, w_g, a_g, stats):
+                if central:  # the difference waits for the w - εv pass
+                    return st, {**ex, "a_plus": a_g}
+                return apply_alpha(st, add_difference(ex["a_direct"], a_g, ex["a_other"], ex["c"][2])), ex
 
             def post_minus(st, ex, w_g, a_g, stats):
-                return apply_alpha(st, central_difference(ex["a_direct"], ex["a_plus"], a_g, ex["c"][2])), ex
+                return apply_alpha(st, add_difference(ex["a_direct"], ex["a_plus"], a_g, ex["c"][2])), ex
 
-            posts = [
-                post_unrolled,
-                post_val,
-                lambda st, ex, w_g, a_g, stats: (st, {**ex, "a_plus": a_g}),
-                post_minus,
-                lambda st, ex, w_g, a_g, stats: (apply_weights(st, w_g, stats), ex),
-            ]
+            posts = [post_unrolled, post_val, post_plus] + ([post_minus] if central else [])
+            posts.append(lambda st, ex, w_g, a_g, stats: (apply_weights(st, w_g, stats), ex))
 
         def body(carry, xs):
             st, ex = carry
             i, batch, key, gw, ga, pen_on = xs
             weights = st.weights
-            if order == 2:  # passes 1-3 run at shifted weights: w + u(g), w ± εv
+            if order == 2:  # the val and difference passes run at shifted weights: w + u(g), w ± εv
                 c = ex["c"][i]
                 weights = jax.tree_util.tree_map(lambda w, d: jnp.where(c != 0, w + c.astype(w.dtype) * d, w), weights, ex["D"])
             with grad_gates(GradGates(weights=gw, alpha=ga)):
@@ -317,7 +334,7 @@ def make_search_step(
 
         xs = (jnp.arange(len(plan)), batches, keys, gate_w, gate_a, pen)
         (state, _), (loss, acc, penalty) = jax.lax.scan(body, carry0, xs)
-        v, t = (0, 1) if order == 1 else (1, 4)
+        v, t = (0, 1) if order == 1 else (1, len(plan) - 1)
         metrics = {"val_loss": loss[v], "val_acc": acc[v], "penalty": penalty[v], "train_loss": loss[t], "train_acc": acc[t], **lrs}
         return state, metrics
 
@@ -326,7 +343,7 @@ def make_search_step(
         state, w_metrics = weight_update(state, train_batch)
         return state, {**w_metrics, **a_metrics}
 
-    use_fused = fuse_passes and (order == 1 or hypergradient == "finite_difference")
+    use_fused = fuse_passes and (order == 1 or hypergradient != "exact")
     return SearchStep(alpha_update, weight_update, fused if use_fused else unfused)
 
 

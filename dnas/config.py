@@ -53,7 +53,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.a_b2 = 0.999
     c.a_weight_decay = 1e-3
     c.order = 1
-    c.hypergradient = "finite_difference"  # order 2: DARTS' Eq. 8, or "exact" (autodiff)
+    c.hypergradient = "finite_difference"  # order 2: DARTS' Eq. 8, "forward_difference" (one pass fewer) or "exact"
     c.fuse_passes = True  # the step's passes as one lax.scan: faster compile, same maths
     c.relax = "softmax"
     c.seed = 2

@@ -6,6 +6,7 @@ Command:
       --config.data_dir=/path/to/cifar-10-batches-py          # first order
   dnas search --config experiments/darts/config.py:second ...   # second order (DARTS' Eq. 8)
   dnas search --config experiments/darts/config.py:second --config.hypergradient=exact ...
+  dnas search --config experiments/darts/config.py:second --config.hypergradient=forward_difference ...
   dnas search --config experiments/darts/config.py:smoke --workdir /tmp/w   # CPU smoke
 
 Paper setting: 8 cells, C=16, 50 epochs, batch 64, half of the training set for weights
