@@ -31,6 +31,10 @@ def _setup(order=1, w_opt=None, layers=1, steps=2, ops=OPS3, C=2, impl="scan"):
     return space, g, state, step, (x, y), (xv, y)
 
 
+def _to_float64(tree):
+    return jax.tree_util.tree_map(lambda v: v.astype(jnp.float64) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
+
+
 def _same(a, b):
     return all(np.array_equal(np.asarray(u), np.asarray(v)) for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
@@ -53,7 +57,7 @@ def test_second_order_is_exact_hypergradient():
         net = DartsSearchNetwork(space, C=2, num_classes=3, rngs=nnx.Rngs(0))
         w_opt = optax.sgd(0.5)
         g, state = init_search_state(net, w_opt, optax.sgd(1.0), key=jax.random.key(0))
-        state = jax.tree_util.tree_map(lambda v: v.astype(jnp.float64) if jnp.issubdtype(v.dtype, jnp.floating) else v, state)
+        state = _to_float64(state)
         # Non-uniform α so the softmax is not at a symmetric point.
         state = state.replace(alpha=jax.tree_util.tree_map(lambda a: a + jnp.arange(a.shape[0], dtype=a.dtype) * 0.3, state.alpha))
         x = jax.random.normal(jax.random.key(1), (4, 5, 5, 3), jnp.float64)
@@ -88,10 +92,11 @@ def test_second_order_is_exact_hypergradient():
         # to its step (ε·v has norm 0.01, across ReLU kinks): here 99% of it.
         gap_first = abs(float(dot(grads[1])) - float(fd))
         assert abs(float(dot(grads["fd"])) - float(fd)) < 0.05 * gap_first
-        # The one-sided difference has an O(ε) error instead of O(ε²): further off, still
-        # most of the second-order term.
+        # The one-sided difference has an O(ε) error instead of O(ε²): further off (here
+        # it recovers 98% of the second-order term), and checked below to be closer to
+        # the true value than first order by the same margin.
         gap_fwd = abs(float(dot(grads["fwd"])) - float(fd))
-        assert gap_fwd < 0.25 * gap_first
+        assert gap_fwd < 0.05 * gap_first
 
         # And it is DARTS' Eq. 7-8 as written in their architect.py, for plain SGD (ξ = 0.5):
         # ∇α L_val(w') - ξ (∇α L_train(w+) - ∇α L_train(w-)) / 2R, w± = w ± R ∇w' L_val,
@@ -182,21 +187,33 @@ def test_fused_step_equals_the_passes_run_one_after_the_other(order, impl, hyper
     """The fused step (passes as iterations of one loop, gradients gated per pass) is the
     unfused step: same α, weights, BN statistics, optimizer states and metrics. A
     penalty on the mixing weights (on in the α passes only) and a Gumbel relaxation
-    (a key per pass) check that each iteration sees its own pass's objective and key."""
+    (a key per pass) check that each iteration sees its own pass's objective and key.
+
+    Second order runs in float64 and must agree to 1e-10: in float32 its finite
+    difference divides rounding noise by 2ε, and Adam's first α steps (about ±lr
+    whatever the gradient's size) turn a flipped sign of a near-zero α-gradient into a
+    3e-4 jump, so fused and unfused float32 runs wander apart over steps (each from the
+    float64 run too, by turns; benchmarks/RESULTS.md) without either being wrong."""
     ops = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
-    space, g, state, _, train, val = _setup(order, layers=3, ops=ops, impl=impl)
-    w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
-    penalty = lambda arch, step: 0.3 * sum(w[3] + w[4] for w in arch.values())  # noqa: E731
-    kw = dict(order=order, relax=gumbel(tau=2.0), arch_penalty=penalty, hypergradient=hyper or "finite_difference")
-    fused = jax.jit(make_search_step(g, w_opt, a_opt, fuse_passes=True, **kw).__call__)
-    unfused = jax.jit(make_search_step(g, w_opt, a_opt, fuse_passes=False, **kw).__call__)
-    s_f, s_u = state, state
-    for _ in range(2):  # the second step starts from non-zero momentum and Adam moments
-        (s_f, m_f), (s_u, m_u) = fused(s_f, train, val), unfused(s_u, train, val)
-    chex.assert_trees_all_close(_comparable(s_f), _comparable(s_u), rtol=2e-5, atol=2e-6)
-    chex.assert_trees_all_close(m_f, m_u, rtol=2e-5, atol=2e-6)
-    assert float(m_f["penalty"]) > 0
-    assert not _same(s_f.alpha, state.alpha) and not _same(s_f.weights, state.weights) and not _same(s_f.stats, state.stats)
+    x64 = order == 2
+    with jax.enable_x64(x64):
+        space, g, state, _, train, val = _setup(order, layers=3, ops=ops, impl=impl)
+        if x64:
+            state, train, val = (_to_float64(t) for t in (state, train, val))
+        w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
+        penalty = lambda arch, step: 0.3 * sum(w[3] + w[4] for w in arch.values())  # noqa: E731
+        kw = dict(order=order, relax=gumbel(tau=2.0), arch_penalty=penalty, hypergradient=hyper or "finite_difference")
+        fused = jax.jit(make_search_step(g, w_opt, a_opt, fuse_passes=True, **kw).__call__)
+        unfused = jax.jit(make_search_step(g, w_opt, a_opt, fuse_passes=False, **kw).__call__)
+        s_f, s_u = state, state
+        for _ in range(2):  # the second step starts from non-zero momentum and Adam moments
+            (s_f, m_f), (s_u, m_u) = fused(s_f, train, val), unfused(s_u, train, val)
+        tol = dict(rtol=1e-10, atol=1e-12) if x64 else dict(rtol=2e-5, atol=2e-6)
+        chex.assert_trees_all_close(_comparable(s_f), _comparable(s_u), **tol)
+        chex.assert_trees_all_close(m_f, m_u, **tol)
+        assert jax.tree_util.tree_leaves(s_f.weights)[0].dtype == (jnp.float64 if x64 else jnp.float32)
+        assert float(m_f["penalty"]) > 0
+        assert not _same(s_f.alpha, state.alpha) and not _same(s_f.weights, state.weights) and not _same(s_f.stats, state.stats)
 
 
 def test_fused_step_falls_back_when_batches_differ_in_shape():
