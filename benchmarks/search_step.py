@@ -5,7 +5,7 @@ Usage:
       [--steps 10] [--repeats 1] [--compare-torch [PATH]] [--cache-dir DIR] [--json OUT]
       [--depthwise auto|conv|shift|fused] [--cell-impl scan|batch|unrolled] [--no-remat]
       [--opt-level N] [--no-trim] [--hypergradient finite_difference|forward_difference|exact]
-      [--no-fuse] [--vs-first-order]
+      [--no-fuse] [--vs-first-order] [--torch-device auto|cpu|cuda]
 
 XLA flags for the dnas runs come from the environment (``XLA_FLAGS=... python ...``).
 
@@ -17,7 +17,10 @@ Prints one JSON object:
    "torch": {"first_step_s", "step_ms_median", "peak_rss_mb", ...},
    "speedup_vs_torch": torch_median / dnas_median}
 ``peak_rss_mb`` is the steady-state high-water mark after warm-up for both (the peer's
-``steady_peak_rss_mb``); dnas also reports ``peak_rss_incl_compile_mb``.
+``steady_peak_rss_mb``); dnas also reports ``peak_rss_incl_compile_mb``. On a GPU both
+also report ``gpu_peak_mem_mb`` (JAX's ``peak_bytes_in_use``, torch's
+``max_memory_allocated``), and the peer runs on CUDA (``--torch-device auto``: the device
+kind dnas ran on).
 
 ``--order 2 --vs-first-order`` also compiles the first-order step in the same process and
 times the two alternately (one step each per round, so both see the same machine phase):
@@ -155,9 +158,18 @@ def worker(a: argparse.Namespace) -> dict:
         "n_timed": len(times),
         "peak_rss_mb": _status_mb("VmHWM"),
         "peak_rss_incl_compile_mb": peak_incl_compile,
+        **_device_memory(jax),
         "final_train_loss": float(m["train_loss"]),
         **versus,
     }
+
+
+def _device_memory(jax) -> dict:
+    """Peak bytes in use on the first accelerator (empty on CPU, whose stats are the RSS)."""
+    if jax.default_backend() == "cpu":
+        return {}
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return {"gpu_peak_mem_mb": stats["peak_bytes_in_use"] / 2**20} if "peak_bytes_in_use" in stats else {}
 
 
 def _run_json(cmd: list[str], env: dict | None = None) -> dict:
@@ -194,6 +206,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs per framework")
     ap.add_argument("--compare-torch", nargs="?", const=str(DEFAULT_TORCH), default=None, metavar="PATH")
+    ap.add_argument("--torch-device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="where the PyTorch peer runs (auto: cuda when dnas ran on a GPU)")
     ap.add_argument("--depthwise", default="auto", choices=("auto", "conv", "shift", "fused"), help="depthwise lowering")
     ap.add_argument("--no-remat", action="store_true", help="store scan residuals instead of recomputing")
     ap.add_argument("--cell-impl", default="scan", choices=("scan", "batch", "unrolled"), help="how cells run their edges")
@@ -224,8 +238,9 @@ def main() -> None:
         if a.compare_torch:
             if not Path(a.compare_torch).is_file():
                 raise SystemExit(f"PyTorch peer script not found at {a.compare_torch}; pass --compare-torch PATH")
+            device = a.torch_device if a.torch_device != "auto" else ("cuda" if dnas_runs[-1]["backend"] == "gpu" else "cpu")
             torch_runs.append(_run_json([sys.executable, a.compare_torch, "--C", str(a.C), "--layers", str(a.layers), "--batch", str(a.batch),
-                                         "--hw", str(a.hw), "--steps", str(a.steps), "--warmup", str(a.warmup + 1)]))
+                                         "--hw", str(a.hw), "--steps", str(a.steps), "--warmup", str(a.warmup + 1), "--device", device]))
     result: dict = {
         "config": {"C": a.C, "layers": a.layers, "batch": a.batch, "hw": a.hw, "order": a.order,
                    "hypergradient": a.hypergradient if a.order == 2 else None, "fuse_passes": not a.no_fuse},
