@@ -106,6 +106,8 @@ def worker(a: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     compiled, trace_s = compile_step(step, state)
     compile_s = time.perf_counter() - t0
+    if not a.no_trim:
+        release_free_memory()  # as dnas' loops do between compiling and the first step (compile_then_trim)
     t0 = time.perf_counter()
     state, m = compiled(state, train, val)
     jax.block_until_ready(state)
@@ -114,7 +116,7 @@ def worker(a: argparse.Namespace) -> dict:
         state, m = compiled(state, train, val)
     jax.block_until_ready(state)
     if not a.no_trim:
-        release_free_memory()  # as dnas' own loops do after the first step
+        release_free_memory()  # and after the first step, as they do
     peak_incl_compile = _status_mb("VmHWM")
     _reset_hwm()
     if first is not None:

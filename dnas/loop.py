@@ -37,7 +37,15 @@ from dnas.metrics import MetricWriter, Progress
 from dnas.parallel import make_mesh, replicate, shard_batch
 from dnas.relax import make_relaxation
 from dnas.spaces import DartsSearchNetwork, DartsSpace, NB201SearchNetwork, NB201Space
-from dnas.state import SearchState, alpha_dict, build_jitted, init_search_state, release_free_memory, step_compiler_options
+from dnas.state import (
+    SearchState,
+    alpha_dict,
+    build_jitted,
+    compile_then_trim,
+    init_search_state,
+    release_free_memory,
+    step_compiler_options,
+)
 
 
 class Interrupted(Exception):
@@ -188,11 +196,14 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
     progress = Progress(setup.total_steps, start)
     try:
         t_last, n_last = time.perf_counter(), start
+        train_step = setup.train_step
         for step in range(start, setup.total_steps):
             batch = shard_batch(setup.mesh, _batches(setup, step))
-            state, m = setup.train_step(state, *batch)
+            if step == start:  # every batch has the same shapes and shardings
+                train_step = compile_then_trim(setup.train_step, state, *batch)
+            state, m = train_step(state, *batch)
             if step == start:
-                release_free_memory()  # the compiler's freed heap, otherwise resident all run
+                release_free_memory()  # what the first step freed, otherwise resident all run
             done = step + 1
             epoch_end = done % setup.steps_per_epoch == 0 or done == setup.total_steps
             if done % config.log_every_steps == 0 or epoch_end:

@@ -26,7 +26,7 @@ from dnas.datasets import augment, batch_indices, get_dataset, normalize, steps_
 from dnas.metrics import MetricWriter, Progress
 from dnas.nets import build_eval_network
 from dnas.parallel import make_mesh, replicate, shard_batch
-from dnas.state import build_jitted, release_free_memory, step_compiler_options
+from dnas.state import build_jitted, compile_then_trim, release_free_memory, step_compiler_options
 
 
 @struct.dataclass
@@ -110,7 +110,10 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     try:
         for step in range(start, total):
             idx = batch_indices(data_key, len(data.train_y), config.batch_size, step)
-            state, m = train_jit(state, *shard_batch(mesh, (data.train_x[idx], data.train_y[idx])))
+            batch = shard_batch(mesh, (data.train_x[idx], data.train_y[idx]))
+            if step == start:  # every batch has the same shapes and shardings
+                train_jit = compile_then_trim(train_jit, state, *batch)
+            state, m = train_jit(state, *batch)
             if step == start:
                 release_free_memory()
             done = step + 1
