@@ -174,6 +174,18 @@ def _device_memory(jax) -> dict:
     return {"gpu_peak_mem_mb": stats["peak_bytes_in_use"] / 2**20} if "peak_bytes_in_use" in stats else {}
 
 
+def _cpu() -> dict:
+    """The CPU's model name and wide-vector ISA (the same "2-core x86-64" has differed
+    between sessions, and XLA and PyTorch use AVX-512 / AMX differently)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "")
+    flags = next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), [])
+    return {"cpu_model": model, "cpu_isa": sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_tile"))}
+
+
 def _run_json(cmd: list[str], env: dict | None = None) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -246,7 +258,7 @@ def main() -> None:
     result: dict = {
         "config": {"C": a.C, "layers": a.layers, "batch": a.batch, "hw": a.hw, "order": a.order,
                    "hypergradient": a.hypergradient if a.order == 2 else None, "fuse_passes": not a.no_fuse},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "date": time.strftime("%Y-%m-%d"), **_cpu()},
         "dnas": _median_of(dnas_runs),
     }
     if torch_runs:
