@@ -13,7 +13,7 @@ One pure function does, on a train batch and a val batch:
    - ``hypergradient="forward_difference"``: the same product as a one-sided difference,
      ``(∇_α L_train(w + εv) - ∇_α L_train(w)) / ε``. The gradient at ``w`` comes free
      with the unrolled step's weight gradient (same batch and key), so one α-gradient
-     pass fewer than Eq. 8: on a 2-core CPU the second-order step costs about 2.2x the
+     pass fewer than Eq. 8: on a 2-core CPU the second-order step costs about 2.3x the
      first-order one instead of 2.6x (``benchmarks/RESULTS.md``). Its error is O(ε)
      instead of O(ε²); it is not the paper's formula, so it is an option, not the default.
    - ``hypergradient="exact"``: autodiff differentiates through the unrolled step
@@ -112,8 +112,8 @@ def make_search_step(
       loss_fn: ``(logits, labels) -> scalar``.
       arch_penalty: extra differentiable α-loss term of the mixing weights.
       fuse_passes: run the step's passes (α pass and weight pass; for second-order
-        finite differences the unrolled, val, shifted (two, or one one-sided) and weight passes) as the
-        iterations of one ``lax.scan``, so the program holds the network's forward and
+        differences the unrolled, val, shifted (two, or one for one-sided) and weight
+        passes) as the iterations of one ``lax.scan``, so the program holds the network's forward and
         backward once instead of once per pass. Gradient gates
         (:func:`dnas.ops.layers.grad_gates`) skip in each iteration the gradients it
         discards. The same maths as the unfused step (tested equal to float rounding).
