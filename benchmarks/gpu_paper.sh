@@ -2,8 +2,8 @@
 # The GPU measurement of the speed issue in one go, sized for a lent device's 15 minutes:
 # the paper's search network (C=16, 8 cells, batch 64, 32x32), first order against the
 # PyTorch peer on CUDA (two alternating runs each), then second order against first order
-# in one process (--vs-first-order). Each JSON is written as soon as its run ends, so a run
-# cut short still returns what finished.
+# in one process (--vs-first-order). Each JSON is rewritten after every repeat, so a run
+# cut short by its timeout (300 s, 260 s; 9.5 minutes in all) still returns what finished.
 #
 #   bash benchmarks/gpu_paper.sh PEER [OUT_DIR]
 #
@@ -28,10 +28,10 @@ mkdir -p "$out"
 } | tee "$out/gpu_env.txt"
 bench="python3 $here/benchmarks/search_step.py $config"
 # shellcheck disable=SC2086
-timeout 330 $bench --order 1 --steps 20 --warmup 3 --repeats 2 --compare-torch "$peer" --json "$out/gpu_order1.json" \
+timeout 300 $bench --order 1 --steps 20 --warmup 3 --repeats 2 --compare-torch "$peer" --json "$out/gpu_order1.json" \
   > "$out/gpu_order1.log" 2>&1 || echo "first-order run failed or timed out (rc $?): see gpu_order1.log"
 # shellcheck disable=SC2086
-timeout 200 $bench --order 2 --vs-first-order --steps 10 --warmup 2 --json "$out/gpu_order2.json" \
+timeout 260 $bench --order 2 --vs-first-order --steps 10 --warmup 2 --json "$out/gpu_order2.json" \
   > "$out/gpu_order2.log" 2>&1 || echo "second-order run failed or timed out (rc $?): see gpu_order2.log"
 python3 - "$out" <<'EOF'
 import json, pathlib, sys

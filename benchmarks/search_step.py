@@ -16,7 +16,8 @@ Prints one JSON object:
   {"dnas": {"compile_s", "step_ms_median", "peak_rss_mb", ...},
    "torch": {"first_step_s", "step_ms_median", "peak_rss_mb", ...},
    "speedup_vs_torch": torch_median / dnas_median}
-``peak_rss_mb`` is the steady-state high-water mark after warm-up for both (the peer's
+With ``--json OUT`` the object is also written to OUT after every repeat (a run cut short
+keeps the repeats it finished). ``peak_rss_mb`` is the steady-state high-water mark after warm-up for both (the peer's
 ``steady_peak_rss_mb``); dnas also reports ``peak_rss_incl_compile_mb``. On a GPU both
 also report ``gpu_peak_mem_mb`` (JAX's ``peak_bytes_in_use``, torch's
 ``max_memory_allocated``), and the peer runs on CUDA (``--torch-device auto``: the device
@@ -247,29 +248,32 @@ def main() -> None:
     me += ["--vs-first-order"] if a.vs_first_order else []
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     dnas_runs, torch_runs = [], []
+    if a.compare_torch and not Path(a.compare_torch).is_file():
+        raise SystemExit(f"PyTorch peer script not found at {a.compare_torch}; pass --compare-torch PATH")
+
+    def summary() -> dict:
+        result: dict = {
+            "config": {"C": a.C, "layers": a.layers, "batch": a.batch, "hw": a.hw, "order": a.order,
+                       "hypergradient": a.hypergradient if a.order == 2 else None, "fuse_passes": not a.no_fuse},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "date": time.strftime("%Y-%m-%d"), **_cpu()},
+            "dnas": _median_of(dnas_runs),
+        }
+        if torch_runs:
+            t = _median_of(torch_runs)
+            t["peak_rss_mb"] = t.get("steady_peak_rss_mb")
+            result["torch"] = t
+            result["speedup_vs_torch"] = t["step_ms_median"] / result["dnas"]["step_ms_median"]
+        return result
+
     for _ in range(a.repeats):
         dnas_runs.append(_run_json(me, env))
         if a.compare_torch:
-            if not Path(a.compare_torch).is_file():
-                raise SystemExit(f"PyTorch peer script not found at {a.compare_torch}; pass --compare-torch PATH")
             device = a.torch_device if a.torch_device != "auto" else ("cuda" if dnas_runs[-1]["backend"] == "gpu" else "cpu")
             torch_runs.append(_run_json([sys.executable, a.compare_torch, "--C", str(a.C), "--layers", str(a.layers), "--batch", str(a.batch),
                                          "--hw", str(a.hw), "--steps", str(a.steps), "--warmup", str(a.warmup + 1), "--device", device]))
-    result: dict = {
-        "config": {"C": a.C, "layers": a.layers, "batch": a.batch, "hw": a.hw, "order": a.order,
-                   "hypergradient": a.hypergradient if a.order == 2 else None, "fuse_passes": not a.no_fuse},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "date": time.strftime("%Y-%m-%d"), **_cpu()},
-        "dnas": _median_of(dnas_runs),
-    }
-    if torch_runs:
-        t = _median_of(torch_runs)
-        t["peak_rss_mb"] = t.get("steady_peak_rss_mb")
-        result["torch"] = t
-        result["speedup_vs_torch"] = t["step_ms_median"] / result["dnas"]["step_ms_median"]
-    print(json.dumps(result, indent=1))
-    if a.json:
-        Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
-
+        if a.json:  # after every repeat, so a run cut short keeps what it measured
+            Path(a.json).write_text(json.dumps(summary(), indent=1) + "\n")
+    print(json.dumps(summary(), indent=1))
 
 if __name__ == "__main__":
     main()
