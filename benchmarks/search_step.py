@@ -17,7 +17,9 @@ Prints one JSON object:
    "torch": {"first_step_s", "step_ms_median", "peak_rss_mb", ...},
    "speedup_vs_torch": torch_median / dnas_median}
 With ``--json OUT`` the object is also written to OUT after every repeat (a run cut short
-keeps the repeats it finished). ``peak_rss_mb`` is the steady-state high-water mark after warm-up for both (the peer's
+keeps the repeats it finished).
+
+``peak_rss_mb`` is the steady-state high-water mark after warm-up for both (the peer's
 ``steady_peak_rss_mb``); dnas also reports ``peak_rss_incl_compile_mb``. On a GPU both
 also report ``gpu_peak_mem_mb`` (JAX's ``peak_bytes_in_use``, torch's
 ``max_memory_allocated``), and the peer runs on CUDA (``--torch-device auto``: the device
@@ -91,9 +93,11 @@ def worker(a: argparse.Namespace) -> dict:
     opts = step_compiler_options(a.opt_level)
 
     def compile_step(step, state):
+        """(compiled step, trace + lowering seconds)."""
+        start = time.perf_counter()
         with depthwise_impl(a.depthwise):
             lowered = jax.jit(step.__call__, donate_argnums=(0,), compiler_options=opts).lower(state, train, val)
-        trace_s = time.perf_counter() - t0
+        trace_s = time.perf_counter() - start
         return lowered.compile(), trace_s
 
     first = None
@@ -102,7 +106,6 @@ def worker(a: argparse.Namespace) -> dict:
             raise SystemExit("--vs-first-order compares a second-order step with the first-order one: pass --order 2")
         first_state = jax.tree_util.tree_map(jnp.copy, state)  # the timed step donates its own
         first_step = make_search_step(graphdef, w_opt, a_opt, order=1, fuse_passes=not a.no_fuse)
-        t0 = time.perf_counter()
         first = compile_step(first_step, first_state)[0]
     t0 = time.perf_counter()
     compiled, trace_s = compile_step(step, state)
