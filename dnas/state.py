@@ -110,7 +110,8 @@ def release_free_memory() -> bool:
     XLA's CPU compiler allocates gigabytes while compiling a supernet step and frees
     them afterwards, but glibc keeps the freed pages mapped, so the process's resident
     memory stays at the compile peak for the whole run. Call it between compiling a big
-    program and running it (:func:`compile_then_trim`) and once after the first step. A no-op (returns False) where glibc is not available.
+    program and running it (:func:`compile_then_trim`) and once after the first step.
+    A no-op (returns False) where glibc is not available.
     """
     try:
         return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
