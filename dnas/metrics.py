@@ -1,12 +1,14 @@
-"""Run-directory metrics: JSONL lines, and a progress line for people."""
+"""Run-directory metrics: JSONL lines (optionally mirrored into TensorBoard event files),
+and a progress line for people (:class:`dnas.progress.Progress`, re-exported here)."""
 
 from __future__ import annotations
 
 import json
-import sys
-import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+from dnas.progress import Progress  # noqa: F401  (its old home; the loops import it from here)
 
 
 def _plain(v: Any) -> Any:
@@ -21,16 +23,37 @@ class MetricWriter:
 
     On resume, :meth:`truncate_after` drops lines past the restored step so the file
     matches what an uninterrupted run would have written.
+
+    Args:
+      path: the JSONL file.
+      tensorboard_dir: also write each record's scalars as TensorBoard events there
+        (one event file per writer, named after ``path``); needs tensorboardX, else
+        :class:`~dnas.errors.DnasError` here, before the run starts.
+      list_names: names for list entries in TensorBoard tags (e.g. the op names for
+        ``alpha.jsonl``'s softmax lists).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None,
+                 list_names: Sequence[str] | None = None):
         self.path = Path(path)
+        self.tensorboard = None
+        if tensorboard_dir is not None:
+            from dnas.tensorboard import TensorBoardWriter  # optional dependency, imported only when asked
+
+            self.tensorboard = TensorBoardWriter(tensorboard_dir, name=self.path.stem, list_names=list_names)
 
     def write(self, record: dict[str, Any]) -> None:
+        """Appends ``record`` (values made JSON-plain) and mirrors it to TensorBoard."""
+        plain = {k: _plain(v) for k, v in record.items()}
         with open(self.path, "a") as f:
-            f.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+            f.write(json.dumps(plain) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.write(plain)
 
     def truncate_after(self, step: int) -> None:
+        """Drops records past ``step`` (TensorBoard: hides them in the viewer)."""
+        if self.tensorboard is not None:
+            self.tensorboard.purge_after(step)
         if not self.path.exists():
             return
         keep = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
@@ -39,32 +62,12 @@ class MetricWriter:
         tmp.replace(self.path)
 
     def read(self) -> list[dict[str, Any]]:
+        """All records written so far."""
         if not self.path.exists():
             return []
         return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
 
-
-class Progress:
-    """A progress bar with ETA on a terminal; plain log lines otherwise."""
-
-    def __init__(self, total: int, start: int = 0, stream: TextIO = sys.stderr):
-        self.total, self.start, self.stream = total, start, stream
-        self.t0 = time.perf_counter()
-        self.tty = stream.isatty()
-
-    def update(self, step: int, text: str, force_line: bool = False) -> None:
-        done = step - self.start
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / max(done, 1) * (self.total - step)
-        if self.tty and not force_line:
-            width = 30
-            fill = int(width * step / max(self.total, 1))
-            self.stream.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {step}/{self.total} ETA {eta:6.0f}s {text}\033[K")
-        else:
-            self.stream.write(f"step {step}/{self.total} ({elapsed:.0f}s, ETA {eta:.0f}s) {text}\n")
-        self.stream.flush()
-
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        """Closes the TensorBoard event file, if any (the JSONL is closed after each write)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
