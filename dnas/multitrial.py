@@ -1,0 +1,353 @@
+"""Multi-trial (discrete) search runs: a strategy, an estimator, an objective, a budget.
+
+A run of kind ``"multitrial"`` repeats one search ``runs`` times with independent seeds.
+Over a pure estimator (a benchmark table) every run is one ``while_loop`` of
+ask -> evaluate -> tell charged at the estimator's cost until the simulated budget is
+spent, and the runs are one ``jit(vmap(...))`` program over their keys (chunks of
+``runs_per_chunk``, each saved when done, so a killed run resumes bit-identically: run
+``r`` always uses ``fold_in(key(seed), r)`` and every chunk the same padded program).
+
+Files in the run directory (all written to a temporary name and renamed):
+``config.json``; ``chunks/runs_XXXXX.npz`` (finished chunks); ``metrics.jsonl`` (one line
+per evaluated architecture of the first ``log_runs`` runs: vector, readable form,
+metrics, fitness, cumulative cost); ``summary.json``; for several objectives
+``pareto.json`` and ``pareto.png``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from dnas.errors import DnasError
+from dnas.estimators import ESTIMATORS, Estimator
+from dnas.objectives import OBJECTIVES, Objective
+from dnas.space import SearchSpace
+from dnas.strategies import STRATEGIES, Strategy
+
+
+def multitrial_defaults() -> ml_collections.ConfigDict:
+    """Every key a multi-trial config may have, at NAS-Bench-201's REA setting (Dong &
+    Yang, ICLR 2020: 12,000 simulated seconds, population 10, sample 3, 500 runs)."""
+    c = ml_collections.ConfigDict()
+    c.kind = "multitrial"
+    c.space = "nb201"
+    c.space_kwargs = ml_collections.ConfigDict()
+    c.strategy = "rea"
+    c.strategy_kwargs = ml_collections.ConfigDict({"population": 10, "sample_size": 3})
+    c.estimator = "nb201_table"
+    c.estimator_kwargs = ml_collections.ConfigDict()
+    c.table = ""  # nb201_table.csv; '' = $DNAS_NB201_TABLE
+    c.objective = "accuracy"
+    c.objective_kwargs = ml_collections.ConfigDict({"metric": "cifar10_val_12ep"})
+    c.report_metric = "cifar10_test_200ep"  # the final number of the chosen architecture
+    c.valid_metric = "cifar10_val_12ep"
+    c.budget_s = 12000.0  # simulated seconds of training, charged per query
+    c.max_evals = 0  # 0 = as many as the budget can pay at the estimator's cheapest cost
+    c.runs = 500
+    c.runs_per_chunk = 100  # runs per compiled call; each finished chunk is saved
+    c.log_runs = 1  # runs whose every evaluation goes to metrics.jsonl
+    c.seed = 0
+    return c
+
+
+def _spaces() -> dict[str, Callable[..., SearchSpace]]:
+    from dnas.spaces import DartsSpace, NB201Space
+
+    return {"nb201": NB201Space, "darts": DartsSpace}
+
+
+def check_multitrial(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks keys and values of a multi-trial config; raises one-line DnasErrors."""
+    schema = multitrial_defaults()
+    for k in config.keys():
+        if k not in schema:
+            close = difflib.get_close_matches(k, list(schema.keys()), n=1)
+            raise DnasError(f"unknown config key {k!r}" + (f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(schema.keys())}"))
+    for k in schema.keys():
+        if k not in config:
+            raise DnasError(f"config lacks key {k!r}; start from dnas.multitrial.multitrial_defaults()")
+    if config.kind != "multitrial":
+        raise DnasError(f"config.kind must be 'multitrial' here, got {config.kind!r}")
+    if config.space not in _spaces():
+        raise DnasError(f"unknown space {config.space!r}; known spaces: {', '.join(sorted(_spaces()))}")
+    STRATEGIES[config.strategy], ESTIMATORS[config.estimator], OBJECTIVES[config.objective]  # unknown names list the known ones
+    if not float(config.budget_s) > 0:
+        raise DnasError(f"config.budget_s must be positive (simulated seconds), got {config.budget_s}")
+    for k, lo in (("runs", 1), ("runs_per_chunk", 1), ("max_evals", 0), ("log_runs", 0)):
+        if not isinstance(config[k], int) or config[k] < lo:
+            raise DnasError(f"config.{k} must be an integer >= {lo}, got {config[k]!r}")
+    return config
+
+
+class Built(NamedTuple):
+    """The parts a config names: space, strategy, estimator, objective, and ``m``
+    (objectives per architecture; 0 = one scalar fitness)."""
+
+    space: SearchSpace
+    strategy: Strategy
+    estimator: Estimator
+    objective: Objective
+    m: int
+
+
+def build(config: ml_collections.ConfigDict) -> Built:
+    """Instantiates the registry entries a (checked) config names."""
+    space = _spaces()[config.space](**config.space_kwargs.to_dict())
+    est_kw = config.estimator_kwargs.to_dict()
+    if config.estimator == "nb201_table":
+        est_kw.setdefault("table", config.table)
+    estimator = ESTIMATORS[config.estimator](space, **est_kw)
+    objective = OBJECTIVES[config.objective](**config.objective_kwargs.to_dict())
+    fake = {k: jax.ShapeDtypeStruct((2,), jnp.float32) for k in estimator.metrics}
+    shape = jax.eval_shape(objective, fake).shape
+    m = shape[1] if len(shape) == 2 else 0
+    for k in (config.report_metric, config.valid_metric):
+        if k not in estimator.metrics:
+            raise DnasError(f"metric {k!r} is not one the estimator gives: {', '.join(estimator.metrics)}")
+    st_kw = config.strategy_kwargs.to_dict()
+    if config.strategy == "nsga2":
+        st_kw.setdefault("num_objectives", max(m, 1))
+    elif m:
+        raise DnasError(f"objective {config.objective!r} gives {m} objectives; only nsga2 takes several")
+    return Built(space, STRATEGIES[config.strategy](space, **st_kw), estimator, objective, m)
+
+
+class History(NamedTuple):
+    """One run's evaluations: ``archs int32[E, n]``, ``fitness f32[E] | f32[E, m]``,
+    ``cost f32[E]``; the first ``count`` entries were paid for within the budget."""
+
+    archs: jax.Array
+    fitness: jax.Array
+    cost: jax.Array
+    count: jax.Array
+
+
+def make_search(b: Built, budget: float, max_evals: int) -> tuple[Callable[[jax.Array], History], int]:
+    """``(search(key) -> History, E)``: one pure budgeted search over a pure estimator.
+
+    Each step asks P architectures, evaluates them and charges their costs in order; the
+    first one that would exceed ``budget`` ends the search unpaid and untold (as
+    NAS-Bench-201's scripts stop), otherwise the batch is told.
+    """
+    state0 = jax.eval_shape(b.strategy.init, jax.random.key(0))
+    P, n = jax.eval_shape(b.strategy.ask, state0, jax.random.key(0))[0].shape
+    max_steps = math.ceil((max_evals or budget / max(b.estimator.min_cost, 1e-9) + 1) / P)
+    E = max_steps * P
+    fshape = (E, b.m) if b.m else (E,)
+
+    def search(key: jax.Array) -> History:
+        k_init, k_loop = jax.random.split(key)
+        hist = History(jnp.zeros((E, n), jnp.int32), jnp.zeros(fshape), jnp.zeros((E,)), jnp.zeros((), jnp.int32))
+
+        def body(c):
+            step, state, h, spent, _ = c
+            k_ask, k_eval = jax.random.split(jax.random.fold_in(k_loop, step))
+            archs, state = b.strategy.ask(state, k_ask)
+            metrics, cost = b.estimator.evaluate(archs, k_eval)
+            fit = b.objective(metrics).astype(jnp.float32)
+            paid = spent + jnp.cumsum(cost) <= budget
+            if max_evals:
+                paid &= h.count + jnp.arange(P) < max_evals
+            whole = jnp.all(paid)
+            state = jax.lax.cond(whole, lambda s: b.strategy.tell(s, archs, fit), lambda s: s, state)
+            at = step * P
+            h = History(
+                jax.lax.dynamic_update_slice(h.archs, archs.astype(jnp.int32), (at, 0)),
+                jax.lax.dynamic_update_slice(h.fitness, fit, (at,) + (0,) * (fit.ndim - 1)),
+                jax.lax.dynamic_update_slice(h.cost, cost.astype(jnp.float32), (at,)),
+                h.count + jnp.cumprod(paid).sum().astype(jnp.int32),
+            )
+            return step + 1, state, h, spent + jnp.sum(jnp.where(jnp.cumprod(paid) > 0, cost, 0.0)), ~whole
+
+        def cond(c):
+            step, _, _, _, done = c
+            return ~done & (step < max_steps)
+
+        init = (jnp.zeros((), jnp.int32), b.strategy.init(k_init), hist, jnp.zeros(()), jnp.zeros((), bool))
+        return jax.lax.while_loop(cond, body, init)[2]
+
+    return search, E
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _save_chunk(path: Path, h: History, seconds: float) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, archs=np.asarray(h.archs), fitness=np.asarray(h.fitness), cost=np.asarray(h.cost), count=np.asarray(h.count), seconds=seconds)
+    _atomic_write(path, buf.getvalue())
+
+
+def _load_chunk(path: Path) -> tuple[History, float]:
+    with np.load(path) as z:
+        return History(z["archs"], z["fitness"], z["cost"], z["count"]), float(z["seconds"])
+
+
+def _prepare(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    text = json.dumps(config.to_dict(), indent=1, sort_keys=True) + "\n"
+    saved = workdir / "config.json"
+    if saved.exists():
+        if saved.read_text() != text:
+            raise DnasError(f"{str(workdir)!r} holds a run with a different config; resume it with the same config or use a new --workdir")
+        return
+    (workdir / "chunks").mkdir(parents=True, exist_ok=True)
+    _atomic_write(saved, text.encode())
+
+
+def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs (or resumes) ``config.runs`` searches; returns the summary (also ``summary.json``).
+
+    Args:
+      config: a config from :func:`multitrial_defaults` (checked here).
+      workdir: the run directory; finished chunks found there are not run again.
+      log: where progress lines go.
+    Returns:
+      ``{"runs", "test_acc_mean", "test_acc_std", "valid_acc_mean", "valid_acc_std",
+      "evals_mean", "wall_s", ...}``: the report/valid metric of each run's chosen
+      architecture (its best fitness; the first objective for several).
+    """
+    t0 = time.perf_counter()
+    check_multitrial(config)
+    workdir = Path(workdir)
+    b = build(config)  # before touching the workdir: a bad table or name fails cleanly
+    if not b.estimator.pure:
+        raise DnasError(f"estimator {config.estimator!r} is not a pure lookup; run it with run_host_search")
+    _prepare(workdir, config)
+    chunk = min(config.runs_per_chunk, config.runs)
+    base = jax.random.key(config.seed)
+    hists, search_s, compiled, compile_s = [], 0.0, None, 0.0
+    for start in range(0, config.runs, chunk):
+        path = workdir / "chunks" / f"runs_{start:05d}.npz"
+        if not path.exists():
+            # Every chunk runs the full padded width: one program, and a run's result
+            # never depends on which chunk it fell in.
+            keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, start + chunk))
+            if compiled is None:
+                tc = time.perf_counter()
+                search, _ = make_search(b, float(config.budget_s), config.max_evals)
+                compiled = jax.jit(jax.vmap(search)).lower(keys).compile()
+                compile_s = time.perf_counter() - tc
+            ts = time.perf_counter()
+            h = jax.tree_util.tree_map(np.asarray, compiled(keys))
+            secs = time.perf_counter() - ts
+            _save_chunk(path, h, secs)
+            log(f"runs {min(start + chunk, config.runs)}/{config.runs}: chunk {secs:.2f} s")
+        h, secs = _load_chunk(path)
+        hists.append(h)
+        search_s += secs
+    h = History(*(np.concatenate(x)[: config.runs] for x in zip(*hists)))
+    summary = _summarize(b, config, h, workdir)
+    # wall_s: this call (a resumed run counts only its own part); search_s: every chunk's run time.
+    summary.update(wall_s=time.perf_counter() - t0, compile_s=compile_s, search_s=search_s)
+    _atomic_write(workdir / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
+    return summary
+
+
+def _metrics_of(b: Built, archs: np.ndarray) -> dict[str, np.ndarray]:
+    metrics, _ = jax.jit(b.estimator.evaluate)(jnp.asarray(archs), jax.random.key(0))
+    return {k: np.asarray(v) for k, v in metrics.items()}
+
+
+def _summarize(b: Built, config: ml_collections.ConfigDict, h: History, workdir: Path) -> dict[str, Any]:
+    R = h.archs.shape[0]
+    first = h.fitness[..., 0] if b.m else h.fitness
+    score = np.where(np.arange(h.archs.shape[1])[None] < h.count[:, None], first, -np.inf)
+    best = np.argmax(score, axis=1)
+    chosen = h.archs[np.arange(R), best]
+    metrics = _metrics_of(b, chosen)
+    test, valid = metrics[config.report_metric], metrics[config.valid_metric]
+    strs = [b.estimator.describe(a) for a in chosen]
+    top, n_top = max(((s, strs.count(s)) for s in set(strs)), key=lambda t: t[1])
+    summary = {
+        "runs": int(R),
+        "strategy": config.strategy,
+        "test_metric": config.report_metric,
+        "test_acc_mean": float(test.mean()),
+        "test_acc_std": float(test.std()),
+        "valid_metric": config.valid_metric,
+        "valid_acc_mean": float(valid.mean()),
+        "valid_acc_std": float(valid.std()),
+        "evals_mean": float(h.count.mean()),
+        "budget_s": float(config.budget_s),
+        "most_chosen": top,
+        "most_chosen_runs": int(n_top),
+    }
+    _write_jsonl(b, config, h, workdir)
+    if b.m:
+        summary["pareto_size"] = _write_pareto(b, config, h, workdir)
+    return summary
+
+
+def _write_jsonl(b: Built, config: ml_collections.ConfigDict, h: History, workdir: Path) -> None:
+    lines = []
+    for r in range(min(config.log_runs, h.archs.shape[0])):
+        n = int(h.count[r])
+        archs = h.archs[r, :n]
+        metrics = _metrics_of(b, archs)
+        cum = np.cumsum(h.cost[r, :n].astype(np.float64))
+        for e in range(n):
+            rec = {"run": r, "eval": e, "arch": archs[e].tolist(), "arch_str": b.estimator.describe(archs[e])}
+            rec.update({k: float(v[e]) for k, v in metrics.items()})
+            rec["fitness"] = h.fitness[r, e].tolist()
+            rec["cost_s"], rec["cum_cost_s"] = float(h.cost[r, e]), float(cum[e])
+            lines.append(json.dumps(rec))
+    _atomic_write(workdir / "metrics.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
+
+
+def pareto_mask(objs: np.ndarray) -> np.ndarray:
+    """``bool[K]``: the points of ``objs f32[K, m]`` no other point dominates (maximisation)."""
+    ge = (objs[:, None] >= objs[None]).all(-1) & (objs[:, None] > objs[None]).any(-1)  # ge[i, j]: i dominates j
+    return ~ge.any(0)
+
+
+def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, workdir: Path) -> int:
+    """The front of run 0's evaluated architectures -> ``pareto.json`` and ``pareto.png``."""
+    n = int(h.count[0])
+    archs, objs = h.archs[0, :n], h.fitness[0, :n]
+    _, idx = np.unique(archs, axis=0, return_index=True)
+    idx = np.sort(idx)
+    archs, objs = archs[idx], objs[idx]
+    front = pareto_mask(objs)
+    order = np.argsort(-objs[front, 0])
+    metrics = _metrics_of(b, archs[front][order])
+    pts = [
+        {"arch": a.tolist(), "arch_str": b.estimator.describe(a), "objectives": o.tolist(), **{k: float(v[i]) for k, v in metrics.items()}}
+        for i, (a, o) in enumerate(zip(archs[front][order], objs[front][order]))
+    ]
+    _atomic_write(workdir / "pareto.json", (json.dumps({"objective_kwargs": config.objective_kwargs.to_dict(), "front": pts}, indent=1) + "\n").encode())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(config.objective_kwargs.to_dict().get("metrics", [f"objective {i}" for i in range(objs.shape[1])]))
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(objs[:, 1], objs[:, 0], s=8, c="0.7", label="evaluated")
+    f = objs[front][order]
+    ax.plot(f[:, 1], f[:, 0], "o-", c="C3", ms=4, label="Pareto front")
+    ax.set_xlabel(names[1] if len(names) > 1 else "objective 1")
+    ax.set_ylabel(names[0])
+    ax.legend()
+    ax.set_title(f"{config.strategy}: run 0, {n} evaluations")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    _atomic_write(workdir / "pareto.png", buf.getvalue())
+    return int(front.sum())

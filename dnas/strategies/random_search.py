@@ -1,0 +1,45 @@
+"""Random search: every architecture drawn uniformly from the space.
+
+Li & Talwalkar, "Random Search and Reproducibility for Neural Architecture Search",
+UAI 2019 (the baseline every NAS benchmark reports; NAS-Bench-201's "RS").
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dnas.space import SearchSpace
+from dnas.strategies import STRATEGIES, Strategy
+from dnas.types import PRNGKey
+
+
+def sample_batch(space: SearchSpace, key: PRNGKey, n: int) -> jax.Array:
+    """``n`` independent uniform valid architectures, ``int32[n, n_choices]``."""
+    return jax.vmap(space.sample)(jax.random.split(key, n))
+
+
+def random_search(space: SearchSpace, batch: int = 1) -> Strategy:
+    """Uniform random search (Li & Talwalkar 2019); the state is an evaluation counter.
+
+    Args:
+      space: the search space.
+      batch: architectures per ``ask`` (P).
+    Returns:
+      a :class:`Strategy` whose ``ask`` returns ``int32[batch, n]``; ``tell`` only counts.
+    """
+
+    def init(key: PRNGKey) -> jax.Array:
+        del key
+        return jnp.zeros((), jnp.int32)
+
+    def ask(state: jax.Array, key: PRNGKey) -> tuple[jax.Array, jax.Array]:
+        return sample_batch(space, key, batch), state
+
+    def tell(state: jax.Array, archs: jax.Array, fitness: jax.Array) -> jax.Array:
+        return state + archs.shape[0]
+
+    return Strategy(init, ask, tell)
+
+
+STRATEGIES.add("random", random_search)
