@@ -19,7 +19,6 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
