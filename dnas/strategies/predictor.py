@@ -3,8 +3,9 @@ far, rank many unseen candidates with it, evaluate the best-ranked ones, repeat.
 
 Wen, Liu, Chen, Li, Bender & Kindermans, "Neural Predictor for Neural Architecture
 Search", ECCV 2020 (train on T architectures, rank N >> T, evaluate the top K), with an
-ensemble of MLPs on the one-hot encoding as in White, Neiswanger & Savani, "BANANAS",
-AAAI 2021. The predictor is pluggable: any :data:`PREDICTORS` entry
+ensemble of MLPs on the one-hot encoding and candidates that include mutations of the
+best architectures so far (the acquisition optimiser of White, Neiswanger & Savani,
+"BANANAS", AAAI 2021: uniform candidates alone rarely contain a near-optimal one). The predictor is pluggable: any :data:`PREDICTORS` entry
 ``(n_inputs, **kw) -> (fit, predict)`` with ``fit(key, x f32[H, d], y f32[H], w f32[H])
 -> params`` and ``predict(params, x f32[N, d]) -> f32[N]``, pure and jittable.
 """
@@ -99,6 +100,8 @@ def predictor_search(
     initial: int = 20,
     batch: int = 5,
     candidates: int = 500,
+    mutants: float = 0.5,
+    parents: int = 10,
     history: int = 256,
     predictor: str = "mlp_ensemble",
     predictor_kwargs: dict | None = None,
@@ -109,13 +112,18 @@ def predictor_search(
       space: the search space (candidates come from ``space.sample``).
       initial: T, random architectures evaluated before the first fit.
       batch: K, top-ranked architectures evaluated per round (P).
-      candidates: N, random candidates ranked per round (already evaluated ones skipped).
+      candidates: N, candidates ranked per round (already evaluated ones skipped).
+      mutants: the fraction of candidates that are ``space.mutate`` of the ``parents``
+        best evaluated architectures (the rest uniform).
+      parents: how many of the best evaluated architectures are mutated.
       history: most evaluated architectures kept for fitting (the oldest are dropped).
       predictor: a :data:`PREDICTORS` name.
       predictor_kwargs: its keyword arguments.
     Returns:
       a :class:`Strategy` over :class:`PredictorState`; fitness ``f32[P]``.
     """
+    if not 0.0 <= mutants <= 1.0 or parents < 1:
+        raise DnasError(f"predictor search needs mutants in [0, 1] and parents >= 1, got {mutants} and {parents}")
     if not 1 <= batch <= candidates:
         raise DnasError(f"predictor search needs 1 <= batch <= candidates, got batch={batch}, candidates={candidates}")
     if history < max(initial, batch):
@@ -131,9 +139,15 @@ def predictor_search(
         k_fit, k_cand = jax.random.split(key)
         weight = (jnp.arange(history) < state.count).astype(jnp.float32)
         fitted = fit(k_fit, one_hot(space, state.archs), state.fitness, weight)
-        cand = sample_batch(space, k_cand, candidates)
+        k_uni, k_mut = jax.random.split(k_cand)
+        n_mut = int(round(mutants * candidates))
+        top = jax.lax.top_k(jnp.where(weight > 0, state.fitness, -jnp.inf), min(parents, history))[1]
+        mutated = jax.vmap(space.mutate)(jax.random.split(k_mut, n_mut), state.archs[top[jnp.arange(n_mut) % jnp.clip(state.count, 1, top.shape[0])]])
+        cand = jnp.concatenate([sample_batch(space, k_uni, candidates - n_mut), mutated])
         score = predict(fitted, one_hot(space, cand))
         seen = jnp.any(jnp.all(cand[:, None, :] == state.archs[None], -1) & (weight[None] > 0), axis=1)
+        same = jnp.all(cand[:, None, :] == cand[None], -1)
+        seen |= jnp.any(jnp.tril(same, -1), axis=1)  # a repeat of an earlier candidate: rank it once
         return cand[jax.lax.top_k(jnp.where(seen, -jnp.inf, score), batch)[1]]
 
     def ask(state: PredictorState, key: PRNGKey) -> tuple[jax.Array, PredictorState]:
