@@ -1,13 +1,15 @@
 """Benchmark one DARTS search step: compile time, median step time, peak RSS.
 
 Usage:
-  python benchmarks/search_step.py --C 8 --layers 5 --batch 32 --hw 32 [--order 1|2]
+  python benchmarks/search_step.py --C 8 --layers 5 --batch 32 --hw 32 [--method darts|gdas|spos|...] [--order 1|2]
       [--steps 10] [--repeats 1] [--compare-torch [PATH]] [--cache-dir DIR] [--json OUT]
       [--depthwise auto|conv|shift|fused] [--cell-impl scan|batch|unrolled] [--no-remat]
       [--opt-level N] [--no-trim] [--hypergradient finite_difference|forward_difference|exact]
       [--no-fuse] [--vs-first-order] [--torch-device auto|cpu|cuda]
 
 XLA flags for the dnas runs come from the environment (``XLA_FLAGS=... python ...``).
+``--method`` names a registered method (:data:`dnas.methods.METHODS`: its relaxation and
+whether α is updated; ``--order`` still sets the order); GDAS runs one sampled op per edge.
 
 Each measurement runs in a fresh subprocess (so peak RSS is that run's own). With
 ``--compare-torch`` the PyTorch peer (``../shared/bench/torch_darts_reference.py`` or PATH)
@@ -47,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # dnas from this checkout, installed or not
 from dnas.bilevel import HYPERGRADIENTS  # noqa: E402
+from dnas.methods import METHODS  # noqa: E402
 
 DEFAULT_TORCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "torch_darts_reference.py"
 
@@ -84,7 +87,12 @@ def worker(a: argparse.Namespace) -> dict:
     net = build_jitted(lambda r: DartsSearchNetwork(space, C=a.C, num_classes=10, impl=a.cell_impl, remat=not a.no_remat, rngs=r), jax.random.key(0))
     w_opt, a_opt = darts_weight_optimizer(), darts_alpha_optimizer()
     graphdef, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))
-    step = make_search_step(graphdef, w_opt, a_opt, order=a.order, hypergradient=a.hypergradient, fuse_passes=not a.no_fuse)
+    from dnas.relax import make_relaxation
+
+    method = METHODS[a.method]
+    relax = make_relaxation(method["relax"], method["relax_kwargs"], epochs=50)
+    step = make_search_step(graphdef, w_opt, a_opt, order=a.order, hypergradient=a.hypergradient, fuse_passes=not a.no_fuse,
+                            relax=relax, update_alpha=method["update_alpha"])
     k1, k2, k3, k4 = jax.random.split(jax.random.key(1), 4)
     train = (jax.random.normal(k1, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k2, (a.batch,), 0, 10))
     val = (jax.random.normal(k3, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k4, (a.batch,), 0, 10))
@@ -217,6 +225,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--hw", type=int, default=32)
+    ap.add_argument("--method", default="darts", choices=METHODS.names(), help="a registered search method (dnas.methods)")
     ap.add_argument("--order", type=int, default=1, choices=(1, 2))
     ap.add_argument("--hypergradient", default="finite_difference", choices=HYPERGRADIENTS, help="order 2 only")
     ap.add_argument("--vs-first-order", action="store_true", help="order 2: also time the first-order step, alternating, in the same process")
@@ -241,7 +250,7 @@ def main() -> None:
         return
 
     me = [sys.executable, os.path.abspath(__file__), "--worker", "--C", str(a.C), "--layers", str(a.layers), "--batch", str(a.batch),
-          "--hw", str(a.hw), "--order", str(a.order), "--hypergradient", a.hypergradient, "--steps", str(a.steps), "--warmup", str(a.warmup)]
+          "--hw", str(a.hw), "--method", a.method, "--order", str(a.order), "--hypergradient", a.hypergradient, "--steps", str(a.steps), "--warmup", str(a.warmup)]
     if a.cache_dir:
         me += ["--cache-dir", a.cache_dir]
     me += ["--depthwise", a.depthwise, "--cell-impl", a.cell_impl] + (["--no-remat"] if a.no_remat else [])
@@ -256,7 +265,7 @@ def main() -> None:
 
     def summary() -> dict:
         result: dict = {
-            "config": {"C": a.C, "layers": a.layers, "batch": a.batch, "hw": a.hw, "order": a.order,
+            "config": {"C": a.C, "layers": a.layers, "batch": a.batch, "hw": a.hw, "method": a.method, "order": a.order,
                        "hypergradient": a.hypergradient if a.order == 2 else None, "fuse_passes": not a.no_fuse},
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "date": time.strftime("%Y-%m-%d"), **_cpu()},
             "dnas": _median_of(dnas_runs),

@@ -1,16 +1,21 @@
 """The ``dnas`` command.
 
-Subcommands: ``info`` (size of a derived network), ``search``, ``train``, ``show``.
-Every user error (:class:`dnas.errors.DnasError`) ends as one line on stderr and exit 2.
+Subcommands: ``search`` (every run kind a config can name: DARTS-family search, discrete
+multi-trial search...), ``train``, ``show``, ``info``, ``list`` (registered ops,
+relaxations, spaces, genotypes, hypergradients, run kinds) and ``config`` (print the
+resolved config). Every user error (:class:`dnas.errors.DnasError`) ends as one line on
+stderr and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from dnas.errors import DnasError
@@ -22,6 +27,7 @@ DATASET_SHAPES = {
     "mnist": ((28, 28, 1), 10),
     "fashion_mnist": ((28, 28, 1), 10),
     "digits": ((8, 8, 1), 10),
+    "synthetic": ((8, 8, 3), 10),
 }
 
 
@@ -42,7 +48,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         lambda: build_eval_network(geno, args.dataset, args.init_channels, args.layers, classes, auxiliary=False, in_channels=c, rngs=nnx.Rngs(0))
     )
     print(f"genotype: {geno}")
-    print(f"input: 1x{h}x{w}x{c}, classes: {classes}, C={args.init_channels}, layers={args.layers}")
+    print(f"network: {geno.space}, input: 1x{h}x{w}x{c}, classes: {classes}, C={args.init_channels}, layers={args.layers}")
     print(f"params: {count_params(net) / 1e6:.6f} M")
     print(f"macs: {model_macs(net, (1, h, w, c)) / 1e6:.3f} M")
     return 0
@@ -66,22 +72,39 @@ def _enable_compilation_cache(path: str) -> None:
 
 
 def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separates ``--config.KEY=VALUE`` (also ``--config.KEY VALUE``) from other arguments."""
     rest, overrides = [], []
-    for a in argv:
-        (overrides if a.startswith("--config.") else rest).append(a)
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--config."):
+            if "=" not in a:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    raise DnasError(f"{a} needs a value: write {a}=VALUE")
+                a = f"{a}={argv[i + 1]}"
+                i += 1
+            overrides.append(a)
+        else:
+            rest.append(a)
+        i += 1
     return rest, overrides
 
 
-def _resolve(args: argparse.Namespace, kind: str, defaults) -> tuple[Path, object]:
-    """Workdir and config for search/train: --config file, else a saved run, else defaults."""
+def _resume_hint(kind: str, workdir: Path) -> str:
+    return f"dnas {kind} --workdir {shlex.quote(str(workdir))}"
+
+
+def _resolve(args: argparse.Namespace, command: str, defaults) -> tuple[Path, object]:
+    """Workdir and config: --config file, else a saved run, else defaults. Nothing is
+    written here; the config is validated before the run directory exists."""
     from dnas.config import apply_overrides, load_config, validate
     from dnas.parallel import maybe_initialize_distributed
 
     maybe_initialize_distributed()
     _enable_compilation_cache(args.jax_cache)
-    workdir = Path(args.workdir) if args.workdir else Path("runs") / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
+    workdir = Path(args.workdir) if args.workdir else Path("runs") / time.strftime(f"{command}-%Y%m%d-%H%M%S")
     if args.config:
-        return workdir, load_config(args.config, args.overrides, kind=kind)
+        return workdir, load_config(args.config, args.overrides, kind=command)
     if (workdir / "config.json").exists():
         if args.overrides:
             raise DnasError("overrides need --config; an existing run resumes with its saved config")
@@ -89,36 +112,93 @@ def _resolve(args: argparse.Namespace, kind: str, defaults) -> tuple[Path, objec
     return workdir, validate(apply_overrides(defaults(), args.overrides))
 
 
+def _run(kind_command: str, workdir: Path, config, log) -> object:
+    """Runs the config's kind (or resumes the saved run) and turns an interrupt into a line."""
+    from dnas.config import RUN_KINDS, from_json
+
+    if config is None:
+        config = from_json((workdir / "config.json").read_text())
+    kind = RUN_KINDS[config.get("kind", "search")]
+    if kind.command != kind_command:
+        raise DnasError(f"a config of kind {config.kind!r} runs with 'dnas {kind.command}', not 'dnas {kind_command}'")
+    log(f"workdir: {workdir} (interrupt with Ctrl-C; resume with: {_resume_hint(kind_command, workdir)})")
+    return kind.run(config, workdir, log)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
-    """Runs or resumes a search; prints the derived genotype."""
+    """Runs or resumes a search (any run kind whose command is ``search``); prints the result."""
     from dnas.config import default_search_config
-    from dnas.loop import Interrupted, run_search
+    from dnas.loop import Interrupted
 
     workdir, config = _resolve(args, "search", default_search_config)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
-        geno = run_search(config, workdir, log=lambda m: print(m, file=sys.stderr))
+        result = _run("search", workdir, config, log)
     except Interrupted as e:
-        print(f"dnas: {e}", file=sys.stderr)
+        print(f"dnas: {e}; resume with: {_resume_hint('search', workdir)}", file=sys.stderr)
         return 130
     print(f"workdir: {workdir}")
-    print(f"genotype: {geno}")
+    if hasattr(result, "kind"):  # a genotype
+        print(f"genotype: {result}")
+    else:
+        print(f"result: {result}")
     return 0
+
+
+def train_config_for(target: str, overrides: Sequence[str]):
+    """The train config for ``dnas train --genotype TARGET`` without ``--config``: a run
+    directory lends its dataset and data folder, and the network is sized for the images
+    (the paper's C=36/20 cells for 32x32 and larger, C=16/8 cells or NB201's N=5 below)."""
+    import json
+
+    from dnas import genotype as G
+    from dnas.config import apply_overrides, train_defaults, validate
+
+    c = train_defaults()
+    c.genotype = target
+    run = Path(target)
+    if run.is_dir() and (run / "config.json").is_file():
+        saved = json.loads((run / "config.json").read_text())
+        c.dataset, c.data_dir = saved.get("dataset", c.dataset), saved.get("data_dir", "")
+        c.imports = list(saved.get("imports", []))
+        c.genotype = str(run.resolve())
+    geno = G.get(c.genotype)
+    hw = DATASET_SHAPES.get(c.dataset, ((32, 32, 3), 10))[0][0]
+    if geno.space == "nb201":
+        c.init_channels, c.layers, c.auxiliary, c.drop_path_prob = 16, 5, False, 0.0
+    if hw < 32:  # small images (digits, MNIST): a small network and few epochs
+        c.init_channels, c.layers = (8, 2) if geno.space == "nb201" else (16, 8)
+        c.epochs, c.batch_size, c.cutout = 20, 64, max(hw // 4, 0)
+        c.log_every_steps, c.checkpoint_every_steps = 10, 200
+    return validate(apply_overrides(c, overrides))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Trains a derived network from scratch and reports test accuracy."""
     from dnas.config import train_defaults
-    from dnas.retrain import run_train
+    from dnas.loop import Interrupted
 
-    workdir, config = _resolve(args, "train", train_defaults)
-    if config is not None and args.genotype:
-        with config.unlocked():
-            config.genotype = args.genotype
-    if config is not None:
-        from dnas import genotype as G
+    if args.genotype and not args.config and not (args.workdir and (Path(args.workdir) / "config.json").exists()):
+        from dnas.parallel import maybe_initialize_distributed
 
-        G.get(config.genotype)  # fail before any work on a bad genotype
-    result = run_train(config, workdir, log=lambda m: print(m, file=sys.stderr))
+        maybe_initialize_distributed()
+        _enable_compilation_cache(args.jax_cache)
+        workdir = Path(args.workdir) if args.workdir else Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+        config = train_config_for(args.genotype, args.overrides)
+    else:
+        workdir, config = _resolve(args, "train", train_defaults)
+        if config is not None and args.genotype:
+            from dnas import genotype as G
+
+            G.get(args.genotype)  # fail before any work on a bad genotype
+            with config.unlocked():
+                config.genotype = str(Path(args.genotype).resolve()) if Path(args.genotype).exists() else args.genotype
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    try:
+        result = _run("train", workdir, config, log)
+    except Interrupted as e:
+        print(f"dnas: {e}; resume with: {_resume_hint('train', workdir)}", file=sys.stderr)
+        return 130
     print(f"workdir: {workdir}")
     print(f"test_acc: {result['test_acc']:.4f}")
     print(f"test_loss: {result['test_loss']:.4f}")
@@ -126,36 +206,120 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Prints a genotype (and a run's α table) and writes cell pictures and α plots."""
+    """Prints a genotype (and a run's α table) and writes cell pictures and plots."""
     from dnas.show import show
 
-    for line in show(args.target, Path(args.out) if args.out else None):
+    for line in show(args.target, Path(args.out) if args.out else None, table=args.table):
         print(line)
     return 0
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    """Lists what is registered (after importing ``--import`` files)."""
+    for item in registries(args.what, args.imports):
+        print(item)
+    return 0
+
+
+def registries(what: str, imports: Sequence[str] = ()) -> list[str]:
+    """Lines describing the registered ``what`` (ops, relaxations, spaces, genotypes,
+    hypergradients, kinds, or all)."""
+    import dnas.spaces  # noqa: F401 - registers the built-in spaces
+    from dnas import genotype as G
+    from dnas.bilevel import HYPERGRADIENTS
+    from dnas.config import RUN_KINDS, import_files
+    from dnas.ops import OPS
+    from dnas.relax import RELAXATIONS
+    from dnas.space import SPACES
+
+    import_files(imports)
+    tables = {
+        "ops": [f"{n}{'  (parametric)' if OPS[n].parametric else ''}" for n in OPS],
+        "relaxations": [f"{n}  {(RELAXATIONS[n].__doc__ or '').strip().splitlines()[0]}" for n in RELAXATIONS],
+        "spaces": [f"{n}  ({SPACES[n].__name__})" for n in SPACES],
+        "genotypes": [f"{n}  (published)" for n in G.published_names()] + [f"kind {k}  ({G.GENOTYPES[k].__name__})" for k in G.GENOTYPES],
+        "hypergradients": list(HYPERGRADIENTS),
+        "kinds": [f"{k}  (dnas {RUN_KINDS[k].command})" for k in RUN_KINDS],
+    }
+    if what == "all":
+        return [f"{k}:" if i == 0 else f"  {line}" for k, lines in tables.items() for i, line in enumerate([""] + lines)]
+    if what not in tables:
+        raise DnasError(f"dnas list takes one of {', '.join(tables)} or all, got {what!r}")
+    return tables[what]
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Prints the resolved, validated config (a file with overrides, the defaults of a
+    kind, or a run directory's saved config) as JSON."""
+    from dnas.config import apply_overrides, default_search_config, from_json, load_config, to_json, train_defaults, validate
+
+    if args.target and Path(args.target).is_dir():
+        saved = Path(args.target) / "config.json"
+        if not saved.is_file():
+            raise DnasError(f"{args.target!r} holds no config.json; is it a dnas run directory?")
+        config = from_json(saved.read_text())
+    elif args.target:
+        config = load_config(args.target, args.overrides, kind=args.kind)
+    else:
+        defaults = default_search_config if args.kind == "search" else train_defaults
+        config = validate(apply_overrides(defaults(), args.overrides))
+    print(to_json(config))
+    return 0
+
+
+def _version() -> str:
+    try:
+        return metadata.version("dnas")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _keys_epilog(kind: str) -> str:
+    from dnas.config import RUN_KINDS
+
+    c = RUN_KINDS[kind].defaults()
+    keys = ", ".join(f"{k}={c[k]!r}" if not hasattr(c[k], "to_dict") else f"{k}={{}}" for k in c.keys())
+    return (
+        f"config keys ({kind}, override with --config.KEY=VALUE; kwargs with --config.GROUP.NAME=VALUE): {keys}. "
+        "See the resolved config with 'dnas config [PATH[:ARG]]' and registered names with 'dnas list all'."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dnas`` command."""
     p = argparse.ArgumentParser(prog="dnas", description="Neural architecture search in JAX/Flax.")
+    p.add_argument("--version", action="version", version=f"dnas {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="parameters and multiply-adds of a derived network")
-    info.add_argument("--genotype", default="DARTS_V2", help="published name, genotype JSON file, or NB201 arch_str")
+    info.add_argument("--genotype", default="DARTS_V2", help="published name, genotype JSON file, run directory or NB201 arch_str")
     info.add_argument("--dataset", default="cifar10", help=f"input shape and classes: {', '.join(DATASET_SHAPES)}")
     info.add_argument("--init-channels", type=int, default=36)
     info.add_argument("--layers", type=int, default=20, help="cells (DARTS) or cells per stage N (NB201)")
     info.set_defaults(fn=cmd_info)
 
     for name, fn, helptext in (("search", cmd_search, "run or resume an architecture search"), ("train", cmd_train, "train a derived network from scratch")):
-        sp = sub.add_parser(name, help=helptext, description=f"{helptext}. Override config keys with --config.KEY=VALUE.")
+        sp = sub.add_parser(
+            name, help=helptext, description=f"{helptext}. Override config keys with --config.KEY=VALUE.", epilog=_keys_epilog(name)
+        )
         sp.add_argument("--config", help="experiment config: PATH[:ARG] (e.g. experiments/darts/config.py:smoke)")
         sp.add_argument("--workdir", help="run directory; an existing run is resumed")
         sp.add_argument("--jax-cache", default=os.environ.get("DNAS_JAX_CACHE", "~/.cache/dnas/jax"), help="persistent compilation cache folder ('' disables)")
         if name == "train":
-            sp.add_argument("--genotype", help="published name or genotype JSON (overrides config.genotype)")
+            sp.add_argument("--genotype", help="published name, genotype JSON, a search's run directory, or an NB201 arch_str")
         sp.set_defaults(fn=fn)
-    show = sub.add_parser("show", help="print a genotype / run, draw its cells and α over epochs")
+    show = sub.add_parser("show", help="print a genotype / run, draw its cells, plot α and the training curves")
     show.add_argument("target", help="a run directory, a genotype JSON file, a published name or an NB201 arch_str")
-    show.add_argument("--out", help="folder for pictures (default: the run directory, or the current folder)")
+    show.add_argument("--out", help="folder for pictures (default: the run directory, or show-<name> in the current folder)")
+    show.add_argument("--table", default=os.environ.get("DNAS_NB201_TABLE", ""), help="NAS-Bench-201 table CSV: print an NB201 cell's benchmark accuracy")
     show.set_defaults(fn=cmd_show)
+    ls = sub.add_parser("list", help="list registered ops, relaxations, spaces, genotypes, hypergradients, run kinds")
+    ls.add_argument("what", nargs="?", default="all", help="ops | relaxations | spaces | genotypes | hypergradients | kinds | all")
+    ls.add_argument("--import", dest="imports", action="append", default=[], help="a Python file to import first (its registrations)")
+    ls.set_defaults(fn=cmd_list)
+    cfg = sub.add_parser("config", help="print the resolved config as JSON (a file with overrides, defaults, or a run's)")
+    cfg.add_argument("target", nargs="?", help="PATH[:ARG] or a run directory (default: the default search)")
+    cfg.add_argument("--kind", default="search", help="defaults of this kind when no target is given: search | train")
+    cfg.set_defaults(fn=cmd_config)
     return p
 
 
@@ -166,17 +330,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Orbax logs through absl; the CLI reports failures itself, as one line.
     absl.logging.set_verbosity(absl.logging.FATAL)
     argv = list(sys.argv[1:] if argv is None else argv)
-    rest, overrides = _split_overrides(argv)
+    try:
+        rest, overrides = _split_overrides(argv)
+    except DnasError as e:
+        print(f"dnas: error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(rest)
     args.overrides = overrides
-    if overrides and args.command not in ("search", "train"):
-        print(f"dnas: error: --config.* overrides apply to search and train, not {args.command}", file=sys.stderr)
+    if overrides and args.command not in ("search", "train", "config"):
+        print(f"dnas: error: --config.* overrides apply to search, train and config, not {args.command}", file=sys.stderr)
         return 2
     try:
         return int(args.fn(args) or 0)
     except DnasError as e:
         print(f"dnas: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("dnas: interrupted before the run started; nothing was written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

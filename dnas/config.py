@@ -1,51 +1,84 @@
 """Configs: ``get_config(arg)`` files returning ``ml_collections.ConfigDict``, validated.
 
-An experiment file (``experiments/<paper>/config.py``) starts from :func:`search_defaults`
-or :func:`train_defaults` and overrides values; :func:`load_config` imports it, applies
-``--config.key=value`` overrides (typed from the default), and :func:`validate` names any
-unknown or missing key. ``path:arg`` passes ``arg`` (e.g. ``smoke``) to ``get_config``.
+An experiment file (``experiments/<paper>/config.py``) starts from the defaults of a run
+kind (:func:`search_defaults`, :func:`train_defaults`, or any kind registered in
+:data:`RUN_KINDS`) and overrides values; :func:`load_config` imports it, applies
+``--config.key=value`` overrides (typed from the default; ``--config.space_kwargs.nodes=2``
+reaches into a kwargs dict), and :func:`validate` checks every key and every named part
+(space, relaxation, hypergradient, dataset and its folder, kwargs) before anything is
+written. ``path:arg`` passes ``arg`` (e.g. ``smoke``) to ``get_config``.
+
+Parts are named by registry name plus a kwargs dict (big_vision's ``model_name`` +
+``model``): ``config.space = "nb201"`` with ``config.space_kwargs = {"ops": [...]}``,
+``config.relax = "gdas"`` with ``config.relax_kwargs = {"tau_max": 10.0}``. Empty kwargs
+mean the part's own defaults.
+
+``config.imports`` lists Python files imported before the run is built (the experiment file
+itself is added by :func:`load_config`), so an op, relaxation or space registered in an
+experiment file is there again when the run resumes, and in ``dnas show`` / ``dnas train``.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import importlib.util
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from dnas.bilevel import HYPERGRADIENTS
 from dnas.errors import DnasError
-from dnas.spaces.darts_cnn import CELL_IMPLS, DARTS_OPS
+from dnas.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKind:
+    """A kind of run (``config.kind``): its schema, its checks and its driver.
+
+    Attributes:
+      defaults: every key the kind's configs may have, with default values.
+      check: extra validation beyond the schema's keys (raise DnasError); imports a
+        driver module lazily if it wants.
+      run: ``(config, workdir, log) -> result`` the driver (imported on first use).
+      command: the ``dnas`` subcommand that runs it (``search`` or ``train``).
+    """
+
+    defaults: Callable[[], ml_collections.ConfigDict]
+    check: Callable[[ml_collections.ConfigDict], None]
+    run: Callable[..., Any]
+    command: str = "search"
+
+
+RUN_KINDS: Registry[RunKind] = Registry("run kind")
 
 
 def search_defaults() -> ml_collections.ConfigDict:
-    """Every key a search config may have, at DARTS' CIFAR-10 values (Liu et al. 2019)."""
+    """Every key a differentiable-search config may have, at DARTS' CIFAR-10 values
+    (Liu et al. 2019)."""
     c = ml_collections.ConfigDict()
     c.kind = "search"
+    c.imports = []  # Python files imported first (registrations); load_config adds the config file
     c.dataset = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | synthetic
     c.data_dir = ""
     c.max_train_examples = 0  # 0 = all; >0 = a data-subset proxy
-    c.space = "darts"  # darts | nb201
-    c.shared = True  # micro (one cell per type) vs macro (one per cell)
-    c.ops = list(DARTS_OPS)
+    c.space = "darts"  # a registered space (dnas list spaces)
+    c.space_kwargs = ml_collections.ConfigDict()  # its constructor's arguments (empty: its defaults)
     c.init_channels = 16
     c.layers = 8  # DARTS: cells; NB201: cells per stage (N)
-    c.nodes = 4  # DARTS intermediate nodes per cell
-    c.cell_impl = "scan"  # DARTS edges: "scan" (lax.scan), "batch" (vmap per source node) or "unrolled"
-    c.remat = True  # scan cells: recompute edge forwards in backward (faster and half the memory on CPU)
     c.epochs = 50
     c.batch_size = 64
     c.train_portion = 0.5
     c.max_steps = 0  # 0 = epochs * steps_per_epoch (smoke runs cap this)
-    c.augment = True  # random crop + flip, as DARTS' search
+    c.augment = True  # random crop (+ flip where the dataset allows), as DARTS' search
     c.w_lr = 0.025
     c.w_lr_min = 0.001
     c.w_momentum = 0.9
+    c.w_nesterov = False
     c.w_weight_decay = 3e-4
     c.grad_clip = 5.0
     c.a_lr = 3e-4
@@ -55,7 +88,9 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.order = 1
     c.hypergradient = "finite_difference"  # order 2: DARTS' Eq. 8, "forward_difference" (one pass fewer) or "exact"
     c.fuse_passes = True  # the step's passes as one lax.scan: faster compile, same maths
-    c.relax = "softmax"
+    c.update_alpha = True  # False: weights only (supernet training by sampled paths, e.g. relax="uniform")
+    c.relax = "softmax"  # a registered relaxation (dnas list relaxations)
+    c.relax_kwargs = ml_collections.ConfigDict()
     c.seed = 2
     c.devices = 0  # 0 = all local devices (data parallel); n = the first n
     c.log_every_steps = 10
@@ -68,6 +103,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     """Every key a retraining config may have, at DARTS' CIFAR-10 evaluation values."""
     c = ml_collections.ConfigDict()
     c.kind = "train"
+    c.imports = []
     c.genotype = "DARTS_V2"
     c.dataset = "cifar10"
     c.data_dir = ""
@@ -94,40 +130,124 @@ def train_defaults() -> ml_collections.ConfigDict:
     return c
 
 
-def _schema(kind: str) -> ml_collections.ConfigDict:
-    if kind == "search":
-        return search_defaults()
-    if kind == "train":
-        return train_defaults()
-    raise DnasError(f"config kind must be 'search' or 'train', got {kind!r}")
+def _check_common(c: ml_collections.ConfigDict) -> None:
+    from dnas.datasets import check_dataset
+
+    for k in ("epochs", "batch_size", "layers", "init_channels"):
+        if int(c[k]) <= 0:
+            raise DnasError(f"config.{k} must be positive, got {c[k]}")
+    for k in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        if int(c[k]) <= 0:
+            raise DnasError(f"config.{k} must be positive, got {c[k]}")
+    check_dataset(c.dataset, c.data_dir or None)
+
+
+def check_search(c: ml_collections.ConfigDict) -> None:
+    """Validates a search config's values and named parts (builds the space and the
+    relaxation, which is cheap, so their kwargs are checked too)."""
+    import dnas.spaces  # noqa: F401 - registers the built-in spaces
+    from dnas.bilevel import HYPERGRADIENTS
+    from dnas.relax import make_relaxation
+    from dnas.space import build_space
+
+    _check_common(c)
+    if c.order not in (1, 2):
+        raise DnasError(f"config.order must be 1 or 2, got {c.order}")
+    if c.hypergradient not in HYPERGRADIENTS:
+        raise DnasError(f"config.hypergradient must be one of {HYPERGRADIENTS}, got {c.hypergradient!r}")
+    for k in ("fuse_passes", "update_alpha", "augment", "w_nesterov"):
+        if not isinstance(c[k], bool):
+            raise DnasError(f"config.{k} must be True or False, got {c[k]!r}")
+    if not 0.0 < float(c.train_portion) < 1.0:
+        raise DnasError(f"config.train_portion must be in (0, 1), got {c.train_portion}")
+    build_space(c.space, c.layers, _kwargs(c.space_kwargs))
+    make_relaxation(c.relax, _kwargs(c.relax_kwargs), epochs=c.epochs)
+
+
+def check_train(c: ml_collections.ConfigDict) -> None:
+    """Validates a retraining config (the genotype must resolve)."""
+    from dnas import genotype as G
+
+    _check_common(c)
+    G.get(c.genotype)
+
+
+def _run_search(config, workdir, log):
+    from dnas.loop import run_search
+
+    return run_search(config, workdir, log=log)
+
+
+def _run_train(config, workdir, log):
+    from dnas.retrain import run_train
+
+    return run_train(config, workdir, log=log)
+
+
+def _multitrial_defaults():
+    from dnas.multitrial import multitrial_defaults
+
+    return multitrial_defaults()
+
+
+def _check_multitrial(config):
+    from dnas.multitrial import check_multitrial
+
+    check_multitrial(config)
+
+
+def _run_multitrial(config, workdir, log):
+    from dnas.multitrial import run_multitrial
+
+    return run_multitrial(config, workdir, log=log)
+
+
+RUN_KINDS.add("search", RunKind(search_defaults, check_search, _run_search, "search"))
+RUN_KINDS.add("train", RunKind(train_defaults, check_train, _run_train, "train"))
+RUN_KINDS.add("multitrial", RunKind(_multitrial_defaults, _check_multitrial, _run_multitrial, "search"))
+
+
+def _kwargs(d: Any) -> dict[str, Any]:
+    """A kwargs ConfigDict as a plain dict (lists, not tuples, stay as given)."""
+    return d.to_dict() if isinstance(d, ml_collections.ConfigDict) else dict(d or {})
+
+
+def _kind(config: Mapping[str, Any]) -> RunKind:
+    return RUN_KINDS[config.get("kind", "search")]
+
+
+# Names people reach for that are spelled differently here.
+_ALIASES = {
+    "learning_rate": "w_lr", "lr": "w_lr", "weight_lr": "w_lr", "arch_lr": "a_lr", "alpha_lr": "a_lr",
+    "arch_learning_rate": "a_lr", "momentum": "w_momentum", "weight_decay": "w_weight_decay",
+    "arch_weight_decay": "a_weight_decay", "channels": "init_channels", "C": "init_channels", "cells": "layers",
+    "relaxation": "relax", "steps": "max_steps", "nodes": "space_kwargs.nodes", "ops": "space_kwargs.ops",
+    "shared": "space_kwargs.shared", "cell_impl": "space_kwargs.cell_impl", "remat": "space_kwargs.remat",
+    "data": "data_dir", "workers": "devices", "unrolled": "order",
+}
+
+
+def _suggest(key: str, schema: ml_collections.ConfigDict) -> str:
+    keys = list(schema.keys())
+    if key in _ALIASES and (_ALIASES[key].split(".")[0] in keys):
+        return f"; did you mean {_ALIASES[key]!r}?"
+    close = difflib.get_close_matches(key, keys, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(keys)}"
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Checks keys and basic values against the schema; raises one clear DnasError."""
-    kind = config.get("kind", "search")
-    schema = _schema(kind)
+    """Checks keys against the kind's schema and every value and named part; raises one
+    clear DnasError."""
+    kind = _kind(config)
+    schema = kind.defaults()
     unknown = [k for k in config.keys() if k not in schema]
     if unknown:
-        k = unknown[0]
-        close = difflib.get_close_matches(k, list(schema.keys()), n=1)
-        raise DnasError(f"unknown config key {k!r}" + (f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(schema.keys())}"))
+        raise DnasError(f"unknown config key {unknown[0]!r}" + _suggest(unknown[0], schema))
     missing = [k for k in schema.keys() if k not in config]
     if missing:
-        raise DnasError(f"config lacks key {missing[0]!r}; start from dnas.config.{kind}_defaults()")
-    for k in ("epochs", "batch_size", "layers", "init_channels"):
-        if int(config[k]) <= 0:
-            raise DnasError(f"config.{k} must be positive, got {config[k]}")
-    if kind == "search":
-        if config.order not in (1, 2):
-            raise DnasError(f"config.order must be 1 or 2, got {config.order}")
-        if config.hypergradient not in HYPERGRADIENTS:
-            raise DnasError(f"config.hypergradient must be one of {HYPERGRADIENTS}, got {config.hypergradient!r}")
-        if not isinstance(config.fuse_passes, bool):
-            raise DnasError(f"config.fuse_passes must be True or False, got {config.fuse_passes!r}")
-        if config.space not in ("darts", "nb201"):
-            raise DnasError(f"config.space must be 'darts' or 'nb201', got {config.space!r}")
-        if config.cell_impl not in CELL_IMPLS:
-            raise DnasError(f"config.cell_impl must be one of {CELL_IMPLS}, got {config.cell_impl!r}")
+        raise DnasError(f"config lacks key {missing[0]!r}; start from the defaults of kind {config.get('kind', 'search')!r}")
+    import_files(config.get("imports", []))
+    kind.check(config)
     return config
 
 
@@ -148,48 +268,139 @@ def _parse_value(text: str, old: Any) -> Any:
         except (ValueError, SyntaxError):
             value = [v.strip() for v in text.split(",") if v.strip()]
         return list(value) if isinstance(value, (list, tuple)) else [value]
+    if old is None or isinstance(old, (dict, ml_collections.ConfigDict)):
+        return _literal(text)
     return text
 
 
+def _literal(text: str) -> Any:
+    """A new kwargs value: a Python literal when it reads as one (``true``/``false`` too), a
+    comma list, else text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return [v.strip() for v in text.split(",")] if "," in text else text
+    return list(value) if isinstance(value, tuple) else value
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
-    """Applies ``--config.key=value`` strings, typed from the current value."""
+    """Applies ``--config.key=value`` strings, typed from the current value.
+
+    ``--config.X_kwargs.name=value`` sets one argument of a named part; a name that is not
+    there yet is read as a Python literal (``3``, ``0.5``, ``True``, ``[1, 2]``) or text.
+    """
+    schema = _kind(config).defaults()
     for item in overrides:
         body = item[len("--config.") :] if item.startswith("--config.") else item
         if "=" not in body:
             raise DnasError(f"override {item!r} must look like --config.key=value")
         key, text = body.split("=", 1)
-        if key not in config:
-            schema = _schema(config.get("kind", "search"))
-            close = difflib.get_close_matches(key, list(schema.keys()), n=1)
-            raise DnasError(f"unknown config key {key!r} in override" + (f"; did you mean {close[0]!r}?" if close else ""))
+        head, _, sub = key.partition(".")
+        if head not in config:
+            raise DnasError(f"unknown config key {head!r} in override" + _suggest(head, schema))
+        target, name = (config, head) if not sub else (config[head], sub)
+        if sub and not isinstance(target, ml_collections.ConfigDict):
+            raise DnasError(f"--config.{head} is a value, not a group; write --config.{head}=VALUE")
+        if sub and "." in sub:
+            raise DnasError(f"--config.{key}: kwargs are one level deep (--config.{head}.NAME=VALUE)")
+        old = target[name] if name in target else _kwarg_default(config, head, name)
         try:
-            value = _parse_value(text, config[key])
+            value = _parse_value(text, old)
         except ValueError:
-            raise DnasError(f"--config.{key}: cannot read {text!r} as {type(config[key]).__name__}") from None
-        with config.unlocked():
-            config[key] = value
+            raise DnasError(f"--config.{key}: cannot read {text!r} as {type(old).__name__}") from None
+        with target.unlocked():
+            target[name] = value
     return config
+
+
+def _kwarg_default(config: ml_collections.ConfigDict, group: str, name: str) -> Any:
+    """The default of argument ``name`` of the part a ``<part>_kwargs`` group configures
+    (its factory's signature), so a new kwargs override is typed like it; None if unknown."""
+    import inspect
+
+    part = group[: -len("_kwargs")] if group.endswith("_kwargs") else None
+    if part is None or part not in config:
+        return None
+    try:
+        if part == "space":
+            import dnas.spaces  # noqa: F401
+            from dnas.space import SPACES
+
+            fn = SPACES[config.space].__init__
+        elif part == "relax":
+            from dnas.relax import RELAXATIONS
+
+            fn = RELAXATIONS[config.relax]
+        else:
+            return None
+    except DnasError:
+        return None
+    p = inspect.signature(fn).parameters.get(name)
+    default = None if p is None or p.default is inspect.Parameter.empty else p.default
+    return list(default) if isinstance(default, tuple) else default
+
+
+_IMPORTED: dict[str, Any] = {}
+
+
+def import_file(path: str | Path) -> Any:
+    """Imports a Python file once per process (registrations in it happen once) and
+    returns the module; a failing file gives one DnasError line."""
+    file = Path(path).resolve()
+    if str(file) in _IMPORTED:
+        return _IMPORTED[str(file)]
+    if not file.is_file():
+        raise DnasError(f"config file {str(path)!r} does not exist")
+    name = f"dnas_config_{file.parent.name}_{file.stem}_{len(_IMPORTED)}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = module  # so dataclasses and pickles in it resolve their module
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except DnasError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's file: report, do not crash
+        del sys.modules[name]
+        raise DnasError(f"config file {str(path)!r} failed to load: {type(e).__name__}: {e}") from None
+    _IMPORTED[str(file)] = module
+    return module
+
+
+def import_files(paths: Sequence[str]) -> None:
+    """Imports each of ``paths`` (:func:`import_file`). A file that no longer exists (a moved
+    checkout) is reported on stderr and skipped: a run whose config file registered nothing
+    still resumes, and one that did fails at the unknown name, after this line."""
+    for p in paths or ():
+        if not Path(p).is_file():
+            print(f"dnas: warning: {p!r} (in config.imports) does not exist any more; its registrations are missing", file=sys.stderr)
+            continue
+        import_file(p)
 
 
 def load_config(spec: str | None, overrides: Sequence[str] = (), kind: str = "search") -> ml_collections.ConfigDict:
     """Loads ``path[:arg]`` (or the defaults of ``kind`` when ``spec`` is None), applies
     overrides, validates."""
     if spec is None:
-        config = _schema(kind)
+        config = RUN_KINDS[kind].defaults()
     else:
         path, _, arg = spec.partition(":")
-        file = Path(path)
-        if not file.is_file():
-            raise DnasError(f"config file {path!r} does not exist")
-        module_spec = importlib.util.spec_from_file_location(f"dnas_config_{file.parent.name}", file)
-        module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
-        try:
-            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as e:  # noqa: BLE001 - the user's file: report, do not crash
-            raise DnasError(f"config file {path!r} failed to load: {type(e).__name__}: {e}") from None
+        module = import_file(path)
         if not hasattr(module, "get_config"):
             raise DnasError(f"config file {path!r} has no get_config(arg) function")
-        config = module.get_config(arg or None)
+        try:
+            config = module.get_config(arg or None)
+        except DnasError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. an unknown variant name
+            raise DnasError(f"{path}:{arg} : {type(e).__name__}: {e}") from None
+        if not isinstance(config, ml_collections.ConfigDict):
+            raise DnasError(f"get_config in {path!r} must return an ml_collections.ConfigDict")
+        own = str(Path(path).resolve())
+        if "imports" in config and own not in config.imports:
+            with config.unlocked():
+                config.imports = [own, *config.imports]
     config = apply_overrides(config, overrides)
     return validate(config)
 
@@ -199,12 +410,41 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=1, sort_keys=True)
 
 
+def differing_keys(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> list[str]:
+    """Keys (``group.name`` inside kwargs) whose values differ between two configs."""
+    da, db = json.loads(to_json(a)), json.loads(to_json(b))
+    out = []
+    for k in sorted(set(da) | set(db)):
+        va, vb = da.get(k), db.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += [f"{k}.{s}" for s in sorted(set(va) | set(vb)) if va.get(s) != vb.get(s)]
+        elif va != vb:
+            out.append(k)
+    return out
+
+
 # Keys added to a schema after runs were already written with it, and the value that
 # reproduces what those runs did: a saved run must resume exactly as it started.
 _ADDED_KEYS: dict[str, dict[str, Any]] = {
     # order=2 was always the exact hypergradient before; steps ran their passes unfused
-    "search": {"hypergradient": "exact", "fuse_passes": False},
+    "search": {"hypergradient": "exact", "fuse_passes": False, "update_alpha": True, "relax_kwargs": {}, "imports": [],
+               "w_nesterov": False},
+    "train": {"imports": []},
 }
+# Space keys that lived at the top level before config.space_kwargs.
+_MOVED_TO_SPACE_KWARGS = {"darts": ("nodes", "ops", "shared", "cell_impl", "remat"), "nb201": ("ops", "shared")}
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    kind = raw.get("kind", "search")
+    for k, v in _ADDED_KEYS.get(kind, {}).items():
+        raw.setdefault(k, v)
+    if kind == "search" and "space_kwargs" not in raw:
+        moved = _MOVED_TO_SPACE_KWARGS.get(raw.get("space", "darts"), ())
+        raw["space_kwargs"] = {k: raw[k] for k in moved if k in raw}
+        for k in ("nodes", "ops", "shared", "cell_impl", "remat"):
+            raw.pop(k, None)
+    return raw
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
@@ -217,21 +457,24 @@ def from_json(text: str) -> ml_collections.ConfigDict:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise DnasError(f"config.json is not valid JSON: {e}") from None
-    if isinstance(raw, dict):
-        for k, v in _ADDED_KEYS.get(raw.get("kind", "search"), {}).items():
-            raw.setdefault(k, v)
-    return validate(ml_collections.ConfigDict(raw))
+    if not isinstance(raw, dict):
+        raise DnasError("config.json must hold a JSON object")
+    return validate(ml_collections.ConfigDict(_migrate(raw)))
 
 
 def default_search_config() -> ml_collections.ConfigDict:
-    """What ``dnas search`` runs with no config: DARTS (first order) on the embedded 8x8
-    digits, a small supernet (C=8, 3 cells), a few minutes on 2 CPU cores."""
+    """What ``dnas search`` runs with no config: first-order DARTS on the embedded 8x8
+    digits, a small supernet (C=8, 3 cells: one normal, two reduction), about two minutes
+    on 2 CPU cores, with an α learning rate high enough that α commits within the run."""
     c = search_defaults()
     c.dataset = "digits"
     c.init_channels = 8
     c.layers = 3
     c.epochs = 10
     c.batch_size = 48
+    c.a_lr = 6e-3
+    c.a_weight_decay = 0.0
+    c.augment = False
     c.log_every_steps = 5
     c.checkpoint_every_steps = 50
     return c

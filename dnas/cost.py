@@ -6,6 +6,12 @@ MACs are counted from the traced program, not from per-op formulas: every
 actually runs means a new op needs no FLOPs formula and cannot get one wrong. Depthwise
 convolutions are traced in their ``conv`` lowering so they are counted as convolutions
 (the shifted-sum CPU lowering does the same multiply-adds).
+
+Control flow: a ``scan`` body counts once per iteration (its ``length``); of a
+``cond``/``switch`` only one branch runs, so it counts its most expensive branch (an upper
+bound). For a supernet evaluated at one architecture, pass the architecture as concrete
+indices (``model_macs(net, shape, arch=...)``): mixed ops then call the chosen op directly
+and the count is that architecture's exactly.
 """
 
 from __future__ import annotations
@@ -69,8 +75,15 @@ def _jaxpr_macs(jaxpr: Any) -> int:
     total = 0
     for eqn in jaxpr.eqns:
         total += _eqn_macs(eqn)
-        for sub in _subjaxprs(eqn.params):
-            total += _jaxpr_macs(sub)
+        subs = [_jaxpr_macs(sub) for sub in _subjaxprs(eqn.params)]
+        if not subs:
+            continue
+        if eqn.primitive.name == "cond":  # one branch runs
+            total += max(subs)
+        elif eqn.primitive.name == "scan":  # the body runs `length` times
+            total += int(eqn.params["length"]) * sum(subs)
+        else:
+            total += sum(subs)
     return total
 
 

@@ -39,6 +39,8 @@ class Dataset:
       test_x, test_y: test split.
       num_classes: number of classes.
       mean, std: per-channel statistics in [0, 1] pixel units, for :func:`normalize`.
+      flip: whether a horizontal flip is a label-preserving augmentation (not for digits:
+        a flipped 2, 3, 4, 5, 7 or 9 is another shape, i.e. label noise).
     """
 
     name: str
@@ -49,6 +51,13 @@ class Dataset:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    flip: bool = True
+
+    @property
+    def pad_fill(self) -> tuple[float, ...]:
+        """The normalised value of a black pixel, ``-mean / std``: DARTS pads the raw image
+        with zeros before normalising, so its crop pads black, not the mean colour."""
+        return tuple(-m / s for m, s in zip(self.mean, self.std))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -79,7 +88,7 @@ def load_digits() -> Dataset:
     x, y = x[perm], y[perm]
     n = 1440
     mean, std = _stats(x[:n])
-    return Dataset("digits", x[:n], y[:n], x[n:], y[n:], 10, mean, std)
+    return Dataset("digits", x[:n], y[:n], x[n:], y[n:], 10, mean, std, flip=False)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -123,7 +132,8 @@ def load_idx_folder(path: str | os.PathLike, name: str = "mnist") -> Dataset:
         raise DnasError(f"image and label counts differ in {str(folder)!r}")
     tx, vx = tx[..., None], vx[..., None]
     mean, std = _stats(tx)
-    return Dataset(name, tx, ty, vx, vy, 10, mean, std)
+    # Mirrored handwritten digits are other shapes (label noise); mirrored clothes are not.
+    return Dataset(name, tx, ty, vx, vy, 10, mean, std, flip=name != "mnist")
 
 
 def load_cifar10(path: str | os.PathLike) -> Dataset:
@@ -170,6 +180,22 @@ def synthetic(n_train: int = 512, n_test: int = 128, hw: int = 8, channels: int 
 
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic")
+
+
+def check_dataset(name: str, path: str | None = None) -> None:
+    """Refuses an unknown dataset or a missing data folder, without loading anything (so
+    a run can be refused before its directory is written)."""
+    if name not in DATASETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, DATASETS, n=1)
+        raise DnasError(f"unknown dataset {name!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f" known datasets: {', '.join(DATASETS)}")
+    if name in ("mnist", "cifar10") and not path:
+        raise DnasError(f"dataset {name!r} needs a path (config key data_dir / --config.data_dir=...)")
+    folder = path or (FASHION_MNIST_SYSTEM_DIR if name == "fashion_mnist" else None)
+    if folder and not Path(folder).is_dir():
+        hint = " (install it with: apt-get install dataset-fashion-mnist)" if name == "fashion_mnist" else ""
+        raise DnasError(f"dataset folder {str(folder)!r} does not exist{hint}; fix --config.data_dir")
 
 
 def get_dataset(name: str, path: str | None = None) -> Dataset:
@@ -221,17 +247,24 @@ def normalize(x: jax.Array, mean: tuple[float, ...], std: tuple[float, ...]) -> 
     return (x.astype(jnp.float32) / scale - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
-def augment(key: PRNGKey, x: jax.Array, *, pad: int = 4, flip: bool = True, cutout: int = 0) -> jax.Array:
+def augment(
+    key: PRNGKey, x: jax.Array, *, pad: int = 4, flip: bool = True, cutout: int = 0, fill: tuple[float, ...] | None = None
+) -> jax.Array:
     """Standard CIFAR augmentation on a normalised batch ``f32[B, H, W, C]`` (jittable).
 
-    Random crop after zero-padding by ``pad`` (zero = the mean after normalisation),
-    horizontal flip with probability 1/2, and Cutout (DeVries & Taylor 2017) of a
-    ``cutout`` x ``cutout`` square (0 disables) as used in DARTS retraining.
+    Random crop after padding by ``pad`` with ``fill`` per channel (pass
+    :attr:`Dataset.pad_fill`, a black pixel after normalisation, to pad as DARTS does; the
+    default 0 is the mean colour), horizontal flip with probability 1/2 when ``flip``, and
+    Cutout (DeVries & Taylor 2017) of a ``cutout`` x ``cutout`` square (0 disables) as
+    used in DARTS retraining.
     """
     b, h, w, _ = x.shape
     k_crop, k_flip, k_cut = jax.random.split(key, 3)
     if pad:
         xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        if fill is not None:
+            inside = jnp.pad(jnp.ones((1, h, w, 1), bool), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+            xp = jnp.where(inside, xp, jnp.asarray(fill, x.dtype))
         offs = jax.random.randint(k_crop, (b, 2), 0, 2 * pad + 1)
         x = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1])))(xp, offs)
     if flip:

@@ -7,7 +7,11 @@
 - :class:`NB201Genotype`: a NAS-Bench-201 cell, parsed from / printed as the benchmark's
   ``arch_str``.
 
-JSON carries ``"schema": "dnas.genotype/1"`` and ``"kind"``. The published cells (DARTS
+JSON carries ``"schema": "dnas.genotype/1"`` and ``"kind"``. Every kind is a class
+registered with :func:`register_genotype`: it has ``to_json()``, a ``from_json(obj)``
+classmethod, ``space`` (the registered space whose ``network()`` builds it), ``__str__``,
+``dot_graphs()`` (Graphviz pictures for ``dnas show``) and optionally a ``parse(text)``
+classmethod for a one-line string form (NB201's ``arch_str``). The published cells (DARTS
 V1/V2, PC-DARTS, GDAS, ENAS, NASNet-A, AmoebaNet-A) ship as data in
 ``dnas/data/genotypes.json``.
 """
@@ -19,12 +23,32 @@ import json
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from dnas.errors import DnasError
 from dnas.ops import OPS
+from dnas.registry import Registry
 
 SCHEMA = "dnas.genotype/1"
+
+GENOTYPES: Registry[type] = Registry("genotype kind")
+"""Genotype classes by their JSON ``kind``."""
+
+
+def register_genotype(kind: str):
+    """Class decorator registering a genotype class under its JSON ``kind``."""
+
+    def deco(cls: type) -> type:
+        for method in ("to_json", "from_json", "dot_graphs"):
+            if not callable(getattr(cls, method, None)):
+                raise DnasError(f"genotype kind {kind!r} ({cls.__name__}) lacks the method {method}()")
+        if not isinstance(getattr(cls, "space", None), str):
+            raise DnasError(f"genotype kind {kind!r} ({cls.__name__}) must name its space in a class attribute 'space'")
+        cls.kind = kind
+        GENOTYPES.add(kind, cls)
+        return cls
+
+    return deco
 
 
 def _check_op(name: Any, where: str) -> str:
@@ -35,41 +59,81 @@ def _check_op(name: Any, where: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class CellGenotype:
-    """A DARTS-style cell: two (op, input) edges per node; states 0,1 are the cell inputs."""
+    """A DARTS-style cell: ``per_node`` (op, input) edges per node (2 in DARTS), listed node
+    by node; states 0,1 are the cell inputs and node ``n`` is state ``2 + n``."""
 
     edges: tuple[tuple[str, int], ...]
     concat: tuple[int, ...]
+    per_node: int = 2
 
     def __post_init__(self) -> None:
         edges = tuple((str(op), int(i)) for op, i in self.edges)
         object.__setattr__(self, "edges", edges)
         object.__setattr__(self, "concat", tuple(int(c) for c in self.concat))
-        if len(edges) % 2 or not edges:
-            raise DnasError(f"a cell needs two edges per node, got {len(edges)} edges")
+        k = int(self.per_node)
+        object.__setattr__(self, "per_node", k)
+        if k < 1 or len(edges) % k or not edges:
+            raise DnasError(f"a cell needs {k} edges per node, got {len(edges)} edges")
         for e, (op, inp) in enumerate(edges):
             _check_op(op, f"cell edge {e}")
-            node = 2 + e // 2
+            node = 2 + e // k
             if not 0 <= inp < node:
                 raise DnasError(f"cell edge {e} (node {node}) reads state {inp}; it may only read states 0..{node - 1}")
-        n_states = 2 + len(edges) // 2
+        n_states = 2 + len(edges) // k
         if not self.concat or any(not 0 <= c < n_states for c in self.concat):
             raise DnasError(f"cell concat {self.concat} must list states in 0..{n_states - 1}")
 
     @property
     def steps(self) -> int:
         """Number of intermediate nodes."""
-        return len(self.edges) // 2
+        return len(self.edges) // self.per_node
+
+    def node_edges(self, node: int) -> range:
+        """Indices into ``edges`` of intermediate node ``node`` (0-based)."""
+        return range(node * self.per_node, (node + 1) * self.per_node)
 
     def to_json(self) -> dict[str, Any]:
-        return {"edges": [list(e) for e in self.edges], "concat": list(self.concat)}
+        out: dict[str, Any] = {"edges": [list(e) for e in self.edges], "concat": list(self.concat)}
+        if self.per_node != 2:
+            out["per_node"] = self.per_node
+        return out
+
+    def dot(self, name: str) -> str:
+        """Graphviz DOT of the cell (inputs c_{k-2}, c_{k-1}; nodes 0..n-1; output c_{k})."""
+        lines = [f'digraph "{name}" {{', "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fillcolor="#eeeeee"];']
+        lines += ['  "c_{k-2}" [fillcolor="#a6d8f0"];', '  "c_{k-1}" [fillcolor="#a6d8f0"];', '  "c_{k}" [fillcolor="#f7e08a"];']
+        label = lambda s: "c_{k-2}" if s == 0 else "c_{k-1}" if s == 1 else str(s - 2)  # noqa: E731
+        for e, (op, inp) in enumerate(self.edges):
+            lines.append(f'  "{label(inp)}" -> "{e // self.per_node}" [label="{op}"];')
+        for st in self.concat:
+            lines.append(f'  "{label(st)}" -> "c_{{k}}";')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
 
 
+def _cell_from_json(obj: Any) -> CellGenotype:
+    return CellGenotype([tuple(e) for e in obj["edges"]], obj["concat"], obj.get("per_node", 2))
+
+
+@register_genotype("darts")
 @dataclasses.dataclass(frozen=True)
 class DartsGenotype:
     """Micro genotype: every normal cell is ``normal``, every reduction cell ``reduce``."""
 
     normal: CellGenotype
     reduce: CellGenotype
+    space = "darts"
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "DartsGenotype":
+        return cls(
+            CellGenotype([tuple(e) for e in obj["normal"]], obj["normal_concat"], obj.get("per_node", 2)),
+            CellGenotype([tuple(e) for e in obj["reduce"]], obj["reduce_concat"], obj.get("per_node", 2)),
+        )
+
+    def dot_graphs(self) -> dict[str, str]:
+        """``{"cell_normal": DOT, "cell_reduce": DOT}``."""
+        return {"cell_normal": self.normal.dot("normal"), "cell_reduce": self.reduce.dot("reduce")}
 
     def cell(self, index: int, reduction: bool) -> CellGenotype:
         """The cell used at layer ``index``."""
@@ -83,6 +147,7 @@ class DartsGenotype:
             "normal_concat": list(self.normal.concat),
             "reduce": [list(e) for e in self.reduce.edges],
             "reduce_concat": list(self.reduce.concat),
+            **({"per_node": self.normal.per_node} if self.normal.per_node != 2 else {}),
         }
 
     def __str__(self) -> str:
@@ -92,11 +157,21 @@ class DartsGenotype:
         )
 
 
+@register_genotype("darts_macro")
 @dataclasses.dataclass(frozen=True)
 class MacroGenotype:
     """Macro genotype: one cell per layer, in order."""
 
     cells: tuple[CellGenotype, ...]
+    space = "darts"
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "MacroGenotype":
+        return cls(tuple(_cell_from_json(c) for c in obj["cells"]))
+
+    def dot_graphs(self) -> dict[str, str]:
+        """``{"cell_<i>": DOT}`` per layer."""
+        return {f"cell_{i}": c.dot(f"cell{i}") for i, c in enumerate(self.cells)}
 
     def cell(self, index: int, reduction: bool) -> CellGenotype:
         if not 0 <= index < len(self.cells):
@@ -113,11 +188,36 @@ class MacroGenotype:
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 
+@register_genotype("nb201")
 @dataclasses.dataclass(frozen=True)
 class NB201Genotype:
     """A NAS-Bench-201 cell: ``nodes[j-1]`` = ((op, from_node), ...) for nodes j = 1..3."""
 
     nodes: tuple[tuple[tuple[str, int], ...], ...]
+    space = "nb201"
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "NB201Genotype":
+        return cls.from_arch_str(obj["arch_str"])
+
+    @classmethod
+    def parse(cls, text: str) -> "NB201Genotype | None":
+        """The genotype of an ``arch_str`` (``|op~0|+|...|``), or None for other text."""
+        return cls.from_arch_str(text) if text.startswith("|") and "~" in text else None
+
+    def dot(self, name: str = "nb201") -> str:
+        """Graphviz DOT of the cell (``none`` edges omitted)."""
+        lines = [f'digraph "{name}" {{', "  rankdir=LR;", "  node [shape=circle];"]
+        for j, node in enumerate(self.nodes, start=1):
+            for op, i in node:
+                if op != "none":
+                    lines.append(f'  "{i}" -> "{j}" [label="{op}"];')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def dot_graphs(self) -> dict[str, str]:
+        """``{"cell_nb201": DOT}``."""
+        return {"cell_nb201": self.dot()}
 
     def __post_init__(self) -> None:
         nodes = tuple(tuple((str(op), int(i)) for op, i in node) for node in self.nodes)
@@ -150,7 +250,31 @@ class NB201Genotype:
         return self.arch_str()
 
 
-Genotype = Union[DartsGenotype, MacroGenotype, NB201Genotype]
+@register_genotype("nb201_macro")
+@dataclasses.dataclass(frozen=True)
+class NB201MacroGenotype:
+    """An NB201 network searched per cell (``NB201Space(shared=False)``): one cell per position."""
+
+    cells: tuple[NB201Genotype, ...]
+    space = "nb201"
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "NB201MacroGenotype":
+        return cls(tuple(NB201Genotype.from_arch_str(c) for c in obj["cells"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "kind": "nb201_macro", "cells": [c.arch_str() for c in self.cells]}
+
+    def dot_graphs(self) -> dict[str, str]:
+        """``{"cell_<i>": DOT}`` per cell."""
+        return {f"cell_{i}": c.dot(f"cell{i}") for i, c in enumerate(self.cells)}
+
+    def __str__(self) -> str:
+        return "NB201MacroGenotype(" + ", ".join(c.arch_str() for c in self.cells) + ")"
+
+
+Genotype = Any
+"""An instance of a registered genotype class (:data:`GENOTYPES`)."""
 
 
 def from_json(obj: dict[str, Any]) -> Genotype:
@@ -161,23 +285,15 @@ def from_json(obj: dict[str, Any]) -> Genotype:
     if schema != SCHEMA:
         raise DnasError(f"genotype schema {schema!r} is not supported; this dnas reads {SCHEMA!r}")
     kind = obj.get("kind", "darts")
+    cls = GENOTYPES[kind]
     try:
-        if kind == "darts":
-            return DartsGenotype(
-                CellGenotype([tuple(e) for e in obj["normal"]], obj["normal_concat"]),
-                CellGenotype([tuple(e) for e in obj["reduce"]], obj["reduce_concat"]),
-            )
-        if kind == "darts_macro":
-            return MacroGenotype(tuple(CellGenotype([tuple(e) for e in c["edges"]], c["concat"]) for c in obj["cells"]))
-        if kind == "nb201":
-            return NB201Genotype.from_arch_str(obj["arch_str"])
+        return cls.from_json(obj)
     except KeyError as e:
         raise DnasError(f"genotype JSON of kind {kind!r} lacks the key {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, AttributeError) as e:
         if isinstance(e, DnasError):
             raise
         raise DnasError(f"malformed genotype JSON of kind {kind!r}: {e}") from None
-    raise DnasError(f"unknown genotype kind {kind!r}; known: darts, darts_macro, nb201")
 
 
 def save(genotype: Genotype, path: str | Path) -> None:
@@ -211,15 +327,28 @@ def published_names() -> list[str]:
 
 
 def get(name_or_path: str) -> Genotype:
-    """A published genotype by name (``DARTS_V2``), a JSON file path, or an NB201 arch_str."""
+    """A genotype from a published name (``DARTS_V2``), a genotype JSON file, a run
+    directory (its ``genotype.json``) or a registered kind's string form (an NB201
+    ``arch_str``)."""
     table = _published()
     if name_or_path in table:
         return from_json(table[name_or_path])
-    if name_or_path.startswith("|") and "~" in name_or_path:
-        return NB201Genotype.from_arch_str(name_or_path)
-    if Path(name_or_path).suffix == ".json" or Path(name_or_path).exists():
+    for kind in GENOTYPES:
+        parse = getattr(GENOTYPES[kind], "parse", None)
+        parsed = parse(name_or_path) if parse is not None else None
+        if parsed is not None:
+            return parsed
+    path = Path(name_or_path)
+    if path.is_dir():
+        if not (path / "genotype.json").is_file():
+            raise DnasError(f"{name_or_path!r} is a folder without genotype.json; pass a dnas run directory")
+        return load(path / "genotype.json")
+    if path.suffix == ".json" or path.exists():
         return load(name_or_path)
-    raise DnasError(f"{name_or_path!r} is neither a published genotype ({', '.join(sorted(table))}) nor a JSON file")
+    raise DnasError(
+        f"{name_or_path!r} is neither a published genotype ({', '.join(sorted(table))}), a run directory, "
+        "a genotype JSON file nor an NB201 arch_str"
+    )
 
 
 def cell_from_pairs(pairs: Sequence[tuple[str, int]], concat: Sequence[int]) -> CellGenotype:

@@ -5,7 +5,9 @@ Run directory::
 
   config.json      the validated config
   metrics.jsonl    per logged step (losses, accuracies, α entropy, lrs, step time, images/s)
-                   and one ``"event": "epoch"`` line per epoch
+                   and one ``"event": "epoch"`` line per epoch with the accuracy and loss of
+                   the supernet on the whole validation split (``epoch_val_acc``,
+                   ``epoch_val_loss``)
   alpha.jsonl      softmax(α) per label after every epoch (for ``dnas show`` plots)
   genotype.json    the derived architecture after every epoch and at the end
   checkpoints/     orbax checkpoints (periodic, at the end, and on SIGINT/SIGTERM)
@@ -25,18 +27,20 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 
 from dnas import genotype as G
 from dnas.bilevel import SearchStep, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
 from dnas.checkpoint import Checkpointer, resume
-from dnas.config import from_json, to_json
+from dnas.config import _kwargs, differing_keys, from_json, to_json
 from dnas.datasets import Dataset, augment, batch_indices, get_dataset, normalize, search_split, steps_per_epoch
 from dnas.errors import DnasError
 from dnas.metrics import MetricWriter, Progress
 from dnas.parallel import make_mesh, replicate, shard_batch
-from dnas.relax import make_relaxation
-from dnas.spaces import DartsSearchNetwork, DartsSpace, NB201SearchNetwork, NB201Space
+from dnas.relax import make_relaxation, relax_all
+from dnas.space import SearchSpace
+from dnas.space import build_space as _build_space
 from dnas.state import (
     SearchState,
     alpha_dict,
@@ -52,6 +56,10 @@ class Interrupted(Exception):
     """Raised after a checkpoint was written in response to SIGINT/SIGTERM."""
 
 
+class NonFiniteLoss(DnasError):
+    """A loss turned NaN or infinite: the run stopped without checkpointing that state."""
+
+
 @dataclasses.dataclass
 class SearchSetup:
     """Everything :func:`run_search` builds from a config (usable on its own)."""
@@ -60,7 +68,7 @@ class SearchSetup:
     data: Dataset
     w_idx: np.ndarray
     a_idx: np.ndarray
-    space: DartsSpace | NB201Space
+    space: SearchSpace
     graphdef: nnx.GraphDef
     state: SearchState
     step: SearchStep
@@ -69,13 +77,14 @@ class SearchSetup:
     total_steps: int
     data_key: jax.Array
     mesh: Any
+    eval_step: Callable[..., tuple[jax.Array, jax.Array]]
 
 
-def build_space(config: ml_collections.ConfigDict) -> DartsSpace | NB201Space:
-    """The search space a config describes."""
-    if config.space == "darts":
-        return DartsSpace(layers=config.layers, steps=config.nodes, ops=tuple(config.ops), shared=config.shared)
-    return NB201Space(N=config.layers, ops=tuple(config.ops), shared=config.shared)
+def build_space(config: ml_collections.ConfigDict) -> SearchSpace:
+    """The registered search space a config names (``config.space`` + ``space_kwargs``)."""
+    import dnas.spaces  # noqa: F401 - registers the built-in spaces
+
+    return _build_space(config.space, config.layers, _kwargs(config.space_kwargs))
 
 
 def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
@@ -90,42 +99,73 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     k_model, k_state, data_key = jax.random.split(key, 3)
     space = build_space(config)
     h, w, c = data.image_shape
-    if config.space == "darts":
-        ctor = lambda r: DartsSearchNetwork(  # noqa: E731
-            space, C=config.init_channels, num_classes=data.num_classes, in_channels=c, impl=config.cell_impl, remat=config.remat, rngs=r
-        )
-    else:
-        ctor = lambda r: NB201SearchNetwork(space, C=config.init_channels, num_classes=data.num_classes, in_channels=c, rngs=r)  # noqa: E731
-    net = build_jitted(ctor, k_model)
+    net = build_jitted(lambda r: space.supernet(C=config.init_channels, num_classes=data.num_classes, in_channels=c, rngs=r), k_model)
     w_opt = darts_weight_optimizer(
-        config.w_lr, config.w_lr_min, config.epochs, spe, config.w_momentum, config.w_weight_decay, config.grad_clip
+        config.w_lr, config.w_lr_min, config.epochs, spe, config.w_momentum, config.w_weight_decay, config.grad_clip,
+        nesterov=config.w_nesterov,
     )
     a_opt = darts_alpha_optimizer(config.a_lr, config.a_b1, config.a_b2, config.a_weight_decay)
     graphdef, state = init_search_state(net, w_opt, a_opt, key=k_state)
+    relax = make_relaxation(config.relax, _kwargs(config.relax_kwargs), epochs=config.epochs)
     step = make_search_step(
         graphdef,
         w_opt,
         a_opt,
         order=config.order,
         hypergradient=config.hypergradient,
-        relax=make_relaxation(config.relax),
+        relax=relax,
         fuse_passes=config.fuse_passes,
+        update_alpha=config.update_alpha,
+        steps_per_epoch=spe,
     )
     mesh = make_mesh(config.devices)
     state = replicate(mesh, state)
     mean, std, do_aug = data.mean, data.std, config.augment
     pad = max(1, h // 8) if do_aug else 0
+    aug = dict(pad=pad, flip=data.flip, fill=data.pad_fill)
 
     def train_step(state, xw, yw, xa, ya):
         k = jax.random.fold_in(data_key, state.step)
         xw, xa = normalize(xw, mean, std), normalize(xa, mean, std)
         if do_aug:
-            xw = augment(jax.random.fold_in(k, 0), xw, pad=pad)
-            xa = augment(jax.random.fold_in(k, 1), xa, pad=pad)
+            xw = augment(jax.random.fold_in(k, 0), xw, **aug)
+            xa = augment(jax.random.fold_in(k, 1), xa, **aug)
         return step(state, (xw, yw), (xa, ya))
 
+    def eval_step(state, x, y, valid):
+        # The supernet as the α pass sees it (training-mode BatchNorm on batch statistics,
+        # as DARTS' search-time BN; running statistics are left untouched).
+        logits_by_label = dict(nnx.to_pure_dict(state.alpha)["alpha"])
+        arch = relax_all(relax, jax.random.fold_in(state.rng, 2**30 + state.step), logits_by_label, state.step // spe)
+        model = nnx.merge(graphdef, state.alpha, state.weights, state.stats, copy=True)
+        logits = model(normalize(x, mean, std), arch).logits
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        return jnp.sum((jnp.argmax(logits, -1) == y) * valid), jnp.sum(losses * valid)
+
     jitted = jax.jit(train_step, donate_argnums=(0,), compiler_options=step_compiler_options())
-    return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh)
+    eval_jit = jax.jit(eval_step, compiler_options=step_compiler_options())
+    return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh, eval_jit)
+
+
+def evaluate_split(
+    eval_step: Callable[..., tuple[jax.Array, jax.Array]], state: Any, mesh: Any, x: np.ndarray, y: np.ndarray, batch_size: int
+) -> dict[str, float]:
+    """Accuracy and mean loss of ``eval_step(state, x, y, valid) -> (correct, loss_sum)``
+    over every example of ``(x, y)``, in batches of ``batch_size`` (the last one padded
+    and masked, so each batch has one shape and the step compiles once)."""
+    n_dev = mesh.devices.size
+    bs = max(n_dev, (min(batch_size, len(y)) // n_dev) * n_dev)
+    correct, loss_sum = 0, 0.0
+    for i in range(0, len(y), bs):
+        xb, yb = x[i : i + bs], y[i : i + bs]
+        valid = np.ones(bs, np.float32)
+        if len(yb) < bs:
+            valid[len(yb) :] = 0
+            xb = np.concatenate([xb, np.zeros((bs - len(yb),) + xb.shape[1:], xb.dtype)])
+            yb = np.concatenate([yb, np.zeros(bs - len(yb), yb.dtype)])
+        cnt, ls = eval_step(state, *shard_batch(mesh, (xb, yb, valid), global_batch=True))
+        correct, loss_sum = correct + int(cnt), loss_sum + float(ls)
+    return {"acc": correct / max(len(y), 1), "loss": loss_sum / max(len(y), 1)}
 
 
 def _batches(setup: SearchSetup, step: int) -> tuple[np.ndarray, ...]:
@@ -154,8 +194,11 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict | Non
     if saved.exists():
         old = from_json(saved.read_text())
         if config is not None and to_json(config) != to_json(old):
+            diff = differing_keys(config, old)
+            shown = ", ".join(f"{k} (saved {_get(old, k)!r}, given {_get(config, k)!r})" for k in diff[:3])
             raise DnasError(
-                f"{str(workdir)!r} holds a run with a different config; resume it without --config, or use a new --workdir"
+                f"{str(workdir)!r} holds a run with a different config: {shown}; resume it without --config, "
+                "or use a new --workdir"
             )
         return old
     if config is None:
@@ -167,11 +210,19 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict | Non
     return config
 
 
+def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
+    head, _, sub = dotted.partition(".")
+    value = config.get(head)
+    return value.get(sub) if sub and value is not None else value
+
+
 def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *, log: Callable[[str], None] = print) -> G.Genotype:
     """Runs (or resumes) a search in ``workdir``; returns the final genotype.
 
     SIGINT/SIGTERM write a checkpoint and raise :class:`Interrupted`; running the same
-    command again continues exactly where it stopped (bit-identical α and weights).
+    command again continues exactly where it stopped (bit-identical α and weights). A loss
+    that turns NaN or infinite stops the run with :class:`NonFiniteLoss` naming the step;
+    that state is not checkpointed, so the newest checkpoint is the last finite one.
     """
     workdir = Path(workdir)
     config = prepare_workdir(workdir, config)
@@ -181,8 +232,9 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
     state = setup.state
     state = resume(ckpt, state, (metrics, alphas), log)
     start = int(state.step)
+    method = f"{config.relax} relaxation, " + (f"order {config.order}" if config.update_alpha else "weights only")
     log(
-        f"search: {config.space} space ({setup.space.size():.3e} architectures), {config.dataset} "
+        f"search: {config.space} space ({setup.space.size():.3e} architectures), {method}, {config.dataset} "
         f"{len(setup.w_idx)}+{len(setup.a_idx)} examples, {setup.total_steps} steps "
         f"({setup.steps_per_epoch}/epoch), {setup.mesh.devices.size} device(s)"
     )
@@ -194,37 +246,55 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     progress = Progress(setup.total_steps, start)
+    d = setup.data
     try:
         t_last, n_last = time.perf_counter(), start
         train_step = setup.train_step
         for step in range(start, setup.total_steps):
-            batch = shard_batch(setup.mesh, _batches(setup, step))
+            batch = shard_batch(setup.mesh, _batches(setup, step), global_batch=True)
             if step == start:  # every batch has the same shapes and shardings
-                train_step = compile_then_trim(setup.train_step, state, *batch)
+                with progress.compiling("the search step"):
+                    train_step = compile_then_trim(setup.train_step, state, *batch)
+                t_last = time.perf_counter()
             state, m = train_step(state, *batch)
             if step == start:
                 release_free_memory()  # what the first step freed, otherwise resident all run
             done = step + 1
             epoch_end = done % setup.steps_per_epoch == 0 or done == setup.total_steps
-            if done % config.log_every_steps == 0 or epoch_end:
+            logging = done % config.log_every_steps == 0 or epoch_end
+            saving = done % config.checkpoint_every_steps == 0 or done == setup.total_steps or stop["signal"] is not None
+            if logging or saving:
                 m = jax.device_get(m)
+                bad = [k for k in ("train_loss", "val_loss") if k in m and not np.isfinite(m[k])]
+                if bad or (saving and not bool(all_finite(state))):
+                    what = f"{bad[0]} is {m[bad[0]]}" if bad else "the state holds NaN or infinite values"
+                    raise NonFiniteLoss(
+                        f"{what} at step {done}; stopped without saving that state (the newest checkpoint in "
+                        f"{str(workdir / 'checkpoints')!r} is the last finite one). Lower the learning rates or check the data"
+                    )
+            if logging:
                 dt = (time.perf_counter() - t_last) / max(done - n_last, 1)
                 t_last, n_last = time.perf_counter(), done
                 record = {"step": done, "epoch": (done - 1) // setup.steps_per_epoch + 1, **m, "step_time_s": dt,
                           "images_per_s": 2 * config.batch_size / dt}
                 metrics.write(record)
-                progress.update(done, f"loss {m['train_loss']:.3f} val_acc {m['val_acc']:.3f}")
+                shown = f"loss {m['train_loss']:.3f}" + (f" val_acc {m['val_acc']:.3f}" if "val_acc" in m else "")
+                progress.update(done, shown + f" α-entropy {m['alpha_entropy']:.3f}")
             if epoch_end:
                 a = alpha_dict(jax.device_get(state.alpha))
                 geno = setup.space.derive(a)
                 _save_genotype(workdir / "genotype.json", geno)
                 epoch = (done - 1) // setup.steps_per_epoch + 1
                 alphas.write({"step": done, "epoch": epoch, "softmax": {l: np.asarray(jax.nn.softmax(jnp.asarray(v))).tolist() for l, v in a.items()}})
-                metrics.write({"step": done, "event": "epoch", "epoch": epoch, "genotype": str(geno)})
-            if done % config.checkpoint_every_steps == 0 or done == setup.total_steps or stop["signal"] is not None:
+                ev = evaluate_split(setup.eval_step, state, setup.mesh, d.train_x[setup.a_idx], d.train_y[setup.a_idx], config.batch_size)
+                metrics.write({"step": done, "event": "epoch", "epoch": epoch, "epoch_val_acc": ev["acc"],
+                               "epoch_val_loss": ev["loss"], "genotype": str(geno)})
+                progress.update(done, f"epoch {epoch}: val_acc {ev['acc']:.3f} (whole validation split) val_loss {ev['loss']:.3f}", force_line=True)
+                t_last = time.perf_counter()  # the evaluation is not a step
+            if saving:
                 ckpt.save(done, state)
             if stop["signal"] is not None:
-                raise Interrupted(f"stopped by signal {stop['signal']} at step {done}; checkpoint written, re-run to resume")
+                raise Interrupted(f"stopped by signal {stop['signal']} at step {done}; checkpoint written")
     finally:
         progress.close()
         for s, h in old_handlers.items():
@@ -235,8 +305,12 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
     return geno
 
 
+@jax.jit
+def all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point leaf of ``tree`` is finite (``bool[]``)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
 def _save_genotype(path: Path, geno: Any) -> None:
-    if isinstance(geno, list):  # NB201 macro: one cell per position
-        _write_json_atomic(path, {"schema": G.SCHEMA, "kind": "nb201_macro", "cells": [g.arch_str() for g in geno]})
-    else:
-        G.save(geno, path)
+    G.save(geno, path)

@@ -8,7 +8,9 @@ the same logits: label sharing is a dictionary key, not a pointer between module
 :class:`MixedOp` takes, per call, either mixing weights ``f32[k]`` (DARTS/SNAS/GDAS/FBNet
 after relaxation: the weighted sum of its candidates, zero ops skipped) or an index
 ``int32[]`` (one-shot evaluation: only that candidate runs, via ``lax.switch``, so one
-compiled function serves every discrete architecture).
+compiled function serves every discrete architecture), or :class:`~dnas.types.Sampled`
+paths (GDAS, ProxylessNAS, SPOS: only the sampled candidates run, each through
+``lax.switch``, scaled by a straight-through weight so α keeps its gradient).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from dnas.errors import DnasError
 from dnas.ops import OPS
 from dnas.ops.layers import batch_norm, current_depthwise_impl, current_grad_gates, grad_gates
 from dnas.space import SearchSpace
-from dnas.types import ArchInput, PRNGKey
+from dnas.types import ArchInput, PRNGKey, Sampled
 
 
 class Alpha(nnx.Variable):
@@ -86,14 +89,30 @@ class MixedOp(nnx.Module):
         self.ops = nnx.List(ops)
         self.is_zero = tuple(s.is_zero for s in specs)
 
-    def __call__(self, x: jax.Array, a: jax.Array) -> jax.Array:
-        """Mix (``a`` float ``[k]``) or switch (``a`` integer scalar)."""
-        a = jnp.asarray(a)
+    def __call__(self, x: jax.Array, a: jax.Array | Sampled) -> jax.Array:
+        """Mix (``a`` float ``[k]``), switch (``a`` integer scalar) or run sampled paths."""
         k = len(self.candidates)
+        branches = [(lambda ops, x, i=i: ops[i](x)) for i in range(k)]
+        if isinstance(a, Sampled):
+            if a.weight.shape != (k,) or a.index.ndim != 1:
+                raise DnasError(
+                    f"sampled paths for {self.label!r} have index shape {a.index.shape} and weight shape "
+                    f"{a.weight.shape}; expected (m,) and ({k},)"
+                )
+            out = None
+            for j in range(a.index.shape[0]):
+                i = jnp.clip(a.index[j], 0, k - 1)
+                y = a.weight[i].astype(x.dtype) * nnx.switch(i, branches, self.ops, x)
+                out = y if out is None else out + y
+            return out
+        if _is_concrete_index(a):
+            # A known index (not traced): call the chosen op itself (exact cost counts,
+            # no conditional in an eagerly run or traced-per-architecture program).
+            return self.ops[int(np.clip(int(np.asarray(a)), 0, k - 1))](x)
+        a = jnp.asarray(a)
         if jnp.issubdtype(a.dtype, jnp.integer):
             if a.shape != ():
                 raise DnasError(f"index for {self.label!r} must be a scalar, got shape {a.shape}")
-            branches = [(lambda ops, x, i=i: ops[i](x)) for i in range(k)]
             return nnx.switch(jnp.clip(a, 0, k - 1), branches, self.ops, x)
         if a.shape != (k,):
             raise DnasError(
@@ -154,12 +173,31 @@ def stacked_mixed_op(
     return make(rngs)
 
 
-def stack_arch(arch: ArchInput, labels: Sequence[str]) -> jax.Array:
-    """The per-edge mixing weights ``f32[E, k]`` or indices ``int32[E]`` of ``labels``."""
+def stack_arch(arch: ArchInput, labels: Sequence[str]) -> jax.Array | Sampled:
+    """The per-edge mixing weights ``f32[E, k]``, indices ``int32[E]`` or :class:`Sampled`
+    paths (fields stacked on a leading edge axis) of ``labels``."""
     try:
-        return jnp.stack([jnp.asarray(arch[l]) for l in labels])
+        items = [arch[l] for l in labels]
     except KeyError as e:
         raise DnasError(f"architecture input lacks label {e.args[0]!r}") from None
+    if isinstance(items[0], Sampled):
+        return Sampled(jnp.stack([s.index for s in items]), jnp.stack([s.weight for s in items]))
+    return jnp.stack([jnp.asarray(a) for a in items])
+
+
+def _is_concrete_index(a: object) -> bool:
+    """An integer scalar whose value is known at trace time (a Python/NumPy int or a
+    concrete, untraced JAX array)."""
+    if isinstance(a, (int, np.integer)) and not isinstance(a, bool):
+        return True
+    if isinstance(a, (np.ndarray, jax.Array)) and not isinstance(a, jax.core.Tracer):
+        return np.ndim(a) == 0 and jnp.issubdtype(a.dtype, jnp.integer)
+    return False
+
+
+def _is_discrete(a: jax.Array | Sampled) -> bool:
+    """Whether edges run chosen candidates only (indices or sampled paths)."""
+    return isinstance(a, Sampled) or jnp.issubdtype(a.dtype, jnp.integer)
 
 
 class EdgeScan(nnx.Module):
@@ -218,6 +256,8 @@ class EdgeScan(nnx.Module):
         Returns:
           the updated buffer.
         """
+        if all(_is_concrete_index(arch.get(l)) for l in self.labels):
+            return self._run_chosen(buffer, arch, source)
         a = stack_arch(arch, self.labels)
         graphdef, state = nnx.split(self.op)
         src, dst = jnp.asarray(self.src, jnp.int32), jnp.asarray(self.dst, jnp.int32)
@@ -227,6 +267,18 @@ class EdgeScan(nnx.Module):
         carry, new_state = run(carry, state, src, dst, a, gates)
         nnx.update(self.op, new_state)
         return carry if source is None else carry[0]
+
+    def _run_chosen(self, buffer: jax.Array, arch: ArchInput, source: jax.Array | None) -> jax.Array:
+        # Known indices: the edges one by one, each calling its chosen op (no scan, no switch).
+        graphdef, state = nnx.split(self.op)
+        states = []
+        for e, label in enumerate(self.labels):
+            op = nnx.merge(graphdef, jax.tree_util.tree_map(lambda v: v[e], state), copy=True)
+            x = (buffer if source is None else source)[self.src[e]]
+            buffer = buffer.at[self.dst[e]].add(op(x, arch[label]))
+            states.append(nnx.state(op))
+        nnx.update(self.op, jax.tree_util.tree_map(lambda *v: jnp.stack(v), *states))
+        return buffer
 
 
 @functools.lru_cache(maxsize=256)
@@ -280,8 +332,8 @@ class EdgeBatch(nnx.Module):
     backend runs slowly, so on CPU this measured slower than :class:`EdgeScan`
     (``benchmarks/RESULTS.md``).
 
-    With an integer architecture (one-shot evaluation) the edges run one by one, each
-    through ``lax.switch``, so only the chosen candidates are computed.
+    With an integer architecture (one-shot evaluation) or sampled paths the edges run one
+    by one, each through ``lax.switch``, so only the chosen candidates are computed.
 
     Args:
       labels: per-edge labels (α / index is looked up per edge).
@@ -322,11 +374,12 @@ class EdgeBatch(nnx.Module):
             op = nnx.merge(graphdef, st, copy=True)
             return op(xe, at), nnx.state(op)
 
-        if jnp.issubdtype(a.dtype, jnp.integer):
+        if _is_discrete(a):
             # vmap would turn the switch into "run every branch and select".
             outs, states = [], []
             for e in range(len(self.labels)):
-                y, st = body(jax.tree_util.tree_map(lambda v: v[e], state), a[e], x if shared else x[e])
+                a_e = jax.tree_util.tree_map(lambda v: v[e], a)
+                y, st = body(jax.tree_util.tree_map(lambda v: v[e], state), a_e, x if shared else x[e])
                 outs.append(y)
                 states.append(st)
             ys = jnp.stack(outs)

@@ -57,17 +57,36 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
     return jax.device_put(tree, replicated(mesh))
 
 
-def shard_batch(mesh: Mesh, tree: Any) -> Any:
-    """Places host-local batch arrays on the mesh, split on the batch axis.
+def host_rows(n_global: int, process_index: int | None = None, process_count: int | None = None) -> slice:
+    """The rows of a global batch of ``n_global`` that this host feeds (contiguous, equal)."""
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    if n_global % pc:
+        raise DnasError(f"batch of {n_global} does not split over {pc} hosts; pick a batch_size divisible by {pc}")
+    per = n_global // pc
+    return slice(pi * per, (pi + 1) * per)
 
-    Works for one host and many (each host passes its local part of the global batch).
+
+def shard_batch(mesh: Mesh, tree: Any, *, global_batch: bool = False) -> Any:
+    """Places batch arrays on the mesh, split on the batch axis.
+
+    Args:
+      mesh: the ``('data',)`` mesh.
+      tree: arrays with a leading batch axis.
+      global_batch: the arrays are the whole global batch, built identically on every host
+        (as dnas' deterministic ``(key, step)`` batches are): each host keeps only its rows
+        (:func:`host_rows`), so no example is fed twice. False: the arrays are this host's
+        part already.
     """
     sharding = batch_sharding(mesh)
     n = mesh.devices.size // jax.process_count()
 
     def put(x: np.ndarray) -> jax.Array:
+        x = np.asarray(x)
+        if global_batch and jax.process_count() > 1:
+            x = x[host_rows(x.shape[0])]
         if x.shape[0] % n:
             raise DnasError(f"batch of {x.shape[0]} does not split over {n} local devices; pick a batch_size divisible by {n}")
-        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+        return jax.make_array_from_process_local_data(sharding, x)
 
     return jax.tree_util.tree_map(put, tree)

@@ -368,7 +368,8 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, formats: Se
     ops = None
     if (run_dir / "config.json").exists():
         try:
-            ops = json.loads((run_dir / "config.json").read_text()).get("ops")
+            cfg = json.loads((run_dir / "config.json").read_text())
+            ops = cfg.get("ops") or (cfg.get("space_kwargs") or {}).get("ops")
         except json.JSONDecodeError:
             ops = None  # names only; the plot still works with "op i"
     return plot_metrics(read_jsonl(run_dir / "metrics.jsonl"), out, formats) + plot_alpha(

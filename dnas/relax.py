@@ -1,90 +1,192 @@
-"""Relaxations: architecture logits α -> per-label mixing weights.
+"""Relaxations: architecture logits α -> what a mixed op takes per label.
 
-A relaxation is a pure function ``(key, logits f32[k], step) -> weights f32[k]``;
-temperatures are schedules of ``step`` (any optax schedule or a float). Registered:
+A relaxation is a pure function ``(key, logits f32[k], epoch int32[]) -> weights`` where
+the result is either mixing weights ``f32[k]`` (every non-zero candidate runs, weighted) or
+a :class:`~dnas.types.Sampled` path set (only the sampled candidates run, through
+``lax.switch``, scaled by a straight-through weight so α still gets a gradient). The third
+argument is the epoch (0-based), because the papers define their temperature schedules per
+epoch; a schedule is a float or a function of the epoch.
+
+Relaxations are registered by name with a factory taking keyword arguments
+(``config.relax`` + ``config.relax_kwargs``). A factory that declares an ``epochs`` keyword
+receives the run's epoch count (for schedules that end at the last epoch, as GDAS').
+Registered:
 
 - ``softmax``: DARTS (Liu et al. 2019), ``softmax(α / T)``.
 - ``gumbel``: Gumbel-softmax (Jang et al. 2017) as in SNAS (Xie et al. 2019) and FBNet
-  (Wu et al. 2019); ``hard=True`` gives a one-hot forward with the soft gradient
-  (straight-through), as in GDAS (Dong & Yang 2019).
+  (Wu et al. 2019): mixing weights, temperature ``tau0 * decay^epoch`` floored at
+  ``tau_min``; ``hard=True`` gives a one-hot forward with the soft gradient
+  (straight-through) but still computes every candidate.
+- ``gdas``: GDAS (Dong & Yang 2019): one op per edge sampled by hard Gumbel-softmax with
+  τ linear from ``tau_max`` to ``tau_min`` over the epochs; only that op runs, scaled by
+  the straight-through one-hot weight.
 - ``dirichlet``: DrNAS (Chen et al. 2021), a reparameterised Dirichlet sample with
   concentration ``softplus(α)``.
-- ``binary_gate``: ProxylessNAS (Cai et al. 2019), one path sampled from ``softmax(α)``;
-  forward one-hot, gradient through the probabilities.
+- ``binary_gate``: ProxylessNAS (Cai et al. 2019): ``paths`` candidates sampled from
+  ``softmax(α)`` without replacement, only those run; the gradient flows through the
+  probabilities.
+- ``uniform``: SPOS (Guo et al. 2020) / RSPS (Li & Talwalkar 2019): one uniformly drawn
+  candidate per label, no gradient to α (supernet training by sampled paths).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from dnas.errors import DnasError
 from dnas.registry import Registry
-from dnas.types import PRNGKey
+from dnas.types import ArchWeights, PRNGKey, Sampled
 
-Relaxation = Callable[[PRNGKey, jax.Array, jax.Array], jax.Array]
+Relaxation = Callable[[PRNGKey, jax.Array, jax.Array], ArchWeights]
 Schedule = float | Callable[[jax.Array], jax.Array]
 
 RELAXATIONS: Registry[Callable[..., Relaxation]] = Registry("relaxation")
 
 
-def _at(s: Schedule, step: jax.Array) -> jax.Array:
-    return s(step) if callable(s) else jnp.asarray(s, jnp.float32)
+def register_relaxation(name: str) -> Callable[[Callable[..., Relaxation]], Callable[..., Relaxation]]:
+    """Decorator registering a relaxation factory ``(**kwargs) -> Relaxation`` under ``name``."""
+    return RELAXATIONS.decorator(name, lambda f: f)
 
 
-def _straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
+def _at(s: Schedule, epoch: jax.Array) -> jax.Array:
+    return jnp.asarray(s(epoch) if callable(s) else s, jnp.float32)
+
+
+def straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
+    """``hard`` in the forward pass, the gradient of ``soft`` in the backward pass."""
     return hard + soft - jax.lax.stop_gradient(soft)
 
 
-@RELAXATIONS.decorator("softmax", lambda f: f)
+@register_relaxation("softmax")
 def softmax(temperature: Schedule = 1.0) -> Relaxation:
     """DARTS: ``softmax(α / T)``; the key is unused."""
-    return lambda key, logits, step: jax.nn.softmax(logits / _at(temperature, step))
+    return lambda key, logits, epoch: jax.nn.softmax(logits / _at(temperature, epoch))
 
 
-@RELAXATIONS.decorator("gumbel", lambda f: f)
-def gumbel(tau: Schedule = optax.exponential_decay(5.0, 1, 0.956), hard: bool = False) -> Relaxation:
-    """Gumbel-softmax with temperature ``tau(step)``; ``hard`` is straight-through one-hot.
+def exponential_temperature(tau0: float, decay: float, tau_min: float) -> Callable[[jax.Array], jax.Array]:
+    """``max(tau0 * decay^epoch, tau_min)``: SNAS' and FBNet's per-epoch annealing, floored."""
+    return lambda epoch: jnp.maximum(tau0 * decay ** jnp.asarray(epoch, jnp.float32), tau_min)
 
-    The default anneals 5.0 x 0.956^step, FBNet's schedule (per epoch there: pass your own
-    schedule in the unit you step in).
+
+def linear_temperature(tau_max: float, tau_min: float, epochs: int) -> Callable[[jax.Array], jax.Array]:
+    """GDAS: ``tau_max - (tau_max - tau_min) * epoch / (epochs - 1)``, clipped to ``tau_min``."""
+    span = max(int(epochs) - 1, 1)
+    return lambda epoch: jnp.maximum(tau_max - (tau_max - tau_min) * jnp.asarray(epoch, jnp.float32) / span, tau_min)
+
+
+def _gumbel_soft(key: PRNGKey, logits: jax.Array, tau: jax.Array) -> jax.Array:
+    g = jax.random.gumbel(key, logits.shape, logits.dtype)
+    return jax.nn.softmax((logits + g) / tau.astype(logits.dtype))
+
+
+@register_relaxation("gumbel")
+def gumbel(tau0: float = 5.0, decay: float = 0.956, tau_min: float = 0.1, hard: bool = False, tau: Schedule | None = None) -> Relaxation:
+    """Gumbel-softmax mixing weights (SNAS, FBNet); every candidate runs.
+
+    Args:
+      tau0, decay, tau_min: temperature ``max(tau0 * decay^epoch, tau_min)``; the defaults
+        are FBNet's (5.0, ``exp(-0.045)`` per epoch).
+      hard: straight-through one-hot forward (the soft gradient).
+      tau: a fixed temperature or a schedule of the epoch, replacing the three above.
     """
+    temp = tau if tau is not None else exponential_temperature(tau0, decay, tau_min)
 
-    def relax(key, logits, step):
-        g = jax.random.gumbel(key, logits.shape, logits.dtype)
-        soft = jax.nn.softmax((logits + g) / _at(tau, step))
+    def relax(key, logits, epoch):
+        soft = _gumbel_soft(key, logits, _at(temp, epoch))
         if not hard:
             return soft
-        return _straight_through(jax.nn.one_hot(jnp.argmax(soft), logits.shape[-1], dtype=soft.dtype), soft)
+        return straight_through(jax.nn.one_hot(jnp.argmax(soft), logits.shape[-1], dtype=soft.dtype), soft)
 
     return relax
 
 
-@RELAXATIONS.decorator("dirichlet", lambda f: f)
+@register_relaxation("gdas")
+def gdas(tau_max: float = 10.0, tau_min: float = 0.1, epochs: int = 250) -> Relaxation:
+    """GDAS (Dong & Yang, CVPR 2019): one sampled op per edge, only it computed.
+
+    The hard Gumbel-softmax sample ``h = one_hot(argmax(softmax((α + g) / τ)))`` picks the
+    op; the edge outputs ``w[i] * op_i(x)`` with ``w = h - sg(p) + p`` (value 1, gradient of
+    the soft sample ``p``), as in GDAS' ``hardwts``. τ decays linearly from ``tau_max`` to
+    ``tau_min`` over the run's ``epochs`` (the paper: 10 -> 0.1 over 250 epochs).
+    """
+    temp = linear_temperature(tau_max, tau_min, epochs)
+
+    def relax(key, logits, epoch):
+        soft = _gumbel_soft(key, logits, _at(temp, epoch))
+        index = jnp.argmax(soft)
+        weight = straight_through(jax.nn.one_hot(index, logits.shape[-1], dtype=soft.dtype), soft)
+        return Sampled(index[None].astype(jnp.int32), weight)
+
+    return relax
+
+
+@register_relaxation("dirichlet")
 def dirichlet() -> Relaxation:
     """DrNAS: a Dirichlet(softplus(α)) sample, differentiable by implicit reparameterisation."""
-    return lambda key, logits, step: jax.random.dirichlet(key, jax.nn.softplus(logits) + 1e-6)
+    return lambda key, logits, epoch: jax.random.dirichlet(key, jax.nn.softplus(logits) + 1e-6)
 
 
-@RELAXATIONS.decorator("binary_gate", lambda f: f)
-def binary_gate() -> Relaxation:
-    """ProxylessNAS: sample one path ~ softmax(α); one-hot forward, softmax gradient."""
+@register_relaxation("binary_gate")
+def binary_gate(paths: int = 1) -> Relaxation:
+    """ProxylessNAS (Cai et al., ICLR 2019): ``paths`` candidates drawn from ``softmax(α)``
+    without replacement; only they run. Each output is scaled by ``h - sg(p) + p`` (value 1
+    on the drawn paths, gradient through the probabilities ``p``).
 
-    def relax(key, logits, step):
+    ``paths=2`` is the paper's memory-saving training of the binary gates (two paths per
+    step); ``paths=1`` is its single-path form.
+    """
+    if paths < 1:
+        raise DnasError(f"binary_gate needs paths >= 1, got {paths}")
+
+    def relax(key, logits, epoch):
         probs = jax.nn.softmax(logits)
-        idx = jax.random.categorical(key, logits)
-        return _straight_through(jax.nn.one_hot(idx, logits.shape[-1], dtype=probs.dtype), probs)
+        k = min(paths, logits.shape[-1])
+        # Gumbel top-k draws k distinct candidates with the sequential-sampling law.
+        index = jax.lax.top_k(logits + jax.random.gumbel(key, logits.shape, logits.dtype), k)[1].astype(jnp.int32)
+        hard = jnp.zeros_like(probs).at[index].set(1.0)
+        return Sampled(index, straight_through(hard, probs))
 
     return relax
 
 
-def make_relaxation(name: str, **kwargs) -> Relaxation:
-    """Builds the registered relaxation ``name`` (unknown names list the known ones)."""
-    return RELAXATIONS[name](**kwargs)
+@register_relaxation("uniform")
+def uniform() -> Relaxation:
+    """SPOS / RSPS single path: one candidate drawn uniformly per label; α gets no gradient."""
+
+    def relax(key, logits, epoch):
+        k = logits.shape[-1]
+        index = jax.random.randint(key, (1,), 0, k, dtype=jnp.int32)
+        return Sampled(index, jax.lax.stop_gradient(jax.nn.one_hot(index[0], k, dtype=logits.dtype)))
+
+    return relax
 
 
-def relax_all(relax: Relaxation, key: PRNGKey, alpha: Mapping[str, jax.Array], step: jax.Array) -> dict[str, jax.Array]:
+def make_relaxation(name: str, kwargs: Mapping[str, Any] | None = None, *, epochs: int | None = None) -> Relaxation:
+    """Builds the registered relaxation ``name`` with ``kwargs``.
+
+    ``epochs`` is passed to factories that declare it (schedules over the whole run).
+    Unknown names list the known ones; unknown keyword arguments name the accepted ones.
+    """
+    factory = RELAXATIONS[name]
+    kwargs = dict(kwargs or {})
+    params = inspect.signature(factory).parameters
+    if epochs is not None and "epochs" in params and "epochs" not in kwargs:
+        kwargs["epochs"] = int(epochs)
+    accepted = [p for p in params if p != "epochs" or epochs is None]
+    bad = [k for k in kwargs if k not in params]
+    if bad:
+        raise DnasError(f"relaxation {name!r} takes no argument {bad[0]!r}; it accepts: {', '.join(accepted) or 'nothing'}")
+    try:
+        return factory(**kwargs)
+    except TypeError as e:
+        raise DnasError(f"relaxation {name!r}: {e}") from None
+
+
+def relax_all(relax: Relaxation, key: PRNGKey, alpha: Mapping[str, jax.Array], epoch: jax.Array) -> dict[str, ArchWeights]:
     """Applies ``relax`` to every label's logits with an independent key per label."""
-    return {label: relax(jax.random.fold_in(key, i), a, step) for i, (label, a) in enumerate(sorted(alpha.items()))}
+    return {label: relax(jax.random.fold_in(key, i), a, epoch) for i, (label, a) in enumerate(sorted(alpha.items()))}

@@ -3,12 +3,16 @@
 DARTS' CIFAR recipe (``train.py``): SGD momentum 0.9, lr 0.025 cosine to 0 over the
 epochs (stepped per epoch), weight decay 3e-4, grad-norm clip 5, cutout 16, drop-path
 probability ramped linearly from 0 to ``drop_path_prob``, auxiliary head weighted 0.4.
-Checkpointed and resumable like the search.
+The genotype decides the network (its space's ``network()``): a DARTS cell builds DARTS'
+CIFAR network, an NB201 cell the NB201 network. Checkpointed (periodically, at the end, and
+on SIGINT/SIGTERM) and resumable like the search; the test split is evaluated at the end
+of every epoch (``epoch_test_acc`` / ``epoch_test_loss`` on the ``"event": "epoch"`` lines).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from dnas import genotype as G
 from dnas.bilevel import cross_entropy
 from dnas.checkpoint import Checkpointer, resume
 from dnas.datasets import augment, batch_indices, get_dataset, normalize, steps_per_epoch
+from dnas.config import import_files
+from dnas.cost import count_params, model_macs
 from dnas.metrics import MetricWriter, Progress
 from dnas.nets import build_eval_network
 from dnas.parallel import make_mesh, replicate, shard_batch
@@ -41,12 +47,17 @@ class TrainState:
 
 
 def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Callable[[str], None] = print) -> dict[str, float]:
-    """Trains ``config.genotype`` and returns ``{"test_acc", "test_loss"}`` (also in
-    ``workdir/result.json``)."""
-    from dnas.loop import prepare_workdir
+    """Trains ``config.genotype`` and returns ``{"test_acc", "test_loss", ...}`` (also in
+    ``workdir/result.json``).
+
+    SIGINT/SIGTERM write a checkpoint and raise :class:`dnas.loop.Interrupted`; running the
+    same command again resumes.
+    """
+    from dnas.loop import Interrupted, NonFiniteLoss, all_finite, evaluate_split, prepare_workdir
 
     workdir = Path(workdir)
     config = prepare_workdir(workdir, config)
+    import_files(config.imports)
     geno = G.get(config.genotype)
     data = get_dataset(config.dataset, config.data_dir or None)
     data = data.subset(config.max_train_examples or None, config.max_test_examples or None)
@@ -54,8 +65,17 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     spe = steps_per_epoch(len(data.train_y), config.batch_size)
     total = config.max_steps or config.epochs * spe
     k_model, k_state, data_key = jax.random.split(jax.random.key(config.seed), 3)
-    net = build_jitted(
-        lambda r: build_eval_network(geno, "cifar", config.init_channels, config.layers, data.num_classes, config.auxiliary, c, rngs=r), k_model
+
+    def ctor(r):
+        return build_eval_network(geno, config.dataset, config.init_channels, config.layers, data.num_classes, config.auxiliary, c, rngs=r)
+
+    net = build_jitted(ctor, k_model)
+    n_params = count_params(net)
+    macs = model_macs(net, (1, h, w, c))
+    log(
+        f"train: {geno} ({geno.space} network, C={config.init_channels}, layers={config.layers}: {n_params / 1e6:.3f} M params, "
+        f"{macs / 1e6:.1f} M MACs per image) on {config.dataset} ({len(data.train_y)} train / {len(data.test_y)} test), "
+        f"{total} steps ({spe}/epoch)"
     )
     net.train()
     graphdef, weights, stats = nnx.split(net, nnx.Param, nnx.BatchStat)
@@ -70,20 +90,21 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     mean, std = data.mean, data.std
     pad = max(1, h // 8)
     epochs = config.epochs
+    aug = dict(pad=pad, flip=data.flip, fill=data.pad_fill, cutout=config.cutout)
 
     def train_step(state: TrainState, x, y):
         key = jax.random.fold_in(state.rng, state.step)
-        x = augment(jax.random.fold_in(key, 0), normalize(x, mean, std), pad=pad, cutout=config.cutout)
+        x = augment(jax.random.fold_in(key, 0), normalize(x, mean, std), **aug)
         epoch = state.step // spe
         drop = config.drop_path_prob * epoch / epochs
 
         def loss_fn(weights):
             m = nnx.merge(graphdef, weights, state.stats, copy=True)
-            logits, aux = m(x, key=jax.random.fold_in(key, 1), drop_prob=drop)
-            loss = cross_entropy(logits, y)
-            if aux is not None:
-                loss = loss + config.auxiliary_weight * cross_entropy(aux, y)
-            return loss, (nnx.state(m, nnx.BatchStat), logits)
+            out = m(x, key=jax.random.fold_in(key, 1), drop_prob=drop)
+            loss = cross_entropy(out.logits, y)
+            if out.aux_logits is not None:
+                loss = loss + config.auxiliary_weight * cross_entropy(out.aux_logits, y)
+            return loss, (nnx.state(m, nnx.BatchStat), out.logits)
 
         (loss, (stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.weights)
         updates, opt_state = opt.update(grads, state.opt, state.weights)
@@ -95,7 +116,7 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
 
     def eval_step(state: TrainState, x, y, valid):
         m = nnx.merge(eval_graphdef, state.weights, state.stats, copy=True)
-        logits, _ = m(normalize(x, mean, std))
+        logits = m(normalize(x, mean, std)).logits
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return jnp.sum((jnp.argmax(logits, -1) == y) * valid), jnp.sum(losses * valid)
 
@@ -105,40 +126,56 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     metrics = MetricWriter(workdir / "metrics.jsonl")
     state = resume(ckpt, state, (metrics,), log)
     start = int(state.step)
-    log(f"train: {geno} on {config.dataset} ({len(data.train_y)} train / {len(data.test_y)} test), {total} steps")
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):
+        stop["signal"] = signum
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     progress = Progress(total, start)
     try:
         for step in range(start, total):
             idx = batch_indices(data_key, len(data.train_y), config.batch_size, step)
-            batch = shard_batch(mesh, (data.train_x[idx], data.train_y[idx]))
+            batch = shard_batch(mesh, (data.train_x[idx], data.train_y[idx]), global_batch=True)
             if step == start:  # every batch has the same shapes and shardings
-                train_jit = compile_then_trim(train_jit, state, *batch)
+                with progress.compiling("the training step"):
+                    train_jit = compile_then_trim(train_jit, state, *batch)
             state, m = train_jit(state, *batch)
             if step == start:
                 release_free_memory()
             done = step + 1
-            if done % config.log_every_steps == 0 or done == total:
+            epoch_end = done % spe == 0 or done == total
+            saving = done % config.checkpoint_every_steps == 0 or done == total or stop["signal"] is not None
+            logging = done % config.log_every_steps == 0 or epoch_end
+            if logging or saving:
                 m = jax.device_get(m)
+                if not np.isfinite(m["train_loss"]) or (saving and not bool(all_finite(state))):
+                    raise NonFiniteLoss(
+                        f"train_loss is {m['train_loss']} at step {done}; stopped without saving that state (the newest "
+                        f"checkpoint in {str(workdir / 'checkpoints')!r} is the last finite one). Lower config.lr"
+                    )
+            if logging:
                 metrics.write({"step": done, **m})
-                progress.update(done, f"loss {m['train_loss']:.3f}")
-            if done % config.checkpoint_every_steps == 0 or done == total:
+                progress.update(done, f"loss {m['train_loss']:.3f} acc {m['train_acc']:.3f}")
+            if epoch_end:
+                ev = evaluate_split(eval_jit, state, mesh, data.test_x, data.test_y, 256)
+                epoch = (done - 1) // spe + 1
+                metrics.write({"step": done, "event": "epoch", "epoch": epoch, "epoch_test_acc": ev["acc"], "epoch_test_loss": ev["loss"]})
+                progress.update(done, f"epoch {epoch}: test_acc {ev['acc']:.3f} test_loss {ev['loss']:.3f}", force_line=True)
+            if saving:
                 ckpt.save(done, state)
+            if stop["signal"] is not None:
+                raise Interrupted(f"stopped by signal {stop['signal']} at step {done}; checkpoint written")
     finally:
         progress.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
         ckpt.close()
-    n_dev = mesh.devices.size
-    bs = max(n_dev, (min(256, len(data.test_y)) // n_dev) * n_dev)
-    correct, loss_sum, n = 0, 0.0, len(data.test_y)
-    for i in range(0, n, bs):
-        x, y = data.test_x[i : i + bs], data.test_y[i : i + bs]
-        valid = np.ones(bs, np.float32)
-        if len(y) < bs:  # pad the last batch; padded examples are masked out
-            valid[len(y) :] = 0
-            x = np.concatenate([x, np.zeros((bs - len(y),) + x.shape[1:], x.dtype)])
-            y = np.concatenate([y, np.zeros(bs - len(y), y.dtype)])
-        cnt, ls = eval_jit(state, *shard_batch(mesh, (x, y, valid)))
-        correct, loss_sum = correct + int(cnt), loss_sum + float(ls)
-    result = {"test_acc": correct / max(n, 1), "test_loss": loss_sum / max(n, 1), "test_examples": n, "steps": total}
-    (workdir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    ev = evaluate_split(eval_jit, state, mesh, data.test_x, data.test_y, 256)
+    n = len(data.test_y)
+    result = {"test_acc": ev["acc"], "test_loss": ev["loss"], "test_examples": n, "steps": total, "params": n_params, "macs": macs}
+    tmp = workdir / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(workdir / "result.json")
     metrics.write({"step": total, "event": "test", **result})
     return result

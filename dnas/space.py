@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.errors import DnasError
+from dnas.registry import Registry
 from dnas.types import ArchVec, PRNGKey
 
 
@@ -59,6 +60,21 @@ class Choice:
 
 class SearchSpace:
     """An ordered set of labelled choices with discrete encodings.
+
+    A *registered* space (:func:`register_space`) is what configs name with
+    ``config.space`` (+ ``config.space_kwargs`` for its constructor, ``config.layers``
+    passed as ``layers``). It adds three methods to the encodings below, and that is all
+    the rest of dnas calls:
+
+    - ``supernet(*, C, num_classes, in_channels, rngs) -> nnx.Module``: the supernet, owning
+      ``self.alpha = init_alpha(space, key)`` and called as ``net(x, arch) -> NetOutput``
+      (:class:`dnas.types.NetOutput`);
+    - ``derive(alpha: dict label -> logits) -> genotype``: the discrete architecture, an
+      instance of a class registered with :func:`dnas.genotype.register_genotype`;
+    - ``network(genotype, *, C, layers, num_classes, in_channels, rngs, **options)``
+      (a static method): the derived network, called as ``net(x, *, key, drop_prob) ->
+      NetOutput``; ``options`` carries train-config values it may use (``dataset``,
+      ``auxiliary``) and must be accepted even when unused.
 
     Args:
       choices: the choices; repeated labels are merged (and must list equal candidates).
@@ -201,3 +217,43 @@ class SearchSpace:
         for gi, idx in enumerate(self.groups):
             owner[list(idx)] = gi
         return jnp.where(take_a[jnp.asarray(owner)], jnp.asarray(a, jnp.int32), jnp.asarray(b, jnp.int32))
+
+
+SPACES: Registry[type] = Registry("space")
+"""Registered search-space classes by name (see :class:`SearchSpace`)."""
+
+
+def register_space(name: str):
+    """Class decorator registering a :class:`SearchSpace` subclass under ``name``.
+
+    The genotypes its ``derive`` returns name the space back (``genotype.space == name``),
+    so ``dnas train`` builds the right network from a genotype alone.
+    """
+
+    def deco(cls: type) -> type:
+        for method in ("supernet", "derive", "network"):
+            if not callable(getattr(cls, method, None)):
+                raise DnasError(f"space {name!r} ({cls.__name__}) lacks the method {method}(); see dnas.space.SearchSpace")
+        cls.space_name = name
+        SPACES.add(name, cls)
+        return cls
+
+    return deco
+
+
+def build_space(name: str, layers: int, kwargs: Mapping[str, Any] | None = None) -> SearchSpace:
+    """The registered space ``name`` built with ``layers`` and ``kwargs`` (one-line errors
+    for unknown names and arguments)."""
+    import inspect
+
+    cls = SPACES[name]
+    kwargs = dict(kwargs or {})
+    params = inspect.signature(cls.__init__).parameters
+    bad = [k for k in kwargs if k not in params or k == "self"]
+    if bad:
+        accepted = [p for p in params if p not in ("self", "layers")]
+        raise DnasError(f"space {name!r} takes no argument {bad[0]!r} in config.space_kwargs; it accepts: {', '.join(accepted)}")
+    try:
+        return cls(layers=int(layers), **kwargs)
+    except TypeError as e:
+        raise DnasError(f"space {name!r}: {e}") from None

@@ -19,7 +19,7 @@ OPS3 = ("none", "skip_connect", "sep_conv_3x3")
 
 
 def _setup(order=1, w_opt=None, layers=1, steps=2, ops=OPS3, C=2, impl="scan"):
-    space = DartsSpace(layers=layers, steps=steps, ops=ops)
+    space = DartsSpace(layers=layers, nodes=steps, ops=ops)
     net = DartsSearchNetwork(space, C=C, num_classes=3, impl=impl, rngs=nnx.Rngs(0))
     w_opt = w_opt or darts_weight_optimizer(steps_per_epoch=10)
     a_opt = darts_alpha_optimizer()
@@ -53,7 +53,7 @@ def test_updates_touch_only_their_variables(order):
 def test_second_order_is_exact_hypergradient():
     # Plain SGD (no clip/momentum) with a large lr makes the second-order term visible.
     with jax.enable_x64(True):
-        space = DartsSpace(layers=1, steps=1, ops=OPS3)
+        space = DartsSpace(layers=1, nodes=1, ops=OPS3)
         net = DartsSearchNetwork(space, C=2, num_classes=3, rngs=nnx.Rngs(0))
         w_opt = optax.sgd(0.5)
         g, state = init_search_state(net, w_opt, optax.sgd(1.0), key=jax.random.key(0))
@@ -74,7 +74,7 @@ def test_second_order_is_exact_hypergradient():
             def loss(weights, alpha, batch):
                 m = nnx.merge(g, alpha, weights, state.stats, copy=True)
                 arch = {l: jax.nn.softmax(a) for l, a in alpha_dict(alpha).items()}
-                return optax.softmax_cross_entropy_with_integer_labels(m(batch[0], arch), batch[1]).mean()
+                return optax.softmax_cross_entropy_with_integer_labels(m(batch[0], arch).logits, batch[1]).mean()
 
             gw = jax.grad(loss)(state.weights, alpha, (x, y))
             unrolled = jax.tree_util.tree_map(lambda w, d: w - 0.5 * d, state.weights, gw)
@@ -104,7 +104,7 @@ def test_second_order_is_exact_hypergradient():
         def loss(weights, alpha, batch):
             m = nnx.merge(g, alpha, weights, state.stats, copy=True)
             arch = {l: jax.nn.softmax(a) for l, a in alpha_dict(alpha).items()}
-            return optax.softmax_cross_entropy_with_integer_labels(m(batch[0], arch), batch[1]).mean()
+            return optax.softmax_cross_entropy_with_integer_labels(m(batch[0], arch).logits, batch[1]).mean()
 
         gw = jax.grad(loss)(state.weights, state.alpha, (x, y))
         unrolled = jax.tree_util.tree_map(lambda w, d: w - 0.5 * d, state.weights, gw)
@@ -125,7 +125,7 @@ def test_second_order_is_exact_hypergradient():
 
 
 def test_unknown_hypergradient_is_rejected():
-    space = DartsSpace(layers=1, steps=1, ops=OPS3)
+    space = DartsSpace(layers=1, nodes=1, ops=OPS3)
     net = DartsSearchNetwork(space, C=2, num_classes=3, rngs=nnx.Rngs(0))
     g, _ = nnx.split(net)
     with pytest.raises(ValueError, match="hypergradient must be one of"):
@@ -201,7 +201,7 @@ def test_fused_step_equals_the_passes_run_one_after_the_other(order, impl, hyper
         if x64:
             state, train, val = (_to_float64(t) for t in (state, train, val))
         w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
-        penalty = lambda arch, step: 0.3 * sum(w[3] + w[4] for w in arch.values())  # noqa: E731
+        penalty = lambda logits, arch, step: 0.3 * sum(w[3] + w[4] for w in arch.values())  # noqa: E731
         kw = dict(order=order, relax=gumbel(tau=2.0), arch_penalty=penalty, hypergradient=hyper or "finite_difference")
         fused = jax.jit(make_search_step(g, w_opt, a_opt, fuse_passes=True, **kw).__call__)
         unfused = jax.jit(make_search_step(g, w_opt, a_opt, fuse_passes=False, **kw).__call__)
@@ -227,7 +227,7 @@ def test_fused_step_falls_back_when_batches_differ_in_shape():
 
 
 def test_index_path_compiles_once_across_architectures():
-    space = NB201Space(N=1)
+    space = NB201Space(layers=1)
     net = NB201SearchNetwork(space, C=4, num_classes=3, rngs=nnx.Rngs(0))
     net.eval()
     g, state = nnx.split(net)
@@ -237,7 +237,7 @@ def test_index_path_compiles_once_across_architectures():
     @chex.assert_max_traces(n=1)
     def evaluate(state, vec):
         m = nnx.merge(g, state, copy=True)
-        return m(x, space.to_inputs(vec))
+        return m(x, space.to_inputs(vec)).logits
 
     outs = set()
     for i in range(8):

@@ -31,7 +31,7 @@ def _copy_scan_into_unrolled(scan_net, flat_net):
 
 @pytest.mark.parametrize("impl", ["scan", "batch"])
 def test_grouped_edges_match_unrolled_forward_and_gradients(impl):
-    space = DartsSpace(layers=3, steps=3, ops=OPS)  # cells: normal, reduce, reduce
+    space = DartsSpace(layers=3, nodes=3, ops=OPS)  # cells: normal, reduce, reduce
     scan_net = DartsSearchNetwork(space, C=4, num_classes=5, impl=impl, rngs=nnx.Rngs(0))
     flat_net = DartsSearchNetwork(space, C=4, num_classes=5, impl="unrolled", rngs=nnx.Rngs(1))
     _copy_scan_into_unrolled(scan_net, flat_net)
@@ -40,7 +40,7 @@ def test_grouped_edges_match_unrolled_forward_and_gradients(impl):
 
     def loss(net, alpha):
         arch = {l: jax.nn.softmax(a) for l, a in alpha.items()}
-        return jnp.sum(jnp.sin(net(x, arch)))
+        return jnp.sum(jnp.sin(net(x, arch).logits))
 
     def value_and_grads(net):
         g, params, rest = nnx.split(net, nnx.Param, ...)
@@ -65,20 +65,20 @@ def test_grouped_edges_match_unrolled_forward_and_gradients(impl):
 
 @pytest.mark.parametrize("impl", ["scan", "batch"])
 def test_grouped_edges_index_path_matches_unrolled(impl):
-    space = DartsSpace(layers=3, steps=2, ops=OPS)
+    space = DartsSpace(layers=3, nodes=2, ops=OPS)
     scan_net = DartsSearchNetwork(space, C=4, num_classes=5, impl=impl, rngs=nnx.Rngs(0))
     flat_net = DartsSearchNetwork(space, C=4, num_classes=5, impl="unrolled", rngs=nnx.Rngs(1))
     _copy_scan_into_unrolled(scan_net, flat_net)
     x = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))
     for i in range(3):
         arch = space.to_inputs(space.sample(jax.random.key(i)))
-        np.testing.assert_allclose(scan_net(x, arch), flat_net(x, arch), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(scan_net(x, arch).logits, flat_net(x, arch).logits, rtol=1e-4, atol=1e-5)
 
 
 def test_build_jitted_equals_eager_build():
     from dnas.state import build_jitted
 
-    space = DartsSpace(layers=2, steps=2, ops=OPS)
+    space = DartsSpace(layers=2, nodes=2, ops=OPS)
     key = jax.random.key(7)
     eager = DartsSearchNetwork(space, C=4, num_classes=5, rngs=nnx.Rngs(params=key))
     jitted = build_jitted(lambda r: DartsSearchNetwork(space, C=4, num_classes=5, rngs=r), key)
@@ -93,7 +93,7 @@ def test_cached_scan_body_respects_the_lowering_in_effect():
     lowering must not leak into a trace under another (MAC counting forces "conv")."""
     from dnas.ops.layers import depthwise_impl
 
-    space = DartsSpace(layers=1, steps=2, ops=OPS)
+    space = DartsSpace(layers=1, nodes=2, ops=OPS)
     net = DartsSearchNetwork(space, C=4, num_classes=3, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(net)
     x = jnp.ones((2, 8, 8, 3))

@@ -19,7 +19,7 @@ def _alpha_for(space, table):
 
 
 def test_darts_rule_on_hand_set_alpha():
-    space = DartsSpace(layers=8, steps=4)
+    space = DartsSpace(layers=8, nodes=4)
     table = {
         "normal/edge_2_0": ("sep_conv_3x3", 3.0),
         "normal/edge_2_1": ("dil_conv_5x5", 2.0),
@@ -57,7 +57,7 @@ def test_nb201_rule_is_argmax_including_none():
 
 
 def test_macro_derive_gives_one_cell_per_layer():
-    space = DartsSpace(layers=3, steps=2, shared=False)
+    space = DartsSpace(layers=3, nodes=2, shared=False)
     alpha = {l: np.random.default_rng(0).normal(size=len(DARTS_OPS)) for l in space.labels}
     geno = space.derive(alpha)
     assert isinstance(geno, G.MacroGenotype) and len(geno.cells) == 3
@@ -115,3 +115,55 @@ def test_load_missing_and_corrupt(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DnasError, match="not valid JSON"):
         G.load(tmp_path / "bad.json")
+
+
+def test_darts_rule_ranks_edges_by_softmax_then_masks_none():
+    """DARTS ranks a node's inputs by softmax(α) with 'none' masked afterwards, so a strong
+    'none' weakens its edge: raw logits would rank edge 4_0 (4.0) above 4_2 (2.0)."""
+    space = DartsSpace(layers=8, nodes=4)
+    table = {"normal/edge_4_0": ("sep_conv_5x5", 4.0), "normal/edge_4_2": ("avg_pool_3x3", 2.0), "normal/edge_4_3": ("dil_conv_3x3", 1.9)}
+    alpha = _alpha_for(space, table)
+    alpha["normal/edge_4_0"][space.ops.index("none")] = 6.0
+    node4 = space.derive(alpha).normal.edges[4:6]
+    assert node4 == (("avg_pool_3x3", 2), ("dil_conv_3x3", 3))
+    raw_choice = sorted(range(4), key=lambda i: -max(v for k, v in enumerate(alpha[f"normal/edge_4_{i}"]) if space.ops[k] != "none"))[:2]
+    assert raw_choice[0] == 0  # what a raw-α rule would have kept
+
+
+def test_genotype_with_two_ops_from_one_input_is_refused_not_truncated():
+    """ENAS/NASNet/AmoebaNet cells take two ops from the same state into a node; the DARTS
+    space has one op per (node, input), so converting must fail, not drop an edge."""
+    space = DartsSpace(layers=8, nodes=5)
+    assert G.get("ENAS").normal.steps == 5
+    with pytest.raises(DnasError, match="two ops from state"):
+        space.genotype_to_vec(G.get("ENAS"))
+    space = DartsSpace(layers=8)
+    assert space.is_valid(space.genotype_to_vec(G.get("DARTS_V1")))
+
+
+def test_keep_one_input_per_node_derives_builds_and_roundtrips():
+    from flax import nnx
+
+    from dnas.nets import build_eval_network
+
+    space = DartsSpace(layers=3, nodes=3, keep=1)
+    alpha = {l: np.random.default_rng(1).normal(size=len(space.ops)) for l in space.labels}
+    geno = space.derive(alpha)
+    assert geno.normal.per_node == 1 and len(geno.normal.edges) == 3
+    assert G.from_json(json.loads(json.dumps(geno.to_json()))) == geno
+    vec = space.genotype_to_vec(geno)
+    assert space.is_valid(vec) and space.size() == ((2 * 7) * (3 * 7) * (4 * 7)) ** 2
+    net = build_eval_network(geno, "cifar10", 4, 3, 10, auxiliary=False, rngs=nnx.Rngs(0))
+    assert net(np.zeros((1, 8, 8, 3), np.float32)).logits.shape == (1, 10)
+    with pytest.raises(DnasError, match="keep must be 1 or 2"):
+        DartsSpace(keep=3)
+
+
+def test_every_genotype_kind_names_a_registered_space_and_draws():
+    from dnas.space import SPACES
+
+    for kind in G.GENOTYPES:
+        assert G.GENOTYPES[kind].space in SPACES, kind
+    for name in G.published_names():
+        dots = G.get(name).dot_graphs()
+        assert dots and all(d.startswith("digraph") for d in dots.values())

@@ -28,7 +28,7 @@ def test_mix_equals_weighted_sum_and_index_equals_single_op():
 
 
 def _tiny_darts(shared, layers=3):
-    space = DartsSpace(layers=layers, steps=2, ops=OPS4, shared=shared)
+    space = DartsSpace(layers=layers, nodes=2, ops=OPS4, shared=shared)
     return space, DartsSearchNetwork(space, C=4, num_classes=3, rngs=nnx.Rngs(0))
 
 
@@ -50,7 +50,7 @@ def test_shared_label_gradient_accumulates_over_cells():
     def loss(alpha):
         m = nnx.merge(g, alpha, weights, stats, copy=True)
         arch = {l: jax.nn.softmax(a) for l, a in alpha_dict(alpha).items()}
-        return jnp.sum(m(x, arch) ** 2)
+        return jnp.sum(m(x, arch).logits ** 2)
 
     grads = alpha_dict(jax.grad(loss)(alpha))
     assert all(np.any(np.asarray(v) != 0) for v in grads.values())
@@ -67,12 +67,12 @@ def test_macro_has_separate_alpha_per_cell():
 
 
 def test_index_path_equals_switching_ops_by_hand():
-    space = NB201Space(N=1)
+    space = NB201Space(layers=1)
     net = NB201SearchNetwork(space, C=4, num_classes=3, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))
     vec = space.sample(jax.random.key(3))
     onehot = {l: jax.nn.one_hot(v, len(space.ops)) for l, v in space.to_inputs(vec).items()}
-    np.testing.assert_allclose(net(x, space.to_inputs(vec)), net(x, onehot), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(net(x, space.to_inputs(vec)).logits, net(x, onehot).logits, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("impl", ["shift", "conv"])

@@ -15,7 +15,7 @@ from dnas.state import init_search_state
 @pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices: XLA_FLAGS=--xla_force_host_platform_device_count=4")
 @pytest.mark.parametrize("order", [1, 2])
 def test_sharded_step_equals_single_device(order):
-    space = DartsSpace(layers=1, steps=2, ops=("none", "skip_connect", "sep_conv_3x3", "avg_pool_3x3"))
+    space = DartsSpace(layers=1, nodes=2, ops=("none", "skip_connect", "sep_conv_3x3", "avg_pool_3x3"))
     net = DartsSearchNetwork(space, C=4, num_classes=3, rngs=nnx.Rngs(0))
     w_opt, a_opt = darts_weight_optimizer(), darts_alpha_optimizer()
     g, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))

@@ -44,7 +44,7 @@ def test_sizes_micro_vs_macro():
     assert 1e17 < micro.size() < 1e19
     nb = NB201Space()
     assert nb.size() == 5**6 == 15625
-    assert NB201Space(N=5, shared=False).size() == 5 ** (6 * 15)
+    assert NB201Space(layers=5, shared=False).size() == 5 ** (6 * 15)
 
 
 @pytest.mark.parametrize("space", [DartsSpace(layers=3), NB201Space(), DartsSpace(layers=3, shared=False)])
@@ -70,7 +70,7 @@ def test_sample_mutate_crossover_stay_valid(space):
 
 
 def test_darts_sample_is_uniform_over_inputs():
-    sp = DartsSpace(layers=3, steps=2)
+    sp = DartsSpace(layers=3, nodes=2)
     counts = np.zeros(3)
     node3 = [sp.index(f"normal/edge_3_{i}") for i in range(3)]
     sample = jax.jit(jax.vmap(sp.sample))

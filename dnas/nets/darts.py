@@ -6,7 +6,8 @@
 - ImageNet (mobile setting): three-conv stem taking 224x224 to 28x28, C=48, 14 cells,
   7x7 pool (DARTS_V2: 4.7M params, 574M multiply-adds).
 
-Call ``net(x, *, key=None, drop_prob=0.0) -> (logits, aux_logits | None)``. ``drop_prob``
+Call ``net(x, *, key=None, drop_prob=0.0) -> NetOutput(logits, aux_logits | None)``
+(:class:`dnas.types.NetOutput`, the convention of every dnas network). ``drop_prob``
 may be a traced scalar (a schedule does not recompile); drop-path needs ``key``.
 """
 
@@ -17,11 +18,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dnas.errors import DnasError
-from dnas.genotype import CellGenotype, DartsGenotype, MacroGenotype, NB201Genotype
+from dnas.genotype import CellGenotype, DartsGenotype, MacroGenotype
 from dnas.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 from dnas.ops.layers import Conv2d, avg_pool, batch_norm
 from dnas.spaces.darts_cnn import reduction_layers
-from dnas.types import PRNGKey
+from dnas.types import ArchInput, NetOutput, PRNGKey
 
 
 def drop_path(x: jax.Array, drop_prob: jax.Array, key: PRNGKey) -> jax.Array:
@@ -32,12 +33,14 @@ def drop_path(x: jax.Array, drop_prob: jax.Array, key: PRNGKey) -> jax.Array:
 
 
 class EvalCell(nnx.Module):
-    """A fixed cell: two (op, input) edges per node summed, chosen states concatenated."""
+    """A fixed cell: ``per_node`` (op, input) edges per node summed (two in DARTS), chosen
+    states concatenated."""
 
     def __init__(self, cell: CellGenotype, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool, *, rngs: nnx.Rngs):
         self.pre0 = FactorizedReduce(c_pp, c, affine=True, rngs=rngs) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=True, rngs=rngs)
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=True, rngs=rngs)
         self.inputs = tuple(i for _, i in cell.edges)
+        self.per_node = cell.per_node
         self.concat = cell.concat
         self.ops = nnx.List(
             [build_op(op, c, c, 2 if reduction and i < 2 else 1, affine=True, rngs=rngs) for op, i in cell.edges]
@@ -47,9 +50,9 @@ class EvalCell(nnx.Module):
 
     def __call__(self, s0: jax.Array, s1: jax.Array, drop_prob: jax.Array, key: PRNGKey | None) -> jax.Array:
         states = [self.pre0(s0), self.pre1(s1)]
-        for n in range(len(self.inputs) // 2):
+        for n in range(len(self.inputs) // self.per_node):
             acc = None
-            for e in (2 * n, 2 * n + 1):
+            for e in range(n * self.per_node, (n + 1) * self.per_node):
                 h = self.ops[e](states[self.inputs[e]])
                 if key is not None and self.droppable[e]:
                     h = drop_path(h, drop_prob, jax.random.fold_in(key, e))
@@ -81,8 +84,8 @@ def AuxHeadImageNet(c: int, num_classes: int, *, rngs: nnx.Rngs) -> AuxHeadCIFAR
 
 class _DartsEval(nnx.Module):
     def _cells(self, genotype, C: int, layers: int, c_pp: int, c_p: int, reduction_prev: bool, num_classes: int, auxiliary: bool, aux_head, rngs: nnx.Rngs) -> None:
-        if isinstance(genotype, NB201Genotype):
-            raise DnasError("an NB201 genotype builds an NB201Network, not a DARTS network")
+        if not isinstance(genotype, (DartsGenotype, MacroGenotype)):
+            raise DnasError(f"a DARTS network needs a DARTS genotype, got {type(genotype).__name__}")
         reductions = reduction_layers(layers)
         cells, c_curr, self.aux_index, c_aux = [], C, None, None
         for i in range(layers):
@@ -106,7 +109,7 @@ class _DartsEval(nnx.Module):
             s0, s1 = s1, cell(s0, s1, drop_prob, k)
             if self.aux is not None and i == self.aux_index:
                 aux = self.aux(s1)
-        return self.classifier(jnp.mean(s1, axis=(1, 2))), aux
+        return NetOutput(self.classifier(jnp.mean(s1, axis=(1, 2))), aux)
 
 
 class DartsCIFARNetwork(_DartsEval):
@@ -123,7 +126,8 @@ class DartsCIFARNetwork(_DartsEval):
         self.stem_conv, self.stem_bn = Conv2d(in_channels, c_stem, 3, 1, 1, rngs=rngs), batch_norm(c_stem, True, rngs=rngs)
         self._cells(genotype, C, layers, c_stem, c_stem, False, num_classes, auxiliary, AuxHeadCIFAR, rngs)
 
-    def __call__(self, x: jax.Array, *, key: PRNGKey | None = None, drop_prob: float | jax.Array = 0.0):
+    def __call__(self, x: jax.Array, arch: ArchInput | None = None, *, key: PRNGKey | None = None, drop_prob: float | jax.Array = 0.0) -> NetOutput:
+        _no_arch(arch)
         s = self.stem_bn(self.stem_conv(x))
         return self._run(s, s, jnp.asarray(drop_prob, x.dtype), key)
 
@@ -137,18 +141,28 @@ class DartsImageNetNetwork(_DartsEval):
         self.s1_c, self.s1_b = Conv2d(C, C, 3, 2, 1, rngs=rngs), batch_norm(C, True, rngs=rngs)
         self._cells(genotype, C, layers, C, C, True, num_classes, auxiliary, AuxHeadImageNet, rngs)
 
-    def __call__(self, x: jax.Array, *, key: PRNGKey | None = None, drop_prob: float | jax.Array = 0.0):
+    def __call__(self, x: jax.Array, arch: ArchInput | None = None, *, key: PRNGKey | None = None, drop_prob: float | jax.Array = 0.0) -> NetOutput:
+        _no_arch(arch)
         s0 = self.s0_b2(self.s0_c2(jax.nn.relu(self.s0_b1(self.s0_c1(x)))))
         s1 = self.s1_b(self.s1_c(jax.nn.relu(s0)))
         return self._run(s0, s1, jnp.asarray(drop_prob, x.dtype), key)
 
 
-def build_eval_network(genotype, dataset: str, C: int, layers: int, num_classes: int, auxiliary: bool = True, in_channels: int = 3, *, rngs: nnx.Rngs) -> nnx.Module:
-    """The paper's evaluation network for ``dataset`` ("imagenet" or a CIFAR-like one)."""
-    if isinstance(genotype, NB201Genotype):
-        from dnas.spaces.nb201 import NB201Network
+def _no_arch(arch: ArchInput | None) -> None:
+    if arch is not None:
+        raise DnasError("a derived DARTS network takes no architecture input; its genotype is fixed")
 
-        return NB201Network(genotype, C=C, N=layers, num_classes=num_classes, in_channels=in_channels, rngs=rngs)
-    if dataset == "imagenet":
-        return DartsImageNetNetwork(genotype, C, layers, num_classes, auxiliary, in_channels, rngs=rngs)
-    return DartsCIFARNetwork(genotype, C, layers, num_classes, auxiliary, in_channels, rngs=rngs)
+
+def build_eval_network(genotype, dataset: str, C: int, layers: int, num_classes: int, auxiliary: bool = True, in_channels: int = 3, *, rngs: nnx.Rngs) -> nnx.Module:
+    """The derived network of any registered genotype: its space's ``network()``.
+
+    Args:
+      genotype: an instance of a registered genotype kind (names its space).
+      dataset: passed as an option (DARTS builds its ImageNet network for "imagenet").
+      C, layers, num_classes, auxiliary, in_channels: the network's size and data shape.
+    """
+    from dnas.space import SPACES
+
+    return SPACES[genotype.space].network(
+        genotype, C=C, layers=layers, num_classes=num_classes, in_channels=in_channels, rngs=rngs, dataset=dataset, auxiliary=auxiliary
+    )

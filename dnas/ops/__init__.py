@@ -20,10 +20,11 @@ Example (a new op in a few lines, nothing else to touch)::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from flax import nnx
 
+from dnas.errors import DnasError
 from dnas.registry import Registry
 
 OpBuilder = Callable[[int, int, int, bool, nnx.Rngs], nnx.Module]
@@ -54,6 +55,22 @@ def register_op(
     )
 
 
+def check_ops(names: Sequence[str], where: str = "the space") -> tuple[str, ...]:
+    """Refuses op names that are not registered (one line naming the first and the known
+    ones), so a bad op list fails when the config is validated, not mid-build."""
+    names = tuple(names)
+    for n in names:
+        if n not in OPS:
+            import difflib
+
+            close = difflib.get_close_matches(str(n), OPS.names(), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise DnasError(f"unknown op {n!r} in {where}; {hint}known ops: {', '.join(OPS.names())} (dnas list ops)")
+    if not names:
+        raise DnasError(f"{where} lists no ops")
+    return names
+
+
 def build_op(name: str, c_in: int, c_out: int, stride: int, *, affine: bool, rngs: nnx.Rngs) -> nnx.Module:
     """Builds the registered op ``name``; unknown names raise DnasError listing the known ones."""
     return OPS[name].builder(c_in, c_out, stride, affine, rngs)
@@ -65,4 +82,4 @@ from dnas.ops import darts as _darts  # noqa: E402,F401
 from dnas.ops import nb201 as _nb201  # noqa: E402,F401
 from dnas.ops.darts import FactorizedReduce, Identity, ReLUConvBN, Zero  # noqa: E402
 
-__all__ = ["OPS", "OpSpec", "register_op", "build_op", "Identity", "Zero", "ReLUConvBN", "FactorizedReduce"]
+__all__ = ["OPS", "OpSpec", "register_op", "build_op", "check_ops", "Identity", "Zero", "ReLUConvBN", "FactorizedReduce"]

@@ -1,6 +1,6 @@
 """The DARTS CNN search space and search network (Liu et al., ICLR 2019).
 
-A cell has two inputs (the outputs of the previous two cells), ``steps`` intermediate
+A cell has two inputs (the outputs of the previous two cells), ``nodes`` intermediate
 nodes and one edge from every earlier state to every node (14 edges for 4 nodes); each
 edge is a labelled choice over ``ops``. Reduction cells sit at 1/3 and 2/3 depth.
 
@@ -10,7 +10,7 @@ edge is a labelled choice over ``ops``. Reduction cells sit at 1/3 and 2/3 depth
 - Macro search (``shared=False``): labels ``cell{i}/edge_{node}_{input}``, one α per cell;
   k^(14·layers) configurations.
 
-Nodes are numbered as states: inputs 0 and 1, intermediate nodes 2..steps+1.
+Nodes are numbered as states: inputs 0 and 1, intermediate nodes 2..nodes+1.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from flax import nnx
 from dnas.errors import DnasError
 from dnas.genotype import CellGenotype, DartsGenotype, MacroGenotype
 from dnas.mixed import EdgeBatch, EdgeScan, MixedOp, init_alpha
-from dnas.ops import FactorizedReduce, ReLUConvBN
+from dnas.ops import FactorizedReduce, ReLUConvBN, check_ops
 from dnas.ops.layers import Conv2d, batch_norm
-from dnas.space import Choice, SearchSpace
-from dnas.types import ArchInput, ArchVec, PRNGKey
+from dnas.space import Choice, SearchSpace, register_space
+from dnas.types import ArchInput, ArchVec, NetOutput, PRNGKey
 
 DARTS_OPS = (
     "none",
@@ -50,19 +50,33 @@ def reduction_layers(layers: int) -> tuple[int, ...]:
     return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
+@register_space("darts")
 class DartsSpace(SearchSpace):
     """The DARTS cell space.
 
     Args:
       layers: cells in the network (only matters for macro labels and reduction positions).
-      steps: intermediate nodes per cell (4 in DARTS).
+      nodes: intermediate nodes per cell (4 in DARTS).
       ops: candidate op names on every edge.
       shared: micro (True, α per cell type) or macro (False, α per cell).
       keep: inputs kept per node when deriving a discrete cell (2 in DARTS).
+      cell_impl: how the supernet runs a cell's edges: ``"scan"``, ``"batch"`` or
+        ``"unrolled"`` (:class:`DartsSearchCell`; same function, different speed).
+      remat: with ``cell_impl="scan"``, recompute edge forwards in the backward pass.
     """
 
-    def __init__(self, layers: int = 8, steps: int = 4, ops: Sequence[str] = DARTS_OPS, shared: bool = True, keep: int = 2):
-        self.layers, self.steps, self.ops, self.shared, self.keep = layers, steps, tuple(ops), shared, keep
+    def __init__(
+        self, layers: int = 8, nodes: int = 4, ops: Sequence[str] = DARTS_OPS, shared: bool = True, keep: int = 2,
+        cell_impl: str = "scan", remat: bool = True,
+    ):
+        if cell_impl not in CELL_IMPLS:
+            raise DnasError(f"unknown cell_impl {cell_impl!r}; choose one of {CELL_IMPLS}")
+        if not 1 <= keep <= 2 and nodes >= 1:
+            # Node 2 (the first) has two possible inputs, so at most two can be kept.
+            raise DnasError(f"keep must be 1 or 2 (the first node has two inputs), got {keep}")
+        self.layers, self.steps, self.ops, self.shared, self.keep = layers, nodes, check_ops(ops, "the DARTS space"), shared, keep
+        self.cell_impl, self.remat = cell_impl, remat
+        steps = nodes
         self.reductions = reduction_layers(layers)
         self.none_index = self.ops.index("none") if "none" in self.ops else None
         choices, groups = [], []
@@ -129,7 +143,7 @@ class DartsSpace(SearchSpace):
             # Stable sort keeps the lower input first on ties, as DARTS' sorted() does.
             best = sorted(range(node), key=lambda i: -strength[i])[: self.keep]
             edges += [(self.ops[int(np.argmax(masked[i]))], i) for i in best]
-        return CellGenotype(tuple(edges), tuple(range(2, self.steps + 2)))
+        return CellGenotype(tuple(edges), tuple(range(2, self.steps + 2)), self.keep)
 
     def derive(self, alpha: Mapping[str, jax.Array]) -> DartsGenotype | MacroGenotype:
         """The DARTS rule on ``softmax(α)``: per node keep the ``keep`` inputs with the
@@ -153,16 +167,46 @@ class DartsSpace(SearchSpace):
         if self.none_index is None:
             raise DnasError("genotype_to_vec needs 'none' among the ops to express absent edges")
         arch = {l: self.none_index for l in self.labels}
+        done: set[str] = set()
         for idx in range(self.layers):
             prefix = self.cell_prefix(idx)
+            if prefix in done:  # micro: every cell of a type is the same decision
+                continue
+            done.add(prefix)
             cell = genotype.cell(idx, idx in self.reductions)
             if cell.steps != self.steps:
                 raise DnasError(f"genotype cell has {cell.steps} nodes, the space {self.steps}")
+            seen: set[str] = set()
             for e, (op, inp) in enumerate(cell.edges):
                 if op not in self.ops:
                     raise DnasError(f"genotype op {op!r} is not a candidate of this space ({self.ops})")
-                arch[f"{prefix}/edge_{2 + e // 2}_{inp}"] = self.ops.index(op)
+                label = f"{prefix}/edge_{2 + e // cell.per_node}_{inp}"
+                if label in seen:
+                    # One mixed op per (node, input) pair: two ops on one pair (ENAS, NASNet,
+                    # AmoebaNet cells) cannot be expressed, and dropping one would be silent.
+                    raise DnasError(
+                        f"genotype cell {idx} has two ops from state {inp} into node {2 + e // cell.per_node}; "
+                        "the DARTS space has one op per (node, input) edge, so this cell is not in it"
+                    )
+                seen.add(label)
+                arch[label] = self.ops.index(op)
         return self.encode(arch)
+
+    def supernet(self, *, C: int, num_classes: int, in_channels: int, rngs: nnx.Rngs) -> "DartsSearchNetwork":
+        """The DARTS search network over this space (``cell_impl``, ``remat`` from the space)."""
+        return DartsSearchNetwork(self, C=C, num_classes=num_classes, in_channels=in_channels, impl=self.cell_impl, remat=self.remat, rngs=rngs)
+
+    @staticmethod
+    def network(
+        genotype: DartsGenotype | MacroGenotype, *, C: int, layers: int, num_classes: int, in_channels: int, rngs: nnx.Rngs,
+        dataset: str = "cifar10", auxiliary: bool = True, **options,
+    ) -> nnx.Module:
+        """DARTS' evaluation network: ``NetworkImageNet`` for ``dataset="imagenet"``, else
+        ``NetworkCIFAR`` (auxiliary head when ``auxiliary``)."""
+        from dnas.nets.darts import DartsCIFARNetwork, DartsImageNetNetwork
+
+        cls = DartsImageNetNetwork if dataset == "imagenet" else DartsCIFARNetwork
+        return cls(genotype, C, layers, num_classes, auxiliary, in_channels, rngs=rngs)
 
 
 class DartsSearchCell(nnx.Module):
@@ -278,8 +322,9 @@ class DartsSearchNetwork(nnx.Module):
         :class:`~dnas.mixed.EdgeScan`; faster and half the memory on CPU).
       rngs: NNX RNG streams; ``rngs.params`` also draws the initial α (``1e-3 * N(0,1)``).
 
-    Call ``net(x f32[B,H,W,in_channels], arch) -> logits f32[B, num_classes]`` where
-    ``arch`` maps every label to mixing weights ``f32[k]`` or an index ``int32[]``.
+    Call ``net(x f32[B,H,W,in_channels], arch) -> NetOutput`` (logits ``f32[B, num_classes]``)
+    where ``arch`` maps every label to mixing weights ``f32[k]``, an index ``int32[]`` or
+    :class:`~dnas.types.Sampled` paths.
     """
 
     def __init__(
@@ -313,10 +358,12 @@ class DartsSearchNetwork(nnx.Module):
         self.cells = nnx.List(cells)
         self.classifier = nnx.Linear(c_p, num_classes, rngs=rngs)
 
-    def __call__(self, x: jax.Array, arch: ArchInput) -> jax.Array:
+    def __call__(self, x: jax.Array, arch: ArchInput, *, key: PRNGKey | None = None, drop_prob: float | jax.Array = 0.0) -> NetOutput:
         if x.ndim != 4:
             raise DnasError(f"input must be NHWC f32[B, H, W, C], got shape {x.shape}")
+        if arch is None:
+            raise DnasError("the DARTS supernet needs an architecture input (label -> weights, index or sampled paths)")
         s0 = s1 = self.stem_bn(self.stem_conv(x))
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, arch)
-        return self.classifier(jnp.mean(s1, axis=(1, 2)))
+        return NetOutput(self.classifier(jnp.mean(s1, axis=(1, 2))))

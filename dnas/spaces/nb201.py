@@ -11,7 +11,7 @@ search labels ``cell{k}/edge_{j}_{i}`` per searched cell.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,35 +19,47 @@ import numpy as np
 from flax import nnx
 
 from dnas.errors import DnasError
-from dnas.genotype import NB201_OPS, NB201Genotype
+from dnas.genotype import NB201_OPS, NB201Genotype, NB201MacroGenotype
 from dnas.mixed import MixedOp, init_alpha
-from dnas.ops import ReLUConvBN, build_op
+from dnas.ops import ReLUConvBN, build_op, check_ops
 from dnas.ops.layers import Conv2d, avg_pool, batch_norm
-from dnas.space import Choice, SearchSpace
-from dnas.types import ArchInput
+from dnas.space import Choice, SearchSpace, register_space
+from dnas.types import ArchInput, NetOutput, PRNGKey
 
 NODES = 4
 EDGES = tuple((j, i) for j in range(1, NODES) for i in range(j))
 
 
+@register_space("nb201")
 class NB201Space(SearchSpace):
     """The NAS-Bench-201 cell space.
 
     Args:
-      N: cells per stage (5 in the benchmark); matters for macro labels only.
+      layers: cells per stage N (5 in the benchmark).
       ops: candidate ops (the benchmark's five by default).
       shared: one cell for the whole network (True) or one per cell (False).
     """
 
-    def __init__(self, N: int = 5, ops: tuple[str, ...] = NB201_OPS, shared: bool = True):
-        self.N, self.ops, self.shared = N, tuple(ops), shared
+    def __init__(self, layers: int = 5, ops: Sequence[str] = NB201_OPS, shared: bool = True):
+        self.N, self.ops, self.shared = int(layers), check_ops(ops, "the NB201 space"), shared
         super().__init__([Choice(f"{p}/edge_{j}_{i}", self.ops) for p in self.prefixes() for j, i in EDGES])
+
+    def supernet(self, *, C: int, num_classes: int, in_channels: int, rngs: nnx.Rngs) -> "NB201SearchNetwork":
+        """The NB201 supernet over this space."""
+        return NB201SearchNetwork(self, C=C, num_classes=num_classes, in_channels=in_channels, rngs=rngs)
+
+    @staticmethod
+    def network(
+        genotype: NB201Genotype | NB201MacroGenotype, *, C: int, layers: int, num_classes: int, in_channels: int, rngs: nnx.Rngs, **options
+    ) -> "NB201Network":
+        """The NB201 network of a cell (or one cell per position); ``options`` are unused."""
+        return NB201Network(genotype, C=C, N=layers, num_classes=num_classes, in_channels=in_channels, rngs=rngs)
 
     def prefixes(self) -> list[str]:
         """``["cell"]`` (micro) or ``["cell0", ..., "cell{3N-1}"]`` (macro)."""
         return ["cell"] if self.shared else [f"cell{k}" for k in range(3 * self.N)]
 
-    def derive(self, alpha: Mapping[str, jax.Array]) -> NB201Genotype | list[NB201Genotype]:
+    def derive(self, alpha: Mapping[str, jax.Array]) -> NB201Genotype | NB201MacroGenotype:
         """Argmax per edge (``none`` included, as the benchmark's DARTS baseline does)."""
         cells = []
         for p in self.prefixes():
@@ -55,7 +67,7 @@ class NB201Space(SearchSpace):
             for j in range(1, NODES):
                 nodes.append(tuple((self.ops[int(np.argmax(np.asarray(alpha[f"{p}/edge_{j}_{i}"])))], i) for i in range(j)))
             cells.append(NB201Genotype(tuple(nodes)))
-        return cells[0] if self.shared else cells
+        return cells[0] if self.shared else NB201MacroGenotype(tuple(cells))
 
     def genotype_to_vec(self, genotype: NB201Genotype) -> np.ndarray:
         """An NB201 genotype as the space's vector (micro space only)."""
@@ -120,7 +132,8 @@ class NB201SearchCell(nnx.Module):
 class NB201SearchNetwork(_NB201Skeleton):
     """The NB201 supernet (AutoDL ``TinyNetworkDarts``), α owned per label.
 
-    Call ``net(x f32[B,H,W,C_in], arch) -> logits``; ``arch`` maps labels to weights/indices.
+    Call ``net(x f32[B,H,W,C_in], arch) -> NetOutput``; ``arch`` maps labels to mixing
+    weights, indices or sampled paths.
     """
 
     def __init__(self, space: NB201Space, C: int = 16, num_classes: int = 10, in_channels: int = 3, *, rngs: nnx.Rngs):
@@ -130,11 +143,13 @@ class NB201SearchNetwork(_NB201Skeleton):
             C, space.N, num_classes, in_channels, lambda k, c: NB201SearchCell(space, space.prefixes()[0 if space.shared else k], c, rngs=rngs), rngs
         )
 
-    def __call__(self, x: jax.Array, arch: ArchInput) -> jax.Array:
+    def __call__(self, x: jax.Array, arch: ArchInput, *, key: PRNGKey | None = None, drop_prob: float | jax.Array = 0.0) -> NetOutput:
+        if arch is None:
+            raise DnasError("the NB201 supernet needs an architecture input (label -> weights, index or sampled paths)")
         h = self.stem_bn(self.stem_conv(x))
         for layer in self.layers:
             h = layer(h, arch) if isinstance(layer, NB201SearchCell) else layer(h)
-        return self._head(h)
+        return NetOutput(self._head(h))
 
 
 class NB201InferCell(nnx.Module):
@@ -157,13 +172,28 @@ class NB201InferCell(nnx.Module):
 
 
 class NB201Network(_NB201Skeleton):
-    """The NB201 network for a fixed cell (AutoDL ``TinyNetwork``): ``net(x) -> logits``."""
+    """The NB201 network for a fixed cell (AutoDL ``TinyNetwork``): ``net(x) -> NetOutput``.
 
-    def __init__(self, genotype: NB201Genotype, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3, *, rngs: nnx.Rngs):
-        self._build(C, N, num_classes, in_channels, lambda k, c: NB201InferCell(genotype, c, rngs=rngs), rngs)
+    A :class:`NB201MacroGenotype` gives each cell position its own cell (``3N`` cells).
+    """
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __init__(
+        self, genotype: NB201Genotype | NB201MacroGenotype, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3, *, rngs: nnx.Rngs
+    ):
+        if isinstance(genotype, NB201MacroGenotype):
+            if len(genotype.cells) != 3 * N:
+                raise DnasError(f"the NB201 macro genotype has {len(genotype.cells)} cells; a network with N={N} needs {3 * N}")
+            cell_of = lambda k: genotype.cells[k]  # noqa: E731
+        elif isinstance(genotype, NB201Genotype):
+            cell_of = lambda k: genotype  # noqa: E731
+        else:
+            raise DnasError(f"an NB201 network needs an NB201 genotype, got {type(genotype).__name__}")
+        self._build(C, N, num_classes, in_channels, lambda k, c: NB201InferCell(cell_of(k), c, rngs=rngs), rngs)
+
+    def __call__(self, x: jax.Array, arch: ArchInput | None = None, *, key: PRNGKey | None = None, drop_prob: float | jax.Array = 0.0) -> NetOutput:
+        if arch is not None:
+            raise DnasError("a derived NB201 network takes no architecture input; its genotype is fixed")
         h = self.stem_bn(self.stem_conv(x))
         for layer in self.layers:
             h = layer(h)
-        return self._head(h)
+        return NetOutput(self._head(h))

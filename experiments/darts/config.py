@@ -30,5 +30,7 @@ def get_config(arg: str | None = None):
     c = search_defaults()
     c.order = 2 if "second" in flags else 1
     if "smoke" in flags:
-        apply_smoke(c, init_channels=4, layers=2, nodes=2)
+        # 3 cells: one normal, two reduction, so both α halves are trained.
+        apply_smoke(c, init_channels=4, layers=3)
+        c.space_kwargs.nodes = 2
     return c

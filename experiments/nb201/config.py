@@ -8,7 +8,8 @@ Command:
 
 Setting (the benchmark's DARTS-V1 baseline): cell of 4 nodes / 6 edges over 5 ops, shared
 by all 15 cells (N=5), C=16, 50 epochs, batch 64, weights SGD lr 0.025 -> 0.001 cosine,
-momentum 0.9, wd 5e-4, clip 5; α Adam 3e-4, betas (0.5, 0.999), wd 1e-3.
+Nesterov momentum 0.9, wd 5e-4, clip 5; α Adam 3e-4, betas (0.5, 0.999), wd 1e-3 (AutoDL's
+``configs/nas-benchmark/algos/DARTS.config``).
 Expected result: DARTS collapses to parameter-free ops on this space; the benchmark reports
 54.30 ± 0.00 % CIFAR-10 test accuracy for DARTS-V1's derived cell (all skip connections).
 Look the derived arch_str up in ../shared/data/nb201/nb201_table.csv.
@@ -25,10 +26,11 @@ def get_config(arg: str | None = None):
         raise ValueError(f"unknown config arg {arg!r}; use smoke or nothing")
     c = search_defaults()
     c.space = "nb201"
-    c.ops = list(NB201_OPS)
+    c.space_kwargs.ops = list(NB201_OPS)
     c.layers = 5
     c.init_channels = 16
     c.w_weight_decay = 5e-4
+    c.w_nesterov = True
     if arg == "smoke":
         apply_smoke(c, init_channels=4, layers=1)
     return c
