@@ -136,47 +136,55 @@ class History(NamedTuple):
 
 
 def make_search(b: Built, budget: float, max_evals: int) -> tuple[Callable[[jax.Array], History], int]:
-    """``(search(key) -> History, E)``: one pure budgeted search over a pure estimator.
+    """``(search(keys) -> History, E)``: budgeted searches over a pure estimator, one per key.
 
-    Each step asks P architectures, evaluates them and charges their costs in order; the
-    first one that would exceed ``budget`` ends the search unpaid and untold (as
-    NAS-Bench-201's scripts stop), otherwise the batch is told.
+    ``keys`` is ``key[R]``; the result has a leading run axis (``archs int32[R, E, n]``).
+    Each step asks every run for P architectures, evaluates them and charges their costs
+    in order; the first one that would exceed ``budget`` ends that run unpaid (as
+    NAS-Bench-201's scripts stop). The step loop sits outside the ``vmap`` over runs, so
+    its counter stays a scalar: history rows are written in place at one offset for all
+    runs, instead of a batched while-loop selecting every buffer each step (3-5x slower).
+    A finished run keeps stepping with the others, but nothing it does is counted.
     """
     state0 = jax.eval_shape(b.strategy.init, jax.random.key(0))
     P, n = jax.eval_shape(b.strategy.ask, state0, jax.random.key(0))[0].shape
     max_steps = math.ceil((max_evals or budget / max(b.estimator.min_cost, 1e-9) + 1) / P)
     E = max_steps * P
-    fshape = (E, b.m) if b.m else (E,)
 
-    def search(key: jax.Array) -> History:
-        k_init, k_loop = jax.random.split(key)
-        hist = History(jnp.zeros((E, n), jnp.int32), jnp.zeros(fshape), jnp.zeros((E,)), jnp.zeros((), jnp.int32))
+    def one_step(state, key, step):
+        k_ask, k_eval = jax.random.split(jax.random.fold_in(key, step))
+        archs, state = b.strategy.ask(state, k_ask)
+        metrics, cost = b.estimator.evaluate(archs, k_eval)
+        fit = b.objective(metrics).astype(jnp.float32)
+        return b.strategy.tell(state, archs, fit), archs.astype(jnp.int32), fit, cost.astype(jnp.float32)
+
+    def search(keys: jax.Array) -> History:
+        R = keys.shape[0]
+        k_init, k_loop = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        fshape = (R, E, b.m) if b.m else (R, E)
+        hist = History(jnp.zeros((R, E, n), jnp.int32), jnp.zeros(fshape), jnp.zeros((R, E)), jnp.zeros((R,), jnp.int32))
 
         def body(c):
-            step, state, h, spent, _ = c
-            k_ask, k_eval = jax.random.split(jax.random.fold_in(k_loop, step))
-            archs, state = b.strategy.ask(state, k_ask)
-            metrics, cost = b.estimator.evaluate(archs, k_eval)
-            fit = b.objective(metrics).astype(jnp.float32)
-            paid = spent + jnp.cumsum(cost) <= budget
+            step, state, h, spent, done = c
+            state, archs, fit, cost = jax.vmap(one_step, in_axes=(0, 0, None))(state, k_loop, step)
+            paid = (spent[:, None] + jnp.cumsum(cost, axis=1) <= budget) & ~done[:, None]
             if max_evals:
-                paid &= h.count + jnp.arange(P) < max_evals
-            whole = jnp.all(paid)
-            state = jax.lax.cond(whole, lambda s: b.strategy.tell(s, archs, fit), lambda s: s, state)
+                paid &= h.count[:, None] + jnp.arange(P)[None] < max_evals
+            paid = jnp.cumprod(paid, axis=1).astype(bool)  # the first unpaid one ends the run
             at = step * P
             h = History(
-                jax.lax.dynamic_update_slice(h.archs, archs.astype(jnp.int32), (at, 0)),
-                jax.lax.dynamic_update_slice(h.fitness, fit, (at,) + (0,) * (fit.ndim - 1)),
-                jax.lax.dynamic_update_slice(h.cost, cost.astype(jnp.float32), (at,)),
-                h.count + jnp.cumprod(paid).sum().astype(jnp.int32),
+                jax.lax.dynamic_update_slice(h.archs, archs, (0, at, 0)),
+                jax.lax.dynamic_update_slice(h.fitness, fit, (0, at) + (0,) * (fit.ndim - 2)),
+                jax.lax.dynamic_update_slice(h.cost, cost, (0, at)),
+                h.count + paid.sum(1, dtype=jnp.int32),
             )
-            return step + 1, state, h, spent + jnp.sum(jnp.where(jnp.cumprod(paid) > 0, cost, 0.0)), ~whole
+            return step + 1, state, h, spent + jnp.where(paid, cost, 0.0).sum(1), done | ~paid.all(1)
 
         def cond(c):
             step, _, _, _, done = c
-            return ~done & (step < max_steps)
+            return ~jnp.all(done) & (step < max_steps)
 
-        init = (jnp.zeros((), jnp.int32), b.strategy.init(k_init), hist, jnp.zeros(()), jnp.zeros((), bool))
+        init = (jnp.zeros((), jnp.int32), jax.vmap(b.strategy.init)(k_init), hist, jnp.zeros((R,)), jnp.zeros((R,), bool))
         return jax.lax.while_loop(cond, body, init)[2]
 
     return search, E
@@ -241,7 +249,7 @@ def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: 
             if compiled is None:
                 tc = time.perf_counter()
                 search, _ = make_search(b, float(config.budget_s), config.max_evals)
-                compiled = jax.jit(jax.vmap(search)).lower(keys).compile()
+                compiled = jax.jit(search).lower(keys).compile()
                 compile_s = time.perf_counter() - tc
             ts = time.perf_counter()
             h = jax.tree_util.tree_map(np.asarray, compiled(keys))

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from dnas.errors import DnasError
 from dnas.space import SearchSpace
 from dnas.strategies import STRATEGIES, Strategy
+from dnas.strategies.evolution import mutate
 from dnas.strategies.random_search import sample_batch
 from dnas.types import PRNGKey
 
@@ -110,7 +111,7 @@ def nsga2(space: SearchSpace, num_objectives: int = 2, population: int = 20, bat
         k1, k2, k3, k4, k5 = jax.random.split(key, 5)
         a = pick(state, k1)
         mixed = space.crossover(k3, a, pick(state, k2))
-        return space.mutate(k5, jnp.where(jax.random.bernoulli(k4, crossover_prob), mixed, a))
+        return mutate(space, k5, jnp.where(jax.random.bernoulli(k4, crossover_prob), mixed, a))
 
     def ask(state: NSGA2State, key: PRNGKey) -> tuple[jax.Array, NSGA2State]:
         k_rand, k_child = jax.random.split(key)

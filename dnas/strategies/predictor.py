@@ -24,6 +24,7 @@ from dnas.errors import DnasError
 from dnas.registry import Registry
 from dnas.space import SearchSpace
 from dnas.strategies import STRATEGIES, Strategy
+from dnas.strategies.evolution import mutate
 from dnas.strategies.random_search import sample_batch
 from dnas.types import PRNGKey
 
@@ -142,7 +143,7 @@ def predictor_search(
         k_uni, k_mut = jax.random.split(k_cand)
         n_mut = int(round(mutants * candidates))
         top = jax.lax.top_k(jnp.where(weight > 0, state.fitness, -jnp.inf), min(parents, history))[1]
-        mutated = jax.vmap(space.mutate)(jax.random.split(k_mut, n_mut), state.archs[top[jnp.arange(n_mut) % jnp.clip(state.count, 1, top.shape[0])]])
+        mutated = jax.vmap(lambda k, v: mutate(space, k, v))(jax.random.split(k_mut, n_mut), state.archs[top[jnp.arange(n_mut) % jnp.clip(state.count, 1, top.shape[0])]])
         cand = jnp.concatenate([sample_batch(space, k_uni, candidates - n_mut), mutated])
         score = predict(fitted, one_hot(space, cand))
         seen = jnp.any(jnp.all(cand[:, None, :] == state.archs[None], -1) & (weight[None] > 0), axis=1)

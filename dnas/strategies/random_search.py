@@ -15,8 +15,16 @@ from dnas.types import PRNGKey
 
 
 def sample_batch(space: SearchSpace, key: PRNGKey, n: int) -> jax.Array:
-    """``n`` independent uniform valid architectures, ``int32[n, n_choices]``."""
-    return jax.vmap(space.sample)(jax.random.split(key, n))
+    """``n`` independent uniform valid architectures, ``int32[n, n_choices]``.
+
+    A space that keeps the base ``sample`` (independent uniform labels) is drawn with one
+    ``jax.random.bits`` call and a modulo (bias < k / 2^32): per-label ``randint`` calls
+    made the NAS-Bench-201 search loop ~2x slower. Otherwise ``space.sample`` per row.
+    """
+    if type(space).sample is not SearchSpace.sample:
+        return jax.vmap(space.sample)(jax.random.split(key, n))
+    bits = jax.random.bits(key, (n, len(space)))
+    return (bits % jnp.asarray(space.num_candidates, jnp.uint32)).astype(jnp.int32)
 
 
 def random_search(space: SearchSpace, batch: int = 1) -> Strategy:
