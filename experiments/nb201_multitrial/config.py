@@ -29,7 +29,7 @@ STRATEGY = {
     "rs": ("random", {}),
     "rea": ("rea", {"population": 10, "sample_size": 3}),
     "reinforce": ("reinforce", {"learning_rate": 0.001, "ema_momentum": 0.9}),
-    "predictor": ("predictor", {"initial": 20, "batch": 5, "candidates": 500}),
+    "predictor": ("predictor", {"initial": 20, "batch": 5, "candidates": 500, "history": 128}),
     "nsga2": ("nsga2", {"population": 20, "batch": 20}),
     "mnasnet": ("rea", {"population": 10, "sample_size": 3}),
     "hard": ("rea", {"population": 10, "sample_size": 3}),
