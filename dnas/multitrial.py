@@ -16,6 +16,7 @@ metrics, fitness, cumulative cost); ``summary.json``; for several objectives
 
 from __future__ import annotations
 
+import collections
 import difflib
 import io
 import json
@@ -281,7 +282,7 @@ def _summarize(b: Built, config: ml_collections.ConfigDict, h: History, workdir:
     metrics = _metrics_of(b, chosen)
     test, valid = metrics[config.report_metric], metrics[config.valid_metric]
     strs = [b.estimator.describe(a) for a in chosen]
-    top, n_top = max(((s, strs.count(s)) for s in set(strs)), key=lambda t: t[1])
+    (top, n_top), = collections.Counter(strs).most_common(1)  # ties: the earliest run's choice, so reruns agree
     summary = {
         "runs": int(R),
         "strategy": config.strategy,
