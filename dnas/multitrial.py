@@ -93,6 +93,19 @@ def check_multitrial(config: ml_collections.ConfigDict) -> ml_collections.Config
     return config
 
 
+def _make(kind: str, name: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``factory(*args, **kwargs)``; an argument it does not take is a one-line DnasError."""
+    import inspect
+
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        bad = [k for k in kwargs if k not in params]
+        if bad:
+            known = [p for p in params if p != "space"]
+            raise DnasError(f"{kind} {name!r} takes no argument {bad[0]!r} (config.{kind}_kwargs); it accepts: {', '.join(known)}")
+    return factory(*args, **kwargs)
+
+
 class Built(NamedTuple):
     """The parts a config names: space, strategy, estimator, objective, and ``m``
     (objectives per architecture; 0 = one scalar fitness)."""
@@ -104,14 +117,17 @@ class Built(NamedTuple):
     m: int
 
 
-def build(config: ml_collections.ConfigDict) -> Built:
-    """Instantiates the registry entries a (checked) config names."""
+def build(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> Built:
+    """Instantiates the registry entries a (checked) config names; a ``train`` estimator
+    without its own ``workdir`` trains under ``<workdir>/trained``."""
     space = _spaces()[config.space](**config.space_kwargs.to_dict())
     est_kw = config.estimator_kwargs.to_dict()
     if config.estimator == "nb201_table":
         est_kw.setdefault("table", config.table)
-    estimator = ESTIMATORS[config.estimator](space, **est_kw)
-    objective = OBJECTIVES[config.objective](**config.objective_kwargs.to_dict())
+    if config.estimator == "train" and not est_kw.get("workdir") and workdir is not None:
+        est_kw["workdir"] = str(Path(workdir) / "trained")
+    estimator = _make("estimator", config.estimator, ESTIMATORS[config.estimator], space, **est_kw)
+    objective = _make("objective", config.objective, OBJECTIVES[config.objective], **config.objective_kwargs.to_dict())
     fake = {k: jax.ShapeDtypeStruct((2,), jnp.float32) for k in estimator.metrics}
     shape = jax.eval_shape(objective, fake).shape
     m = shape[1] if len(shape) == 2 else 0
@@ -123,7 +139,7 @@ def build(config: ml_collections.ConfigDict) -> Built:
         st_kw.setdefault("num_objectives", max(m, 1))
     elif m:
         raise DnasError(f"objective {config.objective!r} gives {m} objectives; only nsga2 takes several")
-    return Built(space, STRATEGIES[config.strategy](space, **st_kw), estimator, objective, m)
+    return Built(space, _make("strategy", config.strategy, STRATEGIES[config.strategy], space, **st_kw), estimator, objective, m)
 
 
 class History(NamedTuple):
@@ -197,15 +213,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _save_chunk(path: Path, h: History, seconds: float) -> None:
+def _save_chunk(path: Path, h: History, seconds: float, metrics: dict[str, np.ndarray] | None = None, **extra: Any) -> None:
     buf = io.BytesIO()
-    np.savez(buf, archs=np.asarray(h.archs), fitness=np.asarray(h.fitness), cost=np.asarray(h.cost), count=np.asarray(h.count), seconds=seconds)
+    arrays = {f"metric:{k}": v for k, v in (metrics or {}).items()}
+    np.savez(buf, archs=np.asarray(h.archs), fitness=np.asarray(h.fitness), cost=np.asarray(h.cost), count=np.asarray(h.count), seconds=seconds, **arrays, **extra)
     _atomic_write(path, buf.getvalue())
 
 
-def _load_chunk(path: Path) -> tuple[History, float]:
+def _load_chunk(path: Path) -> tuple[History, dict[str, np.ndarray], float]:
     with np.load(path) as z:
-        return History(z["archs"], z["fitness"], z["cost"], z["count"]), float(z["seconds"])
+        metrics = {k[len("metric:") :]: z[k] for k in z.files if k.startswith("metric:")}
+        return History(z["archs"], z["fitness"], z["cost"], z["count"]), metrics, float(z["seconds"])
 
 
 def _prepare(workdir: Path, config: ml_collections.ConfigDict) -> None:
@@ -234,16 +252,22 @@ def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: 
     t0 = time.perf_counter()
     check_multitrial(config)
     workdir = Path(workdir)
-    b = build(config)  # before touching the workdir: a bad table or name fails cleanly
-    if not b.estimator.pure:
-        raise DnasError(f"estimator {config.estimator!r} is not a pure lookup; run it with run_host_search")
+    b = build(config, workdir)  # before touching the workdir: a bad table or name fails cleanly
     _prepare(workdir, config)
-    chunk = min(config.runs_per_chunk, config.runs)
+    # A host-side estimator (real training) runs its seeds one by one, each saved when done.
+    chunk = min(config.runs_per_chunk, config.runs) if b.estimator.pure else 1
     base = jax.random.key(config.seed)
-    hists, search_s, compiled, compile_s = [], 0.0, None, 0.0
+    hists, stored, search_s, compiled, compile_s = [], [], 0.0, None, 0.0
     for start in range(0, config.runs, chunk):
         path = workdir / "chunks" / f"runs_{start:05d}.npz"
-        if not path.exists():
+        if not path.exists() and not b.estimator.pure:
+            ts = time.perf_counter()
+            h, m = run_host(b, config, workdir, start, log)
+            secs = time.perf_counter() - ts
+            _save_chunk(path, h, secs, m)
+            (workdir / "chunks" / f"run_{start:05d}.partial.npz").unlink(missing_ok=True)
+            log(f"runs {start + 1}/{config.runs}: {int(h.count[0])} architectures trained in {secs:.1f} s")
+        elif not path.exists():
             # Every chunk runs the full padded width: one program, and a run's result
             # never depends on which chunk it fell in.
             keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, start + chunk))
@@ -257,15 +281,74 @@ def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: 
             secs = time.perf_counter() - ts
             _save_chunk(path, h, secs)
             log(f"runs {min(start + chunk, config.runs)}/{config.runs}: chunk {secs:.2f} s")
-        h, secs = _load_chunk(path)
+        h, m, secs = _load_chunk(path)
         hists.append(h)
+        stored.append(m)
         search_s += secs
     h = History(*(np.concatenate(x)[: config.runs] for x in zip(*hists)))
-    summary = _summarize(b, config, h, workdir)
+    if b.estimator.pure:  # one lookup of every evaluation: the table is the record
+        R, E, n = h.archs.shape
+        metrics = {k: v.reshape(R, E) for k, v in _metrics_of(b, h.archs.reshape(R * E, n)).items()}
+    else:
+        metrics = {k: np.concatenate([m[k] for m in stored])[: config.runs] for k in b.estimator.metrics}
+    summary = _summarize(b, config, h, metrics, workdir)
     # wall_s: this call (a resumed run counts only its own part); search_s: every chunk's run time.
     summary.update(wall_s=time.perf_counter() - t0, compile_s=compile_s, search_s=search_s)
     _atomic_write(workdir / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
     return summary
+
+
+def run_host(b: Built, config: ml_collections.ConfigDict, workdir: Path, r: int, log: Callable[[str], None] = print) -> tuple[History, dict[str, np.ndarray]]:
+    """Run ``r`` of a search over a host-side estimator (e.g. real training), step by step.
+
+    The same steps, keys and budget rule as :func:`make_search`, so over a pure estimator
+    it reproduces that run exactly; after every step the strategy state and history go to
+    ``chunks/run_XXXXX.partial.npz``, from which a killed run continues.
+    Returns the run's :class:`History` (leading axis 1) and its metrics ``[1, E]``.
+    """
+    budget, max_evals = float(config.budget_s), config.max_evals
+    k_init, k_loop = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), r))
+    state = b.strategy.init(k_init)
+    P, n = jax.eval_shape(b.strategy.ask, state, k_init)[0].shape
+    max_steps = math.ceil((max_evals or budget / max(b.estimator.min_cost, 1e-9) + 1) / P)
+    E = max_steps * P
+    archs_h, cost_h = np.zeros((E, n), np.int32), np.zeros((E,), np.float32)
+    fit_h = np.zeros((E, b.m) if b.m else (E,), np.float32)
+    met_h = {k: np.zeros((E,), np.float32) for k in b.estimator.metrics}
+    step, spent, count, done = 0, np.float32(0.0), 0, False  # float32 sums: the budget rule as make_search's
+    partial = workdir / "chunks" / f"run_{r:05d}.partial.npz"
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    if partial.exists():
+        with np.load(partial) as z:
+            state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(z[f"leaf{i}"]) for i in range(len(leaves))])
+            archs_h, cost_h, fit_h = z["archs"][0], z["cost"][0], z["fitness"][0]
+            met_h = {k: z[f"metric:{k}"][0] for k in b.estimator.metrics}
+            step, spent, count, done = int(z["step"]), np.float32(z["spent"]), int(z["count"][0]), bool(z["done"])
+        log(f"run {r}: resuming at step {step}")
+    ask, tell = jax.jit(b.strategy.ask), jax.jit(b.strategy.tell)
+    while not done and step < max_steps:
+        k_ask, k_eval = jax.random.split(jax.random.fold_in(k_loop, step))
+        archs, state = ask(state, k_ask)
+        metrics, cost = b.estimator.evaluate(np.asarray(archs), k_eval)
+        fit = np.asarray(b.objective({k: jnp.asarray(v) for k, v in metrics.items()}), np.float32)
+        cost = np.asarray(cost, np.float32)
+        paid = spent + np.cumsum(cost) <= budget
+        if max_evals:
+            paid &= count + np.arange(P) < max_evals
+        paid = np.cumprod(paid).astype(bool)
+        at = slice(step * P, step * P + P)
+        archs_h[at], fit_h[at], cost_h[at] = np.asarray(archs), fit, cost
+        for k in met_h:
+            met_h[k][at] = np.asarray(metrics[k])
+        count, spent, done = count + int(paid.sum()), np.float32(spent + np.where(paid, cost, np.float32(0)).sum(dtype=np.float32)), not paid.all()
+        state = tell(state, archs, jnp.asarray(fit))
+        step += 1
+        h = History(archs_h[None], fit_h[None], cost_h[None], np.array([count], np.int32))
+        state_leaves = {f"leaf{i}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(state))}
+        _save_chunk(partial, h, 0.0, {k: v[None] for k, v in met_h.items()}, step=step, spent=spent, done=done, **state_leaves)
+        log(f"run {r}: step {step}, {count} architectures, {spent:.0f}/{budget:.0f} s")
+    h = History(archs_h[None], fit_h[None], cost_h[None], np.array([count], np.int32))
+    return h, {k: v[None] for k, v in met_h.items()}
 
 
 def _metrics_of(b: Built, archs: np.ndarray) -> dict[str, np.ndarray]:
@@ -273,14 +356,14 @@ def _metrics_of(b: Built, archs: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in metrics.items()}
 
 
-def _summarize(b: Built, config: ml_collections.ConfigDict, h: History, workdir: Path) -> dict[str, Any]:
+def _summarize(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> dict[str, Any]:
+    """Summary of the runs; ``M[name]`` is every evaluation's metric, ``[R, E]``."""
     R = h.archs.shape[0]
     first = h.fitness[..., 0] if b.m else h.fitness
     score = np.where(np.arange(h.archs.shape[1])[None] < h.count[:, None], first, -np.inf)
     best = np.argmax(score, axis=1)
     chosen = h.archs[np.arange(R), best]
-    metrics = _metrics_of(b, chosen)
-    test, valid = metrics[config.report_metric], metrics[config.valid_metric]
+    test, valid = M[config.report_metric][np.arange(R), best], M[config.valid_metric][np.arange(R), best]
     strs = [b.estimator.describe(a) for a in chosen]
     (top, n_top), = collections.Counter(strs).most_common(1)  # ties: the earliest run's choice, so reruns agree
     summary = {
@@ -297,18 +380,18 @@ def _summarize(b: Built, config: ml_collections.ConfigDict, h: History, workdir:
         "most_chosen": top,
         "most_chosen_runs": int(n_top),
     }
-    _write_jsonl(b, config, h, workdir)
+    _write_jsonl(b, config, h, M, workdir)
     if b.m:
-        summary["pareto_size"] = _write_pareto(b, config, h, workdir)
+        summary["pareto_size"] = _write_pareto(b, config, h, M, workdir)
     return summary
 
 
-def _write_jsonl(b: Built, config: ml_collections.ConfigDict, h: History, workdir: Path) -> None:
+def _write_jsonl(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> None:
     lines = []
     for r in range(min(config.log_runs, h.archs.shape[0])):
         n = int(h.count[r])
         archs = h.archs[r, :n]
-        metrics = _metrics_of(b, archs)
+        metrics = {k: v[r, :n] for k, v in M.items()}
         cum = np.cumsum(h.cost[r, :n].astype(np.float64))
         for e in range(n):
             rec = {"run": r, "eval": e, "arch": archs[e].tolist(), "arch_str": b.estimator.describe(archs[e])}
@@ -325,7 +408,7 @@ def pareto_mask(objs: np.ndarray) -> np.ndarray:
     return ~ge.any(0)
 
 
-def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, workdir: Path) -> int:
+def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> int:
     """The front of run 0's evaluated architectures -> ``pareto.json`` and ``pareto.png``."""
     n = int(h.count[0])
     archs, objs = h.archs[0, :n], h.fitness[0, :n]
@@ -334,7 +417,7 @@ def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, workd
     archs, objs = archs[idx], objs[idx]
     front = pareto_mask(objs)
     order = np.argsort(-objs[front, 0])
-    metrics = _metrics_of(b, archs[front][order])
+    metrics = {k: v[0, :n][idx][front][order] for k, v in M.items()}
     pts = [
         {"arch": a.tolist(), "arch_str": b.estimator.describe(a), "objectives": o.tolist(), **{k: float(v[i]) for k, v in metrics.items()}}
         for i, (a, o) in enumerate(zip(archs[front][order], objs[front][order]))

@@ -206,6 +206,9 @@ def test_config_errors_are_one_line():
     c.strategy = "evolution"
     with pytest.raises(DnasError, match="unknown strategy 'evolution'"):
         check_multitrial(c)
+    c = _config(strategy_kwargs={"populaton": 10})
+    with pytest.raises(DnasError, match="strategy 'rea' takes no argument 'populaton'.*accepts: population, sample_size"):
+        run_multitrial(c, "/nonexistent/never-created", log=lambda m: None)
     with pytest.raises(DnasError, match="mnasnet needs alpha, beta <= 0"):
         OBJECTIVES["mnasnet"](alpha=0.07)
     with pytest.raises(DnasError, match="tunas needs beta <= 0"):
@@ -226,3 +229,44 @@ def test_smoke_configs_run(tmp_path):
         assert s["runs"] == c.runs
     for variant in ("rs", "rea", "reinforce", "predictor", "nsga2", "mnasnet", "hard"):
         check_multitrial(mod.get_config(variant))
+
+
+def test_host_loop_reproduces_the_vmapped_program(tmp_path):
+    """The step-by-step host loop (for estimators that train) takes the same steps, keys and
+    budget rule as the vmapped program: over the table it gives the same history."""
+    from dnas.multitrial import build, run_host
+
+    c = _config(runs=2, runs_per_chunk=2)
+    run_multitrial(c, tmp_path / "pure", log=lambda m: None)
+    with np.load(tmp_path / "pure" / "chunks" / "runs_00000.npz") as z:
+        want_archs, want_fit, want_count = z["archs"][1], z["fitness"][1], int(z["count"][1])
+    b = build(c)
+    b = b._replace(estimator=b.estimator._replace(pure=False, evaluate=jax.jit(b.estimator.evaluate)))
+    (tmp_path / "host" / "chunks").mkdir(parents=True)
+    h, m = run_host(b, c, tmp_path / "host", 1, log=lambda m: None)
+    assert int(h.count[0]) == want_count
+    np.testing.assert_array_equal(h.archs[0, :want_count], want_archs[:want_count])
+    np.testing.assert_array_equal(h.fitness[0, :want_count], want_fit[:want_count])
+    np.testing.assert_array_equal(m["cifar10_val_12ep"][0, :want_count], want_fit[:want_count])
+
+
+def test_train_from_scratch_estimator_on_digits(tmp_path):
+    """Real training as the estimator: 2 NB201 cells on 8x8 digits (tiny proxies), through
+    the driver; results are cached per architecture, so a rerun reads them back."""
+    c = multitrial_defaults()
+    c.strategy, c.strategy_kwargs = "random", {}
+    c.estimator = "train"
+    c.estimator_kwargs = {"epochs": 1, "max_train_examples": 128, "max_test_examples": 64, "init_channels": 4, "layers": 1, "batch_size": 32}
+    c.objective_kwargs = {"metric": "test_acc"}
+    c.report_metric = c.valid_metric = "test_acc"
+    c.runs, c.max_evals, c.budget_s = 1, 2, 1e6
+    s = run_multitrial(c, tmp_path / "run", log=lambda m: None)
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and s["evals_mean"] == 2
+    assert all(0.0 <= l["test_acc"] <= 100.0 and l["params"] > 0 and l["cost_s"] == l["train_s"] > 0 for l in lines)
+    assert s["test_acc_mean"] == max(l["test_acc"] for l in lines)
+    assert len(list((tmp_path / "run" / "trained").iterdir())) == len({l["arch_str"] for l in lines})
+    (tmp_path / "run" / "chunks" / "runs_00000.npz").unlink()  # "killed" before the run was saved
+    again = run_multitrial(c, tmp_path / "run", log=lambda m: None)
+    assert again["test_acc_mean"] == s["test_acc_mean"]
+    assert [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == lines
