@@ -81,7 +81,8 @@ def python_rea(table: dict, rng: random.Random, budget: float, population: int =
     return max(history, key=lambda m: m[1])[0].tostr(), len(history)
 
 
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
+    """Runs both searches; prints (and with ``--json`` writes) the timings and accuracies."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--python-runs", type=int, default=500)

@@ -16,7 +16,6 @@ metrics, fitness, cumulative cost); ``summary.json``; for several objectives
 
 from __future__ import annotations
 
-import collections
 import difflib
 import io
 import json
@@ -207,7 +206,9 @@ def make_search(b: Built, budget: float, max_evals: int) -> tuple[Callable[[jax.
     return search, E
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Writes ``data`` to a temporary sibling, then renames it over ``path`` (a crash
+    leaves the old file or the new one, never half of one)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -217,7 +218,7 @@ def _save_chunk(path: Path, h: History, seconds: float, metrics: dict[str, np.nd
     buf = io.BytesIO()
     arrays = {f"metric:{k}": v for k, v in (metrics or {}).items()}
     np.savez(buf, archs=np.asarray(h.archs), fitness=np.asarray(h.fitness), cost=np.asarray(h.cost), count=np.asarray(h.count), seconds=seconds, **arrays, **extra)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
 def _load_chunk(path: Path) -> tuple[History, dict[str, np.ndarray], float]:
@@ -234,7 +235,7 @@ def _prepare(workdir: Path, config: ml_collections.ConfigDict) -> None:
             raise DnasError(f"{str(workdir)!r} holds a run with a different config; resume it with the same config or use a new --workdir")
         return
     (workdir / "chunks").mkdir(parents=True, exist_ok=True)
-    _atomic_write(saved, text.encode())
+    atomic_write(saved, text.encode())
 
 
 def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -291,10 +292,12 @@ def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: 
         metrics = {k: v.reshape(R, E) for k, v in _metrics_of(b, h.archs.reshape(R * E, n)).items()}
     else:
         metrics = {k: np.concatenate([m[k] for m in stored])[: config.runs] for k in b.estimator.metrics}
-    summary = _summarize(b, config, h, metrics, workdir)
+    from dnas.multitrial_report import summarize
+
+    summary = summarize(b, config, h, metrics, workdir)
     # wall_s: this call (a resumed run counts only its own part); search_s: every chunk's run time.
     summary.update(wall_s=time.perf_counter() - t0, compile_s=compile_s, search_s=search_s)
-    _atomic_write(workdir / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
+    atomic_write(workdir / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
     return summary
 
 
@@ -354,92 +357,3 @@ def run_host(b: Built, config: ml_collections.ConfigDict, workdir: Path, r: int,
 def _metrics_of(b: Built, archs: np.ndarray) -> dict[str, np.ndarray]:
     metrics, _ = jax.jit(b.estimator.evaluate)(jnp.asarray(archs), jax.random.key(0))
     return {k: np.asarray(v) for k, v in metrics.items()}
-
-
-def _summarize(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> dict[str, Any]:
-    """Summary of the runs; ``M[name]`` is every evaluation's metric, ``[R, E]``."""
-    R = h.archs.shape[0]
-    first = h.fitness[..., 0] if b.m else h.fitness
-    score = np.where(np.arange(h.archs.shape[1])[None] < h.count[:, None], first, -np.inf)
-    best = np.argmax(score, axis=1)
-    chosen = h.archs[np.arange(R), best]
-    test, valid = M[config.report_metric][np.arange(R), best], M[config.valid_metric][np.arange(R), best]
-    strs = [b.estimator.describe(a) for a in chosen]
-    (top, n_top), = collections.Counter(strs).most_common(1)  # ties: the earliest run's choice, so reruns agree
-    summary = {
-        "runs": int(R),
-        "strategy": config.strategy,
-        "test_metric": config.report_metric,
-        "test_acc_mean": float(test.mean()),
-        "test_acc_std": float(test.std()),
-        "valid_metric": config.valid_metric,
-        "valid_acc_mean": float(valid.mean()),
-        "valid_acc_std": float(valid.std()),
-        "evals_mean": float(h.count.mean()),
-        "budget_s": float(config.budget_s),
-        "most_chosen": top,
-        "most_chosen_runs": int(n_top),
-    }
-    _write_jsonl(b, config, h, M, workdir)
-    if b.m:
-        summary["pareto_size"] = _write_pareto(b, config, h, M, workdir)
-    return summary
-
-
-def _write_jsonl(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> None:
-    lines = []
-    for r in range(min(config.log_runs, h.archs.shape[0])):
-        n = int(h.count[r])
-        archs = h.archs[r, :n]
-        metrics = {k: v[r, :n] for k, v in M.items()}
-        cum = np.cumsum(h.cost[r, :n].astype(np.float64))
-        for e in range(n):
-            rec = {"run": r, "eval": e, "arch": archs[e].tolist(), "arch_str": b.estimator.describe(archs[e])}
-            rec.update({k: float(v[e]) for k, v in metrics.items()})
-            rec["fitness"] = h.fitness[r, e].tolist()
-            rec["cost_s"], rec["cum_cost_s"] = float(h.cost[r, e]), float(cum[e])
-            lines.append(json.dumps(rec))
-    _atomic_write(workdir / "metrics.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
-
-
-def pareto_mask(objs: np.ndarray) -> np.ndarray:
-    """``bool[K]``: the points of ``objs f32[K, m]`` no other point dominates (maximisation)."""
-    ge = (objs[:, None] >= objs[None]).all(-1) & (objs[:, None] > objs[None]).any(-1)  # ge[i, j]: i dominates j
-    return ~ge.any(0)
-
-
-def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> int:
-    """The front of run 0's evaluated architectures -> ``pareto.json`` and ``pareto.png``."""
-    n = int(h.count[0])
-    archs, objs = h.archs[0, :n], h.fitness[0, :n]
-    _, idx = np.unique(archs, axis=0, return_index=True)
-    idx = np.sort(idx)
-    archs, objs = archs[idx], objs[idx]
-    front = pareto_mask(objs)
-    order = np.argsort(-objs[front, 0])
-    metrics = {k: v[0, :n][idx][front][order] for k, v in M.items()}
-    pts = [
-        {"arch": a.tolist(), "arch_str": b.estimator.describe(a), "objectives": o.tolist(), **{k: float(v[i]) for k, v in metrics.items()}}
-        for i, (a, o) in enumerate(zip(archs[front][order], objs[front][order]))
-    ]
-    _atomic_write(workdir / "pareto.json", (json.dumps({"objective_kwargs": config.objective_kwargs.to_dict(), "front": pts}, indent=1) + "\n").encode())
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(config.objective_kwargs.to_dict().get("metrics", [f"objective {i}" for i in range(objs.shape[1])]))
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(objs[:, 1], objs[:, 0], s=8, c="0.7", label="evaluated")
-    f = objs[front][order]
-    ax.plot(f[:, 1], f[:, 0], "o-", c="C3", ms=4, label="Pareto front")
-    ax.set_xlabel(names[1] if len(names) > 1 else "objective 1")
-    ax.set_ylabel(names[0])
-    ax.legend()
-    ax.set_title(f"{config.strategy}: run 0, {n} evaluations")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    _atomic_write(workdir / "pareto.png", buf.getvalue())
-    return int(front.sum())

@@ -14,7 +14,8 @@ from dnas.config import shared_data
 from dnas.errors import DnasError
 from dnas.estimators import ESTIMATORS
 from dnas.estimators.nb201_table import load_table
-from dnas.multitrial import check_multitrial, multitrial_defaults, pareto_mask, run_multitrial
+from dnas.multitrial import check_multitrial, multitrial_defaults, run_multitrial
+from dnas.multitrial_report import pareto_mask
 from dnas.objectives import OBJECTIVES
 from dnas.spaces import NB201Space
 

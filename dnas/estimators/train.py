@@ -21,7 +21,6 @@ import json
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from dnas.errors import DnasError
