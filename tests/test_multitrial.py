@@ -234,7 +234,8 @@ def test_smoke_configs_run(tmp_path):
 
 def test_host_loop_reproduces_the_vmapped_program(tmp_path):
     """The step-by-step host loop (for estimators that train) takes the same steps, keys and
-    budget rule as the vmapped program: over the table it gives the same history."""
+    budget rule as the vmapped program: over the table it gives the same history, also
+    when it dies midway and resumes from its per-step checkpoint."""
     from dnas.multitrial import build, run_host
 
     c = _config(runs=2, runs_per_chunk=2)
@@ -242,9 +243,20 @@ def test_host_loop_reproduces_the_vmapped_program(tmp_path):
     with np.load(tmp_path / "pure" / "chunks" / "runs_00000.npz") as z:
         want_archs, want_fit, want_count = z["archs"][1], z["fitness"][1], int(z["count"][1])
     b = build(c)
-    b = b._replace(estimator=b.estimator._replace(pure=False, evaluate=jax.jit(b.estimator.evaluate)))
+    lookup, calls = jax.jit(b.estimator.evaluate), []
+
+    def crashing(archs, key):  # dies at its 6th query, as a killed process would
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return lookup(archs, key)
+
     (tmp_path / "host" / "chunks").mkdir(parents=True)
-    h, m = run_host(b, c, tmp_path / "host", 1, log=lambda m: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_host(b._replace(estimator=b.estimator._replace(pure=False, evaluate=crashing)), c, tmp_path / "host", 1, log=lambda m: None)
+    logs = []
+    h, m = run_host(b._replace(estimator=b.estimator._replace(pure=False, evaluate=lookup)), c, tmp_path / "host", 1, log=logs.append)
+    assert logs[0] == "run 1: resuming at step 5"
     assert int(h.count[0]) == want_count
     np.testing.assert_array_equal(h.archs[0, :want_count], want_archs[:want_count])
     np.testing.assert_array_equal(h.fitness[0, :want_count], want_fit[:want_count])
