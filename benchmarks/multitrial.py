@@ -3,7 +3,7 @@ JAX program vs the same search as a plain Python loop (the benchmark's ``R_EA.py
 
 Usage:
   python benchmarks/multitrial.py [--runs 500] [--budget 12000] [--repeats 3]
-      [--python-runs 500] [--table PATH] [--json OUT]
+      [--python-runs 500] [--table PATH] [--json OUT] [--cache-dir DIR]
 
 The JAX side is dnas' own driver program (``dnas.multitrial.make_search``, vmapped over
 ``--runs`` seeds): compile time, then the median of ``--repeats`` timed calls. The Python
@@ -11,7 +11,9 @@ side follows NAS-Bench-201's ``exps/algos/R_EA.py``: a ``collections.deque`` pop
 of genotype objects, ``random.choice`` tournaments, ``deepcopy`` + one-op mutation, and a
 query by the architecture string; its query is a dict lookup of ``(reward, cost)`` rather
 than the benchmark API's ``get_more_info`` (which builds an info dict per query), so the
-Python time is a lower bound and the ratio conservative. Prints one JSON object.
+Python time is a lower bound and the ratio conservative. ``--cache-dir`` turns on JAX's
+persistent compilation cache there (as ``dnas`` does by default): run twice, the second
+run's ``compile_s`` is a warm start. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -90,9 +92,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--table", default=os.environ.get("DNAS_NB201_TABLE", ""))
     p.add_argument("--json", default="")
+    p.add_argument("--cache-dir", default="")
     args = p.parse_args(argv)
 
     import jax
+
+    if args.cache_dir:
+        jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     import numpy as np
 
     from dnas.config import shared_data
