@@ -1,17 +1,21 @@
 """Multi-trial (discrete) search runs: a strategy, an estimator, an objective, a budget.
 
-A run of kind ``"multitrial"`` repeats one search ``runs`` times with independent seeds.
-Over a pure estimator (a benchmark table) every run is one ``while_loop`` of
-ask -> evaluate -> tell charged at the estimator's cost until the simulated budget is
-spent, and the runs are one ``jit(vmap(...))`` program over their keys (chunks of
-``runs_per_chunk``, each saved when done, so a killed run resumes bit-identically: run
-``r`` always uses ``fold_in(key(seed), r)`` and every chunk the same padded program).
+A run of kind ``"multitrial"`` repeats one search ``runs`` times with independent seeds:
+ask -> evaluate -> tell, each query charged at the estimator's cost until the simulated
+budget is spent. Over a pure estimator (a benchmark table) the runs are one jitted
+program (:func:`make_search`: a ``while_loop`` over steps around a ``vmap`` over runs), in
+chunks of ``runs_per_chunk`` each saved when done, so a killed run resumes
+bit-identically: run ``r`` always uses ``fold_in(key(seed), r)`` and every chunk the same
+padded program. Over a host-side estimator (real training) :func:`run_host` takes the same
+steps one at a time and checkpoints after each.
 
 Files in the run directory (all written to a temporary name and renamed):
-``config.json``; ``chunks/runs_XXXXX.npz`` (finished chunks); ``metrics.jsonl`` (one line
-per evaluated architecture of the first ``log_runs`` runs: vector, readable form,
-metrics, fitness, cumulative cost); ``summary.json``; for several objectives
-``pareto.json`` and ``pareto.png``.
+``config.json``; ``chunks/runs_XXXXX.npz`` (finished chunks; ``run_XXXXX.partial.npz``
+while a host-side run is under way); ``metrics.jsonl`` (one line per evaluated
+architecture of the first ``log_runs`` runs: vector, readable form, metrics, fitness,
+cumulative cost); ``summary.json``; for several objectives ``pareto.json`` and
+``pareto.png`` (:mod:`dnas.multitrial_report`); a ``train`` estimator's runs in
+``trained/``.
 """
 
 from __future__ import annotations
