@@ -2,8 +2,8 @@
 
 Subcommands: ``search`` (every run kind a config can name: DARTS-family search, discrete
 multi-trial search...), ``train``, ``show``, ``info``, ``list`` (registered ops,
-relaxations, spaces, genotypes, hypergradients, run kinds) and ``config`` (print the
-resolved config). Every user error (:class:`dnas.errors.DnasError`) ends as one line on
+relaxations, spaces, genotypes, hypergradients, run kinds), ``config`` (print the
+resolved config) and ``latency fit`` (:mod:`dnas.latency.cli`). Every user error (:class:`dnas.errors.DnasError`) ends as one line on
 stderr and exit 2.
 """
 
@@ -121,6 +121,11 @@ def _run(kind_command: str, workdir: Path, config, log) -> object:
     kind = RUN_KINDS[config.get("kind", "search")]
     if kind.command != kind_command:
         raise DnasError(f"a config of kind {config.kind!r} runs with 'dnas {kind.command}', not 'dnas {kind_command}'")
+    saved = workdir / "config.json"
+    if saved.exists():  # refuse a different config before printing anything else
+        from dnas.loop import prepare_workdir
+
+        prepare_workdir(workdir, config)
     log(f"workdir: {workdir} (interrupt with Ctrl-C; resume with: {_resume_hint(kind_command, workdir)})")
     return kind.run(config, workdir, log)
 
@@ -152,7 +157,7 @@ def train_config_for(target: str, overrides: Sequence[str]):
     import json
 
     from dnas import genotype as G
-    from dnas.config import apply_overrides, train_defaults, validate
+    from dnas.config import apply_overrides, import_files, train_defaults, validate
 
     c = train_defaults()
     c.genotype = target
@@ -162,6 +167,7 @@ def train_config_for(target: str, overrides: Sequence[str]):
         c.dataset, c.data_dir = saved.get("dataset", c.dataset), saved.get("data_dir", "")
         c.imports = list(saved.get("imports", []))
         c.genotype = str(run.resolve())
+    import_files(c.imports)  # a genotype kind registered by the run's experiment files
     geno = G.get(c.genotype)
     hw = DATASET_SHAPES.get(c.dataset, ((32, 32, 3), 10))[0][0]
     if geno.space == "nb201":
@@ -320,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("target", nargs="?", help="PATH[:ARG] or a run directory (default: the default search)")
     cfg.add_argument("--kind", default="search", help="defaults of this kind when no target is given: search | train")
     cfg.set_defaults(fn=cmd_config)
+    from dnas.latency.cli import add_latency_parser
+
+    add_latency_parser(sub)
     return p
 
 

@@ -31,7 +31,7 @@ from dnas.registry import Registry
 
 SCHEMA = "dnas.genotype/1"
 
-GENOTYPES: Registry[type] = Registry("genotype kind")
+GENOTYPES: Registry[type] = Registry("genotype kind", builtins="dnas.spaces")
 """Genotype classes by their JSON ``kind``."""
 
 

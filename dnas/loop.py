@@ -228,7 +228,8 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
     config = prepare_workdir(workdir, config)
     setup = build_search(config)
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-    metrics, alphas = MetricWriter(workdir / "metrics.jsonl"), MetricWriter(workdir / "alpha.jsonl")
+    tb = workdir / "tensorboard" if config.tensorboard else None
+    metrics, alphas = MetricWriter(workdir / "metrics.jsonl", tensorboard_dir=tb), MetricWriter(workdir / "alpha.jsonl", tensorboard_dir=tb)
     state = setup.state
     state = resume(ckpt, state, (metrics, alphas), log)
     start = int(state.step)
@@ -300,6 +301,8 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
         for s, h in old_handlers.items():
             signal.signal(s, h)
         ckpt.close()
+        metrics.close()
+        alphas.close()
     geno = setup.space.derive(alpha_dict(jax.device_get(state.alpha)))
     _save_genotype(workdir / "genotype.json", geno)
     return geno

@@ -47,6 +47,7 @@ def multitrial_defaults() -> ml_collections.ConfigDict:
     Yang, ICLR 2020: 12,000 simulated seconds, population 10, sample 3, 500 runs)."""
     c = ml_collections.ConfigDict()
     c.kind = "multitrial"
+    c.imports = []  # Python files imported first (registrations); load_config adds the config file
     c.space = "nb201"
     c.space_kwargs = ml_collections.ConfigDict()
     c.strategy = "rea"
@@ -67,12 +68,6 @@ def multitrial_defaults() -> ml_collections.ConfigDict:
     return c
 
 
-def _spaces() -> dict[str, Callable[..., SearchSpace]]:
-    from dnas.spaces import DartsSpace, NB201Space
-
-    return {"nb201": NB201Space, "darts": DartsSpace}
-
-
 def check_multitrial(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks keys and values of a multi-trial config; raises one-line DnasErrors."""
     schema = multitrial_defaults()
@@ -85,8 +80,9 @@ def check_multitrial(config: ml_collections.ConfigDict) -> ml_collections.Config
             raise DnasError(f"config lacks key {k!r}; start from dnas.multitrial.multitrial_defaults()")
     if config.kind != "multitrial":
         raise DnasError(f"config.kind must be 'multitrial' here, got {config.kind!r}")
-    if config.space not in _spaces():
-        raise DnasError(f"unknown space {config.space!r}; known spaces: {', '.join(sorted(_spaces()))}")
+    from dnas.space import SPACES
+
+    SPACES[config.space]  # unknown names list the known ones
     STRATEGIES[config.strategy], ESTIMATORS[config.estimator], OBJECTIVES[config.objective]  # unknown names list the known ones
     if not float(config.budget_s) > 0:
         raise DnasError(f"config.budget_s must be positive (simulated seconds), got {config.budget_s}")
@@ -123,7 +119,9 @@ class Built(NamedTuple):
 def build(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> Built:
     """Instantiates the registry entries a (checked) config names; a ``train`` estimator
     without its own ``workdir`` trains under ``<workdir>/trained``."""
-    space = _spaces()[config.space](**config.space_kwargs.to_dict())
+    from dnas.space import SPACES
+
+    space = SPACES[config.space](**config.space_kwargs.to_dict())
     est_kw = config.estimator_kwargs.to_dict()
     if config.estimator == "nb201_table":
         est_kw.setdefault("table", config.table)

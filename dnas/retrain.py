@@ -123,7 +123,7 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     opts = step_compiler_options()
     train_jit, eval_jit = jax.jit(train_step, donate_argnums=(0,), compiler_options=opts), jax.jit(eval_step, compiler_options=opts)
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-    metrics = MetricWriter(workdir / "metrics.jsonl")
+    metrics = MetricWriter(workdir / "metrics.jsonl", tensorboard_dir=workdir / "tensorboard" if config.tensorboard else None)
     state = resume(ckpt, state, (metrics,), log)
     start = int(state.step)
     stop = {"signal": None}
@@ -178,4 +178,5 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(workdir / "result.json")
     metrics.write({"step": total, "event": "test", **result})
+    metrics.close()
     return result

@@ -219,7 +219,7 @@ class SearchSpace:
         return jnp.where(take_a[jnp.asarray(owner)], jnp.asarray(a, jnp.int32), jnp.asarray(b, jnp.int32))
 
 
-SPACES: Registry[type] = Registry("space")
+SPACES: Registry[type] = Registry("space", builtins="dnas.spaces")
 """Registered search-space classes by name (see :class:`SearchSpace`)."""
 
 

@@ -269,3 +269,47 @@ def test_cpu_step_options_keep_ynnpack_to_reductions_and_change_no_result(monkey
     for a, b in zip(jax.tree_util.tree_leaves(ours(state, train, val)), jax.tree_util.tree_leaves(default(state, train, val))):
         if jnp.issubdtype(a.dtype, jnp.floating):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_only_step_trains_weights_and_leaves_alpha():
+    """SPOS/RSPS supernet training: the weights-only plan with uniformly sampled paths."""
+    from dnas.relax import make_relaxation
+
+    _, g, state, _, train, val = _setup(1, layers=3)
+    w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
+    step = make_search_step(g, w_opt, a_opt, relax=make_relaxation("uniform"), update_alpha=False)
+    assert [p.name for p in step.plan.passes] == ["weights"]
+    new, m = jax.jit(step.__call__)(state, train, val)
+    assert _same(new.alpha, state.alpha) and not _same(new.weights, state.weights)
+    assert set(m) >= {"train_loss", "train_acc", "w_lr"} and "val_loss" not in m
+    assert int(new.step) == 1
+
+
+def test_gdas_step_fused_equals_sequential_and_moves_alpha():
+    """Sampled paths through the fused executor (the α pass and the weight pass each
+    draw their own ops) equal the passes run one after the other."""
+    from dnas.relax import make_relaxation
+
+    _, g, state, _, train, val = _setup(1, layers=3, ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"))
+    w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
+    relax = make_relaxation("gdas", epochs=10)
+    fused = jax.jit(make_search_step(g, w_opt, a_opt, relax=relax, fuse_passes=True).__call__)
+    seq = jax.jit(make_search_step(g, w_opt, a_opt, relax=relax, fuse_passes=False).__call__)
+    (s_f, m_f), (s_s, m_s) = fused(state, train, val), seq(state, train, val)
+    chex.assert_trees_all_close(_comparable(s_f), _comparable(s_s), rtol=2e-5, atol=2e-6)
+    chex.assert_trees_all_close(m_f, m_s, rtol=2e-5, atol=2e-6)
+    assert not _same(s_f.alpha, state.alpha)
+
+
+def test_every_plan_names_known_batches_keys_and_metric_passes():
+    from dnas.plans import PLANS
+
+    _, g, _, step, _, _ = _setup(1)
+    maths_plan = step.plan
+    assert [p.name for p in maths_plan.passes] == ["alpha", "weights"]
+    for name in PLANS.names():
+        plan = make_search_step(g, darts_weight_optimizer(), darts_alpha_optimizer(), order=2 if name not in ("first_order", "weights_only") else 1,
+                                hypergradient=name if name not in ("first_order", "weights_only") else "finite_difference",
+                                update_alpha=name != "weights_only").plan
+        assert all(p.batch in ("train", "val") and p.key in ("alpha", "weight", "unrolled") for p in plan.passes)
+        assert plan.passes[-1].name == "weights" and plan.train_pass == len(plan.passes) - 1

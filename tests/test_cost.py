@@ -49,3 +49,38 @@ def test_dnas_info_bad_genotype_is_one_clear_line():
     proc = subprocess.run([sys.executable, "-m", "dnas.cli", "info", "--genotype", "NOPE"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "neither a published genotype" in proc.stderr
+
+
+def test_scan_counts_every_trip_and_switch_one_branch():
+    import jax
+
+    w = jnp.ones((6, 6))
+    body = lambda c, _: (c @ w, None)  # noqa: E731
+    assert count_macs(lambda x: jax.lax.scan(body, x, None, length=5)[0], jnp.ones((4, 6))) == 5 * 4 * 6 * 6
+    cheap, dear = (lambda x: x @ jnp.ones((6, 2))), (lambda x: (x @ w) @ jnp.ones((6, 2)))
+    assert count_macs(lambda i, x: jax.lax.switch(i, [cheap, dear], x), 0, jnp.ones((4, 6))) == 4 * 6 * 6 + 4 * 6 * 2
+
+
+@pytest.mark.parametrize("space_name", ["nb201", "darts"])
+def test_supernet_at_one_architecture_costs_what_its_derived_network_costs(space_name):
+    """A supernet called with one architecture's indices (edge scans included) counts the
+    chosen ops only: exactly the MACs of that architecture's derived network, and far less
+    than the supernet mixing every op."""
+    import numpy as np
+
+    from dnas.genotype import get
+    from dnas.space import build_space
+
+    if space_name == "nb201":
+        space, geno = build_space("nb201", 1), get("|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|")
+    else:
+        space, geno = build_space("darts", 3, {"nodes": 4}), get("DARTS_V2")
+    vec = space.genotype_to_vec(geno)
+    net = nnx.eval_shape(lambda: space.supernet(C=4, num_classes=10, in_channels=3, rngs=nnx.Rngs(0)))
+    derived = nnx.eval_shape(lambda: space.network(geno, C=4, layers=space.layers if space_name == "darts" else 1, num_classes=10,
+                                                   in_channels=3, auxiliary=False, rngs=nnx.Rngs(0)))
+    arch = {l: np.int32(v) for l, v in zip(space.labels, vec)}
+    one = model_macs(net, (1, 16, 16, 3), arch=arch)
+    assert one == model_macs(derived, (1, 16, 16, 3))
+    mixed = model_macs(net, (1, 16, 16, 3), arch={l: jnp.ones(c.n) / c.n for l, c in zip(space.labels, space.choices)})
+    assert mixed > 2 * one

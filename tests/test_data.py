@@ -61,12 +61,15 @@ def test_cifar_errors(tmp_path):
 
 
 @pytest.mark.skipif(not shared_data("images", "cifar10_subset"), reason="shared CIFAR-10 subset not present")
-def test_real_cifar_subset_and_mnist():
+def test_real_cifar_subset():
     d = D.load_cifar10(shared_data("images", "cifar10_subset"))
     assert d.train_x.shape[1:] == (32, 32, 3) and d.train_x.dtype == np.uint8 and len(d.train_y) > 5000
-    if shared_data("images", "mnist"):
-        m = D.load_idx_folder(shared_data("images", "mnist"))
-        assert m.train_x.shape == (60000, 28, 28, 1) and m.test_x.shape == (10000, 28, 28, 1)
+
+
+@pytest.mark.skipif(not shared_data("images", "mnist"), reason="shared MNIST not present")
+def test_real_mnist():
+    m = D.load_idx_folder(shared_data("images", "mnist"))
+    assert m.train_x.shape == (60000, 28, 28, 1) and m.test_x.shape == (10000, 28, 28, 1) and m.flip is False
 
 
 def test_search_split_is_darts_halves():
@@ -86,14 +89,40 @@ def test_batches_are_pure_function_of_step():
         D.batch_indices(key, 4, 8, 0)
 
 
-def test_augment_crop_flip_cutout():
-    x = jnp.arange(2 * 8 * 8, dtype=jnp.float32).reshape(2, 8, 8, 1) + 1
-    y = D.augment(jax.random.key(0), x, pad=2, flip=True, cutout=4)
-    assert y.shape == x.shape
-    assert np.array_equal(D.augment(jax.random.key(0), x, pad=2, cutout=4), y)  # deterministic under a key
-    zeros = np.sum(np.asarray(y) == 0, axis=(1, 2, 3))
-    assert np.all(zeros >= 4)  # at least part of a 4x4 cutout (plus padding) is zero
-    plain = D.augment(jax.random.key(1), x, pad=0, flip=False, cutout=0)
-    assert np.array_equal(plain, x)
+def _windows(img, pad, fill):
+    """Every crop a random crop of ``img`` padded by ``pad`` (with ``fill``) can give."""
+    h, w, c = img.shape
+    p = np.full((h + 2 * pad, w + 2 * pad, c), fill, np.float32)
+    p[pad : pad + h, pad : pad + w] = img
+    return [p[i : i + h, j : j + w] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
+
+
+def test_augment_crops_are_windows_of_the_black_padded_image_and_flips_mirror():
+    x = np.arange(4 * 6 * 6, dtype=np.float32).reshape(4, 6, 6, 1) + 1
+    fill = (-7.5,)  # a black pixel after normalisation
+    crops = np.asarray(D.augment(jax.random.key(0), jnp.asarray(x), pad=2, flip=False, fill=fill))
+    offsets = set()
+    for b in range(4):
+        wins = _windows(x[b], 2, fill[0])
+        matches = [k for k, win in enumerate(wins) if np.array_equal(win, crops[b])]
+        assert matches, "a crop is not a window of the padded image"
+        offsets.add(matches[0])
+    assert len(offsets) > 1  # the offsets are random
+    flipped = np.asarray(D.augment(jax.random.key(3), jnp.asarray(x), pad=0, flip=True))
+    kinds = [("same" if np.array_equal(f, o) else "mirror" if np.array_equal(f, o[:, ::-1]) else "other") for f, o in zip(flipped, x)]
+    assert "other" not in kinds
+    many = np.asarray(D.augment(jax.random.key(4), jnp.asarray(np.repeat(x[:1], 64, 0)), pad=0, flip=True))
+    n_mirrored = sum(np.array_equal(m, x[0, :, ::-1]) for m in many)
+    assert 16 < n_mirrored < 48  # about half
+    cut = np.asarray(D.augment(jax.random.key(0), jnp.asarray(x), pad=0, flip=False, cutout=4))
+    assert np.all(np.sum(cut == 0, axis=(1, 2, 3)) >= 4)  # part of a 4x4 square is zeroed (x has no zeros)
+    assert np.array_equal(np.asarray(D.augment(jax.random.key(1), jnp.asarray(x), pad=0, flip=False, cutout=0)), x)
+
+
+def test_digit_datasets_are_not_flipped_and_pad_black():
+    d = D.load_digits()
+    assert d.flip is False
+    np.testing.assert_allclose(D.normalize(jnp.zeros((1, 1, 1, 1)), d.mean, d.std).ravel(), d.pad_fill, rtol=1e-6)
+    assert D.get_dataset("synthetic").flip is True
     n = D.normalize(jnp.full((1, 2, 2, 1), 255, jnp.uint8), (0.5,), (0.25,))
     np.testing.assert_allclose(n, 2.0)

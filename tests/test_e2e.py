@@ -124,7 +124,7 @@ def test_train_an_nb201_cell_learns(tmp_path):
     TypeError in a DARTS-only loop), and the reported accuracy is that of a network that
     learned: far above chance on learnable synthetic data."""
     r = _dnas("train", "--config", "experiments/darts_retrain/config.py:smoke", "--genotype", NB201_CELL, "--workdir", str(tmp_path / "t"),
-              "--config.dataset=synthetic", "--config.init_channels=4", "--config.layers=1", "--config.max_steps=60",
+              "--config.dataset=synthetic", "--config.init_channels=8", "--config.layers=1", "--config.max_steps=120", "--config.epochs=15",
               "--config.batch_size=32", "--config.cutout=0", "--config.lr=0.05")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "nb201 network" in r.stderr and "M params" in r.stderr
@@ -213,8 +213,28 @@ def test_corrupt_checkpoint_is_reported_and_kept(tmp_path):
     before = sorted((p.relative_to(w), p.stat().st_size) for p in w.rglob("*") if p.is_file())
     # A different config must be refused without touching the run.
     r = _dnas("search", "--config", "experiments/darts/config.py", *TINY[:-3], "--config.max_steps=3", "--workdir", str(w))
-    assert r.returncode == 2 and "different config: max_steps (saved 2, given 3)" in r.stderr
+    assert r.returncode == 2 and "different config: " in r.stderr and "max_steps (saved 2, given 3)" in r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
     r = _dnas("search", "--workdir", str(w))
-    assert r.returncode == 2 and "unreadable" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith("dnas: error:") and "unreadable" in last and "Traceback" not in r.stderr, r.stderr
     after = sorted((p.relative_to(w), p.stat().st_size) for p in w.rglob("*") if p.is_file())
     assert before == after
+
+
+@pytest.mark.slow
+def test_default_search_learns_an_architecture(tmp_path):
+    """The README's main job (``dnas search``, no arguments) ends with an architecture α
+    chose: entropy on the last line at most 0.95 x uniform, the whole-split validation
+    accuracy on every epoch line, the workdir printed before the first step."""
+    r = _dnas("search", "--workdir", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(l) for l in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    steps = [l for l in lines if "alpha_entropy" in l]
+    assert steps[-1]["alpha_entropy"] <= 0.95 * np.log(8)
+    epochs = [l for l in lines if l.get("event") == "epoch"]
+    assert len(epochs) == 10 and all("epoch_val_acc" in e and "epoch_val_loss" in e for e in epochs)
+    assert epochs[-1]["epoch_val_acc"] > 0.9  # 8x8 digits: the supernet itself classifies well
+    err = r.stderr.splitlines()
+    assert err[0].startswith("workdir: ") and "resume with: dnas search --workdir" in err[0]
+    assert err.index(next(l for l in err if l.startswith("compiled in"))) < err.index(next(l for l in err if l.startswith("step ")))

@@ -55,6 +55,24 @@ def test_shared_label_gradient_accumulates_over_cells():
     grads = alpha_dict(jax.grad(loss)(alpha))
     assert all(np.any(np.asarray(v) != 0) for v in grads.values())
 
+    # The shared label's gradient is the sum of what each reduction cell contributes: give
+    # each cell its own copy of the mixing weights and add their gradients.
+    def per_cell_loss(archs):
+        m = nnx.merge(g, alpha, weights, stats, copy=True)
+        s0 = s1 = m.stem_bn(m.stem_conv(x))
+        for cell, arch in zip(m.cells, archs):
+            s0, s1 = s1, cell(s0, s1, arch)
+        return jnp.sum(m.classifier(jnp.mean(s1, axis=(1, 2))) ** 2)
+
+    mixing = {l: jax.nn.softmax(a) for l, a in alpha_dict(alpha).items()}
+    per_cell = jax.grad(per_cell_loss)([dict(mixing) for _ in net.cells])
+    shared = jax.grad(lambda arch: jnp.sum(nnx.merge(g, alpha, weights, stats, copy=True)(x, arch).logits ** 2))(mixing)
+    reduce_labels = [l for l in space.labels if l.startswith("reduce/")]
+    for l in reduce_labels:
+        assert float(jnp.abs(per_cell[1][l]).max()) > 0 and float(jnp.abs(per_cell[2][l]).max()) > 0
+        np.testing.assert_allclose(shared[l], per_cell[1][l] + per_cell[2][l], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(per_cell[0][l], 0.0)  # the normal cell does not read reduce labels
+
 
 def test_macro_has_separate_alpha_per_cell():
     space, net = _tiny_darts(shared=False)
