@@ -112,9 +112,13 @@ def _resolve(args: argparse.Namespace, command: str, defaults) -> tuple[Path, ob
     return workdir, validate(apply_overrides(defaults(), args.overrides))
 
 
-def _run(kind_command: str, workdir: Path, config, log) -> object:
-    """Runs the config's kind (or resumes the saved run) and turns an interrupt into a line."""
+def _run(kind_command: str, workdir: Path, config) -> object | None:
+    """Runs the config's kind (or resumes the saved run); an interrupt becomes one line
+    saying how to resume, and None."""
     from dnas.config import RUN_KINDS, from_json
+    from dnas.loop import Interrupted
+
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
 
     if config is None:
         config = from_json((workdir / "config.json").read_text())
@@ -127,20 +131,20 @@ def _run(kind_command: str, workdir: Path, config, log) -> object:
 
         prepare_workdir(workdir, config)
     log(f"workdir: {workdir} (interrupt with Ctrl-C; resume with: {_resume_hint(kind_command, workdir)})")
-    return kind.run(config, workdir, log)
+    try:
+        return kind.run(config, workdir, log)
+    except Interrupted as e:
+        log(f"dnas: {e}; resume with: {_resume_hint(kind_command, workdir)}")
+        return None
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Runs or resumes a search (any run kind whose command is ``search``); prints the result."""
     from dnas.config import default_search_config
-    from dnas.loop import Interrupted
 
     workdir, config = _resolve(args, "search", default_search_config)
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    try:
-        result = _run("search", workdir, config, log)
-    except Interrupted as e:
-        print(f"dnas: {e}; resume with: {_resume_hint('search', workdir)}", file=sys.stderr)
+    result = _run("search", workdir, config)
+    if result is None:
         return 130
     print(f"workdir: {workdir}")
     if hasattr(result, "kind"):  # a genotype
@@ -182,7 +186,6 @@ def train_config_for(target: str, overrides: Sequence[str]):
 def cmd_train(args: argparse.Namespace) -> int:
     """Trains a derived network from scratch and reports test accuracy."""
     from dnas.config import train_defaults
-    from dnas.loop import Interrupted
 
     if args.genotype and not args.config and not (args.workdir and (Path(args.workdir) / "config.json").exists()):
         from dnas.parallel import maybe_initialize_distributed
@@ -199,11 +202,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             G.get(args.genotype)  # fail before any work on a bad genotype
             with config.unlocked():
                 config.genotype = str(Path(args.genotype).resolve()) if Path(args.genotype).exists() else args.genotype
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    try:
-        result = _run("train", workdir, config, log)
-    except Interrupted as e:
-        print(f"dnas: {e}; resume with: {_resume_hint('train', workdir)}", file=sys.stderr)
+    result = _run("train", workdir, config)
+    if result is None:
         return 130
     print(f"workdir: {workdir}")
     print(f"test_acc: {result['test_acc']:.4f}")
@@ -230,7 +230,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 def registries(what: str, imports: Sequence[str] = ()) -> list[str]:
     """Lines describing the registered ``what`` (ops, relaxations, spaces, genotypes,
     hypergradients, kinds, or all)."""
-    import dnas.spaces  # noqa: F401 - registers the built-in spaces
     from dnas import genotype as G
     from dnas.bilevel import HYPERGRADIENTS
     from dnas.config import RUN_KINDS, import_files
@@ -355,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dnas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("dnas: interrupted before the run started; nothing was written", file=sys.stderr)
+        print("dnas: interrupted before the run started (a run directory, if written, resumes with the same command)", file=sys.stderr)
         return 130
 
 

@@ -152,7 +152,6 @@ def _check_common(c: ml_collections.ConfigDict) -> None:
 def check_search(c: ml_collections.ConfigDict) -> None:
     """Validates a search config's values and named parts (builds the space and the
     relaxation, which is cheap, so their kwargs are checked too)."""
-    import dnas.spaces  # noqa: F401 - registers the built-in spaces
     from dnas.bilevel import HYPERGRADIENTS
     from dnas.relax import make_relaxation
     from dnas.space import build_space
@@ -332,7 +331,6 @@ def _kwarg_default(config: ml_collections.ConfigDict, group: str, name: str) -> 
         return None
     try:
         if part == "space":
-            import dnas.spaces  # noqa: F401
             from dnas.space import SPACES
 
             fn = SPACES[config.space].__init__

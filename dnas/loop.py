@@ -56,6 +56,32 @@ class Interrupted(Exception):
     """Raised after a checkpoint was written in response to SIGINT/SIGTERM."""
 
 
+class SignalFlag:
+    """Records SIGINT/SIGTERM instead of raising, from construction until :meth:`restore`,
+    so that a run stops at a point where it can checkpoint (never inside XLA's compiler).
+
+    Install it right after the run directory is prepared: a signal during the build or the
+    compile then stops the run before its first step (:meth:`check_not_started`).
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def check_not_started(self, workdir: Path, command: str) -> None:
+        """Raises :class:`Interrupted` if a signal came before the first step."""
+        if self.signal is not None:
+            raise Interrupted(f"stopped by signal {self.signal} before the first step (nothing to checkpoint; the run starts afresh)")
+
+    def restore(self) -> None:
+        """Puts the previous handlers back."""
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
 class NonFiniteLoss(DnasError):
     """A loss turned NaN or infinite: the run stopped without checkpointing that state."""
 
@@ -82,7 +108,6 @@ class SearchSetup:
 
 def build_space(config: ml_collections.ConfigDict) -> SearchSpace:
     """The registered search space a config names (``config.space`` + ``space_kwargs``)."""
-    import dnas.spaces  # noqa: F401 - registers the built-in spaces
 
     return _build_space(config.space, config.layers, _kwargs(config.space_kwargs))
 
@@ -226,6 +251,14 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
     """
     workdir = Path(workdir)
     config = prepare_workdir(workdir, config)
+    stop = SignalFlag()
+    try:
+        return _search(config, workdir, log, stop)
+    finally:
+        stop.restore()
+
+
+def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: SignalFlag) -> G.Genotype:
     setup = build_search(config)
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     tb = workdir / "tensorboard" if config.tensorboard else None
@@ -240,12 +273,7 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
         f"({setup.steps_per_epoch}/epoch), {setup.mesh.devices.size} device(s)"
     )
 
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        stop["signal"] = signum
-
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop.check_not_started(workdir, "search")
     progress = Progress(setup.total_steps, start)
     d = setup.data
     try:
@@ -256,6 +284,7 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
             if step == start:  # every batch has the same shapes and shardings
                 with progress.compiling("the search step"):
                     train_step = compile_then_trim(setup.train_step, state, *batch)
+                stop.check_not_started(workdir, "search")
                 t_last = time.perf_counter()
             state, m = train_step(state, *batch)
             if step == start:
@@ -263,7 +292,7 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
             done = step + 1
             epoch_end = done % setup.steps_per_epoch == 0 or done == setup.total_steps
             logging = done % config.log_every_steps == 0 or epoch_end
-            saving = done % config.checkpoint_every_steps == 0 or done == setup.total_steps or stop["signal"] is not None
+            saving = done % config.checkpoint_every_steps == 0 or done == setup.total_steps or stop.signal is not None
             if logging or saving:
                 m = jax.device_get(m)
                 bad = [k for k in ("train_loss", "val_loss") if k in m and not np.isfinite(m[k])]
@@ -294,12 +323,10 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
                 t_last = time.perf_counter()  # the evaluation is not a step
             if saving:
                 ckpt.save(done, state)
-            if stop["signal"] is not None:
-                raise Interrupted(f"stopped by signal {stop['signal']} at step {done}; checkpoint written")
+            if stop.signal is not None:
+                raise Interrupted(f"stopped by signal {stop.signal} at step {done}; checkpoint written")
     finally:
         progress.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
         ckpt.close()
         metrics.close()
         alphas.close()

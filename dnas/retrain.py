@@ -12,9 +12,9 @@ of every epoch (``epoch_test_acc`` / ``epoch_test_loss`` on the ``"event": "epoc
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,10 +53,20 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     SIGINT/SIGTERM write a checkpoint and raise :class:`dnas.loop.Interrupted`; running the
     same command again resumes.
     """
-    from dnas.loop import Interrupted, NonFiniteLoss, all_finite, evaluate_split, prepare_workdir
+    from dnas.loop import SignalFlag, prepare_workdir
 
     workdir = Path(workdir)
     config = prepare_workdir(workdir, config)
+    stop = SignalFlag()
+    try:
+        return _train(config, workdir, log, stop)
+    finally:
+        stop.restore()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: Any) -> dict[str, float]:
+    from dnas.loop import Interrupted, NonFiniteLoss, all_finite, evaluate_split
+
     import_files(config.imports)
     geno = G.get(config.genotype)
     data = get_dataset(config.dataset, config.data_dir or None)
@@ -126,12 +136,7 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     metrics = MetricWriter(workdir / "metrics.jsonl", tensorboard_dir=workdir / "tensorboard" if config.tensorboard else None)
     state = resume(ckpt, state, (metrics,), log)
     start = int(state.step)
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        stop["signal"] = signum
-
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop.check_not_started(workdir, "train")
     progress = Progress(total, start)
     try:
         for step in range(start, total):
@@ -140,12 +145,13 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
             if step == start:  # every batch has the same shapes and shardings
                 with progress.compiling("the training step"):
                     train_jit = compile_then_trim(train_jit, state, *batch)
+                stop.check_not_started(workdir, "train")
             state, m = train_jit(state, *batch)
             if step == start:
                 release_free_memory()
             done = step + 1
             epoch_end = done % spe == 0 or done == total
-            saving = done % config.checkpoint_every_steps == 0 or done == total or stop["signal"] is not None
+            saving = done % config.checkpoint_every_steps == 0 or done == total or stop.signal is not None
             logging = done % config.log_every_steps == 0 or epoch_end
             if logging or saving:
                 m = jax.device_get(m)
@@ -164,12 +170,10 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
                 progress.update(done, f"epoch {epoch}: test_acc {ev['acc']:.3f} test_loss {ev['loss']:.3f}", force_line=True)
             if saving:
                 ckpt.save(done, state)
-            if stop["signal"] is not None:
-                raise Interrupted(f"stopped by signal {stop['signal']} at step {done}; checkpoint written")
+            if stop.signal is not None:
+                raise Interrupted(f"stopped by signal {stop.signal} at step {done}; checkpoint written")
     finally:
         progress.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
         ckpt.close()
     ev = evaluate_split(eval_jit, state, mesh, data.test_x, data.test_y, 256)
     n = len(data.test_y)
