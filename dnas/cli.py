@@ -149,8 +149,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"workdir: {workdir}")
     if hasattr(result, "kind"):  # a genotype
         print(f"genotype: {result}")
-    else:
-        print(f"result: {result}")
+    else:  # a multi-trial summary
+        import json
+
+        print(f"summary: {json.dumps(result)}")
     return 0
 
 
