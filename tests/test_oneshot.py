@@ -68,3 +68,24 @@ def test_bn_recalibration_is_the_debiased_running_average_of_the_subnet_batches(
     np.testing.assert_allclose(float(loss[0]), float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])), rtol=1e-4)
     no_recal = jax.jit(make_evaluate(space, net))(alpha, weights, stats, jnp.asarray(vec[None]), recal_x[:0], val_x, val_y)[1]
     assert abs(float(no_recal[0]) - float(loss[0])) > 1e-4  # recalibration changed the statistics used
+
+
+def test_spos_smoke_supernet_then_oneshot_estimator(tmp_path):
+    """The SPOS experiment's smoke run trains a supernet by sampled paths (α untouched),
+    and the oneshot estimator reads its checkpoint and scores cells."""
+    import json
+
+    from dnas.config import load_config
+    from dnas.estimators import ESTIMATORS
+    from dnas.loop import run_search
+
+    c = load_config("experiments/spos_nb201/config.py:smoke", ["--config.max_steps=4"])
+    run_search(c, tmp_path / "s", log=lambda m: None)
+    lines = [json.loads(l) for l in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines() if "train_loss" in l]
+    assert lines and "val_loss" not in lines[0]  # weights only
+    space = NB201Space(layers=1)
+    est = ESTIMATORS["oneshot"](space, run_dir=str(tmp_path / "s"), recalibrate=1, val_batches=2)
+    vecs = jax.numpy.stack([space.sample(jax.random.key(i)) for i in range(3)])
+    metrics, cost = est.evaluate(vecs, jax.random.key(0))
+    assert metrics["oneshot_acc"].shape == (3,) and np.all((0 <= metrics["oneshot_acc"]) & (metrics["oneshot_acc"] <= 1))
+    assert np.all(np.asarray(cost) == 1.0)
