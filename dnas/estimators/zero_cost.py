@@ -1,0 +1,67 @@
+"""Zero-cost proxies as an estimator (Abdelfattah et al. 2021; Mellor et al. 2021).
+
+``ESTIMATORS["zero_cost"](space, proxies="naswot", ...)`` scores architectures with
+:class:`dnas.zero_cost.score.ZeroCostScorer` on one fixed training batch: a strategy
+searching over it is NASWOT's zero-shot search (score N cells, keep the best). It runs
+host-side (``pure=False``: a Python loop over one compiled function), so the multitrial
+driver uses its step loop.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnas.errors import DnasError
+from dnas.estimators import ESTIMATORS, Estimator
+from dnas.space import SearchSpace
+
+
+def zero_cost(
+    space: SearchSpace,
+    proxies: str = "naswot",
+    dataset: str = "cifar10",
+    data_dir: str = "",
+    batch_size: int = 64,
+    C: int = 16,
+    seed: int = 0,
+) -> Estimator:
+    """Zero-cost proxy scores as metrics.
+
+    Args:
+      space: any registered space whose supernet takes per-label indices.
+      proxies: comma-separated registered proxy names (``vote`` is not per-architecture).
+      dataset, data_dir: where the scoring batch comes from (``dnas.datasets``).
+      batch_size: the batch every architecture sees (NASWOT: 128; zero-cost-nas: 64).
+      C: the network's initial channels.
+      seed: the batch's and the weights' seed: an architecture's score is a function of
+        (architecture, seed), the same whichever strategy asks and whenever.
+    Returns:
+      an :class:`Estimator` with one metric per proxy (``f32[P]``, NaN set to the batch's
+      worst) and cost the measured seconds of scoring per architecture. The key is unused.
+    """
+    from dnas.zero_cost.cli import score_batch
+    from dnas.zero_cost.proxies import check_names, finite_or_worst
+    from dnas.zero_cost.score import ZeroCostScorer
+
+    names = check_names(proxies)
+    if "vote" in names:
+        raise DnasError("the zero_cost estimator scores one architecture at a time; 'vote' ranks a set (use dnas zero-cost)")
+    k_batch, k_score = jax.random.split(jax.random.key(seed))
+    x, y, classes = score_batch(dataset, data_dir or None, batch_size, k_batch)
+    scorer = ZeroCostScorer(space, names, C=C, num_classes=classes, in_channels=x.shape[-1], batch_shape=x.shape)
+
+    def evaluate(archs: jax.Array, key: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+        del key  # the scores are a function of (architecture, seed)
+        t = time.perf_counter()
+        s = scorer.score(np.asarray(archs), (x, y), k_score)
+        per = (time.perf_counter() - t) / max(len(archs), 1)
+        return {n: jnp.asarray(finite_or_worst(s[n]), jnp.float32) for n in names}, jnp.full((len(archs),), per, jnp.float32)
+
+    return Estimator(evaluate, names, False, 1e-3, lambda vec: str(space.names(np.asarray(vec))))
+
+
+ESTIMATORS.add("zero_cost", zero_cost)
