@@ -1,0 +1,128 @@
+"""The mobile spaces: ProxylessNAS (published nets rebuild with their params, MACs, depth
+and Pixel 1 latency) and FBNet (HW-NAS-Bench's table prices the space)."""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dnas import genotype as G
+from dnas.config import shared_data
+from dnas.cost import count_params, model_macs
+from dnas.errors import DnasError
+from dnas.latency import load_fbnet_csv, load_yaml_lut, table_latency
+from dnas.spaces.fbnet import FBNET_OPS, FBNetGenotype, FBNetSpace
+from dnas.spaces.proxylessnas import ProxylessGenotype, ProxylessSpace, published
+from dnas.state import build_jitted
+from dnas.types import Sampled
+
+LUTS = shared_data("luts")
+needs_luts = pytest.mark.skipif(not LUTS, reason="../shared/data/luts is not present")
+
+# mit-han-lab/proxylessnas logs/imagenet_{mobile,gpu,cpu}_log.txt: "Total training params", "Total FLOPs" (MACs).
+PUBLISHED = {"mobile": (4.08e6, 320.4e6, 1.0), "gpu": (7.12e6, 465.3e6, 1.35), "cpu": (4.36e6, 439.2e6, 1.12)}
+
+
+@needs_luts
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_proxyless_nets_rebuild(name):
+    cfg = json.loads((Path(LUTS) / f"proxyless_{name}.config.json").read_text())
+    g = published(name)
+    # Block count straight from the config: every block but the fixed first is searched;
+    # ZeroLayer blocks do not run.
+    assert len(g.ops) == len(cfg["blocks"]) - 1
+    assert g.depth == sum(b["mobile_inverted_conv"]["name"] != "ZeroLayer" for b in cfg["blocks"])
+    params, macs, width_mult = PUBLISHED[name]
+    net = nnx.eval_shape(lambda: ProxylessSpace.network(g, C=g.stem, layers=0, num_classes=1000, in_channels=3, rngs=nnx.Rngs(0)))
+    assert abs(count_params(net) - params) / params < 0.002
+    assert abs(model_macs(net, (1, 224, 224, 3)) - macs) / macs < 0.002
+    # The published geometry is the space's at ProxylessNAS' width multiplier, except that
+    # the released mobile net widened stage 1 from 24 to 32 channels.
+    space = ProxylessSpace(width_mult=width_mult)
+    expected = space.genotype(g.ops)
+    if name == "mobile":
+        assert g.widths[0] == 32 and expected.widths[0] == 24 and g.widths[1:] == expected.widths[1:]
+    else:
+        assert expected == g
+    assert G.from_json(json.loads(json.dumps(g.to_json()))) == g
+
+
+@needs_luts
+def test_pixel1_table_prices_the_mobile_net_block_by_block():
+    """The space's latency term on the Pixel 1 table equals a sum over the published
+    config's own layers, keyed by hand from its channels and strides (78 ms in the paper).
+    The table covers the search space, whose stage 1 is 24 wide; the released net's is 32."""
+    table = load_yaml_lut(Path(LUTS) / "proxylessnas_mobile_pixel1.yaml")
+    cfg = json.loads((Path(LUTS) / "proxyless_mobile.config.json").read_text())
+    hw, total = 112, table.mean("Conv-input:224x224x3-output:112x112x32")
+    for i, b in enumerate(cfg["blocks"]):
+        m = b["mobile_inverted_conv"]
+        if m["name"] == "ZeroLayer":
+            continue
+        c_in, c_out = (24 if c == 32 and i > 0 else c for c in (m["in_channels"], m["out_channels"]))
+        ho = hw // m["stride"]
+        total += table.mean(f"expanded_conv-input:{hw}x{hw}x{c_in}-output:{ho}x{ho}x{c_out}"
+                            f"-expand:{m['expand_ratio']}-kernel:{m['kernel_size']}-stride:{m['stride']}-idskip:{int(b['shortcut'] is not None)}")
+        hw = ho
+    total += table.mean("Conv_1-input:7x7x320-output:7x7x1280") + table.mean("Logits-input:7x7x1280-output:1000")
+    space = ProxylessSpace()
+    term = space.latency_term(table)
+    got = float(table_latency(term, space.genotype_to_vec(published("mobile"))))
+    assert got == pytest.approx(total, rel=1e-5)
+    assert 70 < got < 90
+
+
+def test_proxyless_space_structure_and_errors():
+    space = ProxylessSpace()
+    assert len(space) == 21
+    zero_able = [l for l in space.labels if "zero" in space.choice(l).candidates]
+    # Blocks 2-4 of the five four-block stages have the identity shortcut.
+    assert len(zero_able) == 15 and all(space.choice(l).n == 7 for l in zero_able)
+    with pytest.raises(DnasError, match="cannot be zero"):
+        space.genotype(["zero"] + ["mb_k3_e3"] * 20)
+    with pytest.raises(DnasError, match="ops must be among"):
+        ProxylessSpace(ops=["sep_conv_3x3"])
+    shallow = ProxylessSpace(layers=2)
+    assert len(shallow) == 11
+
+
+def test_proxyless_supernet_runs_indices_and_sampled_paths():
+    space = ProxylessSpace(width_stages=(24, 40), n_cell_stages=(2, 1), stride_stages=(2, 2))
+    net = build_jitted(lambda r: space.supernet(C=8, num_classes=10, in_channels=1, rngs=r), jax.random.key(0))
+    graphdef, state = nnx.split(net)
+    run = jax.jit(lambda st, x, a: nnx.merge(graphdef, st)(x, a).logits)
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+    idx = {l: jnp.int32(2) for l in space.labels}
+    one = {l: Sampled(jnp.array([2], jnp.int32), jnp.ones(space.choice(l).n)) for l in space.labels}
+    np.testing.assert_allclose(run(state, x, one), run(state, x, idx), rtol=1e-5, atol=1e-5)
+    # Two sampled paths (ProxylessNAS' binary gates): both run, the shortcut is added once.
+    two = {l: Sampled(jnp.array([2, 2], jnp.int32), jnp.ones(space.choice(l).n)) for l in space.labels}
+    out = np.asarray(run(state, x, two))
+    assert out.shape == (2, 10) and np.isfinite(out).all()
+
+
+@needs_luts
+def test_fbnet_table_prices_the_space():
+    tables = load_fbnet_csv(Path(LUTS) / "fbnet_layer_lut_hwnasbench.csv")
+    space = FBNetSpace()
+    assert len(space) == 22 and all(space.choice(l).candidates == FBNET_OPS for l in space.labels)
+    vecs = np.stack([np.asarray(space.sample(jax.random.key(i))) for i in range(5)])
+    for dev, t in tables.items():
+        np.testing.assert_allclose(np.asarray(table_latency(t.latency_term(space), vecs)), t.latency(vecs), rtol=1e-5)
+
+
+def test_fbnet_derived_network_and_genotype():
+    space = FBNetSpace()
+    alpha = {l: jnp.eye(9)[i % 9] for i, l in enumerate(space.labels)}
+    g = space.derive(alpha)
+    assert g.ops[:9] == FBNET_OPS and G.from_json(g.to_json()) == g
+    # CIFAR setting, C=16: HW-NAS-Bench's network. All-k3_e1 and all-skip bound the size.
+    sizes = [count_params(nnx.eval_shape(lambda o=o: FBNetSpace.network(FBNetGenotype((o,) * 22), C=16, layers=22, num_classes=100,
+                                                                          in_channels=3, rngs=nnx.Rngs(0)))) for o in ("skip", "k3_e1", "k5_e6")]
+    assert sizes[0] < sizes[1] < sizes[2]
+    with pytest.raises(DnasError, match="22 ops"):
+        FBNetGenotype(("k3_e1",) * 21)
