@@ -155,3 +155,26 @@ def test_zero_cost_estimator_and_cli_errors(capsys):
     assert main_zero_cost(["--proxies", "synflow,nope", "--dataset", "synthetic"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown zero-cost proxy 'nope'" in err[0]
+
+
+def test_smash_hypernetwork_generates_the_ops_weights():
+    from flax import nnx
+
+    from dnas.hypernet import GENERATED, Smash, _cells
+    from dnas.spaces.nb201 import NB201Space
+
+    space = NB201Space(layers=1)
+    sm = Smash(space, C=4, num_classes=10, in_channels=3, key=jax.random.key(0))
+    a, b = jnp.asarray([3, 3, 3, 3, 3, 3]), jnp.asarray([2, 3, 2, 2, 0, 3])
+    ga, gb = sm.generated(a), sm.generated(b)
+    net = nnx.merge(sm.gd_n, sm.p_n, sm.rest)
+    for op in GENERATED:
+        j = space.ops.index(op)
+        for s, cell in enumerate(_cells(net)):  # one cell per stage at N=1
+            for e, edge in enumerate(cell.edges):
+                assert ga[op][s][e].shape == edge.ops[j].conv.kernel.shape
+            assert not np.allclose(ga[op][s], gb[op][s])  # the weights depend on the architecture
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 8, 8, 3)).astype(np.float32), rng.integers(0, 10, 8).astype(np.int32)
+    acc, loss = sm.rank(np.stack([a, b, a]), x, y)
+    assert sm.traces["eval"] == 1 and loss[0] == loss[2] and loss[0] != loss[1]

@@ -65,3 +65,40 @@ def zero_cost(
 
 
 ESTIMATORS.add("zero_cost", zero_cost)
+
+
+def smash(
+    space: SearchSpace, dataset: str = "cifar10", data_dir: str = "", steps: int = 500, batch_size: int = 64, C: int = 8, val: int = 500, seed: int = 0
+) -> Estimator:
+    """A SMASH hypernetwork as an estimator (Brock et al. 2018; :mod:`dnas.hypernet`).
+
+    Building it trains the hypernetwork for ``steps`` batches of ``batch_size`` training
+    images, one random cell per batch; ``evaluate`` then gives each cell's accuracy and
+    negative loss on the first ``val`` test images with generated weights.
+
+    Returns:
+      an :class:`Estimator` with metrics ``smash_acc`` and ``smash_neg_loss`` (``f32[P]``);
+      cost the measured seconds per architecture. The key is unused.
+    """
+    from dnas.datasets import get_dataset, normalize
+    from dnas.hypernet import Smash
+
+    if steps < 1 or val < 1:
+        raise DnasError(f"smash needs steps >= 1 and val >= 1, got {steps} and {val}")
+    ds = get_dataset(dataset, data_dir or None)
+    k_init, k_train = jax.random.split(jax.random.key(seed))
+    sm = Smash(space, C=C, num_classes=ds.num_classes, in_channels=ds.train_x.shape[-1], key=k_init)
+    sm.train(np.asarray(normalize(jnp.asarray(ds.train_x), ds.mean, ds.std)), ds.train_y.astype(np.int32), steps=steps, batch_size=batch_size, key=k_train)
+    xv, yv = np.asarray(normalize(jnp.asarray(ds.test_x[:val]), ds.mean, ds.std)), ds.test_y[:val].astype(np.int32)
+
+    def evaluate(archs: jax.Array, key: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+        del key
+        t = time.perf_counter()
+        acc, loss = sm.rank(np.asarray(archs), xv, yv)
+        per = (time.perf_counter() - t) / max(len(archs), 1)
+        return {"smash_acc": jnp.asarray(acc), "smash_neg_loss": jnp.asarray(-loss)}, jnp.full((len(archs),), per, jnp.float32)
+
+    return Estimator(evaluate, ("smash_acc", "smash_neg_loss"), False, 1e-3, lambda vec: str(space.names(np.asarray(vec))))
+
+
+ESTIMATORS.add("smash", smash)
