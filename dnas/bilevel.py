@@ -52,7 +52,9 @@ HYPERGRADIENTS = tuple(n for n in PLANS.names() if n not in ("first_order", "wei
 """How ``order=2`` gets its second-order term (see the module docstring and :mod:`dnas.plans`)."""
 
 ArchPenalty = Callable[[Mapping[str, jax.Array], Mapping[str, ArchWeights], jax.Array], jax.Array]
-"""``(α logits per label, relaxed inputs per label, step) -> scalar`` added to the α loss."""
+"""``(α logits per label, relaxed inputs per label, step) -> scalar`` added to the α loss. A
+callable with a true ``takes_loss`` attribute is called with the α pass' task loss as a
+fourth argument (``dnas.latency.search.LatencyPenalty``: penalties that scale the loss)."""
 
 
 def darts_weight_optimizer(
@@ -158,7 +160,10 @@ def make_search_step(
         if arch_penalty is None or penalty_on is False:
             penalty, total = jnp.zeros((), loss.dtype), loss
         else:
-            penalty = arch_penalty(logits_by_label, arch, step)
+            # A penalty with ``takes_loss`` also gets the task loss: the multiplicative
+            # latency losses (ProxylessNAS mul#log, FBNet) scale it.
+            penalty = (arch_penalty(logits_by_label, arch, step, loss) if getattr(arch_penalty, "takes_loss", False)
+                       else arch_penalty(logits_by_label, arch, step))
             total = loss + (penalty if penalty_on is True else jnp.where(penalty_on, penalty, jnp.zeros((), penalty.dtype)))
         return total, (nnx.state(model, nnx.BatchStat), logits, loss, penalty)
 

@@ -97,7 +97,14 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 200
     c.keep_checkpoints = 2
     c.tensorboard = False  # also write TensorBoard event files to <workdir>/tensorboard (pip install tensorboardX)
+    c.latency = _latency_defaults()  # the latency term (dnas.latency.search): off while latency.table is ""
     return c
+
+
+def _latency_defaults() -> ml_collections.ConfigDict:
+    from dnas.latency.search import latency_defaults
+
+    return latency_defaults()
 
 
 def train_defaults() -> ml_collections.ConfigDict:
@@ -166,7 +173,10 @@ def check_search(c: ml_collections.ConfigDict) -> None:
             raise DnasError(f"config.{k} must be True or False, got {c[k]!r}")
     if not 0.0 < float(c.train_portion) < 1.0:
         raise DnasError(f"config.train_portion must be in (0, 1), got {c.train_portion}")
-    build_space(c.space, c.layers, _kwargs(c.space_kwargs))
+    space = build_space(c.space, c.layers, _kwargs(c.space_kwargs))
+    from dnas.latency.search import check_latency
+
+    check_latency(c, space)
     make_relaxation(c.relax, _kwargs(c.relax_kwargs), epochs=c.epochs)
 
 
@@ -436,6 +446,9 @@ _ADDED_KEYS: dict[str, dict[str, Any]] = {
                "w_nesterov": False, "tensorboard": False},
     "train": {"imports": [], "tensorboard": False},
 }
+# config.latency (issue 19): runs from before it had no latency term.
+_ADDED_KEYS["search"]["latency"] = {"table": "", "device": "", "resolution": 224, "penalty": "", "penalty_kwargs": {},
+                                    "target_ms": 0.0, "estimate": "auto", "derive_tolerance": 0.05}
 # Space keys that lived at the top level before config.space_kwargs.
 _MOVED_TO_SPACE_KWARGS = {"darts": ("nodes", "ops", "shared", "cell_impl", "remat"), "nb201": ("ops", "shared")}
 

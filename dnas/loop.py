@@ -36,6 +36,7 @@ from dnas.checkpoint import Checkpointer, resume
 from dnas.config import _kwargs, differing_keys, from_json, to_json
 from dnas.datasets import Dataset, augment, batch_indices, get_dataset, normalize, search_split, steps_per_epoch
 from dnas.errors import DnasError
+from dnas.latency.search import add_penalties, build_latency, derive_alpha, epoch_latency_metrics
 from dnas.metrics import MetricWriter, Progress
 from dnas.parallel import make_mesh, replicate, shard_batch
 from dnas.relax import make_relaxation, relax_all
@@ -104,6 +105,7 @@ class SearchSetup:
     data_key: jax.Array
     mesh: Any
     eval_step: Callable[..., tuple[jax.Array, jax.Array]]
+    latency: Any = None  # dnas.latency.search.LatencySetup of config.latency (None: no table)
 
 
 def build_space(config: ml_collections.ConfigDict) -> SearchSpace:
@@ -132,6 +134,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     a_opt = darts_alpha_optimizer(config.a_lr, config.a_b1, config.a_b2, config.a_weight_decay)
     graphdef, state = init_search_state(net, w_opt, a_opt, key=k_state)
     relax = make_relaxation(config.relax, _kwargs(config.relax_kwargs), epochs=config.epochs)
+    latency = build_latency(config, space, relax)
     step = make_search_step(
         graphdef,
         w_opt,
@@ -139,6 +142,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         order=config.order,
         hypergradient=config.hypergradient,
         relax=relax,
+        arch_penalty=add_penalties(latency and latency.penalty),
         fuse_passes=config.fuse_passes,
         update_alpha=config.update_alpha,
         steps_per_epoch=spe,
@@ -169,7 +173,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
 
     jitted = jax.jit(train_step, donate_argnums=(0,), compiler_options=step_compiler_options())
     eval_jit = jax.jit(eval_step, compiler_options=step_compiler_options())
-    return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh, eval_jit)
+    return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh, eval_jit, latency=latency)
 
 
 def evaluate_split(
@@ -312,13 +316,13 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
                 progress.update(done, shown + f" α-entropy {m['alpha_entropy']:.3f}")
             if epoch_end:
                 a = alpha_dict(jax.device_get(state.alpha))
-                geno = setup.space.derive(a)
+                geno = setup.space.derive(derive_alpha(setup.latency, a))
                 _save_genotype(workdir / "genotype.json", geno)
                 epoch = (done - 1) // setup.steps_per_epoch + 1
                 alphas.write({"step": done, "epoch": epoch, "softmax": {l: np.asarray(jax.nn.softmax(jnp.asarray(v))).tolist() for l, v in a.items()}})
                 ev = evaluate_split(setup.eval_step, state, setup.mesh, d.train_x[setup.a_idx], d.train_y[setup.a_idx], config.batch_size)
                 metrics.write({"step": done, "event": "epoch", "epoch": epoch, "epoch_val_acc": ev["acc"],
-                               "epoch_val_loss": ev["loss"], "genotype": str(geno)})
+                               "epoch_val_loss": ev["loss"], "genotype": str(geno), **epoch_latency_metrics(setup.latency, a)})
                 progress.update(done, f"epoch {epoch}: val_acc {ev['acc']:.3f} (whole validation split) val_loss {ev['loss']:.3f}", force_line=True)
                 t_last = time.perf_counter()  # the evaluation is not a step
             if saving:
@@ -330,7 +334,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
         ckpt.close()
         metrics.close()
         alphas.close()
-    geno = setup.space.derive(alpha_dict(jax.device_get(state.alpha)))
+    geno = setup.space.derive(derive_alpha(setup.latency, alpha_dict(jax.device_get(state.alpha))))
     _save_genotype(workdir / "genotype.json", geno)
     return geno
 

@@ -256,14 +256,16 @@ def tunas_abs(loss: jax.Array, latency: jax.Array, target: float, *, beta: float
 
 
 @PENALTIES.decorator("target", lambda f: f)
-def target_latency(loss: jax.Array, latency: jax.Array, target: float, *, lam: float = 1.0) -> jax.Array:
-    """Target-latency mode: ``loss + lam * (T / T0 - 1) ** 2``, a smooth two-sided pull to T0.
+def target_latency(loss: jax.Array, latency: jax.Array, target: float, *, lam: float = 1.0, tol: float = 0.0) -> jax.Array:
+    """Target-latency mode: ``loss + lam * max(|T / T0 - 1| - tol, 0) ** 2``, a smooth
+    two-sided pull to T0 that lets go within ``tol`` (relative) of it.
 
     Apply it to :func:`straight_through_latency` to drive the derived (argmax)
-    architecture, not only the expected one, to the target; with the squared relative
-    error the pull fades as T nears T0, so ``lam`` sets the tolerated trade-off.
+    architecture, not only the expected one, to the target. Why the band: the derived
+    latency moves in jumps (one block's op at a time), and a pull that never lets go keeps
+    pushing the argmax back and forth across T0; inside the band only the task loss acts.
     """
-    return loss + lam * (latency / target - 1.0) ** 2
+    return loss + lam * jnp.maximum(jnp.abs(latency / target - 1.0) - tol, 0.0) ** 2
 
 
 def make_penalty(name: str, **kwargs: Any) -> Callable[[jax.Array, jax.Array, Any], jax.Array]:
