@@ -1,4 +1,5 @@
-"""``dnas latency``: fit a latency predictor on measured architectures and report how it ranks the rest.
+"""``dnas latency``: fit a latency predictor on measured architectures and report how it
+ranks the rest; ``dnas lut``: build a latency table on this JAX device and check it.
 
     dnas latency fit --space nb201 --csv FILE --arch-column arch_str \\
         --latency-column lat_ms_pixel2 --train 10 \\
@@ -9,6 +10,15 @@ fits on N random rows (seeded) and prints one JSON line last with ``spearman``,
 ``--transfer-from`` the other devices' latencies of each architecture are features
 (few-shot transfer, :mod:`dnas.latency.predictor`). The main ``dnas`` command mounts this
 with :func:`add_latency_parser`; :func:`main_latency` runs it alone.
+
+    dnas lut build --space proxylessnas --out lut.json [--resolution 224 --batch-size 1 --warmup 2 --repeats 5]
+    dnas lut check lut.json --archs 20 [--warmup 2 --repeats 5 --seed 0]
+
+``build`` measures every candidate op at every position (and the fixed parts) on the
+device JAX runs on; ``check`` measures sampled whole networks end to end and prints one
+JSON line last with ``spearman``, ``kendall``, ``mape`` (percent), ``within_10pct`` and
+``ratio`` (mean measured / table sum). :func:`add_lut_parser` mounts them; :func:`main_lut`
+runs them alone (:mod:`dnas.latency.measure`).
 """
 
 from __future__ import annotations
@@ -159,6 +169,97 @@ def add_latency_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     return latency
 
 
+def _space_kwargs(text: str) -> dict:
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as e:
+        raise DnasError(f"--space-kwargs must be a JSON object, got {text!r} ({e.msg})") from None
+    if not isinstance(value, dict):
+        raise DnasError(f"--space-kwargs must be a JSON object, got {text!r}")
+    return value
+
+
+def cmd_lut_build(args: argparse.Namespace) -> int:
+    """Runs ``dnas lut build``: measures the table and writes it atomically to ``--out``."""
+    import dnas.spaces  # noqa: F401 - registers the built-in spaces
+    from dnas.latency.measure import build_lut
+
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - progress on stderr, the summary on stdout
+    table = build_lut(args.space, resolution=args.resolution, batch_size=args.batch_size, warmup=args.warmup, repeats=args.repeats,
+                      inner=args.inner, space_kwargs=_space_kwargs(args.space_kwargs), seed=args.seed, log=log)
+    table.save(args.out)
+    total = sum(e.mean for e in table.entries.values())
+    print(json.dumps({"out": args.out, "entries": len(table), "device": table.device, "backend": table.backend,
+                      "batch_size": table.batch_size, "sum_of_entries_ms": round(total, 4)}))
+    return 0
+
+
+def cmd_lut_check(args: argparse.Namespace) -> int:
+    """Runs ``dnas lut check``: K sampled networks measured end to end vs the table's sums."""
+    import dnas.spaces  # noqa: F401
+    from dnas.latency.lut import LatencyTable
+    from dnas.latency.measure import check_lut, table_settings
+
+    table = LatencyTable.load(args.table)
+    if args.archs < 3:
+        raise DnasError(f"--archs must be at least 3 (rank correlations need them), got {args.archs}")
+    settings = table_settings(table) if args.space is None or args.resolution is None or not args.inner else {}
+    space = args.space or settings["space"]
+    resolution = args.resolution or int(settings["resolution"])
+    kwargs = _space_kwargs(args.space_kwargs) if args.space_kwargs else settings.get("space_kwargs", {})
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    inner = args.inner or int(settings.get("inner", 10))
+    out = check_lut(table, space, resolution=resolution, archs=args.archs, warmup=args.warmup, repeats=args.repeats, inner=inner,
+                    space_kwargs=kwargs, seed=args.seed, log=log)
+    print(f"{args.archs} {space} networks at {resolution}x{resolution} on {table.device}: spearman {out['spearman']:.3f}, "
+          f"MAPE {out['mape']:.1f} %, within 10 % {out['within_10pct']:.2f}, measured / table sum {out['ratio']:.3f}")
+    print(json.dumps({"table": args.table, "space": space, "archs": args.archs, "device": table.device,
+                      **{k: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v]) for k, v in out.items()}}))
+    return 0
+
+
+def add_lut_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Adds ``lut`` (with ``build`` and ``check``) to the main CLI's subparsers; handlers are
+    ``args.fn(args) -> int``."""
+    lut = subparsers.add_parser("lut", help="latency tables measured on this JAX device: build, check")
+    sub = lut.add_subparsers(dest="lut_command", required=True)
+    b = sub.add_parser("build", help="measure every candidate op at every position of a space")
+    b.add_argument("--space", required=True, help="a space with table keys: proxylessnas")
+    b.add_argument("--out", required=True, help="the table JSON to write")
+    b.add_argument("--resolution", type=int, default=224, help="input height and width (224: the published tables')")
+    b.add_argument("--batch-size", type=int, default=1)
+    b.add_argument("--warmup", type=int, default=2, help="untimed calls per entry (after compiling)")
+    b.add_argument("--repeats", type=int, default=5, help="timed calls per entry; the median is kept")
+    b.add_argument("--inner", type=int, default=10, help="forwards per timed call, in one compiled loop (amortises dispatch)")
+    b.add_argument("--space-kwargs", default="", help='the space\'s arguments as JSON, e.g. \'{"width_mult": 1.35}\'')
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(fn=cmd_lut_build)
+    c = sub.add_parser("check", help="measure sampled whole networks against the table's sums")
+    c.add_argument("table", help="a table from dnas lut build")
+    c.add_argument("--archs", type=int, default=20, help="number of sampled networks")
+    c.add_argument("--space", help="default: the one the table was built for")
+    c.add_argument("--resolution", type=int, help="default: the table's")
+    c.add_argument("--space-kwargs", default="", help="default: the table's")
+    c.add_argument("--warmup", type=int, default=2)
+    c.add_argument("--repeats", type=int, default=5)
+    c.add_argument("--inner", type=int, default=0, help="forwards per timed call (default: the table's)")
+    c.add_argument("--seed", type=int, default=0, help="picks the sampled networks")
+    c.set_defaults(fn=cmd_lut_check)
+    return lut
+
+
+def main_lut(argv: Sequence[str] | None = None) -> int:
+    """``dnas lut ...`` on its own: returns the exit code (2 with one error line on a DnasError)."""
+    parser = argparse.ArgumentParser(prog="dnas", description="Latency tables on this JAX device.")
+    add_lut_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["lut", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.fn(args) or 0)
+    except DnasError as e:
+        print(f"dnas: error: {e}", file=sys.stderr)
+        return 2
+
+
 def main_latency(argv: Sequence[str] | None = None) -> int:
     """``dnas latency ...`` on its own: returns the exit code (2 with one error line on a DnasError)."""
     parser = argparse.ArgumentParser(prog="dnas", description="Latency predictors.")
@@ -172,4 +273,5 @@ def main_latency(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main_latency())
+    # python -m dnas.latency.cli fit ... | build ... | check ...
+    sys.exit(main_lut(sys.argv[2:]) if sys.argv[1:2] == ["lut"] else main_latency())

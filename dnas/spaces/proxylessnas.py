@@ -271,6 +271,21 @@ class ProxylessSpace(SearchSpace):
         fixed += [LutKey("Conv_1", (hw, hw, g["widths"][-1]), (hw, hw, g["last"])), LutKey("Logits", (hw, hw, g["last"]), (num_classes,))]
         return keys, fixed
 
+    def lut_module(self, key: LutKey, *, rngs: nnx.Rngs) -> nnx.Module:
+        """The module a table key measures (``dnas lut build``): the stem ``Conv``, an
+        ``expanded_conv`` block with its shortcut when ``idskip:1``, ``Conv_1`` or ``Logits``."""
+        c_in, c_out = key.input_shape[-1], key.output_shape[-1]
+        if key.op == "Conv":
+            return ConvBNReLU6(c_in, c_out, 3, 2, rngs)
+        if key.op == "Conv_1":
+            return ConvBNReLU6(c_in, c_out, 1, 1, rngs)
+        if key.op == "Logits":
+            return _Head(c_in, c_out, rngs)
+        if key.op == "expanded_conv":
+            op = OPS[f"mb_k{key.kernel}_e{key.expand}"].builder(c_in, c_out, key.stride, True, rngs)
+            return _KeyBlock(op, bool(dict(key.extra).get("idskip", 0)))
+        raise DnasError(f"proxylessnas has no module for LUT op {key.op!r}")
+
     def latency_term(self, table: LatencyTable, resolution: int = 224) -> LatencyTerm:
         """Per-candidate latencies from ``table`` (a missing entry is one DnasError line)."""
         keys, fixed = self.lut_keys(resolution)
@@ -306,6 +321,16 @@ class MBBlock(nnx.Module):
     def __call__(self, x: jax.Array, arch: ArchInput | None = None) -> jax.Array:
         y = self.op(x) if self.label is None else self.op(x, arch[self.label])
         return x + y if self.shortcut else y
+
+
+class _KeyBlock(MBBlock):
+    """A block as one table entry measures it (chosen op, shortcut per ``idskip``)."""
+
+    def __init__(self, op: nnx.Module, shortcut: bool):
+        super().__init__(op, None, shortcut)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return super().__call__(x)
 
 
 class ProxylessNet(nnx.Module):
