@@ -86,7 +86,7 @@ def run_zero_cost(args: argparse.Namespace) -> dict:
         from dnas.zero_cost.proxies import VOTE
 
         base = tuple(dict.fromkeys(base + VOTE))
-    scorer = ZeroCostScorer(space, base, C=args.channels, num_classes=classes, in_channels=x.shape[-1], batch_shape=x.shape)
+    scorer = ZeroCostScorer(space, base, C=args.channels, num_classes=classes, in_channels=x.shape[-1], batch_shape=x.shape, fused=not args.per_proxy)
     t0 = time.perf_counter()
     first = scorer.score(archs[:1], (x, y), k_score)  # compile + one architecture
     t1 = time.perf_counter()
@@ -132,6 +132,7 @@ def add_zero_cost_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", default="", help="nb201_table.csv: report Spearman/Kendall against --metric")
     p.add_argument("--metric", default="cifar10_test_200ep")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-proxy", action="store_true", help="one compiled program per proxy instead of one for all (faster to compile on CPU)")
     p.add_argument("--out", default="", help="write per-architecture scores here (JSON lines)")
     p.set_defaults(fn=lambda a: print(json.dumps(run_zero_cost(a))) or 0)
 
