@@ -126,3 +126,20 @@ def test_fbnet_derived_network_and_genotype():
     assert sizes[0] < sizes[1] < sizes[2]
     with pytest.raises(DnasError, match="22 ops"):
         FBNetGenotype(("k3_e1",) * 21)
+
+
+@needs_luts
+@pytest.mark.parametrize("spec", ["proxylessnas/config.py", "proxylessnas/config.py:smoke", "proxylessnas/config.py:target_smoke",
+                                  "fbnet/config.py", "fbnet/config.py:smoke"])
+def test_experiment_configs_validate_with_their_tables(spec):
+    from dnas.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    overrides = ["--config.latency.target_ms=60"] if "target" in spec else []
+    if ":" not in spec:  # the full configs name CIFAR-10, which needs its folder
+        cifar = shared_data("images", "cifar10_subset", "cifar-10-batches-py")
+        if not cifar:
+            pytest.skip("no CIFAR-10 folder in ../shared/data")
+        overrides.append(f"--config.data_dir={cifar}")
+    c = load_config(str(root / spec), overrides)
+    assert c.latency.table and c.latency.penalty
