@@ -143,3 +143,26 @@ def test_experiment_configs_validate_with_their_tables(spec):
         overrides.append(f"--config.data_dir={cifar}")
     c = load_config(str(root / spec), overrides)
     assert c.latency.table and c.latency.penalty
+
+
+@needs_luts
+def test_hardware_estimator_gives_latency_macs_params_for_constraints():
+    """Discrete-search metrics: per-block MACs/params sum to the whole derived network's
+    count, the latency is the table's, and the hard objective rejects by them."""
+    from dnas.estimators import ESTIMATORS
+    from dnas.objectives import OBJECTIVES
+
+    space = ProxylessSpace(layers=2)
+    est = ESTIMATORS["hardware"](space, table=str(Path(LUTS) / "proxylessnas_mobile_pixel1.yaml"), resolution=224)
+    assert est.pure and est.metrics == ("latency_ms", "macs_m", "params_m")
+    archs = jnp.stack([space.sample(jax.random.key(i)) for i in range(3)])
+    m, cost = jax.jit(est.evaluate)(archs, jax.random.key(0))
+    assert cost.shape == (3,)
+    for i in range(2):
+        g = space.genotype([space.choices[j].candidates[v] for j, v in enumerate(np.asarray(archs[i]))])
+        net = nnx.eval_shape(lambda g=g: ProxylessSpace.network(g, C=g.stem, layers=0, num_classes=1000, in_channels=3, rngs=nnx.Rngs(0)))
+        assert float(m["macs_m"][i]) == pytest.approx(model_macs(net, (1, 224, 224, 3)) / 1e6, rel=1e-5)
+        assert float(m["params_m"][i]) == pytest.approx(count_params(net) / 1e6, rel=1e-5)
+    limit = float(jnp.median(m["latency_ms"]))
+    fit = OBJECTIVES["hard"](metric="macs_m", limits={"latency_ms": limit}, penalty=-1.0)(m)
+    np.testing.assert_array_equal(np.asarray(fit) == -1.0, np.asarray(m["latency_ms"]) > limit)
