@@ -26,7 +26,6 @@ from dnas.latency.search import (
 from dnas.relax import binary_gate
 from dnas.spaces.proxylessnas import ProxylessSpace
 from dnas.state import build_jitted, init_search_state
-from dnas.types import Sampled
 
 
 
@@ -190,6 +189,10 @@ def test_config_latency_keys_and_errors(tmp_path):
     space = tiny_space()
     path = tmp_path / "t.json"
     tiny_table(ProxylessSpace(), 224).save(path)
+    # A table that lacks the keys of a smaller space's positions is refused for the full space.
+    tiny_table(space, 224).save(tmp_path / "small.json")
+    with pytest.raises(DnasError, match="no entry for space op"):
+        validate(_config(table=str(tmp_path / "small.json")))
     c = _config(table=str(path), penalty="mul#log", target_ms=20.0)
     validate(c)
     setup = build_latency(c, ProxylessSpace(), binary_gate(paths=2))

@@ -16,7 +16,7 @@ from dnas.cost import count_params, model_macs
 from dnas.errors import DnasError
 from dnas.latency import load_fbnet_csv, load_yaml_lut, table_latency
 from dnas.spaces.fbnet import FBNET_OPS, FBNetGenotype, FBNetSpace
-from dnas.spaces.proxylessnas import ProxylessGenotype, ProxylessSpace, published
+from dnas.spaces.proxylessnas import ProxylessSpace, published
 from dnas.state import build_jitted
 from dnas.types import Sampled
 
