@@ -3,7 +3,8 @@
 Subcommands: ``search`` (every run kind a config can name: DARTS-family search, discrete
 multi-trial search...), ``train``, ``show``, ``info``, ``list`` (registered ops,
 relaxations, spaces, genotypes, hypergradients, run kinds), ``config`` (print the
-resolved config) and ``latency fit`` (:mod:`dnas.latency.cli`). Every user error (:class:`dnas.errors.DnasError`) ends as one line on
+resolved config), ``latency fit`` and ``lut build|check`` (:mod:`dnas.latency.cli`) and
+``zero-cost`` (:mod:`dnas.zero_cost.cli`). Every user error (:class:`dnas.errors.DnasError`) ends as one line on
 stderr and exit 2.
 """
 
@@ -327,9 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("target", nargs="?", help="PATH[:ARG] or a run directory (default: the default search)")
     cfg.add_argument("--kind", default="search", help="defaults of this kind when no target is given: search | train")
     cfg.set_defaults(fn=cmd_config)
-    from dnas.latency.cli import add_latency_parser
+    from dnas.latency.cli import add_latency_parser, add_lut_parser
+    from dnas.zero_cost.cli import add_zero_cost_parser
 
     add_latency_parser(sub)
+    add_lut_parser(sub)
+    add_zero_cost_parser(sub)
     return p
 
 
