@@ -11,12 +11,16 @@ after relaxation: the weighted sum of its candidates, zero ops skipped) or an in
 compiled function serves every discrete architecture), or :class:`~dnas.types.Sampled`
 paths (GDAS, ProxylessNAS, SPOS: only the sampled candidates run, each through
 ``lax.switch``, scaled by a straight-through weight so α keeps its gradient).
+
+``partial_channels=K`` (PC-DARTS, Xu et al. 2020) sends only the first ``C/K`` channels
+through the candidates, passes the rest by (max-pooled on reduction edges), concatenates
+and shuffles channels in ``K`` groups; ``K=1`` is the plain mixed op.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +29,7 @@ from flax import nnx
 
 from dnas.errors import DnasError
 from dnas.ops import OPS
-from dnas.ops.layers import batch_norm, current_depthwise_impl, current_grad_gates, grad_gates
+from dnas.ops.layers import batch_norm, current_depthwise_impl, current_grad_gates, grad_gates, max_pool
 from dnas.space import SearchSpace
 from dnas.types import ArchInput, PRNGKey, Sampled
 
@@ -34,14 +38,26 @@ class Alpha(nnx.Variable):
     """Architecture logits of one label, ``f32[n_candidates]``."""
 
 
-def init_alpha(space: SearchSpace, key: PRNGKey, scale: float = 1e-3) -> nnx.Dict:
-    """One :class:`Alpha` per label, ``scale * N(0, 1)`` as in DARTS (``1e-3 * randn``)."""
-    return nnx.Dict(
-        {
-            c.label: Alpha(scale * jax.random.normal(jax.random.fold_in(key, i), (c.n,), jnp.float32))
-            for i, c in enumerate(space.choices)
-        }
-    )
+def init_alpha(space: SearchSpace, key: PRNGKey, scale: float = 1e-3, extra: Mapping[str, int] | None = None) -> nnx.Dict:
+    """One :class:`Alpha` per label, ``scale * N(0, 1)`` as in DARTS (``1e-3 * randn``).
+
+    Args:
+      space: its choices give the labels and sizes.
+      key: PRNG key (label ``i`` draws from ``fold_in(key, i)``).
+      scale: the standard deviation.
+      extra: further architecture parameters that are not choices, label -> size (PC-DARTS'
+        edge-normalisation β per node, ``normal/beta_node_3``), drawn the same way from
+        ``fold_in(key, 100_000 + j)`` so the choices' α does not change.
+    """
+    alpha = {
+        c.label: Alpha(scale * jax.random.normal(jax.random.fold_in(key, i), (c.n,), jnp.float32))
+        for i, c in enumerate(space.choices)
+    }
+    for j, (label, n) in enumerate((extra or {}).items()):
+        if label in alpha:
+            raise DnasError(f"extra architecture parameter {label!r} collides with a choice label")
+        alpha[label] = Alpha(scale * jax.random.normal(jax.random.fold_in(key, 100_000 + j), (int(n),), jnp.float32))
+    return nnx.Dict(alpha)
 
 
 class _WithBN(nnx.Module):
@@ -54,6 +70,17 @@ class _WithBN(nnx.Module):
         return self.bn(self.op(x))
 
 
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+    """ShuffleNet's channel shuffle on NHWC ``f32[..., C]``: channel ``g * (C/groups) + j``
+    moves to ``j * groups + g`` (PC-DARTS' ``channel_shuffle``: view as (groups, C/groups),
+    transpose, flatten)."""
+    c = x.shape[-1]
+    if c % groups:
+        raise DnasError(f"channel_shuffle: {c} channels do not split into {groups} groups")
+    y = x.reshape(x.shape[:-1] + (groups, c // groups))
+    return jnp.swapaxes(y, -1, -2).reshape(x.shape)
+
+
 class MixedOp(nnx.Module):
     """All candidates of one labelled choice on one edge.
 
@@ -64,6 +91,9 @@ class MixedOp(nnx.Module):
       affine: BatchNorm scale/shift inside the ops (DARTS search: False).
       pool_bn: add an affine-free BN after ops declaring ``search_bn`` (DARTS: True,
         NAS-Bench-201: False).
+      partial_channels: ``K`` of PC-DARTS: the candidates see ``C/K`` channels (built at
+        that width), the other channels bypass them; output channels are shuffled in ``K``
+        groups. 1 (default): every channel goes through the candidates (DARTS).
       rngs: NNX RNG streams.
     """
 
@@ -77,10 +107,19 @@ class MixedOp(nnx.Module):
         *,
         affine: bool = False,
         pool_bn: bool = True,
+        partial_channels: int = 1,
         rngs: nnx.Rngs,
     ):
         self.label = label
         self.candidates = tuple(candidates)
+        k = int(partial_channels)
+        if k < 1 or c_in % k or c_out % k or (k > 1 and c_in != c_out):
+            raise DnasError(
+                f"partial_channels={partial_channels} for {label!r} needs equal in/out channels divisible by it, "
+                f"got {c_in} -> {c_out}"
+            )
+        self.partial, self.stride = k, stride
+        c_in, c_out = c_in // k, c_out // k
         specs = [OPS[n] for n in self.candidates]
         ops = []
         for spec in specs:
@@ -91,6 +130,21 @@ class MixedOp(nnx.Module):
 
     def __call__(self, x: jax.Array, a: jax.Array | Sampled) -> jax.Array:
         """Mix (``a`` float ``[k]``), switch (``a`` integer scalar) or run sampled paths."""
+        if self.partial == 1:
+            return self._candidates(x, a)
+        # PC-DARTS: the first C/K channels through the candidates, the rest bypass them
+        # (max-pooled 2x2 where the edge reduces, as PC-DARTS' self.mp), then a shuffle so
+        # that the next edge samples different channels.
+        c = x.shape[-1] // self.partial
+        y = self._candidates(x[..., :c], a)
+        rest = x[..., c:]
+        if self.stride != 1:
+            rest = max_pool(rest, 2, 2, 0)
+        if rest.shape[:-1] != y.shape[:-1]:
+            raise DnasError(f"partial channels of {self.label!r}: bypass shape {rest.shape} does not match the ops' {y.shape}")
+        return channel_shuffle(jnp.concatenate([y, rest.astype(y.dtype)], axis=-1), self.partial)
+
+    def _candidates(self, x: jax.Array, a: jax.Array | Sampled) -> jax.Array:
         k = len(self.candidates)
         branches = [(lambda ops, x, i=i: ops[i](x)) for i in range(k)]
         if isinstance(a, Sampled):
@@ -160,7 +214,8 @@ _mix_gated.defvjp(_mix_gated_fwd, _mix_gated_bwd)
 
 
 def stacked_mixed_op(
-    labels: Sequence[str], candidates: Sequence[str], c: int, stride: int, *, pool_bn: bool, affine: bool, rngs: nnx.Rngs
+    labels: Sequence[str], candidates: Sequence[str], c: int, stride: int, *, pool_bn: bool, affine: bool, rngs: nnx.Rngs,
+    partial_channels: int = 1,
 ) -> MixedOp:
     """One :class:`MixedOp` per label with parameters stacked on a leading edge axis."""
     name = f"{labels[0]}..{labels[-1]}"
@@ -168,7 +223,7 @@ def stacked_mixed_op(
     @nnx.split_rngs(splits=len(labels))
     @nnx.vmap(in_axes=(0,), out_axes=0)
     def make(r: nnx.Rngs) -> MixedOp:
-        return MixedOp(name, candidates, c, c, stride, pool_bn=pool_bn, affine=affine, rngs=r)
+        return MixedOp(name, candidates, c, c, stride, pool_bn=pool_bn, affine=affine, partial_channels=partial_channels, rngs=r)
 
     return make(rngs)
 
@@ -223,6 +278,7 @@ class EdgeScan(nnx.Module):
         this made the DARTS search step 1.6x faster and halved peak memory
         (``benchmarks/RESULTS.md``): writing and re-reading the stacked residuals of a
         ``while`` loop costs more than the recomputation.
+      partial_channels: PC-DARTS' ``K`` (:class:`MixedOp`).
       rngs: NNX RNG streams (split per edge).
     """
 
@@ -238,51 +294,55 @@ class EdgeScan(nnx.Module):
         pool_bn: bool = True,
         affine: bool = False,
         remat: bool = True,
+        partial_channels: int = 1,
         rngs: nnx.Rngs,
     ):
         if not (len(labels) == len(src) == len(dst)) or not labels:
             raise ValueError("EdgeScan needs one src and dst per label and at least one edge")
         self.labels, self.src, self.dst = tuple(labels), tuple(src), tuple(dst)
         self.remat = remat
-        self.op = stacked_mixed_op(labels, candidates, c, stride, pool_bn=pool_bn, affine=affine, rngs=rngs)
+        self.op = stacked_mixed_op(labels, candidates, c, stride, pool_bn=pool_bn, affine=affine, partial_channels=partial_channels, rngs=rngs)
 
-    def __call__(self, buffer: jax.Array, arch: ArchInput, source: jax.Array | None = None) -> jax.Array:
+    def __call__(self, buffer: jax.Array, arch: ArchInput, source: jax.Array | None = None, edge_scale: jax.Array | None = None) -> jax.Array:
         """Runs the edges.
 
         Args:
           buffer: ``f32[slots, B, H, W, C]`` accumulators (outputs are added at ``dst``).
           arch: label -> mixing weights ``f32[k]`` or index ``int32[]``.
           source: ``f32[n, B, H_in, W_in, C]`` inputs, or None to read from ``buffer``.
+          edge_scale: ``f32[E]`` a scale per edge (PC-DARTS' edge normalisation β), or
+            None (no scaling: the program has no multiply).
         Returns:
           the updated buffer.
         """
         if all(_is_concrete_index(arch.get(l)) for l in self.labels):
-            return self._run_chosen(buffer, arch, source)
+            return self._run_chosen(buffer, arch, source, edge_scale)
         a = stack_arch(arch, self.labels)
         graphdef, state = nnx.split(self.op)
         src, dst = jnp.asarray(self.src, jnp.int32), jnp.asarray(self.dst, jnp.int32)
         gates = current_grad_gates()
-        run = _edge_scan_run(graphdef, self.remat, source is not None, current_depthwise_impl())
+        run = _edge_scan_run(graphdef, self.remat, source is not None, current_depthwise_impl(), edge_scale is not None)
         carry = buffer if source is None else (buffer, source)
-        carry, new_state = run(carry, state, src, dst, a, gates)
+        carry, new_state = run(carry, state, src, dst, a, gates, edge_scale)
         nnx.update(self.op, new_state)
         return carry if source is None else carry[0]
 
-    def _run_chosen(self, buffer: jax.Array, arch: ArchInput, source: jax.Array | None) -> jax.Array:
+    def _run_chosen(self, buffer: jax.Array, arch: ArchInput, source: jax.Array | None, edge_scale: jax.Array | None) -> jax.Array:
         # Known indices: the edges one by one, each calling its chosen op (no scan, no switch).
         graphdef, state = nnx.split(self.op)
         states = []
         for e, label in enumerate(self.labels):
             op = nnx.merge(graphdef, jax.tree_util.tree_map(lambda v: v[e], state), copy=True)
             x = (buffer if source is None else source)[self.src[e]]
-            buffer = buffer.at[self.dst[e]].add(op(x, arch[label]))
+            y = op(x, arch[label])
+            buffer = buffer.at[self.dst[e]].add(y if edge_scale is None else edge_scale[e].astype(y.dtype) * y)
             states.append(nnx.state(op))
         nnx.update(self.op, jax.tree_util.tree_map(lambda *v: jnp.stack(v), *states))
         return buffer
 
 
 @functools.lru_cache(maxsize=256)
-def _edge_scan_run(graphdef: nnx.GraphDef, remat: bool, external_source: bool, lowering: str) -> Callable:
+def _edge_scan_run(graphdef: nnx.GraphDef, remat: bool, external_source: bool, lowering: str, scaled: bool = False) -> Callable:
     """The jitted ``lax.scan`` of :class:`EdgeScan`, one function object per (graphdef, flags, lowering).
 
     ``run(carry, state, src, dst, a) -> (carry, new_state)``. JAX caches traces by function
@@ -301,20 +361,23 @@ def _edge_scan_run(graphdef: nnx.GraphDef, remat: bool, external_source: bool, l
     """
     del lowering  # only a cache key
 
-    def run(carry, state, src, dst, a, gates):
+    def run(carry, state, src, dst, a, gates, scale):
         # The gradient gates (dnas.ops.layers.grad_gates) are an argument, not read from
         # the context in here, because this trace is cached and reused.
         def body(carry, xs):
-            st, s, d, at = xs
+            st, s, d, at, sc = xs
             buf, source = carry if external_source else (carry, carry)
             op = nnx.merge(graphdef, st, copy=True)
             with grad_gates(gates):
-                buf = buf.at[d].add(op(source[s], at))
+                y = op(source[s], at)
+                buf = buf.at[d].add(sc.astype(y.dtype) * y if scaled else y)
             return ((buf, source) if external_source else buf), nnx.state(op)
 
         # prevent_cse=False: inside scan there is nothing for CSE to merge across iterations.
         body = jax.checkpoint(body, prevent_cse=False) if remat else body
-        return jax.lax.scan(body, carry, (state, src, dst, a))
+        # Unscaled scans carry a dummy per-edge value (never read) so that one body serves both.
+        sc = scale if scaled else jnp.zeros(src.shape, jnp.float32)
+        return jax.lax.scan(body, carry, (state, src, dst, a, sc))
 
     return jax.jit(run)
 
@@ -337,7 +400,7 @@ class EdgeBatch(nnx.Module):
 
     Args:
       labels: per-edge labels (α / index is looked up per edge).
-      candidates, c, stride, pool_bn, affine: as :class:`MixedOp`.
+      candidates, c, stride, pool_bn, affine, partial_channels: as :class:`MixedOp`.
       rngs: NNX RNG streams (split per edge).
     """
 
@@ -350,12 +413,13 @@ class EdgeBatch(nnx.Module):
         *,
         pool_bn: bool = True,
         affine: bool = False,
+        partial_channels: int = 1,
         rngs: nnx.Rngs,
     ):
         if not labels:
             raise ValueError("EdgeBatch needs at least one edge")
         self.labels = tuple(labels)
-        self.op = stacked_mixed_op(labels, candidates, c, stride, pool_bn=pool_bn, affine=affine, rngs=rngs)
+        self.op = stacked_mixed_op(labels, candidates, c, stride, pool_bn=pool_bn, affine=affine, partial_channels=partial_channels, rngs=rngs)
 
     def __call__(self, x: jax.Array, arch: ArchInput, shared: bool = True) -> jax.Array:
         """Runs the edges.

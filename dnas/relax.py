@@ -21,12 +21,19 @@ Registered:
   τ linear from ``tau_max`` to ``tau_min`` over the epochs; only that op runs, scaled by
   the straight-through one-hot weight.
 - ``dirichlet``: DrNAS (Chen et al. 2021), a reparameterised Dirichlet sample with
-  concentration ``softplus(α)``.
+  concentration ``softplus(α)`` or, ``concentration="elu"``, DrNAS' own ``elu(α) + 1``.
+- ``sigmoid``: Fair DARTS (Chu et al. 2020): independent ``σ(α)`` per candidate, no
+  competition through a softmax.
 - ``binary_gate``: ProxylessNAS (Cai et al. 2019): ``paths`` candidates sampled from
   ``softmax(α)`` without replacement, only those run; the gradient flows through the
   probabilities.
 - ``uniform``: SPOS (Guo et al. 2020) / RSPS (Li & Talwalkar 2019): one uniformly drawn
   candidate per label, no gradient to α (supernet training by sampled paths).
+
+What the derivation of a discrete architecture reads from α is a separate, deterministic
+map (:data:`DERIVE_WEIGHTS`, a space's ``derive_weights`` argument): ``softmax`` (DARTS,
+PC-DARTS, GDAS, SNAS), ``dirichlet_mean`` (DrNAS: the mean ``β / Σβ`` of
+``Dirichlet(elu(α) + 1)``) and ``sigmoid`` (Fair DARTS).
 """
 
 from __future__ import annotations
@@ -113,6 +120,14 @@ def gdas(tau_max: float = 10.0, tau_min: float = 0.1, epochs: int = 250) -> Rela
     op; the edge outputs ``w[i] * op_i(x)`` with ``w = h - sg(p) + p`` (value 1, gradient of
     the soft sample ``p``), as in GDAS' ``hardwts``. τ decays linearly from ``tau_max`` to
     ``tau_min`` over the run's ``epochs`` (the paper: 10 -> 0.1 over 250 epochs).
+
+    One deliberate difference from GDAS' code (AutoDL ``search_model_gdas.py``): there a
+    node sums ``hardwts[i] * op_i(x)`` for the sampled ``i`` *plus the other entries*
+    ``hardwts[j]`` (value 0, so the forward is the same), which gives each unsampled
+    ``p_j`` the gradient ``Σ dL/dy`` (a response to a constant shift of the output, not to
+    any op's output). dnas leaves them out: the α-gradient is exactly the soft relaxation's
+    gradient through the sampled op (tested), ``∂L/∂p_j`` reaching unsampled ops only
+    through the softmax of ``p``.
     """
     temp = linear_temperature(tau_max, tau_min, epochs)
 
@@ -125,10 +140,35 @@ def gdas(tau_max: float = 10.0, tau_min: float = 0.1, epochs: int = 250) -> Rela
     return relax
 
 
+def dirichlet_concentration(logits: jax.Array, kind: str = "elu") -> jax.Array:
+    """The Dirichlet concentration of α: ``elu(α) + 1`` (DrNAS' code, ``F.elu(α) + 1``) or
+    ``softplus(α)``; both positive, ``elu + 1`` is 1 at α = 0 (the uniform Dirichlet)."""
+    if kind == "elu":
+        return jax.nn.elu(logits) + 1.0
+    if kind == "softplus":
+        return jax.nn.softplus(logits)
+    raise DnasError(f"dirichlet concentration must be 'elu' or 'softplus', got {kind!r}")
+
+
 @register_relaxation("dirichlet")
-def dirichlet() -> Relaxation:
-    """DrNAS: a Dirichlet(softplus(α)) sample, differentiable by implicit reparameterisation."""
-    return lambda key, logits, epoch: jax.random.dirichlet(key, jax.nn.softplus(logits) + 1e-6)
+def dirichlet(concentration: str = "softplus") -> Relaxation:
+    """DrNAS (Chen et al., ICLR 2021): a ``Dirichlet(β)`` sample, differentiable by implicit
+    reparameterisation (JAX's ``random.dirichlet`` gradient).
+
+    Args:
+      concentration: ``"elu"`` (``β = elu(α) + 1``, DrNAS' code; the ``drnas`` method) or
+        ``"softplus"`` (``β = softplus(α)``, this relaxation's first form, kept as the
+        default so runs saved with it resume unchanged).
+    """
+    dirichlet_concentration(jnp.zeros(()), concentration)  # a bad name fails at build time
+    return lambda key, logits, epoch: jax.random.dirichlet(key, dirichlet_concentration(logits, concentration) + 1e-6)
+
+
+@register_relaxation("sigmoid")
+def sigmoid() -> Relaxation:
+    """Fair DARTS (Chu et al., ECCV 2020): ``σ(α)`` per candidate, each op's weight
+    independent of the others' (no exclusive competition); the key is unused."""
+    return lambda key, logits, epoch: jax.nn.sigmoid(logits)
 
 
 @register_relaxation("binary_gate")
@@ -164,6 +204,27 @@ def uniform() -> Relaxation:
         return Sampled(index, jax.lax.stop_gradient(jax.nn.one_hot(index[0], k, dtype=logits.dtype)))
 
     return relax
+
+
+def _dirichlet_mean(logits: jax.Array) -> jax.Array:
+    beta = dirichlet_concentration(logits, "elu")
+    return beta / jnp.sum(beta, axis=-1, keepdims=True)
+
+
+DERIVE_WEIGHTS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "softmax": jax.nn.softmax,
+    "dirichlet_mean": _dirichlet_mean,
+    "sigmoid": jax.nn.sigmoid,
+}
+"""Deterministic maps α logits ``f32[k]`` -> op strengths ``f32[k]`` that a space's
+derivation rule ranks: DARTS' ``softmax``, DrNAS' Dirichlet mean, Fair DARTS' ``sigmoid``."""
+
+
+def derive_weights(name: str, logits: jax.Array) -> jax.Array:
+    """``DERIVE_WEIGHTS[name](logits)``; an unknown name lists the known ones."""
+    if name not in DERIVE_WEIGHTS:
+        raise DnasError(f"unknown derive_weights {name!r}; choose one of {', '.join(DERIVE_WEIGHTS)}")
+    return DERIVE_WEIGHTS[name](jnp.asarray(logits, jnp.float32))
 
 
 def make_relaxation(name: str, kwargs: Mapping[str, Any] | None = None, *, epochs: int | None = None) -> Relaxation:

@@ -30,6 +30,9 @@ def test_relaxation_contract(name):
         assert np.all((0 <= idx) & (idx < 4)) and out.weight.shape == (4,)
         np.testing.assert_allclose(np.asarray(out.weight)[idx], 1.0, rtol=1e-6)
         value = lambda l: jnp.sum(relax(jax.random.key(0), l, jnp.int32(3)).weight * jnp.arange(4.0))  # noqa: E731
+    elif name == "sigmoid":  # Fair DARTS: independent weights in (0, 1), no sum constraint
+        np.testing.assert_allclose(np.asarray(out), 1 / (1 + np.exp(-np.asarray(LOGITS))), rtol=1e-6)
+        value = lambda l: jnp.sum(relax(jax.random.key(0), l, jnp.int32(3)) * jnp.arange(4.0))  # noqa: E731
     else:
         assert out.shape == (4,) and np.all(np.asarray(out) >= -1e-6)
         np.testing.assert_allclose(float(jnp.sum(out)), 1.0, rtol=1e-5)

@@ -28,8 +28,9 @@ from dnas.genotype import CellGenotype, DartsGenotype, MacroGenotype
 from dnas.mixed import EdgeBatch, EdgeScan, MixedOp, init_alpha
 from dnas.ops import FactorizedReduce, ReLUConvBN, check_ops
 from dnas.ops.layers import Conv2d, batch_norm
+from dnas.relax import DERIVE_WEIGHTS, derive_weights
 from dnas.space import Choice, SearchSpace, register_space
-from dnas.types import ArchInput, ArchVec, NetOutput, PRNGKey
+from dnas.types import ArchInput, ArchVec, NetOutput, PRNGKey, Sampled
 
 DARTS_OPS = (
     "none",
@@ -42,6 +43,11 @@ DARTS_OPS = (
     "dil_conv_5x5",
 )
 CELL_IMPLS = ("batch", "scan", "unrolled")
+
+
+def beta_label(prefix: str, node: int) -> str:
+    """The label of PC-DARTS' edge-normalisation parameters of ``node`` (``f32[node]``)."""
+    return f"{prefix}/beta_node_{node}"
 
 
 def reduction_layers(layers: int) -> tuple[int, ...]:
@@ -63,14 +69,29 @@ class DartsSpace(SearchSpace):
       cell_impl: how the supernet runs a cell's edges: ``"scan"``, ``"batch"`` or
         ``"unrolled"`` (:class:`DartsSearchCell`; same function, different speed).
       remat: with ``cell_impl="scan"``, recompute edge forwards in the backward pass.
+      partial_channels: PC-DARTS' ``K`` (Xu et al., ICLR 2020): 1/K of the channels go
+        through each mixed op, the rest bypass it, then a channel shuffle
+        (:class:`~dnas.mixed.MixedOp`). 1 = DARTS.
+      edge_norm: PC-DARTS' edge normalisation: architecture parameters β per node
+        (labels ``<prefix>/beta_node_<n>``, ``f32[n]``, owned by the supernet next to α
+        but not choices of the space); the relaxed β (PC-DARTS: ``softmax``) scales each
+        input edge of the node, and derivation ranks edges by ``β_i · max_op w_i``.
+      derive_weights: what derivation reads from α (:data:`dnas.relax.DERIVE_WEIGHTS`):
+        ``"softmax"`` (DARTS), ``"dirichlet_mean"`` (DrNAS), ``"sigmoid"`` (Fair DARTS).
     """
 
     def __init__(
         self, layers: int = 8, nodes: int = 4, ops: Sequence[str] = DARTS_OPS, shared: bool = True, keep: int = 2,
-        cell_impl: str = "scan", remat: bool = True,
+        cell_impl: str = "scan", remat: bool = True, partial_channels: int = 1, edge_norm: bool = False,
+        derive_weights: str = "softmax",
     ):
         if cell_impl not in CELL_IMPLS:
             raise DnasError(f"unknown cell_impl {cell_impl!r}; choose one of {CELL_IMPLS}")
+        if int(partial_channels) < 1:
+            raise DnasError(f"partial_channels must be >= 1, got {partial_channels}")
+        if derive_weights not in DERIVE_WEIGHTS:
+            raise DnasError(f"unknown derive_weights {derive_weights!r}; choose one of {', '.join(DERIVE_WEIGHTS)}")
+        self.partial_channels, self.edge_norm, self.derive_weights = int(partial_channels), bool(edge_norm), derive_weights
         if not 1 <= keep <= 2 and nodes >= 1:
             # Node 2 (the first) has two possible inputs, so at most two can be kept.
             raise DnasError(f"keep must be 1 or 2 (the first node has two inputs), got {keep}")
@@ -92,6 +113,13 @@ class DartsSpace(SearchSpace):
         if self.shared:
             return ["normal", "reduce"] if self.reductions else ["normal"]
         return [f"cell{i}" for i in range(self.layers)]
+
+    def beta_labels(self) -> dict[str, int]:
+        """PC-DARTS' edge-normalisation parameters, label -> size (``{}`` without
+        ``edge_norm``): one ``f32[n]`` per node ``n`` of every prefix."""
+        if not self.edge_norm:
+            return {}
+        return {beta_label(p, n): n for p in self.prefixes() for n in range(2, self.steps + 2)}
 
     def cell_prefix(self, index: int) -> str:
         """The label prefix used by cell ``index``."""
@@ -132,10 +160,15 @@ class DartsSpace(SearchSpace):
         return out
 
     # ----- derivation --------------------------------------------------------------------
-    def _derive_cell(self, prefix: str, weights: Mapping[str, np.ndarray]) -> CellGenotype:
+    def _derive_cell(self, prefix: str, weights: Mapping[str, np.ndarray], alpha: Mapping[str, jax.Array]) -> CellGenotype:
         edges = []
         for node in range(2, self.steps + 2):
             w = np.stack([np.asarray(weights[f"{prefix}/edge_{node}_{i}"]) for i in range(node)])
+            if self.edge_norm:
+                # PC-DARTS' _parse: every op weight of edge i times softmax(β_node)[i], so an
+                # edge's strength is β_i · max_op w_i (the op choice is unchanged).
+                beta = np.asarray(jax.nn.softmax(jnp.asarray(alpha[beta_label(prefix, node)], jnp.float32)))
+                w = w * beta[:, None]
             masked = w.copy()
             if self.none_index is not None:
                 masked[:, self.none_index] = -np.inf
@@ -146,21 +179,28 @@ class DartsSpace(SearchSpace):
         return CellGenotype(tuple(edges), tuple(range(2, self.steps + 2)), self.keep)
 
     def derive(self, alpha: Mapping[str, jax.Array]) -> DartsGenotype | MacroGenotype:
-        """The DARTS rule on ``softmax(α)``: per node keep the ``keep`` inputs with the
-        strongest non-none op, each with its argmax non-none op.
+        """The DARTS rule: per node keep the ``keep`` inputs with the strongest non-none op,
+        each with its argmax non-none op, on the space's ``derive_weights`` of α
+        (``softmax(α)`` for DARTS; DrNAS' Dirichlet mean; Fair DARTS' ``σ(α)``), with
+        edges scaled by ``softmax(β)`` under ``edge_norm`` (PC-DARTS).
+
+        Fair DARTS' own parser (``threshold_sparse``) also drops a kept edge whose best
+        ``σ`` is below 0.85; a DARTS cell here has exactly ``keep`` inputs per node, so the
+        edge is kept (the Fair DARTS experiment config says so).
 
         Args:
-          alpha: label -> logits ``f32[len(ops)]`` for every label of the space.
+          alpha: label -> logits ``f32[len(ops)]`` for every label of the space (and the
+            β labels of :meth:`beta_labels` with ``edge_norm``).
         """
-        missing = [l for l in self.labels if l not in alpha]
+        missing = [l for l in [*self.labels, *self.beta_labels()] if l not in alpha]
         if missing:
             raise DnasError(f"α lacks labels {missing[:3]}...; derive needs α for the whole space")
-        weights = {l: np.asarray(jax.nn.softmax(jnp.asarray(alpha[l]))) for l in self.labels}
+        weights = {l: np.asarray(derive_weights(self.derive_weights, alpha[l])) for l in self.labels}
         if self.shared:
-            normal = self._derive_cell("normal", weights)
-            reduce = self._derive_cell("reduce", weights) if self.reductions else normal
+            normal = self._derive_cell("normal", weights, alpha)
+            reduce = self._derive_cell("reduce", weights, alpha) if self.reductions else normal
             return DartsGenotype(normal, reduce)
-        return MacroGenotype(tuple(self._derive_cell(p, weights) for p in self.prefixes()))
+        return MacroGenotype(tuple(self._derive_cell(p, weights, alpha) for p in self.prefixes()))
 
     def genotype_to_vec(self, genotype: DartsGenotype | MacroGenotype) -> np.ndarray:
         """A genotype as a discrete vector (absent edges = ``none``), for one-shot evaluation."""
@@ -248,33 +288,56 @@ class DartsSearchCell(nnx.Module):
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False, rngs=rngs)
         self.steps, self.reduction, self.impl = space.steps, reduction, impl
         edges = [(n, i) for n in range(2, space.steps + 2) for i in range(n)]  # destination order
+        self.edges_order = tuple(edges)
         self.labels = tuple(f"{prefix}/edge_{n}_{i}" for n, i in edges)
+        self.beta = tuple(beta_label(prefix, n) for n in range(2, space.steps + 2)) if space.edge_norm else ()
+        pc = space.partial_channels
         if impl == "batch":
             # Group by source: source i feeds nodes max(2, i+1) .. steps+1.
             self.group_dsts = tuple(tuple(range(max(2, i + 1), space.steps + 2)) for i in range(space.steps + 1))
             self.groups = nnx.List(
                 [
-                    EdgeBatch([f"{prefix}/edge_{n}_{i}" for n in dsts], space.ops, c, 2 if reduction and i < 2 else 1, rngs=rngs)
+                    EdgeBatch([f"{prefix}/edge_{n}_{i}" for n in dsts], space.ops, c, 2 if reduction and i < 2 else 1, partial_channels=pc, rngs=rngs)
                     for i, dsts in enumerate(self.group_dsts)
                 ]
             )
         elif impl == "unrolled":
             self.edges = nnx.List(
-                [MixedOp(l, space.ops, c, c, 2 if reduction and i < 2 else 1, rngs=rngs) for l, (n, i) in zip(self.labels, edges)]
+                [MixedOp(l, space.ops, c, c, 2 if reduction and i < 2 else 1, partial_channels=pc, rngs=rngs) for l, (n, i) in zip(self.labels, edges)]
             )
         elif not reduction:
             # Inputs and nodes share one buffer: slots 0,1 = inputs, 2.. = nodes.
-            self.groups = nnx.List([EdgeScan(self.labels, [i for _, i in edges], [n for n, _ in edges], space.ops, c, 1, remat=remat, rngs=rngs)])
+            self.groups = nnx.List([EdgeScan(self.labels, [i for _, i in edges], [n for n, _ in edges], space.ops, c, 1, remat=remat, partial_channels=pc, rngs=rngs)])
         else:
             a = [(l, n, i) for l, (n, i) in zip(self.labels, edges) if i < 2]
             b = [(l, n, i) for l, (n, i) in zip(self.labels, edges) if i >= 2]
-            scans = [EdgeScan([l for l, _, _ in a], [i for _, _, i in a], [n - 2 for _, n, _ in a], space.ops, c, 2, remat=remat, rngs=rngs)]
+            scans = [EdgeScan([l for l, _, _ in a], [i for _, _, i in a], [n - 2 for _, n, _ in a], space.ops, c, 2, remat=remat, partial_channels=pc, rngs=rngs)]
             if b:  # a one-node cell has no edges between intermediate nodes
-                scans.append(EdgeScan([l for l, _, _ in b], [i - 2 for _, _, i in b], [n - 2 for _, n, _ in b], space.ops, c, 1, remat=remat, rngs=rngs))
+                scans.append(EdgeScan([l for l, _, _ in b], [i - 2 for _, _, i in b], [n - 2 for _, n, _ in b], space.ops, c, 1, remat=remat, partial_channels=pc, rngs=rngs))
             self.groups = nnx.List(scans)
+
+    def _edge_scales(self, arch: ArchInput) -> dict[tuple[int, int], jax.Array] | None:
+        """Edge (node, input) -> its β weight, or None (no edge normalisation, or a
+        discrete architecture: derived cells have no β)."""
+        if not self.beta or any(b not in arch for b in self.beta):
+            return None
+        first = arch[self.labels[0]]
+        if not isinstance(first, Sampled) and jnp.issubdtype(jnp.asarray(first).dtype, jnp.integer):
+            return None
+        out = {}
+        for n, label in zip(range(2, self.steps + 2), self.beta):
+            w = arch[label]
+            w = w.weight if isinstance(w, Sampled) else jnp.asarray(w)
+            if w.shape != (n,):
+                raise DnasError(f"edge weights {label!r} have shape {w.shape}, expected ({n},)")
+            for i in range(n):
+                out[(n, i)] = w[i]
+        return out
 
     def __call__(self, s0: jax.Array, s1: jax.Array, arch: ArchInput) -> jax.Array:
         h0, h1 = self.pre0(s0), self.pre1(s1)
+        scales = self._edge_scales(arch)
+        scale = (lambda n, i, y: y) if scales is None else (lambda n, i, y: scales[(n, i)].astype(y.dtype) * y)
         if self.impl == "batch":
             states: list[jax.Array] = [h0, h1]
             nodes: list[jax.Array | None] = [None] * self.steps
@@ -283,27 +346,32 @@ class DartsSearchCell(nnx.Module):
                     states.append(nodes[i - 2])  # type: ignore[arg-type]
                 ys = group(states[i], arch)
                 for k, n in enumerate(dsts):
-                    nodes[n - 2] = ys[k] if nodes[n - 2] is None else nodes[n - 2] + ys[k]
+                    y = scale(n, i, ys[k])
+                    nodes[n - 2] = y if nodes[n - 2] is None else nodes[n - 2] + y
             return jnp.concatenate(nodes, axis=-1)  # type: ignore[arg-type]
         if self.impl == "unrolled":
             states, e = [h0, h1], 0
-            for _ in range(self.steps):
+            for n in range(2, self.steps + 2):
                 acc = None
-                for h in states:
-                    y = self.edges[e](h, arch[self.labels[e]])
+                for i, h in enumerate(states):
+                    y = scale(n, i, self.edges[e](h, arch[self.labels[e]]))
                     acc = y if acc is None else acc + y
                     e += 1
                 states.append(acc)
             return jnp.concatenate(states[2:], axis=-1)
+        per_edge = None if scales is None else jnp.stack([scales[ni] for ni in self.edges_order])
         if not self.reduction:
             buf = jnp.concatenate([jnp.stack([h0, h1]), jnp.zeros((self.steps,) + h0.shape, h0.dtype)])
-            nodes = self.groups[0](buf, arch)[2:]
+            nodes = self.groups[0](buf, arch, edge_scale=per_edge)[2:]
         else:
+            # The two scans hold the edges from the inputs (i < 2) and between nodes, in order.
+            first = [k for k, (_, i) in enumerate(self.edges_order) if i < 2]
+            rest = [k for k, (_, i) in enumerate(self.edges_order) if i >= 2]
             out_shape = (h0.shape[0], -(-h0.shape[1] // 2), -(-h0.shape[2] // 2), h0.shape[3])
             nodes = jnp.zeros((self.steps,) + out_shape, h0.dtype)
-            nodes = self.groups[0](nodes, arch, source=jnp.stack([h0, h1]))
+            nodes = self.groups[0](nodes, arch, source=jnp.stack([h0, h1]), edge_scale=None if per_edge is None else per_edge[jnp.asarray(first)])
             if len(self.groups) > 1:
-                nodes = self.groups[1](nodes, arch)
+                nodes = self.groups[1](nodes, arch, edge_scale=None if per_edge is None else per_edge[jnp.asarray(rest)])
         return jnp.concatenate(list(nodes), axis=-1)
 
 
@@ -340,7 +408,7 @@ class DartsSearchNetwork(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.space = space
-        self.alpha = init_alpha(space, rngs.params())
+        self.alpha = init_alpha(space, rngs.params(), extra=space.beta_labels())
         c_curr = stem_multiplier * C
         self.stem_conv = Conv2d(in_channels, c_curr, 3, 1, 1, rngs=rngs)
         self.stem_bn = batch_norm(c_curr, affine=True, rngs=rngs)

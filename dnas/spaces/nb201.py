@@ -23,6 +23,7 @@ from dnas.genotype import NB201_OPS, NB201Genotype, NB201MacroGenotype
 from dnas.mixed import MixedOp, init_alpha
 from dnas.ops import ReLUConvBN, build_op, check_ops
 from dnas.ops.layers import Conv2d, avg_pool, batch_norm
+from dnas.relax import DERIVE_WEIGHTS, derive_weights
 from dnas.space import Choice, SearchSpace, register_space
 from dnas.types import ArchInput, NetOutput, PRNGKey
 
@@ -38,9 +39,22 @@ class NB201Space(SearchSpace):
       layers: cells per stage N (5 in the benchmark).
       ops: candidate ops (the benchmark's five by default).
       shared: one cell for the whole network (True) or one per cell (False).
+      partial_channels: PC-DARTS' ``K`` on every edge (:class:`~dnas.mixed.MixedOp`); DrNAS
+        searches NB201 with it (its ``--k``). 1 = every channel.
+      derive_weights: what derivation reads from α (:data:`dnas.relax.DERIVE_WEIGHTS`);
+        on NB201 every map is monotone, so the argmax per edge is the same for all, but the
+        name is recorded with the run.
     """
 
-    def __init__(self, layers: int = 5, ops: Sequence[str] = NB201_OPS, shared: bool = True):
+    def __init__(
+        self, layers: int = 5, ops: Sequence[str] = NB201_OPS, shared: bool = True, partial_channels: int = 1,
+        derive_weights: str = "softmax",
+    ):
+        if int(partial_channels) < 1:
+            raise DnasError(f"partial_channels must be >= 1, got {partial_channels}")
+        if derive_weights not in DERIVE_WEIGHTS:
+            raise DnasError(f"unknown derive_weights {derive_weights!r}; choose one of {', '.join(DERIVE_WEIGHTS)}")
+        self.partial_channels, self.derive_weights = int(partial_channels), derive_weights
         self.N, self.ops, self.shared = int(layers), check_ops(ops, "the NB201 space"), shared
         super().__init__([Choice(f"{p}/edge_{j}_{i}", self.ops) for p in self.prefixes() for j, i in EDGES])
 
@@ -60,12 +74,14 @@ class NB201Space(SearchSpace):
         return ["cell"] if self.shared else [f"cell{k}" for k in range(3 * self.N)]
 
     def derive(self, alpha: Mapping[str, jax.Array]) -> NB201Genotype | NB201MacroGenotype:
-        """Argmax per edge (``none`` included, as the benchmark's DARTS baseline does)."""
+        """Argmax per edge of the space's ``derive_weights`` of α (``none`` included, as the
+        benchmark's DARTS baseline does)."""
         cells = []
         for p in self.prefixes():
             nodes = []
             for j in range(1, NODES):
-                nodes.append(tuple((self.ops[int(np.argmax(np.asarray(alpha[f"{p}/edge_{j}_{i}"])))], i) for i in range(j)))
+                w = [np.asarray(derive_weights(self.derive_weights, alpha[f"{p}/edge_{j}_{i}"])) for i in range(j)]
+                nodes.append(tuple((self.ops[int(np.argmax(w[i]))], i) for i in range(j)))
             cells.append(NB201Genotype(tuple(nodes)))
         return cells[0] if self.shared else NB201MacroGenotype(tuple(cells))
 
@@ -115,7 +131,9 @@ class NB201SearchCell(nnx.Module):
 
     def __init__(self, space: NB201Space, prefix: str, c: int, *, rngs: nnx.Rngs):
         self.labels = tuple(f"{prefix}/edge_{j}_{i}" for j, i in EDGES)
-        self.edges = nnx.List([MixedOp(l, space.ops, c, c, 1, pool_bn=False, rngs=rngs) for l in self.labels])
+        self.edges = nnx.List(
+            [MixedOp(l, space.ops, c, c, 1, pool_bn=False, partial_channels=space.partial_channels, rngs=rngs) for l in self.labels]
+        )
 
     def __call__(self, x: jax.Array, arch: ArchInput) -> jax.Array:
         nodes, e = [x], 0
