@@ -8,8 +8,10 @@ Usage:
       [--no-fuse] [--vs-first-order] [--torch-device auto|cpu|cuda]
 
 XLA flags for the dnas runs come from the environment (``XLA_FLAGS=... python ...``).
-``--method`` names a registered method (:data:`dnas.methods.METHODS`: its relaxation and
-whether α is updated; ``--order`` still sets the order); GDAS runs one sampled op per edge.
+``--method`` names a registered method (:data:`dnas.methods.METHODS`: its relaxation,
+whether α is updated, its architecture penalty and its space options such as PC-DARTS'
+partial channels; ``--order`` still sets the order, and α warm-up is not modelled); GDAS
+runs one sampled op per edge.
 
 Each measurement runs in a fresh subprocess (so peak RSS is that run's own). With
 ``--compare-torch`` the PyTorch peer (``../shared/bench/torch_darts_reference.py`` or PATH)
@@ -83,16 +85,20 @@ def worker(a: argparse.Namespace) -> dict:
     from dnas.state import build_jitted, init_search_state, release_free_memory, step_compiler_options
 
     t_start = time.perf_counter()
-    space = DartsSpace(layers=a.layers)
+    method = METHODS[a.method]
+    # The method's space options (PC-DARTS: partial channels, edge normalisation) shape the supernet.
+    space = DartsSpace(layers=a.layers, **method.get("space_kwargs", {}))
     net = build_jitted(lambda r: DartsSearchNetwork(space, C=a.C, num_classes=10, impl=a.cell_impl, remat=not a.no_remat, rngs=r), jax.random.key(0))
     w_opt, a_opt = darts_weight_optimizer(), darts_alpha_optimizer()
     graphdef, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))
     from dnas.relax import make_relaxation
 
-    method = METHODS[a.method]
+    from dnas.methods import make_arch_penalty
+
     relax = make_relaxation(method["relax"], method["relax_kwargs"], epochs=50)
     step = make_search_step(graphdef, w_opt, a_opt, order=a.order, hypergradient=a.hypergradient, fuse_passes=not a.no_fuse,
-                            relax=relax, update_alpha=method["update_alpha"])
+                            relax=relax, update_alpha=method["update_alpha"],
+                            arch_penalty=make_arch_penalty(method.get("arch_penalty", ""), method.get("arch_penalty_kwargs")))
     k1, k2, k3, k4 = jax.random.split(jax.random.key(1), 4)
     train = (jax.random.normal(k1, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k2, (a.batch,), 0, 10))
     val = (jax.random.normal(k3, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k4, (a.batch,), 0, 10))

@@ -91,6 +91,11 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.update_alpha = True  # False: weights only (supernet training by sampled paths, e.g. relax="uniform")
     c.relax = "softmax"  # a registered relaxation (dnas list relaxations)
     c.relax_kwargs = ml_collections.ConfigDict()
+    c.arch_penalty = ""  # a registered α-loss term (dnas.methods.ARCH_PENALTIES: dirichlet_kl, zero_one); "" = none
+    c.arch_penalty_kwargs = ml_collections.ConfigDict()
+    c.a_warmup_epochs = 0  # α frozen for this many epochs (PC-DARTS: 15)
+    c.hessian_iters = 0  # >0: per epoch, the top eigenvalue of the val-loss Hessian w.r.t. α by this many power iterations
+    c.early_stop = False  # DARTS-ES (RobustDARTS): stop when the eigenvalue's local average rises by 1.3x; needs hessian_iters
     c.seed = 2
     c.devices = 0  # 0 = all local devices (data parallel); n = the first n
     c.log_every_steps = 10
@@ -178,6 +183,16 @@ def check_search(c: ml_collections.ConfigDict) -> None:
 
     check_latency(c, space)
     make_relaxation(c.relax, _kwargs(c.relax_kwargs), epochs=c.epochs)
+    from dnas.methods import make_arch_penalty
+
+    make_arch_penalty(c.arch_penalty, _kwargs(c.arch_penalty_kwargs))
+    for k in ("a_warmup_epochs", "hessian_iters"):
+        if isinstance(c[k], bool) or int(c[k]) < 0:
+            raise DnasError(f"config.{k} must be a non-negative integer, got {c[k]!r}")
+    if not isinstance(c.early_stop, bool):
+        raise DnasError(f"config.early_stop must be True or False, got {c.early_stop!r}")
+    if c.early_stop and int(c.hessian_iters) <= 0:
+        raise DnasError("config.early_stop (DARTS-ES) reads the Hessian eigenvalue: set config.hessian_iters > 0 (e.g. 20)")
 
 
 def check_train(c: ml_collections.ConfigDict) -> None:
@@ -348,6 +363,10 @@ def _kwarg_default(config: ml_collections.ConfigDict, group: str, name: str) -> 
             from dnas.relax import RELAXATIONS
 
             fn = RELAXATIONS[config.relax]
+        elif part == "arch_penalty" and config.arch_penalty:
+            from dnas.methods import ARCH_PENALTIES
+
+            fn = ARCH_PENALTIES[config.arch_penalty]
         else:
             return None
     except DnasError:
@@ -443,7 +462,8 @@ def differing_keys(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -
 _ADDED_KEYS: dict[str, dict[str, Any]] = {
     # order=2 was always the exact hypergradient before; steps ran their passes unfused
     "search": {"hypergradient": "exact", "fuse_passes": False, "update_alpha": True, "relax_kwargs": {}, "imports": [],
-               "w_nesterov": False, "tensorboard": False},
+               "w_nesterov": False, "tensorboard": False, "arch_penalty": "", "arch_penalty_kwargs": {}, "a_warmup_epochs": 0,
+               "hessian_iters": 0, "early_stop": False},
     "train": {"imports": [], "tensorboard": False},
 }
 # config.latency (issue 19): runs from before it had no latency term.

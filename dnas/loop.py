@@ -7,8 +7,14 @@ Run directory::
   metrics.jsonl    per logged step (losses, accuracies, α entropy, lrs, step time, images/s)
                    and one ``"event": "epoch"`` line per epoch with the accuracy and loss of
                    the supernet on the whole validation split (``epoch_val_acc``,
-                   ``epoch_val_loss``)
-  alpha.jsonl      softmax(α) per label after every epoch (for ``dnas show`` plots)
+                   ``epoch_val_loss``) and the collapse diagnostics (:mod:`dnas.diagnostics`:
+                   ``param_free_ops`` per cell of the derived genotype,
+                   ``epoch_alpha_entropy``, and ``hessian_eigenvalue`` when
+                   ``config.hessian_iters > 0``); an ``"event": "early_stop"`` line when
+                   DARTS-ES (``config.early_stop``) ends the search
+  alpha.jsonl      softmax(α) per label after every epoch (for ``dnas show`` plots); extra
+                   architecture parameters (PC-DARTS' β) under ``"beta"``, and the raw
+                   logits under ``"logits"`` when ``config.early_stop`` (the rollback reads them)
   genotype.json    the derived architecture after every epoch and at the end
   checkpoints/     orbax checkpoints (periodic, at the end, and on SIGINT/SIGTERM)
 """
@@ -31,13 +37,16 @@ import optax
 from flax import nnx
 
 from dnas import genotype as G
-from dnas.bilevel import SearchStep, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+from dnas.bilevel import SearchStep, cross_entropy, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
 from dnas.checkpoint import Checkpointer, resume
+from dnas.diagnostics import alpha_entropy, darts_es, param_free_ops, top_hessian_eigenvalue
+from dnas.methods import delayed, make_arch_penalty
 from dnas.config import _kwargs, differing_keys, from_json, to_json
 from dnas.datasets import Dataset, augment, batch_indices, get_dataset, normalize, search_split, steps_per_epoch
 from dnas.errors import DnasError
 from dnas.latency.search import add_penalties, build_latency, derive_alpha, epoch_latency_metrics
 from dnas.metrics import MetricWriter, Progress
+from dnas.ops.layers import depthwise_impl
 from dnas.parallel import make_mesh, replicate, shard_batch
 from dnas.relax import make_relaxation, relax_all
 from dnas.space import SearchSpace
@@ -105,6 +114,7 @@ class SearchSetup:
     data_key: jax.Array
     mesh: Any
     eval_step: Callable[..., tuple[jax.Array, jax.Array]]
+    hessian_step: Callable[..., jax.Array] | None = None
     latency: Any = None  # dnas.latency.search.LatencySetup of config.latency (None: no table)
 
 
@@ -132,6 +142,8 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         nesterov=config.w_nesterov,
     )
     a_opt = darts_alpha_optimizer(config.a_lr, config.a_b1, config.a_b2, config.a_weight_decay)
+    if config.a_warmup_epochs:
+        a_opt = delayed(a_opt, config.a_warmup_epochs * spe)  # PC-DARTS: α frozen while the weights warm up
     graphdef, state = init_search_state(net, w_opt, a_opt, key=k_state)
     relax = make_relaxation(config.relax, _kwargs(config.relax_kwargs), epochs=config.epochs)
     latency = build_latency(config, space, relax)
@@ -142,7 +154,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         order=config.order,
         hypergradient=config.hypergradient,
         relax=relax,
-        arch_penalty=add_penalties(latency and latency.penalty),
+        arch_penalty=add_penalties(make_arch_penalty(config.arch_penalty, _kwargs(config.arch_penalty_kwargs)), latency and latency.penalty),
         fuse_passes=config.fuse_passes,
         update_alpha=config.update_alpha,
         steps_per_epoch=spe,
@@ -171,9 +183,27 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return jnp.sum((jnp.argmax(logits, -1) == y) * valid), jnp.sum(losses * valid)
 
+    def hessian_step(state, x, y):
+        # RobustDARTS' diagnostic: the top eigenvalue of ∇²_α L_val at the current weights,
+        # on one fixed validation batch, with one fixed relaxation sample (a stochastic
+        # relaxation must not change under the power iteration).
+        key = jax.random.fold_in(state.rng, 2**30 + 1)
+        xn = normalize(x, mean, std)
+
+        def val_loss(alpha):
+            arch = relax_all(relax, key, dict(nnx.to_pure_dict(alpha)["alpha"]), state.step // spe)
+            model = nnx.merge(graphdef, alpha, state.weights, state.stats, copy=True)
+            return cross_entropy(model(xn, arch).logits, y)
+
+        # Forward-over-reverse needs ops with JVP rules: the XLA lowerings of depthwise
+        # convolutions and pools, not dnas' custom-VJP shifted-slice ones (CPU default).
+        with depthwise_impl("conv"):
+            return top_hessian_eigenvalue(val_loss, state.alpha, key=jax.random.fold_in(key, state.step), iters=config.hessian_iters)
+
     jitted = jax.jit(train_step, donate_argnums=(0,), compiler_options=step_compiler_options())
     eval_jit = jax.jit(eval_step, compiler_options=step_compiler_options())
-    return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh, eval_jit, latency=latency)
+    hess_jit = jax.jit(hessian_step) if config.hessian_iters else None
+    return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh, eval_jit, hess_jit, latency=latency)
 
 
 def evaluate_split(
@@ -277,9 +307,20 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
         f"({setup.steps_per_epoch}/epoch), {setup.mesh.devices.size} device(s)"
     )
 
+    history = [r for r in metrics.read() if r.get("event") in ("epoch", "early_stop")]
+    if any(r.get("event") == "early_stop" for r in history):
+        metrics.close()
+        alphas.close()
+        ckpt.close()
+        log(f"search: this run stopped early (DARTS-ES); its genotype is {str(workdir / 'genotype.json')!r}")
+        return G.load(workdir / "genotype.json")
+    eigenvalues = [float(r["hessian_eigenvalue"]) for r in history if "hessian_eigenvalue" in r]
+    logits_by_epoch = {int(r["epoch"]): r["logits"] for r in alphas.read() if "logits" in r}
+
     stop.check_not_started(workdir, "search")
     progress = Progress(setup.total_steps, start)
     d = setup.data
+    choice_labels = set(setup.space.labels)
     try:
         t_last, n_last = time.perf_counter(), start
         train_step = setup.train_step
@@ -319,12 +360,36 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
                 geno = setup.space.derive(derive_alpha(setup.latency, a))
                 _save_genotype(workdir / "genotype.json", geno)
                 epoch = (done - 1) // setup.steps_per_epoch + 1
-                alphas.write({"step": done, "epoch": epoch, "softmax": {l: np.asarray(jax.nn.softmax(jnp.asarray(v))).tolist() for l, v in a.items()}})
+                soft = lambda v: np.asarray(jax.nn.softmax(jnp.asarray(v))).tolist()  # noqa: E731
+                record = {"step": done, "epoch": epoch, "softmax": {l: soft(v) for l, v in a.items() if l in choice_labels}}
+                if len(a) > len(choice_labels):  # PC-DARTS' β: not op choices, kept apart for the α plots
+                    record["beta"] = {l: soft(v) for l, v in a.items() if l not in choice_labels}
+                if config.early_stop:
+                    record["logits"] = {l: np.asarray(v).tolist() for l, v in a.items()}
+                    logits_by_epoch[epoch] = record["logits"]
+                alphas.write(record)
                 ev = evaluate_split(setup.eval_step, state, setup.mesh, d.train_x[setup.a_idx], d.train_y[setup.a_idx], config.batch_size)
+                diag: dict[str, Any] = {"param_free_ops": param_free_ops(geno), "epoch_alpha_entropy": alpha_entropy(a, setup.space.labels)}
+                if setup.hessian_step is not None:
+                    # One fixed validation batch (the first of the α split), so epochs compare.
+                    hb = setup.a_idx[: config.batch_size]
+                    diag["hessian_eigenvalue"] = float(setup.hessian_step(state, *shard_batch(setup.mesh, (d.train_x[hb], d.train_y[hb]), global_batch=True)))
+                    eigenvalues.append(diag["hessian_eigenvalue"])
                 metrics.write({"step": done, "event": "epoch", "epoch": epoch, "epoch_val_acc": ev["acc"],
-                               "epoch_val_loss": ev["loss"], "genotype": str(geno), **epoch_latency_metrics(setup.latency, a)})
-                progress.update(done, f"epoch {epoch}: val_acc {ev['acc']:.3f} (whole validation split) val_loss {ev['loss']:.3f}", force_line=True)
+                               "epoch_val_loss": ev["loss"], "genotype": str(geno), **diag, **epoch_latency_metrics(setup.latency, a)})
+                shown = f" λ_max {diag['hessian_eigenvalue']:.4g}" if "hessian_eigenvalue" in diag else ""
+                progress.update(done, f"epoch {epoch}: val_acc {ev['acc']:.3f} (whole validation split) val_loss {ev['loss']:.3f}{shown}", force_line=True)
                 t_last = time.perf_counter()  # the evaluation is not a step
+                back = darts_es(eigenvalues) if config.early_stop else None
+                if back is not None and (back + 1) in logits_by_epoch:
+                    # DARTS-ES: the eigenvalue's local average rose by the threshold; the
+                    # result is the architecture of the epoch before the rise.
+                    geno = setup.space.derive(logits_by_epoch[back + 1])
+                    _save_genotype(workdir / "genotype.json", geno)
+                    metrics.write({"step": done, "event": "early_stop", "epoch": epoch, "stop_epoch": back + 1, "genotype": str(geno)})
+                    ckpt.save(done, state)
+                    progress.update(done, f"DARTS-ES: stopped after epoch {epoch}; the genotype of epoch {back + 1}: {geno}", force_line=True)
+                    return geno
             if saving:
                 ckpt.save(done, state)
             if stop.signal is not None:

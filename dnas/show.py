@@ -104,6 +104,8 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
         lines.append("  " + "label".ljust(22) + " ".join(n[:12].rjust(12) for n in op_names))
         for label, probs in last.items():
             lines.append("  " + label.ljust(22) + " ".join(f"{p:12.3f}" for p in probs))
+    if path.is_dir() and (path / "metrics.jsonl").exists():
+        lines += diagnostic_lines([json.loads(l) for l in (path / "metrics.jsonl").read_text().splitlines() if l.strip()])
     if path.is_dir():
         from dnas.plots import plot_alpha, plot_metrics, read_jsonl
 
@@ -111,3 +113,24 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
         files += plot_alpha(history, out, ops) if history else []
     lines.append("wrote: " + ", ".join(str(f) for f in files))
     return lines
+
+
+def diagnostic_lines(records: list[dict]) -> list[str]:
+    """The collapse diagnostics of a search's ``metrics.jsonl`` records (:mod:`dnas.diagnostics`),
+    one line per epoch: supernet val accuracy, top Hessian eigenvalue (when logged),
+    parameter-free ops per derived cell, α entropy; and the DARTS-ES stop, if any.
+    Empty when the run logged none (runs from before the diagnostics)."""
+    epochs = [r for r in records if r.get("event") == "epoch" and "param_free_ops" in r]
+    if not epochs:
+        return []
+    cells = list(epochs[-1]["param_free_ops"])
+    out = ["collapse diagnostics per epoch (RobustDARTS: a rising λ_max and more parameter-free ops signal collapse):",
+           "  epoch  val_acc      λ_max  " + " ".join(f"free({c})".rjust(12) for c in cells) + "  α-entropy"]
+    for r in epochs:
+        lam = f"{r['hessian_eigenvalue']:10.4g}" if "hessian_eigenvalue" in r else "         -"
+        free = " ".join(str(r["param_free_ops"].get(c, "-")).rjust(12) for c in cells)
+        out.append(f"  {r['epoch']:5d}  {r.get('epoch_val_acc', float('nan')):7.3f} {lam}  {free}  {r.get('epoch_alpha_entropy', float('nan')):9.3f}")
+    for r in records:
+        if r.get("event") == "early_stop":
+            out.append(f"DARTS-ES stopped the search after epoch {r['epoch']}; result: the genotype of epoch {r['stop_epoch']}")
+    return out
