@@ -40,11 +40,14 @@ def zero_cost(
       seed: the batch's and the weights' seed: an architecture's score is a function of
         (architecture, seed), the same whichever strategy asks and whenever.
     Returns:
-      an :class:`Estimator` with one metric per proxy (``f32[P]``, NaN set to the batch's
-      worst) and cost the measured seconds of scoring per architecture. The key is unused.
+      an :class:`Estimator` with one metric per proxy (``f32[P]``; NaN/-inf, e.g. NASWOT's
+      singular kernel of a cell without a path, set to -1e30) and cost the measured seconds
+      of scoring per architecture. The key is unused. synflow is reported as
+      ``log10_synflow``: its values on NB201 reach 1e49, past float32's range, and a
+      strategy needs only the order.
     """
     from dnas.zero_cost.cli import score_batch
-    from dnas.zero_cost.proxies import check_names, finite_or_worst
+    from dnas.zero_cost.proxies import check_names
     from dnas.zero_cost.score import ZeroCostScorer
 
     names = check_names(proxies)
@@ -54,14 +57,20 @@ def zero_cost(
     x, y, classes = score_batch(dataset, data_dir or None, batch_size, k_batch)
     scorer = ZeroCostScorer(space, names, C=C, num_classes=classes, in_channels=x.shape[-1], batch_shape=x.shape)
 
+    metric = {n: ("log10_synflow" if n == "synflow" else n) for n in names}
+
+    def safe(name: str, v: np.ndarray) -> np.ndarray:
+        v = np.log10(np.maximum(v, 1e-300)) if name == "synflow" else np.asarray(v, np.float64)
+        return np.where(np.isfinite(v), v, -1e30)  # the same value whatever else is in the batch
+
     def evaluate(archs: jax.Array, key: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
         del key  # the scores are a function of (architecture, seed)
         t = time.perf_counter()
         s = scorer.score(np.asarray(archs), (x, y), k_score)
         per = (time.perf_counter() - t) / max(len(archs), 1)
-        return {n: jnp.asarray(finite_or_worst(s[n]), jnp.float32) for n in names}, jnp.full((len(archs),), per, jnp.float32)
+        return {metric[n]: jnp.asarray(safe(n, s[n]), jnp.float32) for n in names}, jnp.full((len(archs),), per, jnp.float32)
 
-    return Estimator(evaluate, names, False, 1e-3, lambda vec: str(space.names(np.asarray(vec))))
+    return Estimator(evaluate, tuple(metric.values()), False, 1e-3, lambda vec: str(space.names(np.asarray(vec))))
 
 
 ESTIMATORS.add("zero_cost", zero_cost)
