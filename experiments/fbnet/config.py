@@ -14,9 +14,11 @@ the paper's Eq. 5), table ``fbnet_layer_lut_hwnasbench.csv`` (raspi4 by default)
 lr 1e-2, wd 5e-4 (the paper's); weights SGD 0.1 -> cosine, 90 epochs in the paper.
 CIFAR-10 stands in for the paper's ImageNet-100 search, so accuracies are not the paper's.
 Expected result (paper): FBNet-B 74.1 % ImageNet top-1 at 23.1 ms on a Samsung S8; no
-raspi4 figure exists, so report the derived net's table latency next to the all-k3_e1 net's
+raspi4 figure exists, so compare the derived net's table latency with the all-k3_e1 net's
 (17.6 ms on raspi4).
-Run time: smoke a few minutes on 2 CPU cores (compiling 22 x 9 mixed ops).
+Run time: the smoke's step compiled in 239 s on a loaded 2-core CPU (22 x 9 mixed ops), but
+its first two steps had not finished 15 minutes later (run on a working tree with another
+engineer's uncommitted mixed.py); not yet measured end to end.
 """
 
 from dnas.config import apply_smoke, search_defaults, shared_data
