@@ -46,7 +46,7 @@ def test_version_list_and_config(capsys):
 def test_help_lists_config_keys(capsys):
     with pytest.raises(SystemExit):
         main(["search", "--help"])
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal width
     assert "w_lr=0.025" in out and "space_kwargs" in out and "dnas config" in out
 
 
