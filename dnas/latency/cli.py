@@ -250,26 +250,16 @@ def add_lut_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 
 def main_lut(argv: Sequence[str] | None = None) -> int:
     """``dnas lut ...`` on its own: returns the exit code (2 with one error line on a DnasError)."""
-    parser = argparse.ArgumentParser(prog="dnas", description="Latency tables on this JAX device.")
-    add_lut_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["lut", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.fn(args) or 0)
-    except DnasError as e:
-        print(f"dnas: error: {e}", file=sys.stderr)
-        return 2
+    from dnas.cli import main
+
+    return main(["lut", *(sys.argv[1:] if argv is None else argv)])
 
 
 def main_latency(argv: Sequence[str] | None = None) -> int:
     """``dnas latency ...`` on its own: returns the exit code (2 with one error line on a DnasError)."""
-    parser = argparse.ArgumentParser(prog="dnas", description="Latency predictors.")
-    add_latency_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["latency", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.fn(args) or 0)
-    except DnasError as e:
-        print(f"dnas: error: {e}", file=sys.stderr)
-        return 2
+    from dnas.cli import main
+
+    return main(["latency", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

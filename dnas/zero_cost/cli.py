@@ -139,14 +139,9 @@ def add_zero_cost_parser(sub: argparse._SubParsersAction) -> None:
 
 def main_zero_cost(argv: Sequence[str] | None = None) -> int:
     """``dnas zero-cost`` on its own: returns the exit code (2 and one line on a DnasError)."""
-    parser = argparse.ArgumentParser(prog="dnas")
-    add_zero_cost_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["zero-cost", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.fn(args) or 0)
-    except DnasError as e:
-        print(f"dnas: error: {e}", file=sys.stderr)
-        return 2
+    from dnas.cli import main
+
+    return main(["zero-cost", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
