@@ -19,26 +19,11 @@ Run time: 0.21 GPU-days (4 GPU-hours on a V100, the paper's title); not measured
 dnas on a GPU. The smoke variant runs in well under a minute on CPU.
 """
 
-from dnas.config import apply_smoke, search_defaults
-from dnas.genotype import NB201_OPS
-from dnas.methods import apply_method
+from dnas.methods import method_config
 
 
 def get_config(arg: str | None = None):
     flags = set((arg or "").split(",")) - {""}
     if flags - {"nb201", "smoke"}:
         raise ValueError(f"unknown config arg(s) {sorted(flags - {'nb201', 'smoke'})}; use nb201, smoke (comma-separated)")
-    c = search_defaults()
-    apply_method(c, "gdas")
-    c.epochs = 250
-    c.hessian_iters = 20
-    if "nb201" in flags:
-        c.space, c.layers = "nb201", 5
-        c.space_kwargs.ops = list(NB201_OPS)
-        c.w_weight_decay, c.w_nesterov = 5e-4, True
-    if "smoke" in flags:
-        apply_smoke(c, init_channels=4, layers=1 if "nb201" in flags else 3)
-        c.hessian_iters = 0
-        if "nb201" not in flags:
-            c.space_kwargs.nodes = 2
-    return c
+    return method_config("gdas", epochs=250, nb201="nb201" in flags, smoke="smoke" in flags)

@@ -19,26 +19,11 @@ params; paper Table 1).
 Run time: 1.5 GPU-days in the paper; not measured with dnas on a GPU.
 """
 
-from dnas.config import apply_smoke, search_defaults
-from dnas.genotype import NB201_OPS
-from dnas.methods import apply_method
+from dnas.methods import method_config
 
 
 def get_config(arg: str | None = None):
     flags = set((arg or "").split(",")) - {""}
     if flags - {"nb201", "smoke"}:
         raise ValueError(f"unknown config arg(s) {sorted(flags - {'nb201', 'smoke'})}; use nb201, smoke (comma-separated)")
-    c = search_defaults()
-    apply_method(c, "snas")
-    c.epochs = 150
-    c.hessian_iters = 20
-    if "nb201" in flags:
-        c.space, c.layers = "nb201", 5
-        c.space_kwargs.ops = list(NB201_OPS)
-        c.w_weight_decay, c.w_nesterov = 5e-4, True
-    if "smoke" in flags:
-        apply_smoke(c, init_channels=4, layers=1 if "nb201" in flags else 3)
-        c.hessian_iters = 0
-        if "nb201" not in flags:
-            c.space_kwargs.nodes = 2
-    return c
+    return method_config("snas", epochs=150, nb201="nb201" in flags, smoke="smoke" in flags)
