@@ -48,7 +48,7 @@ from dnas.relax import Relaxation, relax_all, softmax
 from dnas.state import SearchState, step_compiler_options
 from dnas.types import ArchWeights, Batch, Metrics
 
-HYPERGRADIENTS = tuple(n for n in PLANS.names() if n not in ("first_order", "weights_only"))
+HYPERGRADIENTS = tuple(n for n in PLANS.names() if n not in ("first_order", "weights_only", "reinforce"))
 """How ``order=2`` gets its second-order term (see the module docstring and :mod:`dnas.plans`)."""
 
 ArchPenalty = Callable[[Mapping[str, jax.Array], Mapping[str, ArchWeights], jax.Array], jax.Array]
@@ -110,6 +110,8 @@ def make_search_step(
     fuse_passes: bool = True,
     update_alpha: bool = True,
     steps_per_epoch: int = 1,
+    alpha_grad: str = "relaxation",
+    alpha_grad_kwargs: Mapping[str, Any] | None = None,
 ) -> "SearchStep":
     """Builds the pure bi-level step ``step(state, train_batch, val_batch) -> (state, metrics)``.
 
@@ -134,6 +136,12 @@ def make_search_step(
       update_alpha: False gives the weight step alone (SPOS/RSPS supernet training with a
         sampling relaxation such as ``uniform``); the val batch is then unused.
       steps_per_epoch: converts the step counter to the epoch the relaxation sees.
+      alpha_grad: how α learns with ``order=1``: ``"relaxation"`` (the gradient through
+        the relaxed network, DARTS and its family) or ``"reinforce"`` (ENAS' policy
+        gradient, :func:`dnas.plans.reinforce`; needs a sampling policy such as
+        ``relax="policy"`` and an α optimizer wrapped by
+        :func:`dnas.plans.with_reward_baseline`).
+      alpha_grad_kwargs: ``reinforce``'s ``entropy_weight`` (1e-4) and ``baseline_decay`` (0.99).
 
     Returns:
       A :class:`SearchStep` (call it, or ``.jit()`` it). Metrics: ``train_loss``, ``train_acc``, ``val_loss``,
@@ -187,8 +195,13 @@ def make_search_step(
     def update_map(state):
         return lambda g: w_optimizer.update(g, state.w_opt, state.weights)[0]
 
-    maths = StepMaths(objective, apply_alpha, apply_weights, update_map, grads)
-    plan = PLANS["weights_only" if not update_alpha else "first_order" if order == 1 else hypergradient](maths)
+    if alpha_grad not in ("relaxation", "reinforce"):
+        raise DnasError(f"alpha_grad must be 'relaxation' or 'reinforce', got {alpha_grad!r}")
+    if alpha_grad == "reinforce" and order != 1:
+        raise DnasError("alpha_grad='reinforce' (ENAS) is a first-order policy gradient; set order=1")
+    maths = StepMaths(objective, apply_alpha, apply_weights, update_map, grads, relax, spe, dict(alpha_grad_kwargs or {}))
+    name = "weights_only" if not update_alpha else ("reinforce" if alpha_grad == "reinforce" else "first_order") if order == 1 else hypergradient
+    plan = PLANS[name](maths)
 
     def execute(plan: Plan, state: SearchState, train_batch: Batch, val_batch: Batch | None, fuse: bool) -> tuple[SearchState, Metrics]:
         # One split per step: (α pass, weight pass, unrolled / difference passes).

@@ -329,8 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--kind", default="search", help="defaults of this kind when no target is given: search | train")
     cfg.set_defaults(fn=cmd_config)
     from dnas.latency.cli import add_latency_parser, add_lut_parser
+    from dnas.oneshot_cli import add_eval_parser
     from dnas.zero_cost.cli import add_zero_cost_parser
 
+    add_eval_parser(sub)
     add_latency_parser(sub)
     add_lut_parser(sub)
     add_zero_cost_parser(sub)

@@ -91,6 +91,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.update_alpha = True  # False: weights only (supernet training by sampled paths, e.g. relax="uniform")
     c.relax = "softmax"  # a registered relaxation (dnas list relaxations)
     c.relax_kwargs = ml_collections.ConfigDict()
+    c.alpha_grad = "relaxation"  # or "reinforce": ENAS' policy gradient on α (relax="policy")
+    c.alpha_grad_kwargs = ml_collections.ConfigDict()  # reinforce: entropy_weight, baseline_decay, aggregate
     c.arch_penalty = ""  # a registered α-loss term (dnas.methods.ARCH_PENALTIES: dirichlet_kl, zero_one); "" = none
     c.arch_penalty_kwargs = ml_collections.ConfigDict()
     c.a_warmup_epochs = 0  # α frozen for this many epochs (PC-DARTS: 15)
@@ -182,7 +184,8 @@ def check_search(c: ml_collections.ConfigDict) -> None:
     from dnas.latency.search import check_latency
 
     check_latency(c, space)
-    make_relaxation(c.relax, _kwargs(c.relax_kwargs), epochs=c.epochs)
+    relax = make_relaxation(c.relax, _kwargs(c.relax_kwargs), epochs=c.epochs)
+    _check_alpha_grad(c, relax)
     from dnas.methods import make_arch_penalty
 
     make_arch_penalty(c.arch_penalty, _kwargs(c.arch_penalty_kwargs))
@@ -193,6 +196,30 @@ def check_search(c: ml_collections.ConfigDict) -> None:
         raise DnasError(f"config.early_stop must be True or False, got {c.early_stop!r}")
     if c.early_stop and int(c.hessian_iters) <= 0:
         raise DnasError("config.early_stop (DARTS-ES) reads the Hessian eigenvalue: set config.hessian_iters > 0 (e.g. 20)")
+
+
+_REINFORCE_KWARGS = {"entropy_weight": float, "baseline_decay": float, "aggregate": int}
+
+
+def _check_alpha_grad(c: ml_collections.ConfigDict, relax: Any) -> None:
+    if c.alpha_grad not in ("relaxation", "reinforce"):
+        raise DnasError(f"config.alpha_grad must be 'relaxation' or 'reinforce' (ENAS), got {c.alpha_grad!r}")
+    kw = _kwargs(c.alpha_grad_kwargs)
+    if c.alpha_grad == "relaxation":
+        if kw:
+            raise DnasError(f"config.alpha_grad_kwargs {sorted(kw)} are reinforce settings; set config.alpha_grad='reinforce' or drop them")
+        return
+    bad = [k for k in kw if k not in _REINFORCE_KWARGS]
+    if bad:
+        raise DnasError(f"config.alpha_grad_kwargs has no {bad[0]!r}; reinforce accepts: {', '.join(_REINFORCE_KWARGS)}")
+    if c.order != 1:
+        raise DnasError("config.alpha_grad='reinforce' (ENAS) is a first-order policy gradient; set config.order=1")
+    if not getattr(relax, "log_policy", None):
+        raise DnasError(f"config.alpha_grad='reinforce' samples paths from a policy; config.relax={c.relax!r} has none: use relax='policy'")
+    if not 0.0 <= float(kw.get("baseline_decay", 0.99)) < 1.0:
+        raise DnasError(f"config.alpha_grad_kwargs.baseline_decay must lie in [0, 1), got {kw['baseline_decay']}")
+    if int(kw.get("aggregate", 1)) < 1:
+        raise DnasError(f"config.alpha_grad_kwargs.aggregate must be >= 1, got {kw['aggregate']}")
 
 
 def check_train(c: ml_collections.ConfigDict) -> None:
@@ -334,9 +361,12 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         target, name = (config, head) if not sub else (config[head], sub)
         if sub and not isinstance(target, ml_collections.ConfigDict):
             raise DnasError(f"--config.{head} is a value, not a group; write --config.{head}=VALUE")
-        if sub and "." in sub:
-            raise DnasError(f"--config.{key}: kwargs are one level deep (--config.{head}.NAME=VALUE)")
-        old = target[name] if name in target else _kwarg_default(config, head, name)
+        while sub and "." in name:  # a group inside a group (e.g. estimator_kwargs.base_kwargs.run_dir)
+            inner, _, name = name.partition(".")
+            if inner not in target or not isinstance(target[inner], ml_collections.ConfigDict):
+                raise DnasError(f"--config.{key}: {inner!r} is not a group of config.{head}; nested keys must already be groups")
+            target = target[inner]
+        old = target[name] if name in target else _kwarg_default(config, head, name) if target is config[head] else None
         try:
             value = _parse_value(text, old)
         except ValueError:
@@ -363,6 +393,8 @@ def _kwarg_default(config: ml_collections.ConfigDict, group: str, name: str) -> 
             from dnas.relax import RELAXATIONS
 
             fn = RELAXATIONS[config.relax]
+        elif part == "alpha_grad":
+            return {"entropy_weight": 1e-4, "baseline_decay": 0.99, "aggregate": 1}.get(name)
         elif part == "arch_penalty" and config.arch_penalty:
             from dnas.methods import ARCH_PENALTIES
 
@@ -463,7 +495,7 @@ _ADDED_KEYS: dict[str, dict[str, Any]] = {
     # order=2 was always the exact hypergradient before; steps ran their passes unfused
     "search": {"hypergradient": "exact", "fuse_passes": False, "update_alpha": True, "relax_kwargs": {}, "imports": [],
                "w_nesterov": False, "tensorboard": False, "arch_penalty": "", "arch_penalty_kwargs": {}, "a_warmup_epochs": 0,
-               "hessian_iters": 0, "early_stop": False},
+               "hessian_iters": 0, "early_stop": False, "alpha_grad": "relaxation", "alpha_grad_kwargs": {}},
     "train": {"imports": [], "tensorboard": False},
 }
 # config.latency (issue 19): runs from before it had no latency term.

@@ -48,6 +48,7 @@ from dnas.latency.search import add_penalties, build_latency, derive_alpha, epoc
 from dnas.metrics import MetricWriter, Progress
 from dnas.ops.layers import depthwise_impl
 from dnas.parallel import make_mesh, replicate, shard_batch
+from dnas.plans import with_reward_baseline
 from dnas.relax import make_relaxation, relax_all
 from dnas.space import SearchSpace
 from dnas.space import build_space as _build_space
@@ -144,6 +145,12 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     a_opt = darts_alpha_optimizer(config.a_lr, config.a_b1, config.a_b2, config.a_weight_decay)
     if config.a_warmup_epochs:
         a_opt = delayed(a_opt, config.a_warmup_epochs * spe)  # PC-DARTS: α frozen while the weights warm up
+    reinforce_kwargs = _kwargs(config.alpha_grad_kwargs)
+    if config.alpha_grad == "reinforce":
+        aggregate = int(reinforce_kwargs.pop("aggregate", 1))
+        if aggregate > 1:  # ENAS: one controller step per `aggregate` sampled children
+            a_opt = optax.MultiSteps(a_opt, every_k_schedule=aggregate).gradient_transformation()
+        a_opt = with_reward_baseline(a_opt)
     graphdef, state = init_search_state(net, w_opt, a_opt, key=k_state)
     relax = make_relaxation(config.relax, _kwargs(config.relax_kwargs), epochs=config.epochs)
     latency = build_latency(config, space, relax)
@@ -158,6 +165,8 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         fuse_passes=config.fuse_passes,
         update_alpha=config.update_alpha,
         steps_per_epoch=spe,
+        alpha_grad=config.alpha_grad,
+        alpha_grad_kwargs=reinforce_kwargs,
     )
     mesh = make_mesh(config.devices)
     state = replicate(mesh, state)
@@ -300,7 +309,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
     state = setup.state
     state = resume(ckpt, state, (metrics, alphas), log)
     start = int(state.step)
-    method = f"{config.relax} relaxation, " + (f"order {config.order}" if config.update_alpha else "weights only")
+    method = f"{config.relax} relaxation, " + (("REINFORCE α" if config.alpha_grad == "reinforce" else f"order {config.order}") if config.update_alpha else "weights only")
     log(
         f"search: {config.space} space ({setup.space.size():.3e} architectures), {method}, {config.dataset} "
         f"{len(setup.w_idx)}+{len(setup.a_idx)} examples, {setup.total_steps} steps "

@@ -22,6 +22,14 @@ Values that are a paper's *training* budget (epochs, batch, learning rates) live
   loss ``-w · mean((σ(α) - 0.5)²)`` on the α loss, the architecture derived from ``σ(α)``.
 - ``spos``: SPOS (Guo et al., ECCV 2020) supernet training: one uniformly sampled path per
   step, weights only (α is not trained; a discrete search reads the supernet afterwards).
+  ``rsps`` (Li & Talwalkar, UAI 2019, random search with weight sharing) trains the
+  supernet the same way; the two differ in the search that reads it (random vs evolution).
+- ``enas``: ENAS (Pham et al., ICML 2018): paths sampled from a controller policy
+  ``softmax(0.44 · tanh(α))`` (micro search: tanh constant 1.10 / op_tanh_reduce 2.5),
+  α trained by REINFORCE on the sampled path's val-batch accuracy (+1e-4 × entropy,
+  baseline decay 0.99, 10 samples per Adam step, Adam lr 0.0035, β1 = 0), alternating
+  with the shared-weight step. ENAS' controller is an LSTM over the decisions; here the
+  policy is one independent categorical per label (NAS-Bench-201's REINFORCE baseline).
 
 Architecture penalties (:data:`ARCH_PENALTIES`, ``config.arch_penalty`` +
 ``config.arch_penalty_kwargs``) are factories returning
@@ -61,6 +69,10 @@ METHODS.add("fair_darts", {"relax": "sigmoid", "relax_kwargs": {}, "order": 1, "
                            "arch_penalty": "zero_one", "arch_penalty_kwargs": {"weight": 10.0},
                            "space_kwargs": {"derive_weights": "sigmoid"}})
 METHODS.add("spos", {"relax": "uniform", "relax_kwargs": {}, "order": 1, "update_alpha": False})
+METHODS.add("rsps", {"relax": "uniform", "relax_kwargs": {}, "order": 1, "update_alpha": False})
+METHODS.add("enas", {"relax": "policy", "relax_kwargs": {"tanh_constant": 1.10 / 2.5}, "order": 1, "update_alpha": True,
+                     "alpha_grad": "reinforce", "alpha_grad_kwargs": {"entropy_weight": 1e-4, "baseline_decay": 0.99, "aggregate": 10},
+                     "a_lr": 0.0035, "a_b1": 0.0, "a_weight_decay": 0.0})
 
 _MERGED = ("space_kwargs",)  # kwargs groups a method adds to rather than replaces (the space's own options stay)
 

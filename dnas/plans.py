@@ -11,7 +11,9 @@ stores something for a later pass. A :class:`Plan` is the list of passes of one 
   one-sided variant): unrolled pass, val pass at the unrolled weights, one or two passes at
   ``w ± εv``, weight pass;
 - ``exact`` (second order by reverse-over-reverse autodiff): one custom α pass, weight pass;
-- ``weights_only`` (SPOS / RSPS supernet training): the weight pass alone.
+- ``weights_only`` (SPOS / RSPS supernet training): the weight pass alone;
+- ``reinforce`` (ENAS): a policy-gradient α pass rewarded by the val accuracy of the path
+  the policy samples, then the weight pass on another sampled path.
 
 The maths lives once, in the plans. Two executors run any plan: :func:`run_sequential`
 (each pass traced on its own) and :func:`run_fused` (all passes as the iterations of one
@@ -30,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dnas.errors import DnasError
 from dnas.ops.layers import GradGates, grad_gates
 from dnas.registry import Registry
 from dnas.state import SearchState
@@ -49,6 +52,7 @@ class PassResult(NamedTuple):
     loss: jax.Array
     acc: jax.Array
     penalty: jax.Array
+    extra: Any = None  # what a custom pass hands its post besides gradients (reinforce: the new baseline)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,13 +114,21 @@ class Plan:
 
 class StepMaths(NamedTuple):
     """The method-independent pieces a plan's posts are made of (built by
-    :func:`dnas.bilevel.make_search_step` from its optimizers and objective)."""
+    :func:`dnas.bilevel.make_search_step` from its optimizers and objective).
+
+    ``relax`` and ``steps_per_epoch`` are the step's relaxation and epoch length (plans
+    that sample from the policy themselves read them); ``options`` holds plan settings
+    (``reinforce``: ``entropy_weight``, ``baseline_decay``).
+    """
 
     objective: Callable[..., Any]
     apply_alpha: Callable[[SearchState, Any], SearchState]
     apply_weights: Callable[[SearchState, Any, Any], SearchState]
     update_map: Callable[[SearchState], Callable[[Any], Any]]
     grads: Callable[..., tuple[Any, Any, Any]]
+    relax: Callable[..., Any] | None = None
+    steps_per_epoch: int = 1
+    options: dict[str, Any] = {}
 
 
 # ----- plans ---------------------------------------------------------------------------
@@ -141,6 +153,95 @@ def first_order(m: StepMaths) -> Plan:
 def weights_only(m: StepMaths) -> Plan:
     """Supernet training by sampled paths (SPOS, RSPS): the weight step alone."""
     return Plan((_weights_pass(m),), val_pass=None, train_pass=0)
+
+
+class BaselineState(NamedTuple):
+    """The α optimizer's state under :func:`with_reward_baseline`: the wrapped optimizer's
+    state and the exponential moving average of the rewards (``f32[]``)."""
+
+    inner: optax.OptState
+    baseline: jax.Array
+
+
+def with_reward_baseline(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner`` with a reward baseline carried in its state (:class:`BaselineState`).
+
+    Why in the optimizer state: the baseline is the controller's state, and kept there it
+    is checkpointed and restored with α, while ``SearchState`` (and every saved run) keeps
+    its fields. The ``reinforce`` plan reads and writes ``baseline``; ``update`` only
+    delegates.
+    """
+
+    def init(params):
+        return BaselineState(inner.init(params), jnp.zeros((), jnp.float32))
+
+    def update(updates, state, params=None):
+        u, s = inner.update(updates, state.inner, params)
+        return u, BaselineState(s, state.baseline)
+
+    return optax.GradientTransformation(init, update)
+
+
+@PLANS.decorator("reinforce", lambda f: f)
+def reinforce(m: StepMaths) -> Plan:
+    """ENAS' controller update (Pham et al., "Efficient Neural Architecture Search via
+    Parameter Sharing", ICML 2018, Sec. 2.2), interleaved with the shared-weight step.
+
+    The α pass samples a path ``a ~ π_α`` (the relaxation's policy, e.g. ``policy``),
+    runs the supernet on it on the val batch in training mode (batch statistics, no
+    running-statistics update, no weight gradient), and takes as reward its accuracy plus
+    ``entropy_weight`` times the policy's entropy (ENAS adds the entropy to the reward).
+    The baseline moves first, ``b <- b - (1 - baseline_decay)(b - R)``, then α follows
+    ``∇_α log π_α(a) (R - b)`` (the loss ``-log π_α(a) (R - b)`` handed to the α optimizer,
+    which in ENAS aggregates 10 samples per Adam step). The weight pass then trains the
+    path the relaxation samples with the weight key: ENAS alternates one weight step per
+    sampled child with about one controller sample per weight step per epoch; here the two
+    alternate every step. The α optimizer must carry a baseline
+    (:func:`with_reward_baseline`).
+    """
+    relax = m.relax
+    log_policy = getattr(relax, "log_policy", None)
+    if log_policy is None:
+        raise DnasError("the reinforce α update needs a relaxation that samples from a policy (relax='policy'): "
+                        "it must say how likely each sampled path was")
+    ent_w = float(m.options.get("entropy_weight", 1e-4))
+    decay = float(m.options.get("baseline_decay", 0.99))
+    spe = max(int(m.steps_per_epoch), 1)
+
+    def compute(state, batches, keys):
+        from dnas.relax import relax_all
+        from dnas.state import alpha_dict
+
+        alpha = alpha_dict(state.alpha)
+        epoch = state.step // spe
+        arch = relax_all(relax, keys["alpha"], alpha, epoch)
+        index = {label: jnp.reshape(a.index, (-1,))[0] for label, a in arch.items()}
+        weights = jax.lax.stop_gradient(state.weights)
+        # The objective draws the same path (same relaxation, key and epoch).
+        _, (_, logits, loss, penalty) = m.objective(weights, state.alpha, state.stats, batches["val"], keys["alpha"], state.step, False)
+        acc = _accuracy(logits, batches["val"][1])
+
+        def surrogate(a_state):
+            lp, ent = jnp.zeros(()), jnp.zeros(())
+            for label, lg in alpha_dict(a_state).items():
+                logp = log_policy(lg)
+                lp = lp + logp[index[label]]
+                ent = ent - jnp.sum(jnp.exp(logp) * logp)
+            return lp, ent
+
+        _, ent = surrogate(state.alpha)
+        reward = jax.lax.stop_gradient(acc + ent_w * ent)
+        baseline = state.a_opt.baseline
+        baseline = baseline - (1.0 - decay) * (baseline - reward)
+        a_grads = jax.grad(lambda a: -surrogate(a)[0] * (reward - baseline))(state.alpha)
+        return PassResult(None, a_grads, None, loss, acc, penalty, baseline)
+
+    def post(c, r):
+        st = m.apply_alpha(c[0], r.a_grads)
+        return st.replace(a_opt=st.a_opt._replace(baseline=r.extra)), c[1]
+
+    alpha = Pass("alpha", "val", "alpha", False, True, False, post, compute=compute)
+    return Plan((alpha, _weights_pass(m)), val_pass=0, train_pass=1)
 
 
 def difference_direction(update_vjp: Callable, w_val: Any) -> tuple[Any, jax.Array]:

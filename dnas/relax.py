@@ -29,6 +29,8 @@ Registered:
   probabilities.
 - ``uniform``: SPOS (Guo et al. 2020) / RSPS (Li & Talwalkar 2019): one uniformly drawn
   candidate per label, no gradient to α (supernet training by sampled paths).
+- ``policy``: ENAS (Pham et al. 2018): one candidate per label drawn from
+  ``softmax(c · tanh(α / T))``; α is trained by the ``reinforce`` α update.
 
 What the derivation of a discrete architecture reads from α is a separate, deterministic
 map (:data:`DERIVE_WEIGHTS`, a space's ``derive_weights`` argument): ``softmax`` (DARTS,
@@ -203,6 +205,34 @@ def uniform() -> Relaxation:
         index = jax.random.randint(key, (1,), 0, k, dtype=jnp.int32)
         return Sampled(index, jax.lax.stop_gradient(jax.nn.one_hot(index[0], k, dtype=logits.dtype)))
 
+    return relax
+
+
+@register_relaxation("policy")
+def policy(temperature: float = 1.0, tanh_constant: float = 0.0) -> Relaxation:
+    """ENAS' sampling policy (Pham et al., ICML 2018): one candidate per label drawn from
+    ``softmax(c · tanh(α / T))`` (``c = tanh_constant``; 0 leaves ``α / T`` unsquashed),
+    only it computed; α gets no gradient through the network (the ``reinforce`` α update
+    trains it by policy gradient from the function's ``log_policy``).
+
+    ENAS' micro search bounds the op logits with ``c = 1.10 / 2.5`` (``tanh_constant``
+    over ``op_tanh_reduce``), which keeps the policy exploring.
+    """
+    if temperature <= 0:
+        raise DnasError(f"policy needs temperature > 0, got {temperature}")
+    if tanh_constant < 0:
+        raise DnasError(f"policy needs tanh_constant >= 0 (0: no squashing), got {tanh_constant}")
+
+    def log_policy(logits: jax.Array) -> jax.Array:
+        z = logits / temperature
+        return jax.nn.log_softmax(tanh_constant * jnp.tanh(z) if tanh_constant else z)
+
+    def relax(key, logits, epoch):
+        k = logits.shape[-1]
+        index = jax.random.categorical(key, jax.lax.stop_gradient(log_policy(logits)), shape=(1,)).astype(jnp.int32)
+        return Sampled(index, jax.nn.one_hot(index[0], k, dtype=logits.dtype))
+
+    relax.log_policy = log_policy  # type: ignore[attr-defined]
     return relax
 
 

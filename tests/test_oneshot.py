@@ -1,9 +1,11 @@
 """One-shot evaluation: compiled once for many architectures, equal to evaluating each
-subnet on its own, BatchNorm recalibration as defined."""
+subnet on its own, BatchNorm recalibration as defined; supernet training by sampled
+paths (SPOS/RSPS) and by an ENAS controller; ``dnas eval``."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from dnas.oneshot import OneShotEvaluator, make_evaluate
@@ -70,16 +72,17 @@ def test_bn_recalibration_is_the_debiased_running_average_of_the_subnet_batches(
     assert abs(float(no_recal[0]) - float(loss[0])) > 1e-4  # recalibration changed the statistics used
 
 
-def test_spos_smoke_supernet_then_oneshot_estimator(tmp_path):
-    """The SPOS experiment's smoke run trains a supernet by sampled paths (α untouched),
-    and the oneshot estimator reads its checkpoint and scores cells."""
+def test_rsps_smoke_supernet_then_oneshot_estimator_and_dnas_eval(tmp_path, capsys):
+    """The RSPS experiment's smoke run trains a supernet by sampled paths (α untouched);
+    the oneshot estimator and ``dnas eval`` read its checkpoint (one compile for any N)."""
     import json
 
-    from dnas.config import load_config
+    from dnas.cli import main
+    from dnas.config import load_config, shared_data
     from dnas.estimators import ESTIMATORS
     from dnas.loop import run_search
 
-    c = load_config("experiments/spos_nb201/config.py:smoke", ["--config.max_steps=4"])
+    c = load_config("experiments/rsps_nb201/config.py:smoke", ["--config.max_steps=4"])
     run_search(c, tmp_path / "s", log=lambda m: None)
     lines = [json.loads(l) for l in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines() if "train_loss" in l]
     assert lines and "val_loss" not in lines[0]  # weights only
@@ -89,3 +92,170 @@ def test_spos_smoke_supernet_then_oneshot_estimator(tmp_path):
     metrics, cost = est.evaluate(vecs, jax.random.key(0))
     assert metrics["oneshot_acc"].shape == (3,) and np.all((0 <= metrics["oneshot_acc"]) & (metrics["oneshot_acc"] <= 1))
     assert np.all(np.asarray(cost) == 1.0)
+
+    table = shared_data("nb201", "nb201_table.csv")
+    args = ["eval", str(tmp_path / "s"), "--archs", "40", "--bn-recalib", "1", "--val-batches", "2", "--chunk", "16",
+            "--out", str(tmp_path / "e.csv")] + (["--table", table] if table else [])
+    capsys.readouterr()
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["archs"] == 40 and out["compiles"] == 1 and out["archs_per_s"] > 0  # 3 chunks, one compile
+    rows = (tmp_path / "e.csv").read_text().splitlines()
+    assert len(rows) == 41 and len(set(r.split(",")[0] for r in rows[1:])) == 40  # distinct cells
+    if table:
+        assert -1.0 <= out["kendall_tau"] <= 1.0 and -1.0 <= out["spearman"] <= 1.0
+        assert out["true_acc_of_best"] > 0
+    assert main(["eval", str(tmp_path / "nothing"), "--archs", "3"]) == 2
+    assert "holds no config.json" in capsys.readouterr().err
+
+
+def test_rank_quality_by_hand():
+    from dnas.oneshot_cli import rank_quality
+
+    truth = np.arange(20, dtype=float)
+    q = rank_quality(truth.copy(), truth)
+    assert q["kendall_tau"] == 1.0 and q["spearman"] == 1.0 and q["top10pct_precision"] == 1.0
+    q = rank_quality(-truth, truth)
+    assert q["kendall_tau"] == -1.0 and q["top10pct_precision"] == 0.0 and q["true_acc_of_best"] == 0.0
+
+
+def _step_setup(relax, **kw):
+    import optax
+
+    from dnas.bilevel import make_search_step
+    from dnas.state import init_search_state
+
+    space = NB201Space(layers=1)
+    net = space.supernet(C=4, num_classes=3, in_channels=3, rngs=nnx.Rngs(0))
+    a_opt = kw.pop("a_opt", optax.sgd(1.0))
+    graphdef, state = init_search_state(net, optax.sgd(0.1), a_opt, key=jax.random.key(7))
+    step = make_search_step(graphdef, optax.sgd(0.1), a_opt, relax=relax, **kw)
+    k = jax.random.split(jax.random.key(2), 4)
+    train = (jax.random.normal(k[0], (4, 8, 8, 3)), jax.random.randint(k[1], (4,), 0, 3))
+    val = (jax.random.normal(k[2], (4, 8, 8, 3)), jax.random.randint(k[3], (4,), 0, 3))
+    return space, graphdef, state, step, train, val
+
+
+def _step_keys(state):
+    key_a, key_w, _ = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+    return key_a, key_w
+
+
+def test_spos_step_touches_only_the_sampled_ops_weights():
+    """Plain SGD (no momentum, no decay): a weights-only step with a uniformly sampled path
+    changes the parameters of the sampled candidate on each edge and of no other."""
+    from dnas.relax import relax_all, uniform
+    from dnas.state import alpha_dict
+
+    relax = uniform()
+    space, _, state, step, train, val = _step_setup(relax, update_alpha=False)
+    new, _ = step(state, train, val)
+    sampled = relax_all(relax, _step_keys(state)[1], alpha_dict(state.alpha), 0)
+    old_w, new_w = nnx.to_pure_dict(state.weights), nnx.to_pure_dict(new.weights)
+    changed_any = 0
+    for stage in (0, 2, 4):
+        for e, label in enumerate(space.labels):  # edges in label order
+            ops = old_w["layers"][stage]["edges"][e]["ops"]
+            for o in ops:
+                changed = not np.array_equal(ops[o]["conv"]["kernel"], new_w["layers"][stage]["edges"][e]["ops"][o]["conv"]["kernel"])
+                if changed:
+                    assert int(o) == int(sampled[label].index[0]), (stage, label, o)
+                changed_any += changed
+    assert changed_any > 0
+    np.testing.assert_array_equal(np.asarray(jax.tree_util.tree_leaves(state.alpha)[0]), np.asarray(jax.tree_util.tree_leaves(new.alpha)[0]))
+
+
+def test_enas_reinforce_step_is_the_policy_gradient_of_the_sampled_path():
+    """ENAS' α update by hand: reward = accuracy of the path sampled with the α key on the
+    val batch (training-mode BatchNorm), baseline b = (1 - decay) R from 0, and with SGD(1)
+    α moves by (R - b) ∇ log π(a) = (R - b)(onehot(a) - π) per label."""
+    import optax
+
+    from dnas.plans import with_reward_baseline
+    from dnas.relax import policy, relax_all
+    from dnas.state import alpha_dict
+
+    relax = policy()
+    space, graphdef, state, step, train, val = _step_setup(
+        relax, a_opt=with_reward_baseline(optax.sgd(1.0)), alpha_grad="reinforce",
+        alpha_grad_kwargs={"entropy_weight": 0.0, "baseline_decay": 0.5},
+    )
+    # A non-uniform policy, so the update is not symmetric.
+    state = state.replace(alpha=jax.tree_util.tree_map(lambda a: a + jax.random.normal(jax.random.key(9), a.shape), state.alpha))
+    new, metrics = step(state, train, val)
+    alpha0 = alpha_dict(state.alpha)
+    arch = relax_all(relax, _step_keys(state)[0], alpha0, 0)
+    index = {l: int(a.index[0]) for l, a in arch.items()}
+    model = nnx.merge(graphdef, state.alpha, state.weights, state.stats, copy=True)
+    reward = float(jnp.mean(jnp.argmax(model(val[0], index).logits, -1) == val[1]))
+    np.testing.assert_allclose(float(metrics["val_acc"]), reward, atol=1e-6)
+    baseline = 0.5 * reward
+    np.testing.assert_allclose(float(new.a_opt.baseline), baseline, atol=1e-6)
+    alpha1 = alpha_dict(new.alpha)
+    for label, lg in alpha0.items():
+        expect = lg + (reward - baseline) * (jax.nn.one_hot(index[label], lg.shape[-1]) - jax.nn.softmax(lg))
+        np.testing.assert_allclose(np.asarray(alpha1[label]), np.asarray(expect), atol=1e-5)
+    if reward > 0:
+        assert any(not np.allclose(alpha1[l], alpha0[l]) for l in alpha0)
+
+
+def test_enas_smoke_searches_and_resumes_bit_identically(tmp_path):
+    """ENAS' smoke config runs (REINFORCE α, sampled paths); a run resumed from its middle
+    checkpoint ends in the same state (α, weights, the controller's Adam, aggregation and
+    reward baseline) as the uninterrupted one."""
+    import shutil
+
+    from dnas.checkpoint import Checkpointer
+    from dnas.config import load_config
+    from dnas.loop import build_search, run_search
+
+    c = load_config("experiments/enas/config.py:smoke", [])
+    run_search(c, tmp_path / "full", log=lambda m: None)
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "6")
+    run_search(c, tmp_path / "cut", log=lambda m: None)
+    like = build_search(c).state
+    states = []
+    for run in ("full", "cut"):
+        ck = Checkpointer(tmp_path / run / "checkpoints")
+        assert ck.latest_step() == 6
+        states.append(ck.restore(6, like))
+        ck.close()
+    assert float(states[0].a_opt.baseline) != 0.0  # the baseline moved and was saved
+    for a, b in zip(jax.tree_util.tree_leaves(states[0]), jax.tree_util.tree_leaves(states[1])):
+        if hasattr(a, "dtype") and not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+    from dnas.state import alpha_dict
+
+    moved = [float(np.abs(np.asarray(v) - np.asarray(alpha_dict(like.alpha)[k])).max()) for k, v in alpha_dict(states[0].alpha).items()]
+    assert max(moved) > 0
+
+
+def test_spos_smoke_supernet_then_evolution_over_it(tmp_path):
+    """SPOS on the layer-wise mobile space: the supernet by uniform single paths, then
+    regularised evolution over it (oneshot accuracy, MACs counted, a hard FLOPs limit)."""
+    import json
+
+    from dnas.config import load_config
+    from dnas.loop import run_search
+    from dnas.multitrial import run_multitrial
+
+    c = load_config("experiments/spos/config.py:smoke", ["--config.max_steps=2"])
+    run_search(c, tmp_path / "s", log=lambda m: None)
+    e = load_config("experiments/spos/config.py:evolution_smoke",
+                    [f"--config.estimator_kwargs.base_kwargs.run_dir={tmp_path / 's'}", "--config.budget_s=12"])
+    summary = run_multitrial(e, tmp_path / "e", log=lambda m: None)
+    assert summary["evals_mean"] == 12 and 0.0 <= summary["test_acc_mean"] <= 1.0
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["strategy"] == "rea"
+
+
+def test_reinforce_config_is_checked_before_anything_is_written():
+    from dnas.config import load_config
+    from dnas.errors import DnasError
+
+    with pytest.raises(DnasError, match="relax='policy'"):
+        load_config("experiments/enas/config.py:smoke", ["--config.relax=softmax", "--config.relax_kwargs={}"])
+    with pytest.raises(DnasError, match="reinforce accepts"):
+        load_config("experiments/enas/config.py:smoke", ["--config.alpha_grad_kwargs.entropy=0.1"])
+    with pytest.raises(DnasError, match="order=1"):
+        load_config("experiments/enas/config.py:smoke", ["--config.order=2"])
