@@ -25,8 +25,8 @@ Registered:
 - ``sigmoid``: Fair DARTS (Chu et al. 2020): independent ``σ(α)`` per candidate, no
   competition through a softmax.
 - ``binary_gate``: ProxylessNAS (Cai et al. 2019): ``paths`` candidates sampled from
-  ``softmax(α)`` without replacement, only those run; the gradient flows through the
-  probabilities.
+  ``softmax(α)`` without replacement, only those run; with two, one of them is active in
+  the forward and the gradient flows through the probabilities renormalised over both.
 - ``uniform``: SPOS (Guo et al. 2020) / RSPS (Li & Talwalkar 2019): one uniformly drawn
   candidate per label, no gradient to α (supernet training by sampled paths).
 - ``policy``: ENAS (Pham et al. 2018): one candidate per label drawn from
@@ -175,22 +175,33 @@ def sigmoid() -> Relaxation:
 
 @register_relaxation("binary_gate")
 def binary_gate(paths: int = 1) -> Relaxation:
-    """ProxylessNAS (Cai et al., ICLR 2019): ``paths`` candidates drawn from ``softmax(α)``
-    without replacement; only they run. Each output is scaled by ``h - sg(p) + p`` (value 1
-    on the drawn paths, gradient through the probabilities ``p``).
+    """ProxylessNAS (Cai et al., ICLR 2019) binary gates: ``paths`` candidates drawn from
+    ``softmax(α)`` without replacement; only they run.
 
-    ``paths=2`` is the paper's memory-saving training of the binary gates (two paths per
-    step); ``paths=1`` is its single-path form.
+    ``paths=1``: the drawn candidate's output is scaled by ``h - sg(p) + p`` with ``p =
+    softmax(α)`` (value 1, gradient through the probabilities).
+    ``paths >= 2`` (the paper's memory-saving training, Sec. 3.2.1, and its code's "two"
+    mode): of the drawn candidates one is made active with the probabilities renormalised
+    over them, ``p' = softmax(α[drawn])``; the gates are ``g = onehot(active)``, so the
+    forward is the active candidate alone, and the others run only for the gradient: each
+    drawn output is scaled by ``g - sg(p') + p'``, which gives the paper's
+    ``∂L/∂α_i = Σ_j ∂L/∂g_j p'_j (δ_ij - p'_i)`` over the drawn candidates.
     """
     if paths < 1:
         raise DnasError(f"binary_gate needs paths >= 1, got {paths}")
 
     def relax(key, logits, epoch):
-        probs = jax.nn.softmax(logits)
         k = min(paths, logits.shape[-1])
+        k_draw, k_active = jax.random.split(key)
         # Gumbel top-k draws k distinct candidates with the sequential-sampling law.
-        index = jax.lax.top_k(logits + jax.random.gumbel(key, logits.shape, logits.dtype), k)[1].astype(jnp.int32)
-        hard = jnp.zeros_like(probs).at[index].set(1.0)
+        index = jax.lax.top_k(logits + jax.random.gumbel(k_draw, logits.shape, logits.dtype), k)[1].astype(jnp.int32)
+        if k == 1:
+            probs = jax.nn.softmax(logits)
+            return Sampled(index, straight_through(jnp.zeros_like(probs).at[index].set(1.0), probs))
+        drawn = logits[index]
+        active = index[jax.random.categorical(k_active, jax.lax.stop_gradient(drawn))]
+        probs = jnp.zeros_like(logits).at[index].set(jax.nn.softmax(drawn))
+        hard = jnp.zeros_like(logits).at[active].set(1.0)
         return Sampled(index, straight_through(hard, probs))
 
     return relax

@@ -115,11 +115,13 @@ def test_derived_and_sampled_estimates():
     ge = jax.grad(lambda a: expected.latency(a, {}))(logits)
     for l in space.labels:
         np.testing.assert_allclose(gd[l], ge[l], rtol=1e-5, atol=1e-7)
-    # Two sampled paths: the mean latency of the two candidates.
+    # Two sampled paths: the latency of the active one of the two.
     relax = binary_gate(paths=2)
     arch = {l: relax(jax.random.key(i), logits[l], 0) for i, l in enumerate(space.labels)}
     lat = term.per_label()
-    hand = float(term.fixed) + sum(lat[l][np.asarray(arch[l].index)].mean() for l in space.labels)
+    active = {l: int(np.argmax(np.asarray(arch[l].weight))) for l in space.labels}
+    assert all(active[l] in np.asarray(arch[l].index) for l in space.labels)
+    hand = float(term.fixed) + sum(lat[l][active[l]] for l in space.labels)
     assert float(relaxed_latency(term, arch)) == pytest.approx(hand, rel=1e-5)
 
 

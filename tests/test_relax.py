@@ -18,8 +18,10 @@ LOGITS = jnp.array([0.5, -1.0, 2.0, 0.0])
 @pytest.mark.parametrize("name", RELAXATIONS.names())
 def test_relaxation_contract(name):
     """Weights sum to one and are non-negative, or sampled indices are valid and distinct
-    with a straight-through weight of value 1 on them; jittable; same key, same output;
-    α gets a finite gradient (zero only for SPOS' uniform, which ignores α)."""
+    with straight-through weights of value 1 on the candidates the forward uses (0 on
+    candidates run only for the gradient); jittable; same key, same output; α gets a
+    finite gradient (zero for SPOS' uniform, which ignores α, and ENAS' policy, whose α
+    learns by REINFORCE)."""
     relax = make_relaxation(name, epochs=10)
     out = jax.jit(relax)(jax.random.key(0), LOGITS, jnp.int32(3))
     again = relax(jax.random.key(0), LOGITS, jnp.int32(3))
@@ -28,7 +30,8 @@ def test_relaxation_contract(name):
         idx = np.asarray(out.index)
         assert out.index.dtype == jnp.int32 and idx.ndim == 1 and len(set(idx.tolist())) == len(idx)
         assert np.all((0 <= idx) & (idx < 4)) and out.weight.shape == (4,)
-        np.testing.assert_allclose(np.asarray(out.weight)[idx], 1.0, rtol=1e-6)
+        w = np.asarray(out.weight)[idx]
+        assert np.all((np.abs(w - 1) < 1e-6) | (np.abs(w) < 1e-6)) and np.any(np.abs(w - 1) < 1e-6)
         value = lambda l: jnp.sum(relax(jax.random.key(0), l, jnp.int32(3)).weight * jnp.arange(4.0))  # noqa: E731
     elif name == "sigmoid":  # Fair DARTS: independent weights in (0, 1), no sum constraint
         np.testing.assert_allclose(np.asarray(out), 1 / (1 + np.exp(-np.asarray(LOGITS))), rtol=1e-6)
@@ -39,7 +42,7 @@ def test_relaxation_contract(name):
         value = lambda l: jnp.sum(relax(jax.random.key(0), l, jnp.int32(3)) * jnp.arange(4.0))  # noqa: E731
     g = np.asarray(jax.grad(value)(LOGITS))
     assert np.all(np.isfinite(g))
-    assert np.any(g != 0) == (name != "uniform")
+    assert np.any(g != 0) == (name not in ("uniform", "policy"))
 
 
 def test_temperatures_are_per_epoch_schedules_with_a_floor():
@@ -114,3 +117,27 @@ def test_edge_scan_with_sampled_paths_equals_edges_one_by_one():
         op = nnx.merge(g, jax.tree_util.tree_map(lambda v: v[e], st))
         want = want.at[[2, 2, 3][e]].add(op(want[[0, 1, 2][e]], arch[l]))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_binary_gate_two_paths_forward_is_the_active_path_and_gradient_is_the_papers():
+    """ProxylessNAS' two-path mode: the forward is the active drawn candidate alone; the
+    α-gradient is Σ_j ∂L/∂g_j p'_j (δ_ij - p'_i) over the two drawn candidates, p' their
+    renormalised probabilities (zero for candidates not drawn)."""
+    relax = make_relaxation("binary_gate", {"paths": 2})
+    logits = jnp.array([0.3, -0.2, 1.1, 0.4, -0.7])
+    c = jnp.array([1.5, -2.0, 0.7, 3.0, -1.0])  # each candidate's output; L = Σ_j g_j c_j
+    for seed in range(6):
+        key = jax.random.key(seed)
+        s = relax(key, logits, jnp.int32(0))
+        drawn = [int(i) for i in np.asarray(s.index)]
+        assert len(set(drawn)) == 2
+        w = np.asarray(s.weight)
+        active = int(np.argmax(w))
+        assert active in drawn and abs(w[active] - 1.0) < 1e-6 and np.sum(np.abs(w) > 1e-6) == 1
+        value, grad = jax.value_and_grad(lambda a: jnp.sum(relax(key, a, jnp.int32(0)).weight[s.index] * c[s.index]))(logits)
+        assert float(value) == pytest.approx(float(c[active]), rel=1e-5)
+        p = jax.nn.softmax(logits[jnp.asarray(drawn)])
+        hand = np.zeros(5)
+        for a, i in enumerate(drawn):
+            hand[i] = sum(float(c[j]) * float(p[b]) * ((a == b) - float(p[a])) for b, j in enumerate(drawn))
+        np.testing.assert_allclose(np.asarray(grad), hand, rtol=1e-5, atol=1e-7)

@@ -108,13 +108,11 @@ def _probs(term: LatencyTerm, logits: Mapping[str, jax.Array]) -> dict[str, jax.
 
 
 def relaxed_latency(term: LatencyTerm, arch: Mapping[str, ArchWeights]) -> jax.Array:
-    """Latency of the relaxation's own output: ``Σ w·lat + fixed`` for mixing weights; for
-    :class:`Sampled` paths the mean latency of the sampled candidates, whose weight carries
-    the straight-through gradient of their probabilities."""
-    weights = {}
-    for l in term.labels:
-        a = arch[l]
-        weights[l] = a.weight / a.index.shape[0] if isinstance(a, Sampled) else a
+    """Latency of the relaxation's own output: ``Σ w·lat + fixed`` for mixing weights and
+    for :class:`Sampled` paths alike (their weight is 1 on the candidate whose output the
+    forward uses, e.g. ProxylessNAS' active gate, 0 elsewhere, and carries the
+    straight-through gradient of the probabilities)."""
+    weights = {l: arch[l].weight if isinstance(arch[l], Sampled) else arch[l] for l in term.labels}
     return expected_latency(term, weights)
 
 
