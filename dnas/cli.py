@@ -186,6 +186,18 @@ def train_config_for(target: str, overrides: Sequence[str]):
     return validate(apply_overrides(c, overrides))
 
 
+def _init_from_sizes(run_dir: str | None) -> list[str]:
+    """``--init-from RUN`` without ``--config``: the run's dataset and width/depth as leading
+    overrides (the user's own overrides come after and win), so the network matches it."""
+    import json
+
+    path = Path(run_dir) / "config.json" if run_dir else None
+    if path is None or not path.is_file():
+        return []  # nothing to read: check_init_from says what is wrong
+    saved = json.loads(path.read_text())
+    return [f"--config.{k}={saved[k]}" for k in ("dataset", "data_dir", "init_channels", "layers") if k in saved]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Trains a derived network from scratch and reports test accuracy."""
     from dnas.config import train_defaults
@@ -196,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         maybe_initialize_distributed()
         _enable_compilation_cache(args.jax_cache)
         workdir = Path(args.workdir) if args.workdir else Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
-        config = train_config_for(args.genotype, args.overrides)
+        config = train_config_for(args.genotype, _init_from_sizes(args.init_from) + list(args.overrides))
     else:
         workdir, config = _resolve(args, "train", train_defaults)
         if config is not None and args.genotype:
@@ -205,6 +217,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             G.get(args.genotype)  # fail before any work on a bad genotype
             with config.unlocked():
                 config.genotype = str(Path(args.genotype).resolve()) if Path(args.genotype).exists() else args.genotype
+    if args.init_from:
+        from dnas.config import from_json
+        from dnas.inherit import check_init_from
+
+        run = str(Path(args.init_from).resolve())
+        if config is None:  # resuming: the saved config decides; refuse a different source
+            saved = from_json((workdir / "config.json").read_text()).init_from
+            if saved != run:
+                raise DnasError(f"{workdir} was started with init_from={saved!r}; resume it without --init-from (or with the same run)")
+        else:
+            with config.unlocked():
+                config.init_from = run
+            check_init_from(run, config)
     result = _run("train", workdir, config)
     if result is None:
         return 130
@@ -314,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--jax-cache", default=os.environ.get("DNAS_JAX_CACHE", "~/.cache/dnas/jax"), help="persistent compilation cache folder ('' disables)")
         if name == "train":
             sp.add_argument("--genotype", help="published name, genotype JSON, a search's run directory, or an NB201 arch_str")
+            sp.add_argument("--init-from", help="a search run directory: start from its supernet's weights for the genotype (dnas.inherit)")
         sp.set_defaults(fn=fn)
     show = sub.add_parser("show", help="print a genotype / run, draw its cells, plot α and the training curves")
     show.add_argument("target", help="a run directory, a genotype JSON file, a published name or an NB201 arch_str")

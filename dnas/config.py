@@ -143,6 +143,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 2
     c.tensorboard = False
+    c.init_from = ""  # a search run directory: start from its supernet's weights (dnas.inherit), "" = from scratch
     return c
 
 
@@ -228,6 +229,10 @@ def check_train(c: ml_collections.ConfigDict) -> None:
 
     _check_common(c)
     G.get(c.genotype)
+    if c.init_from:
+        from dnas.inherit import check_init_from
+
+        check_init_from(c.init_from, c)
 
 
 def _run_search(config, workdir, log):
@@ -496,7 +501,7 @@ _ADDED_KEYS: dict[str, dict[str, Any]] = {
     "search": {"hypergradient": "exact", "fuse_passes": False, "update_alpha": True, "relax_kwargs": {}, "imports": [],
                "w_nesterov": False, "tensorboard": False, "arch_penalty": "", "arch_penalty_kwargs": {}, "a_warmup_epochs": 0,
                "hessian_iters": 0, "early_stop": False, "alpha_grad": "relaxation", "alpha_grad_kwargs": {}},
-    "train": {"imports": [], "tensorboard": False},
+    "train": {"imports": [], "tensorboard": False, "init_from": ""},
 }
 # config.latency (issue 19): runs from before it had no latency term.
 _ADDED_KEYS["search"]["latency"] = {"table": "", "device": "", "resolution": 224, "penalty": "", "penalty_kwargs": {},

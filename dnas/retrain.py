@@ -64,6 +64,12 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
         stop.restore()
 
 
+def _has_checkpoint(workdir: Path) -> bool:
+    """Whether ``workdir/checkpoints`` holds a finished step (orbax names them by step)."""
+    ck = workdir / "checkpoints"
+    return ck.is_dir() and any(p.is_dir() and p.name.isdigit() for p in ck.iterdir())
+
+
 def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: Any) -> dict[str, float]:
     from dnas.loop import Interrupted, NonFiniteLoss, all_finite, evaluate_split
 
@@ -80,6 +86,14 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str]
         return build_eval_network(geno, config.dataset, config.init_channels, config.layers, data.num_classes, config.auxiliary, c, rngs=r)
 
     net = build_jitted(ctor, k_model)
+    if config.init_from and not _has_checkpoint(workdir):
+        # Once-for-All's subnet extraction: start from the search run's supernet weights for
+        # this genotype (a resumed run restores its own checkpoint instead, so skip the load).
+        from dnas.inherit import inherit, load_run_supernet
+
+        space, s_weights, s_stats = load_run_supernet(config.init_from)
+        inherit(space, (s_weights, s_stats), geno, net)
+        log(f"train: weights inherited from the supernet of {config.init_from}")
     n_params = count_params(net)
     macs = model_macs(net, (1, h, w, c))
     log(
