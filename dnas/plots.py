@@ -1,6 +1,10 @@
 """Plots of a run directory with matplotlib: softmax(α) over epochs, loss/accuracy curves,
 and accuracy-vs-cost Pareto fronts. Every plot is written as PNG and SVG.
 
+:func:`plot_run_pareto` draws accuracy against latency for any run that records both: a
+multi-trial run (every evaluated architecture of every run) or a search with a latency
+term (the derived architecture of each epoch).
+
 Only :class:`matplotlib.figure.Figure` with an Agg canvas is used, never ``pyplot``, so
 importing or calling this module leaves the user's matplotlib backend and open figures
 alone (and works headless, in threads and in CI).
@@ -15,7 +19,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 import numpy as np
@@ -360,9 +364,279 @@ def plot_pareto(points: Any, front_mask: Any, out_path: str | Path, xlabel: str 
     return save_figure(pareto_figure(points, front_mask, xlabel, ylabel, labels, title), stem, formats)
 
 
+def pareto_front(acc: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated points, maximising accuracy and minimising latency.
+
+    A point is dominated when another has latency <= and accuracy >= with at least one
+    strictly better. Of several points with the same (latency, accuracy) only the first
+    (lowest index) is returned, so the front has one index per distinct point; a point with
+    a NaN or infinite value is never on it. One sort and a sweep, O(N log N), so fronts of
+    every evaluation of a 500-run search (tens of thousands of points) stay cheap.
+
+    Args:
+      acc: ``[N]`` accuracies.
+      lat: ``[N]`` latencies, same length.
+    Returns:
+      ``int64[K]`` indices into ``acc``/``lat``, sorted by increasing latency (so the
+      accuracies increase strictly along it).
+    """
+    acc = np.asarray(acc, float).reshape(-1)
+    lat = np.asarray(lat, float).reshape(-1)
+    if acc.shape != lat.shape:
+        raise DnasError(f"pareto_front: {acc.size} accuracies but {lat.size} latencies; pass one of each per point")
+    ok = np.flatnonzero(np.isfinite(acc) & np.isfinite(lat))
+    # Latency ascending, then accuracy descending, then index: at equal latency the best
+    # accuracy comes first, and of equal points the first one.
+    order = ok[np.lexsort((ok, -acc[ok], lat[ok]))]
+    a = acc[order]
+    # On the front iff strictly more accurate than everything at lower-or-equal latency.
+    best_before = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]]) if a.size else a
+    return order[a > best_before].astype(np.int64)
+
+
+class ParetoData(NamedTuple):
+    """What an accuracy-vs-latency plot of a run shows.
+
+    ``lat`` and ``acc`` are ``f64[N]`` (one per evaluated or derived architecture);
+    ``epoch`` is ``int[N]`` for a search (the epoch each architecture was derived at), else
+    ``None``; ``target_ms`` is the latency target of a search that had one.
+    """
+
+    lat: np.ndarray
+    acc: np.ndarray
+    epoch: np.ndarray | None
+    xlabel: str
+    ylabel: str
+    title: str
+    target_ms: float | None = None
+
+
+def search_pareto_data(metrics_records: Sequence[Mapping[str, Any]],
+                       config: Mapping[str, Any] | None = None) -> ParetoData | None:
+    """Each epoch's derived architecture of a search with a latency term, or ``None``.
+
+    Reads the ``"event": "epoch"`` lines of ``metrics.jsonl`` (:func:`dnas.loop.run_search`
+    with :func:`dnas.latency.search.epoch_latency_metrics`): x = ``derived_latency_ms`` (the
+    table latency of the architecture derived that epoch), y = ``epoch_val_acc`` (the
+    supernet's accuracy on the validation split at that epoch: the search's own accuracy
+    signal; the derived network's is only known after retraining). A repeated epoch (an
+    older resume) keeps its last line.
+
+    Args:
+      metrics_records: the run's ``metrics.jsonl`` records.
+      config: the run's ``config.json`` (for a ``target`` penalty's ``latency.target_ms``).
+    """
+    by_epoch: dict[int, tuple[float, float]] = {}
+    for r in metrics_records:
+        if r.get("event") != "epoch" or not isinstance(r.get("epoch"), (int, float)):
+            continue
+        lat, acc = _num(r.get("derived_latency_ms")), _num(r.get("epoch_val_acc"))
+        if math.isfinite(lat) and math.isfinite(acc):
+            by_epoch[int(r["epoch"])] = (lat, acc)
+    if not by_epoch:
+        return None
+    epochs = np.array(sorted(by_epoch), int)
+    lat, acc = (np.array([by_epoch[int(e)][i] for e in epochs], float) for i in (0, 1))
+    latency = (config or {}).get("latency") or {}
+    target = _num(latency.get("target_ms")) if latency.get("penalty") == "target" else math.nan
+    return ParetoData(lat, acc, epochs, "latency (ms): derived architecture (derived_latency_ms)",
+                      "accuracy: supernet on val (epoch_val_acc)",
+                      f"search: derived architecture per epoch ({len(epochs)} epochs)",
+                      target if math.isfinite(target) and target > 0 else None)
+
+
+def _latency_metric(names: Iterable[str], config: Mapping[str, Any]) -> str | None:
+    """The latency metric among ``names``: the one the objective names (``multi``'s
+    ``"-lat_ms_x"``, ``mnasnet``'s ``latency``, ``hard``'s limits...), else ``latency_ms``,
+    else the first ``lat_ms_*`` alphabetically."""
+    names = set(names)
+    is_lat = lambda n: n == "latency_ms" or n.startswith("lat_ms_")  # noqa: E731
+    wanted: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str):
+            wanted.append(v.lstrip("-"))
+        elif isinstance(v, Mapping):
+            for k, x in v.items():
+                walk(k)
+                walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+
+    walk(config.get("objective_kwargs") or {})
+    for n in [*wanted, "latency_ms", *sorted(names)]:
+        if n in names and is_lat(n):
+            return n
+    return None
+
+
+def _multitrial_history(run_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray], list[dict[str, np.ndarray]]]:
+    """Per chunk file: archs ``[R, E, n]``, counts ``[R]`` and stored metrics ``{name: [R, E]}``
+    (:func:`dnas.multitrial._save_chunk`). A host run still under way has only its
+    ``run_XXXXX.partial.npz``, used when its finished ``runs_XXXXX.npz`` is absent."""
+    chunks = run_dir / "chunks"
+    done = sorted(chunks.glob("runs_*.npz"))
+    finished = {p.name[len("runs_"):-len(".npz")] for p in done}
+    partial = [p for p in sorted(chunks.glob("run_*.partial.npz")) if p.name[len("run_"):-len(".partial.npz")] not in finished]
+    archs, counts, metrics = [], [], []
+    for p in sorted(done + partial, key=lambda p: int(p.name.split("_")[1].split(".")[0])):  # run order
+        with np.load(p) as z:
+            archs.append(z["archs"])
+            counts.append(np.asarray(z["count"]).reshape(-1))
+            metrics.append({k[len("metric:"):]: z[k] for k in z.files if k.startswith("metric:")})
+    return archs, counts, metrics
+
+
+def _table_metrics(run_dir: Path, config: Mapping[str, Any], archs: np.ndarray) -> dict[str, np.ndarray] | None:
+    """Metrics of ``archs [K, n]`` from a pure estimator (a benchmark table), as the run
+    itself computes them: its chunks store architectures only, the table is the record.
+    ``None`` when the estimator cannot be rebuilt here (table moved, not pure)."""
+    try:
+        from dnas.config import from_json
+        from dnas.multitrial import _metrics_of, build
+
+        b = build(from_json(json.dumps(dict(config))), run_dir)
+        if not b.estimator.pure:
+            return None
+        return _metrics_of(b, archs) if len(archs) else {k: np.zeros((0,), np.float32) for k in b.estimator.metrics}
+    except (DnasError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def multitrial_pareto_data(run_dir: str | Path, config: Mapping[str, Any]) -> ParetoData | None:
+    """Every evaluated architecture of a multi-trial run (all runs), or ``None`` when it has
+    no latency metric.
+
+    Where the values come from (:mod:`dnas.multitrial`): a host-side estimator's chunks
+    store each evaluation's metrics (``metric:NAME``, ``[R, E]``); a pure estimator's store
+    architectures only, so they are looked up in its table again (as the run's summary
+    does); without the table, the ``metrics.jsonl`` lines (the first ``log_runs`` runs) are
+    used. Only the first ``count`` evaluations of a run (those paid within the budget) count.
+    Accuracy is ``config["report_metric"]`` (else ``valid_metric``); latency is the metric
+    the objective names, else ``latency_ms``, else a ``lat_ms_*`` one.
+
+    Args:
+      run_dir: the run directory.
+      config: its ``config.json`` as a dict.
+    """
+    run_dir = Path(run_dir)
+    archs, counts, stored = _multitrial_history(run_dir)
+    # Paid evaluations only: the padded tail of a chunk was never part of the search.
+    paid = [(a[r, : int(c[r])], {k: v[r, : int(c[r])] for k, v in m.items()})
+            for a, c, m in zip(archs, counts, stored) for r in range(a.shape[0])]
+    if isinstance(config.get("runs"), int):
+        paid = paid[: config["runs"]]  # the last chunk is padded to full width with runs past the end
+    metrics: dict[str, np.ndarray] = {}
+    if paid and all(m for _, m in paid):
+        names = set.intersection(*(set(m) for _, m in paid))
+        metrics = {k: np.concatenate([m[k] for _, m in paid]).astype(float) for k in names}
+    elif paid:
+        found = _table_metrics(run_dir, config, np.concatenate([a for a, _ in paid]))
+        metrics = {k: np.asarray(v, float) for k, v in (found or {}).items()}
+    runs = len(paid)
+    if not metrics:  # no chunks, or a table not found here: the logged runs' lines
+        recs = read_jsonl(run_dir / "metrics.jsonl")
+        keys = set.intersection(*(set(r) for r in recs)) if recs else set()
+        keys -= {"run", "eval", "arch", "arch_str", "fitness", "cost_s", "cum_cost_s"}
+        metrics = {k: np.array([_num(r[k]) for r in recs]) for k in keys}
+        runs = len({r.get("run") for r in recs})
+    acc_name = next((config.get(k) for k in ("report_metric", "valid_metric") if config.get(k) in metrics), None)
+    lat_name = _latency_metric(metrics, config)
+    if acc_name is None or lat_name is None:
+        return None
+    lat, acc = metrics[lat_name], metrics[acc_name]
+    if not (np.isfinite(lat) & np.isfinite(acc)).any():
+        return None
+    return ParetoData(lat, acc, None, f"latency (ms): {lat_name}", f"accuracy: {acc_name}",
+                      f"{config.get('strategy', 'multi-trial')}: {lat.size} evaluations in {runs} run{'s' * (runs != 1)}")
+
+
+def run_pareto_data(run_dir: str | Path) -> ParetoData | None:
+    """Accuracy and latency of a run directory's architectures, or ``None`` when it does not
+    record both: a multi-trial run (``config.json`` ``kind`` ``"multitrial"``,
+    :func:`multitrial_pareto_data`) or a search with a latency term
+    (:func:`search_pareto_data`)."""
+    run_dir = Path(run_dir)
+    try:
+        config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    except json.JSONDecodeError:
+        config = {}  # the search's lines still have what the plot needs
+    if not isinstance(config, dict):
+        config = {}
+    if config.get("kind") == "multitrial":
+        return multitrial_pareto_data(run_dir, config)
+    return search_pareto_data(read_jsonl(run_dir / "metrics.jsonl"), config)
+
+
+def pareto_run_figure(data: ParetoData) -> Figure:
+    """Scatter of ``data`` (x latency, y accuracy) with the :func:`pareto_front` points
+    highlighted and joined as a step line: at any latency, the line is the best accuracy
+    reached at or below it. A search's points are colored and labelled by epoch."""
+    front = pareto_front(data.acc, data.lat)
+    fig = _new_figure(6.8, 4.6)
+    ax = fig.subplots()
+    if data.epoch is None:
+        # Table runs revisit the same cells thousands of times; one marker per distinct
+        # point keeps the picture (and the SVG) the same but small.
+        ok = np.isfinite(data.lat) & np.isfinite(data.acc)
+        pts = np.unique(np.stack([data.lat[ok], data.acc[ok]], 1), axis=0)
+        ax.scatter(pts[:, 0], pts[:, 1], s=10, color="0.6", alpha=0.6, lw=0,
+                   label=f"evaluated ({len(pts)} distinct)")
+    else:
+        sc = ax.scatter(data.lat, data.acc, c=data.epoch, cmap="viridis", s=30, zorder=3, label="derived, per epoch")
+        bar = fig.colorbar(sc, ax=ax, label="epoch", pad=0.02)
+        bar.locator = MaxNLocator(integer=True)  # epochs are whole numbers, not 2.5
+        bar.update_ticks()
+        if len(data.epoch) <= 40:  # beyond that the numbers overprint each other
+            for x, y, e in zip(data.lat, data.acc, data.epoch):
+                ax.annotate(str(int(e)), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    fx, fy = data.lat[front], data.acc[front]
+    ax.step(fx, fy, where="post", color="C3", lw=1.5, zorder=4)
+    ax.scatter(fx, fy, s=55, facecolors="none", edgecolors="C3", lw=1.6, zorder=5,
+               label=f"Pareto front ({len(front)})")
+    if data.target_ms is not None:
+        ax.axvline(data.target_ms, color="0.3", ls="--", lw=1, label=f"target {data.target_ms:g} ms")
+    ax.set_xlabel(data.xlabel)
+    ax.set_ylabel(data.ylabel)
+    ax.set_title(data.title, fontsize=11)
+    ax.set_ylim(*data_ylim(data.acc, 1e-3))
+    if len(set(np.asarray(data.lat)[np.isfinite(data.lat)].tolist())) == 1:
+        _single_x(ax, [float(np.nanmax(data.lat))])
+    _style_axes(ax, integer_x=False)
+    # "best" searches every drawn point for a free corner: fine for a search's epochs, slow
+    # for tens of thousands of evaluations, whose front leaves the lower right empty anyway.
+    ax.legend(loc="best" if data.epoch is not None else "lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_run_pareto(run_dir: str | Path, out_dir: str | Path | None = None,
+                    formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Writes ``pareto.{png,svg}`` (accuracy vs latency, :func:`pareto_run_figure`) for a run
+    that records both (:func:`run_pareto_data`); returns the paths, ``[]`` otherwise.
+
+    A multi-objective multi-trial run already wrote its own ``pareto.png`` (run 0 in its
+    objectives' space, :mod:`dnas.multitrial_report`); where that run's ``pareto.json`` lies
+    in ``out_dir`` the files are named ``pareto_latency.*`` instead, so the run's own plot is
+    kept (a resumed run would write it back anyway).
+
+    Args:
+      run_dir: a run directory.
+      out_dir: folder for the files (default: the run directory).
+    """
+    data = run_pareto_data(run_dir)
+    if data is None:
+        return []
+    out = Path(out_dir) if out_dir is not None else Path(run_dir)
+    stem = "pareto_latency" if (out / "pareto.json").is_file() else "pareto"
+    return save_figure(pareto_run_figure(data), out / stem, formats)
+
+
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """All plots of a run directory (metrics and α curves, op names from its config.json);
-    writes into ``out_dir`` (default: the run directory); returns the written paths."""
+    """All plots of a run directory (metrics and α curves, op names from its config.json, and
+    accuracy vs latency when the run records both, :func:`plot_run_pareto`); writes into
+    ``out_dir`` (default: the run directory); returns the written paths."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir
     ops = None
@@ -372,5 +646,6 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, formats: Se
             ops = cfg.get("ops") or (cfg.get("space_kwargs") or {}).get("ops")
         except json.JSONDecodeError:
             ops = None  # names only; the plot still works with "op i"
-    return plot_metrics(read_jsonl(run_dir / "metrics.jsonl"), out, formats) + plot_alpha(
-        read_jsonl(run_dir / "alpha.jsonl"), out, ops, formats)
+    return (plot_metrics(read_jsonl(run_dir / "metrics.jsonl"), out, formats)
+            + plot_alpha(read_jsonl(run_dir / "alpha.jsonl"), out, ops, formats)
+            + plot_run_pareto(run_dir, out, formats))

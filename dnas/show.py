@@ -1,7 +1,8 @@
 """``dnas show``: print a genotype (and a run's α table), draw its cells (Graphviz DOT, PNG
-and SVG when the ``dot`` program exists) and plot α and the training curves (matplotlib,
-PNG and SVG; :mod:`dnas.plots`). An NB201 cell shown with a benchmark table prints the
-table's accuracies for it."""
+and SVG when the ``dot`` program exists) and plot α, the training curves and, for a run
+that records latency, accuracy vs latency with its Pareto front (matplotlib, PNG and SVG;
+:mod:`dnas.plots`). An NB201 cell shown with a benchmark table prints the table's
+accuracies for it; a multi-trial run prints its summary."""
 
 from __future__ import annotations
 
@@ -70,10 +71,13 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
     history: list[dict] = []
     ops = None
     if path.is_dir():
-        if (path / "config.json").is_file():
+        saved = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        if saved:
             from dnas.config import import_files
 
-            import_files(json.loads((path / "config.json").read_text()).get("imports", []))
+            import_files(saved.get("imports", []))
+        if saved.get("kind") == "multitrial":  # no genotype: one per run, summarised instead
+            return show_multitrial(path, out or path, saved)
         if not (path / "genotype.json").exists():
             raise DnasError(f"{target!r} is a folder without genotype.json; is it a dnas run directory (finished one epoch)?")
         geno = G.load(path / "genotype.json")
@@ -107,11 +111,40 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
     if path.is_dir() and (path / "metrics.jsonl").exists():
         lines += diagnostic_lines([json.loads(l) for l in (path / "metrics.jsonl").read_text().splitlines() if l.strip()])
     if path.is_dir():
-        from dnas.plots import plot_alpha, plot_metrics, read_jsonl
+        from dnas.plots import plot_alpha, plot_metrics, plot_run_pareto, read_jsonl
 
         files += plot_metrics(read_jsonl(path / "metrics.jsonl"), out) if (path / "metrics.jsonl").exists() else []
         files += plot_alpha(history, out, ops) if history else []
+        files += plot_run_pareto(path, out)  # nothing unless the search had a latency term
     lines.append("wrote: " + ", ".join(str(f) for f in files))
+    return lines
+
+
+def show_multitrial(path: Path, out: Path, config: dict) -> list[str]:
+    """``dnas show`` of a multi-trial run: its summary and the accuracy-vs-latency plot
+    (:func:`dnas.plots.plot_run_pareto`) when its estimator gives a latency.
+
+    Args:
+      path: the run directory.
+      out: folder for the pictures.
+      config: its ``config.json``.
+    Returns:
+      printable lines.
+    """
+    from dnas.plots import plot_run_pareto
+
+    lines = []
+    if (path / "summary.json").is_file():
+        s = json.loads((path / "summary.json").read_text())
+        lines.append(f"multi-trial run ({s.get('strategy', config.get('strategy'))}, {s.get('runs')} runs): "
+                     f"{s.get('test_metric')} {s.get('test_acc_mean', float('nan')):.3f} ± {s.get('test_acc_std', float('nan')):.3f} "
+                     f"of the chosen architectures; most chosen: {s.get('most_chosen')} ({s.get('most_chosen_runs')} runs)")
+    else:
+        lines.append(f"multi-trial run ({config.get('strategy')}, {config.get('runs')} runs), not finished (no summary.json)")
+    out.mkdir(parents=True, exist_ok=True)
+    files = plot_run_pareto(path, out)
+    lines.append("wrote: " + ", ".join(str(f) for f in files) if files else
+                 "no accuracy-vs-latency plot: the estimator gives no latency metric (lat_ms_* or latency_ms)")
     return lines
 
 
