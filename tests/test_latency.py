@@ -252,6 +252,7 @@ def test_metrics_by_hand():
     m = latency_metrics(np.array([1.0, 2.1, 2.9, 5.0]), np.array([1.0, 2.0, 3.0, 4.0]))
     assert m["spearman"] == pytest.approx(1.0) and m["kendall"] == pytest.approx(1.0)
     assert m["mape"] == pytest.approx(100 * (0 + 0.05 + 0.1 / 3 + 0.25) / 4)
+    assert m["median_ape"] == pytest.approx(100 * (0.1 / 3 + 0.05) / 2)
     assert m["within_10pct"] == pytest.approx(0.75)
 
 

@@ -6,7 +6,7 @@ ranks the rest; ``dnas lut``: build a latency table on this JAX device and check
         [--transfer-from FILE --transfer-columns lat_ms_1080ti_1,lat_ms_pixel3] --seed 0
 
 fits on N random rows (seeded) and prints one JSON line last with ``spearman``,
-``kendall``, ``mape`` (percent) and ``within_10pct`` (fraction) on all other rows. With
+``kendall``, ``mape`` and ``median_ape`` (percent) and ``within_10pct`` (fraction) on all other rows. With
 ``--transfer-from`` the other devices' latencies of each architecture are features
 (few-shot transfer, :mod:`dnas.latency.predictor`). The main ``dnas`` command mounts this
 with :func:`add_latency_parser`; :func:`main_latency` runs it alone.
@@ -139,7 +139,7 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
     )
     metrics = latency_metrics(pred.predict(vecs[test], None if sources is None else sources[test]), latency[test])
     print(f"fitted on {args.train} of {P} architectures ({args.latency_column}), features {', '.join(features)}, penalties {pred.model.penalties}")
-    print(f"held-out: spearman {metrics['spearman']:.4f}, kendall {metrics['kendall']:.4f}, MAPE {metrics['mape']:.2f} %, within 10 % {metrics['within_10pct']:.3f}")
+    print(f"held-out: spearman {metrics['spearman']:.4f}, kendall {metrics['kendall']:.4f}, MAPE {metrics['mape']:.2f} % (median {metrics['median_ape']:.2f} %), within 10 % {metrics['within_10pct']:.3f}")
     summary = {"space": args.space, "target": args.latency_column, "train": int(args.train), "test": int(len(test)), "seed": args.seed, "features": list(features)}
     if sources is not None:
         summary["transfer_columns"] = names
@@ -212,7 +212,7 @@ def cmd_lut_check(args: argparse.Namespace) -> int:
     out = check_lut(table, space, resolution=resolution, archs=args.archs, warmup=args.warmup, repeats=args.repeats, inner=inner,
                     space_kwargs=kwargs, seed=args.seed, log=log)
     print(f"{args.archs} {space} networks at {resolution}x{resolution} on {table.device}: spearman {out['spearman']:.3f}, "
-          f"MAPE {out['mape']:.1f} %, within 10 % {out['within_10pct']:.2f}, measured / table sum {out['ratio']:.3f}")
+          f"MAPE {out['mape']:.1f} % (median {out['median_ape']:.1f} %), within 10 % {out['within_10pct']:.2f}, measured / table sum {out['ratio']:.3f}")
     print(json.dumps({"table": args.table, "space": space, "archs": args.archs, "device": table.device,
                       **{k: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v]) for k, v in out.items()}}))
     return 0
