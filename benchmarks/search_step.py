@@ -90,6 +90,11 @@ def worker(a: argparse.Namespace) -> dict:
     space = DartsSpace(layers=a.layers, **method.get("space_kwargs", {}))
     net = build_jitted(lambda r: DartsSearchNetwork(space, C=a.C, num_classes=10, impl=a.cell_impl, remat=not a.no_remat, rngs=r), jax.random.key(0))
     w_opt, a_opt = darts_weight_optimizer(), darts_alpha_optimizer()
+    alpha_grad = method.get("alpha_grad", "relaxation")
+    if alpha_grad == "reinforce":  # ENAS: the controller's reward baseline lives in the α optimizer state
+        from dnas.plans import with_reward_baseline
+
+        a_opt = with_reward_baseline(a_opt)
     graphdef, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))
     from dnas.relax import make_relaxation
 
@@ -97,7 +102,8 @@ def worker(a: argparse.Namespace) -> dict:
 
     relax = make_relaxation(method["relax"], method["relax_kwargs"], epochs=50)
     step = make_search_step(graphdef, w_opt, a_opt, order=a.order, hypergradient=a.hypergradient, fuse_passes=not a.no_fuse,
-                            relax=relax, update_alpha=method["update_alpha"],
+                            relax=relax, update_alpha=method["update_alpha"], alpha_grad=alpha_grad,
+                            alpha_grad_kwargs={k: v for k, v in method.get("alpha_grad_kwargs", {}).items() if k != "aggregate"},
                             arch_penalty=make_arch_penalty(method.get("arch_penalty", ""), method.get("arch_penalty_kwargs")))
     k1, k2, k3, k4 = jax.random.split(jax.random.key(1), 4)
     train = (jax.random.normal(k1, (a.batch, a.hw, a.hw, 3)), jax.random.randint(k2, (a.batch,), 0, 10))
@@ -178,10 +184,26 @@ def worker(a: argparse.Namespace) -> dict:
         "n_timed": len(times),
         "peak_rss_mb": _status_mb("VmHWM"),
         "peak_rss_incl_compile_mb": peak_incl_compile,
+        **_program_memory(compiled),
         **_device_memory(jax),
         "final_train_loss": float(m["train_loss"]),
         **versus,
     }
+
+
+def _program_memory(compiled) -> dict:
+    """XLA's buffer assignment of the compiled step: ``xla_temp_mb`` is the working memory
+    the program needs beyond its arguments and outputs (activations kept for the backward
+    pass, gradients, scratch), the same on any backend and free of the process' baseline
+    (runtime, compiler, Python) that ``peak_rss_mb`` includes."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        return {}
+    if m is None:
+        return {}
+    mb = lambda b: round(b / 2**20, 1)  # noqa: E731
+    return {"xla_temp_mb": mb(m.temp_size_in_bytes), "xla_argument_mb": mb(m.argument_size_in_bytes), "xla_output_mb": mb(m.output_size_in_bytes)}
 
 
 def _device_memory(jax) -> dict:
