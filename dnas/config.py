@@ -66,6 +66,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.dataset = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | synthetic
     c.data_dir = ""
     c.max_train_examples = 0  # 0 = all; >0 = a data-subset proxy
+    c.downsample = 1  # >1: images average-pooled by this factor (a lower-resolution proxy)
     c.space = "darts"  # a registered space (dnas list spaces)
     c.space_kwargs = ml_collections.ConfigDict()  # its constructor's arguments (empty: its defaults)
     c.init_channels = 16
@@ -124,6 +125,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.data_dir = ""
     c.max_train_examples = 0
     c.max_test_examples = 0
+    c.downsample = 1  # >1: images average-pooled by this factor (a lower-resolution proxy)
     c.init_channels = 36
     c.layers = 20
     c.auxiliary = True
@@ -161,6 +163,13 @@ def _check_common(c: ml_collections.ConfigDict) -> None:
 
         if importlib.util.find_spec("tensorboardX") is None:
             raise DnasError("config.tensorboard=True needs tensorboardX: pip install tensorboardX (or pip install 'dnas[tensorboard]')")
+    if isinstance(c.downsample, bool) or int(c.downsample) < 1:
+        raise DnasError(f"config.downsample must be a positive integer (1 = full resolution), got {c.downsample!r}")
+    from dnas.cli import DATASET_SHAPES
+
+    shape = DATASET_SHAPES.get(c.dataset, ((0, 0, 0), 0))[0]
+    if int(c.downsample) > 1 and shape[0] and (shape[0] % int(c.downsample) or shape[1] % int(c.downsample)):
+        raise DnasError(f"config.downsample={c.downsample} does not divide {c.dataset}'s {shape[0]}x{shape[1]} images")
     check_dataset(c.dataset, c.data_dir or None)
 
 
@@ -500,8 +509,9 @@ _ADDED_KEYS: dict[str, dict[str, Any]] = {
     # order=2 was always the exact hypergradient before; steps ran their passes unfused
     "search": {"hypergradient": "exact", "fuse_passes": False, "update_alpha": True, "relax_kwargs": {}, "imports": [],
                "w_nesterov": False, "tensorboard": False, "arch_penalty": "", "arch_penalty_kwargs": {}, "a_warmup_epochs": 0,
-               "hessian_iters": 0, "early_stop": False, "alpha_grad": "relaxation", "alpha_grad_kwargs": {}},
-    "train": {"imports": [], "tensorboard": False, "init_from": ""},
+               "hessian_iters": 0, "early_stop": False, "alpha_grad": "relaxation", "alpha_grad_kwargs": {},
+               "downsample": 1},
+    "train": {"imports": [], "tensorboard": False, "init_from": "", "downsample": 1},
 }
 # config.latency (issue 19): runs from before it had no latency term.
 _ADDED_KEYS["search"]["latency"] = {"table": "", "device": "", "resolution": 224, "penalty": "", "penalty_kwargs": {},

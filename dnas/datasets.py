@@ -72,6 +72,25 @@ class Dataset:
         )
 
 
+    def downsample(self, factor: int) -> "Dataset":
+        """Images average-pooled by ``factor`` in height and width (the lower-resolution
+        proxy of accuracy estimation; NAS-Bench-201's ImageNet16-120 is ImageNet at 16x16).
+        ``factor=1`` returns the dataset unchanged; H and W must be divisible by it."""
+        factor = int(factor)
+        if factor == 1:
+            return self
+        h, w, _ = self.image_shape
+        if factor < 1 or h % factor or w % factor:
+            raise DnasError(f"config.downsample={factor} must be >= 1 and divide the {h}x{w} images of {self.name}")
+
+        def pool(x: np.ndarray) -> np.ndarray:
+            n, c = x.shape[0], x.shape[-1]
+            y = x.astype(np.float32).reshape(n, h // factor, factor, w // factor, factor, c).mean((2, 4))
+            return np.round(y).astype(np.uint8) if x.dtype == np.uint8 else y.astype(x.dtype)
+
+        return dataclasses.replace(self, train_x=pool(self.train_x), test_x=pool(self.test_x))
+
+
 def _stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     xf = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
     return tuple(float(v) for v in xf.mean((0, 1, 2))), tuple(float(v) + 1e-6 for v in xf.std((0, 1, 2)))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -130,6 +131,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     data = get_dataset(config.dataset, config.data_dir or None)
     if config.max_train_examples:
         data = data.subset(n_train=config.max_train_examples)
+    data = data.downsample(config.downsample)
     w_idx, a_idx = search_split(len(data.train_y), config.train_portion)
     spe = steps_per_epoch(min(len(w_idx), len(a_idx)), config.batch_size)
     total = config.max_steps or config.epochs * spe
@@ -278,6 +280,36 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict | Non
     return config
 
 
+class WorkdirLock:
+    """An exclusive lock on a run directory for the life of one run (``<workdir>/.lock``,
+    ``fcntl.flock``, released by the OS if the process dies).
+
+    Why: two processes in one directory (a resumed command started while the first still
+    runs, or still writes its last checkpoint after SIGTERM) interleave checkpoints and
+    metrics; the second is refused with one line instead.
+    """
+
+    def __init__(self, workdir: str | Path):
+        import fcntl
+
+        self.path = Path(workdir) / ".lock"
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            raise DnasError(f"{str(workdir)!r} is in use by a running dnas process (pid {holder}); wait for it to end, or use another --workdir") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        """Drops the lock (closing the descriptor releases the flock)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
     head, _, sub = dotted.partition(".")
     value = config.get(head)
@@ -294,11 +326,13 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
     """
     workdir = Path(workdir)
     config = prepare_workdir(workdir, config)
+    lock = WorkdirLock(workdir)
     stop = SignalFlag()
     try:
         return _search(config, workdir, log, stop)
     finally:
         stop.restore()
+        lock.release()
 
 
 def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: SignalFlag) -> G.Genotype:

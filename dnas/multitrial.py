@@ -254,9 +254,19 @@ def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: 
     """
     t0 = time.perf_counter()
     check_multitrial(config)
+    from dnas.loop import WorkdirLock
+
     workdir = Path(workdir)
     b = build(config, workdir)  # before touching the workdir: a bad table or name fails cleanly
     _prepare(workdir, config)
+    lock = WorkdirLock(workdir)
+    try:
+        return _run_built(b, config, workdir, log, t0)
+    finally:
+        lock.release()
+
+
+def _run_built(b: Built, config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], t0: float) -> dict[str, Any]:
     # A host-side estimator (real training) runs its seeds one by one, each saved when done.
     chunk = min(config.runs_per_chunk, config.runs) if b.estimator.pure else 1
     base = jax.random.key(config.seed)

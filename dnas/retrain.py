@@ -53,15 +53,17 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     SIGINT/SIGTERM write a checkpoint and raise :class:`dnas.loop.Interrupted`; running the
     same command again resumes.
     """
-    from dnas.loop import SignalFlag, prepare_workdir
+    from dnas.loop import SignalFlag, WorkdirLock, prepare_workdir
 
     workdir = Path(workdir)
     config = prepare_workdir(workdir, config)
+    lock = WorkdirLock(workdir)
     stop = SignalFlag()
     try:
         return _train(config, workdir, log, stop)
     finally:
         stop.restore()
+        lock.release()
 
 
 def _has_checkpoint(workdir: Path) -> bool:
@@ -76,7 +78,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str]
     import_files(config.imports)
     geno = G.get(config.genotype)
     data = get_dataset(config.dataset, config.data_dir or None)
-    data = data.subset(config.max_train_examples or None, config.max_test_examples or None)
+    data = data.subset(config.max_train_examples or None, config.max_test_examples or None).downsample(config.downsample)
     h, w, c = data.image_shape
     spe = steps_per_epoch(len(data.train_y), config.batch_size)
     total = config.max_steps or config.epochs * spe

@@ -126,3 +126,25 @@ def test_digit_datasets_are_not_flipped_and_pad_black():
     assert D.get_dataset("synthetic").flip is True
     n = D.normalize(jnp.full((1, 2, 2, 1), 255, jnp.uint8), (0.5,), (0.25,))
     np.testing.assert_allclose(n, 2.0)
+
+
+def test_downsample_is_average_pooling_and_bad_factors_are_refused():
+    import numpy as np
+    import pytest
+
+    from dnas.config import load_config
+    from dnas.datasets import Dataset
+    from dnas.errors import DnasError
+
+    x = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    d = Dataset("t", x, np.zeros(2, np.int32), x[:1], np.zeros(1, np.int32), 2, (0.0,) * 3, (1.0,) * 3)
+    small = d.downsample(2)
+    assert small.image_shape == (2, 2, 3) and small.test_x.shape == (1, 2, 2, 3)
+    np.testing.assert_allclose(small.train_x[1, 1, 0], x[1, 2:4, 0:2].mean((0, 1)))
+    assert d.downsample(1) is d
+    with pytest.raises(DnasError, match="divide"):
+        d.downsample(3)
+    with pytest.raises(DnasError, match="does not divide"):
+        load_config("experiments/darts/config.py:smoke", ["--config.dataset=cifar10", "--config.data_dir=", "--config.downsample=3"])
+    with pytest.raises(DnasError, match="positive integer"):
+        load_config("experiments/darts/config.py:smoke", ["--config.downsample=0"])

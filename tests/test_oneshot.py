@@ -259,3 +259,26 @@ def test_reinforce_config_is_checked_before_anything_is_written():
         load_config("experiments/enas/config.py:smoke", ["--config.alpha_grad_kwargs.entropy=0.1"])
     with pytest.raises(DnasError, match="order=1"):
         load_config("experiments/enas/config.py:smoke", ["--config.order=2"])
+
+
+def test_a_second_process_on_a_running_workdir_is_refused(tmp_path):
+    """The run-directory lock: held, a second run is refused with one line (pid named);
+    released, the directory is usable again."""
+    import subprocess
+    import sys
+
+    from dnas.errors import DnasError
+    from dnas.loop import WorkdirLock
+
+    lock = WorkdirLock(tmp_path)
+    code = ("import sys; from dnas.loop import WorkdirLock; from dnas.errors import DnasError\n"
+            "try:\n    WorkdirLock(sys.argv[1])\nexcept DnasError as e:\n    print(e); sys.exit(3)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 3 and "in use by a running dnas process" in r.stdout and str(__import__("os").getpid()) in r.stdout
+    lock.release()
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    held = WorkdirLock(tmp_path)  # flock is per open file: a second open in the same process conflicts too
+    with pytest.raises(DnasError, match="in use"):
+        WorkdirLock(tmp_path)
+    held.release()
