@@ -159,6 +159,28 @@ def test_pointwise_conv_as_dot_matches_conv():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("groups,stride", [(2, 1), (2, 2), (3, 1)])
+def test_grouped_pointwise_conv_as_batched_dot_matches_conv(groups, stride):
+    """FBNet's grouped 1x1 convolutions: the batched-dot lowering equals XLA's
+    feature_group_count convolution in value and in both gradients."""
+    x = jax.random.normal(jax.random.key(6), (2, 5, 5, 6))
+    w = jax.random.normal(jax.random.key(7), (1, 1, 6 // groups, 12))
+    t = jax.random.normal(jax.random.key(8), (2, 5 // stride + (5 % stride > 0), 5 // stride + (5 % stride > 0), 12))
+
+    def loss(x, w):
+        return jnp.sum(conv2d(x, w, stride, groups=groups) * t)
+
+    with depthwise_impl("conv"):
+        ref = jax.value_and_grad(loss, argnums=(0, 1))(x, w)
+    with depthwise_impl("shift"):
+        got = jax.value_and_grad(loss, argnums=(0, 1))(x, w)
+        jaxpr = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, stride, groups=groups))(x, w))
+    assert "conv_general_dilated" not in jaxpr
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-4)
+    for a, b in zip(got[1], ref[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
 def test_batchnorm_matches_pytorch_semantics():
     x = jax.random.normal(jax.random.key(3), (4, 3, 3, 2)) * 3 + 1
     bn = BatchNorm(2, affine=False)

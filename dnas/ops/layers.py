@@ -299,6 +299,16 @@ def conv2d(
             x = x[:, ::sh, ::sw, :]
         y = _gated(jnp.dot, x.reshape(-1, cin), w[0, 0])
         return y.reshape(x.shape[:-1] + (w.shape[-1],))
+    if w.shape[:2] == (1, 1) and 1 < groups < cin and ph == pw == 0 and current_depthwise_impl() != "conv":
+        # A grouped 1x1 convolution (FBNet's g2 ops, ShuffleNet) as a batched matrix product
+        # over the groups: XLA's CPU backend runs feature_group_count convolutions and their
+        # gradients on a slow path (see the depthwise note above).
+        if sh > 1 or sw > 1:
+            x = x[:, ::sh, ::sw, :]
+        cout, g = w.shape[-1], groups
+        wg = w[0, 0].reshape(cin // g, g, cout // g).transpose(1, 0, 2)  # output channel o is in group o // (cout / g)
+        y = _gated(lambda a, b: jnp.einsum("ngc,gcd->ngd", a, b), x.reshape(-1, g, cin // g), wg)
+        return y.reshape(x.shape[:-1] + (cout,))
     conv = functools.partial(
         jax.lax.conv_general_dilated,
         window_strides=(sh, sw),
