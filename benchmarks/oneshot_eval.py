@@ -105,15 +105,9 @@ def _fixed(ev, graphs, arch, alpha, weights, stats, recal_x, val_x, val_y):
     """The accuracy of one cell given as Python ints (no switch: only its ops are traced)."""
     g_train, g_eval = graphs
     if len(ev.recal_x):
-        zero = jax.tree_util.tree_map(jnp.zeros_like, stats)
+        from dnas.oneshot import recalibrated_stats
 
-        def recal(st, x):
-            m = nnx.merge(g_train, alpha, weights, st, copy=True)
-            m(x, arch)
-            return nnx.state(m, nnx.BatchStat), None
-
-        stats, _ = jax.lax.scan(recal, zero, recal_x)
-        stats = jax.tree_util.tree_map(lambda s: s / (1.0 - 0.9 ** len(ev.recal_x)), stats)
+        stats = recalibrated_stats(g_train, alpha, weights, stats, arch, recal_x, 1.0 - 0.9 ** len(ev.recal_x))
 
     def batch(hits, xy):
         x, y = xy

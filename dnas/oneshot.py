@@ -68,14 +68,7 @@ def make_evaluate(
     def one(alpha, weights, stats, vec, recal_x, val_x, val_y):
         arch = space.to_inputs(vec)
         if recalibrate:
-            def recal(st, x):
-                m = nnx.merge(g_train, alpha, weights, st, copy=True)
-                m(x, arch)
-                return nnx.state(m, nnx.BatchStat), None
-
-            zero = jax.tree_util.tree_map(jnp.zeros_like, stats)
-            stats, _ = jax.lax.scan(recal, zero, recal_x)
-            stats = jax.tree_util.tree_map(lambda v: v / correction, stats)
+            stats = recalibrated_stats(g_train, alpha, weights, stats, arch, recal_x, correction)
 
         def batch(carry, xy):
             x, y = xy
@@ -92,6 +85,25 @@ def make_evaluate(
         return jax.lax.map(lambda v: one(alpha, weights, stats, v, recal_x, val_x, val_y), vecs)
 
     return evaluate
+
+
+def recalibrated_stats(g_train: nnx.GraphDef, alpha: Any, weights: Any, stats: Any, arch: Any, recal_x: jax.Array, correction: float) -> Any:
+    """BatchNorm statistics of the subnet ``arch`` re-estimated on ``recal_x f32[R, B, H, W, C]``.
+
+    Every running statistic restarts from zero and follows ``R`` training-mode passes of
+    the subnet, divided by ``correction = 1 - (1 - m)^R``. A BatchNorm the subnet does not
+    run stays untouched by those passes (exactly zero), and keeps the supernet's value:
+    only the sampled path's statistics change.
+    """
+
+    def recal(st, x):
+        m = nnx.merge(g_train, alpha, weights, st, copy=True)
+        m(x, arch)
+        return nnx.state(m, nnx.BatchStat), None
+
+    zero = jax.tree_util.tree_map(jnp.zeros_like, stats)
+    new, _ = jax.lax.scan(recal, zero, recal_x)
+    return jax.tree_util.tree_map(lambda n, old: jnp.where(jnp.any(n != 0), n / correction, old), new, stats)
 
 
 @dataclasses.dataclass

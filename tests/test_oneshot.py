@@ -70,6 +70,18 @@ def test_bn_recalibration_is_the_debiased_running_average_of_the_subnet_batches(
     np.testing.assert_allclose(float(loss[0]), float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])), rtol=1e-4)
     no_recal = jax.jit(make_evaluate(space, net))(alpha, weights, stats, jnp.asarray(vec[None]), recal_x[:0], val_x, val_y)[1]
     assert abs(float(no_recal[0]) - float(loss[0])) > 1e-4  # recalibration changed the statistics used
+    # Only the sampled path's statistics change: the candidates not chosen keep the supernet's.
+    from dnas.oneshot import recalibrated_stats
+
+    new = nnx.to_pure_dict(recalibrated_stats(g_train, alpha, weights, stats, arch, recal_x, 1 - 0.9**3))
+    old = nnx.to_pure_dict(stats)
+    for stage in (0, 2, 4):
+        for e, label in enumerate(space.labels):
+            for o, op in old["layers"][stage]["edges"][e]["ops"].items():
+                same = all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(op),
+                                                                jax.tree_util.tree_leaves(new["layers"][stage]["edges"][e]["ops"][o])))
+                assert same == (int(o) != arch[label]), (stage, label, o)
+    assert not np.array_equal(old["stem_bn"]["mean"], new["stem_bn"]["mean"])  # shared layers are on every path
 
 
 def test_rsps_smoke_supernet_then_oneshot_estimator_and_dnas_eval(tmp_path, capsys):
