@@ -4,7 +4,9 @@
 
     dnas eval RUN_DIR --archs 1000 [--bn-recalib 4] [--table nb201_table.csv] [--out archs.csv]
 
-Samples ``--archs`` distinct architectures of the run's space, evaluates them with the
+Samples ``--archs`` distinct architectures of the run's space (``--sample policy``: drawn
+from the search's α instead, repeats allowed; ENAS picks its final cell so, the best of
+100 controller samples), evaluates them with the
 supernet of the run's newest checkpoint (:class:`dnas.oneshot.OneShotEvaluator`: one
 compilation for all of them; the supernet may have been trained by SPOS, RSPS, ENAS or any
 differentiable search), and prints one JSON line last::
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dnas.errors import DnasError
@@ -51,6 +54,19 @@ def sample_distinct(space: SearchSpace, n: int, key: jax.Array) -> np.ndarray:
         if rounds > 1000:  # a space whose sampler covers fewer architectures than it counts
             break
     return np.stack(list(seen.values())).astype(np.int32)
+
+
+def sample_policy(space: SearchSpace, alpha: dict[str, jax.Array], log_policy, n: int, key: jax.Array) -> np.ndarray:
+    """``n`` architectures drawn from a search's policy, ``int32[n, len(space)]``: each label
+    from ``log_policy(α_label)`` (ENAS' controller; ``log_softmax`` for the DARTS family),
+    independently, repeats allowed (ENAS' final selection samples its controller so).
+    """
+    if any(len(g) > 1 for g in space.groups):
+        raise DnasError("--sample policy draws every label on its own, but this space ties labels into groups; use --sample uniform")
+    logp = [log_policy(jnp.asarray(alpha[l], jnp.float32)) for l in space.labels]
+    keys = jax.random.split(key, len(logp))
+    cols = [np.asarray(jax.random.categorical(k, lp, shape=(n,))) for k, lp in zip(keys, logp)]
+    return np.stack(cols, axis=1).astype(np.int32)
 
 
 def rank_quality(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -100,7 +116,17 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise DnasError(f"--out {args.out!r} is a folder; give a CSV file path")
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
                                    seed=args.seed, chunk=args.chunk)
-    vecs = sample_distinct(ev.space, args.archs, jax.random.key(args.seed))
+    if args.sample == "policy":
+        from dnas.config import _kwargs, from_json
+        from dnas.relax import make_relaxation
+        from dnas.state import alpha_dict
+
+        config = from_json((run / "config.json").read_text())
+        relax = make_relaxation(config.relax, _kwargs(config.relax_kwargs), epochs=config.epochs)
+        vecs = sample_policy(ev.space, alpha_dict(ev.alpha), getattr(relax, "log_policy", jax.nn.log_softmax), args.archs,
+                             jax.random.key(args.seed))
+    else:
+        vecs = sample_distinct(ev.space, args.archs, jax.random.key(args.seed))
     truth = table_truth(ev.space, vecs, args.table, args.metric) if args.table else None
     t0 = time.perf_counter()
     out = ev.evaluate(vecs)
@@ -147,7 +173,10 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                        description="Samples architectures of a search run's space and evaluates them with its supernet's "
                                    "shared weights; prints one JSON line last.")
     p.add_argument("run", help="a dnas search run directory with a checkpoint (SPOS, RSPS, ENAS or any search)")
-    p.add_argument("--archs", type=int, default=100, help="distinct architectures to sample and evaluate")
+    p.add_argument("--archs", type=int, default=100, help="architectures to sample and evaluate")
+    p.add_argument("--sample", default="uniform", choices=("uniform", "policy"),
+                   help="uniform: distinct architectures drawn uniformly; policy: drawn from the search's α (ENAS' final "
+                        "selection: sample the controller, keep the best by one-shot accuracy)")
     p.add_argument("--bn-recalib", type=int, default=0, metavar="K", help="re-estimate each subnet's BatchNorm statistics on K train batches first")
     p.add_argument("--val-batches", type=int, default=8, help="validation batches (from the run's held-out split)")
     p.add_argument("--batch-size", type=int, default=0, help="examples per batch (0: the run's)")

@@ -211,7 +211,7 @@ def test_enas_reinforce_step_is_the_policy_gradient_of_the_sampled_path():
         assert any(not np.allclose(alpha1[l], alpha0[l]) for l in alpha0)
 
 
-def test_enas_smoke_searches_and_resumes_bit_identically(tmp_path):
+def test_enas_smoke_searches_and_resumes_bit_identically(tmp_path, capsys):
     """ENAS' smoke config runs (REINFORCE α, sampled paths); a run resumed from its middle
     checkpoint ends in the same state (α, weights, the controller's Adam, aggregation and
     reward baseline) as the uninterrupted one."""
@@ -241,6 +241,24 @@ def test_enas_smoke_searches_and_resumes_bit_identically(tmp_path):
 
     moved = [float(np.abs(np.asarray(v) - np.asarray(alpha_dict(like.alpha)[k])).max()) for k, v in alpha_dict(states[0].alpha).items()]
     assert max(moved) > 0
+    # ENAS' final selection: architectures drawn from the controller, ranked one-shot.
+    import json
+
+    from dnas.cli import main
+
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "full"), "--archs", "12", "--sample", "policy", "--val-batches", "1", "--chunk", "12"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["archs"] == 12 and out["compiles"] == 1 and out["best"].startswith("|")
+
+
+def test_policy_sampling_follows_the_logits():
+    from dnas.oneshot_cli import sample_policy
+
+    space = NB201Space(layers=1)
+    alpha = {l: jnp.array([0.0, 0.0, 0.0, 8.0, 0.0]) for l in space.labels}  # nor_conv_3x3 almost surely
+    vecs = sample_policy(space, alpha, jax.nn.log_softmax, 200, jax.random.key(0))
+    assert vecs.shape == (200, len(space.labels)) and (vecs == 3).mean() > 0.98
 
 
 def test_spos_smoke_supernet_then_evolution_over_it(tmp_path):

@@ -6,7 +6,9 @@ A controller policy samples a path through the supernet; the shared weights trai
 sampled path of each train batch, and the controller is trained by REINFORCE on the
 sampled path's accuracy on a val batch (+ entropy bonus, moving-average baseline), the two
 alternating every step (``dnas.plans.reinforce``; method ``enas`` in ``dnas.methods``).
-The derived architecture is the policy's most likely one.
+The derived architecture written by the search is the policy's most likely one; ENAS'
+own final selection (sample the controller 100 times, keep the best by one-shot accuracy,
+AutoDL's ``controller_num_samples``) is ``dnas eval RUN --archs 100 --sample policy``.
 
 Command:
   dnas search --config experiments/enas/config.py --workdir runs/enas --config.data_dir=CIFAR
