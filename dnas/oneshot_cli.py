@@ -18,7 +18,8 @@ differentiable search), and prints one JSON line last::
 The last four when ``--table`` (a NAS-Bench-201 table; the run's space must be the
 benchmark's cell) is given: rank correlation of the one-shot accuracy with the table's
 ``--metric`` column, the share of the one-shot top 10 % that is in the true top 10 %, and
-the table accuracy of the one-shot best cell.
+the table accuracy of the one-shot best cell; ``kendall_tau_by_loss`` and
+``spearman_by_loss`` rank by the negative one-shot loss instead.
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ def run_eval(args: argparse.Namespace) -> dict:
                "best_oneshot_acc": float(acc[best]), "oneshot_acc_mean": float(acc.mean())}
     if truth is not None:
         summary.update(rank_quality(acc, truth), metric=args.metric)
+        # The loss separates cells that tie on accuracy over a few hundred images.
+        by_loss = rank_quality(-out["loss"], truth)
+        summary.update(kendall_tau_by_loss=by_loss["kendall_tau"], spearman_by_loss=by_loss["spearman"])
     if args.out:
         tmp = Path(args.out).with_suffix(".tmp")
         with open(tmp, "w", newline="") as f:
