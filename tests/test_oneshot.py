@@ -312,3 +312,38 @@ def test_a_second_process_on_a_running_workdir_is_refused(tmp_path):
     with pytest.raises(DnasError, match="in use"):
         WorkdirLock(tmp_path)
     held.release()
+
+
+def test_evaluator_equals_the_derived_network_with_inherited_weights():
+    """What the one-shot evaluator reports for a cell is what the derived (discrete)
+    network, built with the supernet's weights (dnas.inherit) and the same statistics,
+    computes on the same batches: with the running statistics, and with statistics
+    recalibrated on the same batches in training mode."""
+    from dnas.genotype import NB201Genotype
+    from dnas.inherit import inherit
+
+    space, net, alpha, weights, stats, val_x, val_y, recal_x = _setup(recal=2)
+    nnx.update(net, stats)
+    ev0 = OneShotEvaluator(space, net, alpha, weights, stats, np.asarray(val_x), np.asarray(val_y), np.asarray(recal_x[:0]), chunk=2)
+    ev2 = OneShotEvaluator(space, net, alpha, weights, stats, np.asarray(val_x), np.asarray(val_y), np.asarray(recal_x), chunk=2)
+    cells = ["|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|",
+             "|nor_conv_1x1~0|+|none~0|nor_conv_3x3~1|+|nor_conv_3x3~0|skip_connect~1|avg_pool_3x3~2|"]
+    for cell in cells:
+        geno = NB201Genotype.parse(cell)
+        vec = space.genotype_to_vec(geno)[None]
+        for ev, recal in ((ev0, 0), (ev2, 2)):
+            out = ev.evaluate(vec)
+            derived = inherit(space, (weights, stats), geno, NB201Space.network(geno, C=4, layers=1, num_classes=3, in_channels=3, rngs=nnx.Rngs(1)))
+            if recal:  # the same recalibration by hand on the derived network: zeroed, R passes, debiased
+                nnx.update(derived, jax.tree_util.tree_map(jnp.zeros_like, nnx.state(derived, nnx.BatchStat)))
+                derived.train()
+                for x in recal_x:
+                    derived(x)
+                nnx.update(derived, jax.tree_util.tree_map(lambda v: v / (1 - 0.9**recal), nnx.state(derived, nnx.BatchStat)))
+            derived.eval()
+            logits = jnp.concatenate([derived(x).logits for x in val_x])
+            y = val_y.reshape(-1)
+            np.testing.assert_allclose(out["acc"][0], float(jnp.mean(jnp.argmax(logits, -1) == y)), atol=1e-6)
+            np.testing.assert_allclose(out["loss"][0], float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])), rtol=1e-4)
+    vec = space.genotype_to_vec(NB201Genotype.parse(cells[0]))[None]
+    assert abs(float(ev0.evaluate(vec)["loss"][0]) - float(ev2.evaluate(vec)["loss"][0])) > 1e-4  # the two settings differ
