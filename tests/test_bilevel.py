@@ -307,9 +307,13 @@ def test_every_plan_names_known_batches_keys_and_metric_passes():
     _, g, _, step, _, _ = _setup(1)
     maths_plan = step.plan
     assert [p.name for p in maths_plan.passes] == ["alpha", "weights"]
+    from dnas.relax import policy
+
+    first = ("first_order", "weights_only", "reinforce")
     for name in PLANS.names():
-        plan = make_search_step(g, darts_weight_optimizer(), darts_alpha_optimizer(), order=2 if name not in ("first_order", "weights_only") else 1,
-                                hypergradient=name if name not in ("first_order", "weights_only") else "finite_difference",
-                                update_alpha=name != "weights_only").plan
+        plan = make_search_step(g, darts_weight_optimizer(), darts_alpha_optimizer(), order=2 if name not in first else 1,
+                                hypergradient=name if name not in first else "finite_difference",
+                                update_alpha=name != "weights_only", alpha_grad="reinforce" if name == "reinforce" else "relaxation",
+                                relax=policy() if name == "reinforce" else None).plan
         assert all(p.batch in ("train", "val") and p.key in ("alpha", "weight", "unrolled") for p in plan.passes)
         assert plan.passes[-1].name == "weights" and plan.train_pass == len(plan.passes) - 1

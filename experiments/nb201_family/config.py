@@ -33,19 +33,27 @@ EPOCHS = 10
 
 
 def get_config(arg: str | None = None):
-    if not arg or arg not in METHODS.names() or arg in ("spos", "rsps"):
-        raise ValueError(f"give a differentiable method: {', '.join(n for n in METHODS.names() if n not in ('spos', 'rsps'))}")
-    from dnas.config import shared_data
+    """``arg``: ``METHOD[,smoke]`` (default ``darts``); ``smoke`` runs a few steps."""
+    flags = [a for a in (arg or "").split(",") if a]
+    smoke = "smoke" in flags
+    methods = [a for a in flags if a != "smoke"] or ["darts"]
+    name = methods[0]
+    if len(methods) > 1 or name not in METHODS.names() or name in ("spos", "rsps"):
+        raise ValueError(f"give one differentiable method: {', '.join(n for n in METHODS.names() if n not in ('spos', 'rsps'))} (and optionally ,smoke)")
+    from dnas.config import apply_smoke, shared_data
 
-    c = method_config(arg, epochs=EPOCHS, nb201=True)
+    c = method_config(name, epochs=EPOCHS, nb201=True)
     c.data_dir = shared_data("images", "cifar10_subset")
     c.dataset = "cifar10" if c.data_dir else "digits"
     c.layers, c.init_channels, c.batch_size = 1, 8, 64
-    c.downsample = 2  # 16x16 images: a quarter of the pixels
-    c.hessian_iters = 5 if arg != "enas" else 0  # ENAS' α gets no gradient through the network
+    c.downsample = 2 if c.dataset == "cifar10" else 1  # 16x16 images: a quarter of the pixels
+    c.hessian_iters = 5 if name != "enas" else 0  # ENAS' α gets no gradient through the network
     if "edge_norm" in c.space_kwargs:  # dnas' NB201 space has no edge normalisation: PC-DARTS runs with partial channels only
         del c.space_kwargs["edge_norm"]
     if c.a_warmup_epochs:
         c.a_warmup_epochs = round(c.a_warmup_epochs * EPOCHS / 50)
     c.log_every_steps, c.checkpoint_every_steps = 40, 400
+    if smoke:
+        apply_smoke(c, init_channels=4, layers=1)
+        c.hessian_iters = 0
     return c

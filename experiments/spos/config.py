@@ -22,7 +22,7 @@ nearest. Evolution: the paper's EA (population 50, 20 generations, top 10 parent
 mutation and crossover) is replaced by regularised evolution (Real et al. 2019:
 population 50, tournament 10) over 1,000 one-shot evaluations, the paper's FLOPs limit as
 a hard constraint (330 M multiply-adds at 224 × 224), BN recalibration on 4 batches
-(the paper recalibrates on 20,000 training images). ``:smoke``: 2 blocks per stage, 8
+(the paper recalibrates on 20,000 training images). ``:smoke``: 1 block per stage, 8
 channels, 3 candidates, a few steps; ``:evolution_smoke``: 40 evaluations.
 Expected result (paper, block search): 74.3 % ImageNet top-1 at 319 M FLOPs. Not run at
 paper settings with dnas; the smoke variants run in CI.
@@ -45,7 +45,7 @@ def _supernet(smoke: bool) -> ml_collections.ConfigDict:
     c.epochs, c.batch_size = 120, 128
     c.w_lr, c.w_lr_min, c.w_weight_decay = 0.1, 0.0, 4e-5
     if smoke:
-        apply_smoke(c, init_channels=8, layers=2)
+        apply_smoke(c, init_channels=8, layers=1)
         c.space_kwargs.ops = list(SMOKE_OPS)
     return c
 
