@@ -90,18 +90,13 @@ def rank_quality(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 def table_truth(space: SearchSpace, vecs: np.ndarray, table: str, metric: str) -> np.ndarray:
     """The NAS-Bench-201 table's ``metric`` for each architecture of an NB201-cell space."""
-    from dnas.estimators.nb201_table import _radix, load_table, table_path
+    from dnas.estimators.nb201_table import table_path, table_values
     from dnas.genotype import NB201_OPS
     from dnas.spaces import NB201Space
 
     if not isinstance(space, NB201Space) or not space.shared or tuple(space.ops) != tuple(NB201_OPS):
         raise DnasError("--table is a NAS-Bench-201 table: the run must search the benchmark's cell (space='nb201', its default ops, shared)")
-    path = table_path(table)
-    names, values, row_of_code = load_table(path, os.path.getmtime(path))
-    if metric not in names:
-        raise DnasError(f"the table has no column {metric!r}; choose one of {', '.join(names)}")
-    rows = row_of_code[vecs.astype(np.int64) @ _radix(NB201Space())]
-    return values[rows, names.index(metric)].astype(np.float64)
+    return table_values(table_path(table), vecs, metric)
 
 
 def run_eval(args: argparse.Namespace) -> dict:

@@ -94,6 +94,16 @@ def load_table(path: str, mtime: float = 0.0) -> tuple[tuple[str, ...], np.ndarr
     return names, values, row_of_code
 
 
+def table_values(path: str, vecs: np.ndarray, metric: str) -> np.ndarray:
+    """The table's ``metric`` column for cells ``vecs int[N, 6]`` (the benchmark space's
+    vector order), ``f64[N]``; an unknown column names the known ones."""
+    names, values, row_of_code = load_table(path, os.path.getmtime(path))
+    if metric not in names:
+        raise DnasError(f"the table has no column {metric!r}; choose one of {', '.join(names)}")
+    rows = row_of_code[np.asarray(vecs, np.int64) @ _radix(NB201Space())]
+    return values[rows, names.index(metric)].astype(np.float64)
+
+
 def nb201_table(space: NB201Space, table: str = "", cost: str = "cifar10_valid_12ep_time_s") -> Estimator:
     """The NAS-Bench-201 table as an estimator (pure lookup).
 

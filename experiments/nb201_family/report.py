@@ -48,12 +48,10 @@ def run(a: argparse.Namespace) -> None:
 def table(a: argparse.Namespace) -> dict:
     import numpy as np
 
-    from dnas.estimators.nb201_table import _radix, load_table
+    from dnas.estimators.nb201_table import table_values
     from dnas.genotype import NB201Genotype
     from dnas.spaces import NB201Space
 
-    names, values, row_of_code = load_table(a.table)
-    col = names.index("cifar10_test_200ep")
     space = NB201Space()
     out = Path(a.runs)
     times = json.loads((out / "times.json").read_text()) if (out / "times.json").exists() else {}
@@ -62,7 +60,7 @@ def table(a: argparse.Namespace) -> dict:
         method, seed = d.name.rsplit("_", 1)
         arch = json.loads((d / "genotype.json").read_text())["arch_str"]
         vec = space.genotype_to_vec(NB201Genotype.from_arch_str(arch))
-        acc = float(values[row_of_code[int(vec @ _radix(space))], col])
+        acc = float(table_values(a.table, vec[None], "cifar10_test_200ep")[0])
         epochs = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines() if '"event": "epoch"' in l]
         eig = [e["hessian_eigenvalue"] for e in epochs if "hessian_eigenvalue" in e]
         free = epochs[-1]["param_free_ops"]["cell"] if epochs else None
