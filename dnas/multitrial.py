@@ -301,7 +301,7 @@ def _run_built(b: Built, config: ml_collections.ConfigDict, workdir: Path, log: 
     h = History(*(np.concatenate(x)[: config.runs] for x in zip(*hists)))
     if b.estimator.pure:  # one lookup of every evaluation: the table is the record
         R, E, n = h.archs.shape
-        metrics = {k: v.reshape(R, E) for k, v in _metrics_of(b, h.archs.reshape(R * E, n)).items()}
+        metrics = {k: v.reshape(R, E) for k, v in metrics_of(b, h.archs.reshape(R * E, n)).items()}
     else:
         metrics = {k: np.concatenate([m[k] for m in stored])[: config.runs] for k in b.estimator.metrics}
     from dnas.multitrial_report import summarize
@@ -366,6 +366,11 @@ def run_host(b: Built, config: ml_collections.ConfigDict, workdir: Path, r: int,
     return h, {k: v[None] for k, v in met_h.items()}
 
 
-def _metrics_of(b: Built, archs: np.ndarray) -> dict[str, np.ndarray]:
+def metrics_of(b: Built, archs: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric of a built run's estimator for ``archs int32[K, n]``: ``{name: f32[K]}``.
+
+    Re-evaluates rather than reads the run's chunks, which store architectures only; meant
+    for pure estimators (benchmark tables, analytic costs), whose answer is the record.
+    """
     metrics, _ = jax.jit(b.estimator.evaluate)(jnp.asarray(archs), jax.random.key(0))
     return {k: np.asarray(v) for k, v in metrics.items()}

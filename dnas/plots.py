@@ -494,12 +494,12 @@ def _table_metrics(run_dir: Path, config: Mapping[str, Any], archs: np.ndarray) 
     ``None`` when the estimator cannot be rebuilt here (table moved, not pure)."""
     try:
         from dnas.config import from_json
-        from dnas.multitrial import _metrics_of, build
+        from dnas.multitrial import build, metrics_of
 
         b = build(from_json(json.dumps(dict(config))), run_dir)
         if not b.estimator.pure:
             return None
-        return _metrics_of(b, archs) if len(archs) else {k: np.zeros((0,), np.float32) for k in b.estimator.metrics}
+        return metrics_of(b, archs) if len(archs) else {k: np.zeros((0,), np.float32) for k in b.estimator.metrics}
     except (DnasError, OSError, ValueError, KeyError, TypeError):
         return None
 

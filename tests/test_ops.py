@@ -181,6 +181,46 @@ def test_grouped_pointwise_conv_as_batched_dot_matches_conv(groups, stride):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("h,k,stride,pad,dilation", [(9, 3, 1, 1, 1), (8, 3, 2, 1, 1), (10, 5, 1, 2, 1), (11, 3, 1, 2, 2), (12, 5, 2, 4, 2), (16, 3, 2, 0, 1), (7, 7, 2, 3, 1)])
+def test_conv_canonical_gradients_equal_jax_rules(h, k, stride, pad, dilation):
+    """conv2d's hand-written convolution gradients (canonical NHWC/HWIO convolutions, fast
+    on XLA CPU inside conditionals and loops) equal JAX's own transpose rules exactly, to
+    second order (reverse over reverse, GraSP) and forward over reverse (Hessian-vector
+    products of the collapse diagnostics); and the backward has no permuted convolution."""
+    from dnas.ops.layers import _conv_nhwc
+
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(9), (2, h, h + 1, 3), jnp.float64)
+        w = jax.random.normal(jax.random.key(10), (k, k, 3, 4), jnp.float64)
+
+        def ref(x, w):
+            return jax.lax.conv_general_dilated(
+                x, w, (stride,) * 2, ((pad, pad),) * 2, rhs_dilation=(dilation,) * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+
+        mine = lambda x, w: _conv_nhwc(x, w, (stride,) * 2, (pad, pad), dilation)  # noqa: E731
+        ct = jax.random.normal(jax.random.key(11), ref(x, w).shape, jnp.float64)
+        for a, b in zip(jax.vjp(ref, x, w)[1](ct), jax.vjp(mine, x, w)[1](ct)):
+            np.testing.assert_array_equal(a, b)
+        second = lambda f: jax.grad(lambda x, w: jnp.sum(jax.grad(lambda w: jnp.sum(f(x, w) ** 2))(w) ** 2), (0, 1))(x, w)  # noqa: E731
+        for a, b in zip(second(ref), second(mine)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
+        hvp = lambda f: jax.jvp(jax.grad(lambda w: jnp.sum(f(x, w) ** 3)), (w,), (jnp.ones_like(w),))[1]  # noqa: E731
+        np.testing.assert_allclose(hvp(mine), hvp(ref), rtol=1e-12, atol=1e-9)
+        jaxpr = jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(conv2d(x, w, stride, pad, dilation) * 1.0), (0, 1)))(x, w)
+    from jax.extend.core import jaxprs_in_params
+
+    def convs(j):
+        for e in j.eqns:
+            if e.primitive.name == "conv_general_dilated":
+                yield e.params["dimension_numbers"]
+            for sub in jaxprs_in_params(e.params):
+                yield from convs(sub)
+
+    dims = list(convs(jaxpr.jaxpr))
+    assert len(dims) == 3 and len(set(map(str, dims))) == 1, dims  # forward, input and kernel gradients, one layout
+
+
 def test_batchnorm_matches_pytorch_semantics():
     x = jax.random.normal(jax.random.key(3), (4, 3, 3, 2)) * 3 + 1
     bn = BatchNorm(2, affine=False)

@@ -309,15 +309,73 @@ def conv2d(
         wg = w[0, 0].reshape(cin // g, g, cout // g).transpose(1, 0, 2)  # output channel o is in group o // (cout / g)
         y = _gated(lambda a, b: jnp.einsum("ngc,gcd->ngd", a, b), x.reshape(-1, g, cin // g), wg)
         return y.reshape(x.shape[:-1] + (cout,))
-    conv = functools.partial(
-        jax.lax.conv_general_dilated,
-        window_strides=(sh, sw),
-        padding=((ph, ph), (pw, pw)),
-        rhs_dilation=(dilation, dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=groups,
-    )
+    if groups == 1:
+        conv = functools.partial(_conv_nhwc, strides=(sh, sw), pads=(ph, pw), dilation=dilation)
+    else:
+        conv = functools.partial(
+            jax.lax.conv_general_dilated,
+            window_strides=(sh, sw),
+            padding=((ph, ph), (pw, pw)),
+            rhs_dilation=(dilation, dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )
     return _gated(conv, x, w)
+
+
+def _dilated(n: int, d: int) -> int:
+    return 0 if n == 0 else 1 + d * (n - 1)
+
+
+def _conv_fwd_only(x: jax.Array, w: jax.Array, strides: tuple[int, int], pads: tuple[int, int], dilation: int) -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, w, strides, tuple((p, p) for p in pads), rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_nhwc(x: jax.Array, w: jax.Array, strides: tuple[int, int], pads: tuple[int, int], dilation: int) -> jax.Array:
+    """An NHWC/HWIO convolution (``groups = 1``) whose gradients are convolutions in the
+    canonical ``NHWC/HWIO`` form too.
+
+    Why: JAX writes a convolution's input and kernel gradients with permuted dimension
+    numbers (``f01b_i01o->01bf``), and XLA's CPU backend brings those into its fast form
+    only in the top-level computation. Inside a ``lax.cond``/``lax.switch`` branch or a
+    ``lax.scan`` body (index-mode supernets, sampled paths, the fused search step, the
+    zero-cost scorer) they ran on a generic path, 30x (kernel gradient) and 6x (input
+    gradient) slower for a 3x3 convolution at C=8 (``benchmarks/RESULTS.md``). Here both
+    gradients are computed from explicitly transposed operands in the canonical form,
+    the same arithmetic as JAX's rules (bit-equal results in the tests).
+    """
+    return _conv_fwd_only(x, w, strides, pads, dilation)
+
+
+def _conv_nhwc_fwd(x, w, strides, pads, dilation):
+    return _conv_fwd_only(x, w, strides, pads, dilation), (x, w)
+
+
+def _conv_nhwc_bwd(strides, pads, dilation, res, dy):
+    x, w = res
+    in_hw, k_hw, out_hw = x.shape[1:3], w.shape[:2], dy.shape[1:3]
+    # Input gradient: dy (dilated by the stride) convolved with the flipped kernel, in/out swapped.
+    pad_x = []
+    for n, k, s, p, o in zip(in_hw, k_hw, strides, pads, out_hw):
+        lo = _dilated(k, dilation) - p - 1
+        pad_x.append((lo, _dilated(n, 1) + _dilated(k, dilation) - 1 - _dilated(o, s) - lo))
+    w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(dy.dtype)
+    dx = jax.lax.conv_general_dilated(
+        dy, w_t, (1, 1), pad_x, lhs_dilation=strides, rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    # Kernel gradient: channels as the batch, the images' batch as the features, dy as the window.
+    pad_w = [(p, o_d - _dilated(n, 1) + _dilated(k, dilation) - p - 1) for n, k, p, o_d in zip(in_hw, k_hw, pads, (_dilated(o, s) for o, s in zip(out_hw, strides)))]
+    dw = jax.lax.conv_general_dilated(
+        x.astype(dy.dtype).transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (dilation, dilation), pad_w,
+        rhs_dilation=strides, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    ).transpose(1, 2, 0, 3)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
 
 
 def _gated(fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, w: jax.Array) -> jax.Array:
