@@ -81,6 +81,23 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
     return jnp.swapaxes(y, -1, -2).reshape(x.shape)
 
 
+def _remat_branch(i: int) -> Callable[[nnx.List, jax.Array], jax.Array]:
+    """The ``lax.switch`` branch that runs candidate ``i``, rematerialised.
+
+    Why: differentiating a switch makes every branch return the residuals of all
+    branches (zeros where not taken), and XLA writes and copies those buffers whichever
+    branch runs. A rematerialised branch keeps only its inputs (already live) and
+    recomputes the chosen op in the backward pass: the gradient through a switch of NB201's
+    five candidates at C=16 measured 1.2-7x faster per candidate (``benchmarks/RESULTS.md``);
+    values, gradients and BatchNorm statistics are unchanged (a test checks them).
+    """
+
+    def run(ops: nnx.List, x: jax.Array) -> jax.Array:
+        return ops[i](x)
+
+    return nnx.remat(run)
+
+
 class MixedOp(nnx.Module):
     """All candidates of one labelled choice on one edge.
 
@@ -146,7 +163,7 @@ class MixedOp(nnx.Module):
 
     def _candidates(self, x: jax.Array, a: jax.Array | Sampled) -> jax.Array:
         k = len(self.candidates)
-        branches = [(lambda ops, x, i=i: ops[i](x)) for i in range(k)]
+        branches = [_remat_branch(i) for i in range(k)]
         if isinstance(a, Sampled):
             if a.weight.shape != (k,) or a.index.ndim != 1:
                 raise DnasError(

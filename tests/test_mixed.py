@@ -27,6 +27,29 @@ def test_mix_equals_weighted_sum_and_index_equals_single_op():
         op(x, jnp.ones(3))
 
 
+def test_switch_gradient_and_batch_stats_equal_the_chosen_op():
+    """The index mode's rematerialised switch branch: the gradient (weights and input)
+    and the updated BatchNorm statistics equal those of calling the chosen op itself."""
+    ops = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+    op = MixedOp("e", ops, 4, 4, 1, pool_bn=False, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 4))
+    gd, params, rest = nnx.split(op, nnx.Param, ...)
+
+    def loss(p, x, i, direct):
+        m = nnx.merge(gd, p, rest, copy=True)
+        y = m.ops[i](x) if direct else m(x, jnp.int32(i))
+        return jnp.sum(jnp.sin(y)), nnx.state(m, nnx.BatchStat)
+
+    before = jax.tree_util.tree_leaves(nnx.state(op, nnx.BatchStat))
+    for i in range(len(ops)):
+        (g_ref, st_ref) = jax.grad(loss, (0, 1), has_aux=True)(params, x, i, True)
+        (g, st) = jax.jit(jax.grad(loss, (0, 1), has_aux=True), static_argnums=(2, 3))(params, x, i, False)
+        for a, b in zip(jax.tree_util.tree_leaves(g + (st,)), jax.tree_util.tree_leaves(g_ref + (st_ref,))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        changed = sum(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(st), before))
+        assert changed == (2 if ops[i].startswith("nor_conv") else 0)  # that op's BN mean and var, nothing else
+
+
 def _tiny_darts(shared, layers=3):
     space = DartsSpace(layers=layers, nodes=2, ops=OPS4, shared=shared)
     return space, DartsSearchNetwork(space, C=4, num_classes=3, rngs=nnx.Rngs(0))
