@@ -310,6 +310,29 @@ class WorkdirLock:
             self.fd = -1
 
 
+def open_run(
+    workdir: str | Path, prepare: Callable[[], Any], *, must_exist: bool = False
+) -> tuple[Any, WorkdirLock]:
+    """Locks ``workdir`` and then runs ``prepare()`` (which writes or checks its config):
+    ``(prepare's result, the lock)``; release the lock when the run ends.
+
+    Why in this order: two processes started at once on a new directory would otherwise
+    both find no ``config.json`` and both write one before either takes the lock. The
+    directory is created first only so that the lock file has a place; ``must_exist``
+    runs ``prepare`` unlocked when the directory holds no config (it can only refuse).
+    """
+    workdir = Path(workdir)
+    if must_exist and not (workdir / "config.json").exists():
+        prepare()
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = WorkdirLock(workdir)
+    try:
+        return prepare(), lock
+    except BaseException:
+        lock.release()
+        raise
+
+
 def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
     head, _, sub = dotted.partition(".")
     value = config.get(head)
@@ -325,8 +348,7 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
     that state is not checkpointed, so the newest checkpoint is the last finite one.
     """
     workdir = Path(workdir)
-    config = prepare_workdir(workdir, config)
-    lock = WorkdirLock(workdir)
+    config, lock = open_run(workdir, lambda: prepare_workdir(workdir, config), must_exist=config is None)
     stop = SignalFlag()
     try:
         return _search(config, workdir, log, stop)

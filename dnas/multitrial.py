@@ -254,12 +254,11 @@ def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: 
     """
     t0 = time.perf_counter()
     check_multitrial(config)
-    from dnas.loop import WorkdirLock
+    from dnas.loop import open_run
 
     workdir = Path(workdir)
     b = build(config, workdir)  # before touching the workdir: a bad table or name fails cleanly
-    _prepare(workdir, config)
-    lock = WorkdirLock(workdir)
+    _, lock = open_run(workdir, lambda: _prepare(workdir, config))
     try:
         return _run_built(b, config, workdir, log, t0)
     finally:

@@ -53,11 +53,10 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     SIGINT/SIGTERM write a checkpoint and raise :class:`dnas.loop.Interrupted`; running the
     same command again resumes.
     """
-    from dnas.loop import SignalFlag, WorkdirLock, prepare_workdir
+    from dnas.loop import SignalFlag, open_run, prepare_workdir
 
     workdir = Path(workdir)
-    config = prepare_workdir(workdir, config)
-    lock = WorkdirLock(workdir)
+    config, lock = open_run(workdir, lambda: prepare_workdir(workdir, config), must_exist=config is None)
     stop = SignalFlag()
     try:
         return _train(config, workdir, log, stop)

@@ -312,6 +312,21 @@ def test_a_second_process_on_a_running_workdir_is_refused(tmp_path):
     with pytest.raises(DnasError, match="in use"):
         WorkdirLock(tmp_path)
     held.release()
+    # The lock comes before the config: a run starting on a new directory another process
+    # has just locked is refused without writing its config.json there.
+    from dnas.config import search_defaults
+    from dnas.loop import run_search
+
+    fresh = tmp_path / "new"
+    fresh.mkdir()
+    held = WorkdirLock(fresh)
+    with pytest.raises(DnasError, match="in use"):
+        run_search(search_defaults(), fresh)
+    assert not (fresh / "config.json").exists()
+    held.release()
+    with pytest.raises(DnasError, match="holds no run"):
+        run_search(None, tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
 
 
 def test_evaluator_equals_the_derived_network_with_inherited_weights():
