@@ -6,7 +6,9 @@ mixed op is a ``lax.switch`` and only the chosen op runs), and the architectures
 ``lax.map`` inside one jitted function (under ``vmap`` a switch would run every branch).
 So any number of architectures, in chunks of a fixed size, costs one compilation.
 
-BatchNorm recalibration (Guo et al., "Single Path One-Shot NAS", ECCV 2020; Cai et al.,
+Three BatchNorm modes: the supernet's running statistics; batch statistics (every
+validation batch normalised by its own, NAS-Bench-201's ``track_running_stats=False``);
+and BatchNorm recalibration (Guo et al., "Single Path One-Shot NAS", ECCV 2020; Cai et al.,
 "Once-for-All", ICLR 2020): the running statistics a supernet accumulates mix every
 sampled path, so each subnet's are re-estimated before it is evaluated, from ``R`` training
 batches in training mode, starting from zero and divided by ``1 - (1 - m)^R`` (the
@@ -42,7 +44,7 @@ from dnas.space import SearchSpace
 
 
 def make_evaluate(
-    space: SearchSpace, model: nnx.Module, *, recalibrate: int = 0, momentum: float = 0.1
+    space: SearchSpace, model: nnx.Module, *, recalibrate: int = 0, momentum: float = 0.1, batch_stats: bool = False
 ) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """The pure one-shot evaluation function of a supernet.
 
@@ -52,16 +54,21 @@ def make_evaluate(
       recalibrate: training batches per architecture to re-estimate BatchNorm statistics
         (0: use the supernet's running statistics).
       momentum: the BatchNorm momentum of the supernet's layers (dnas': 0.1).
+      batch_stats: normalise every validation batch with its own statistics (BatchNorm in
+        training mode, nothing kept), as NAS-Bench-201's weight-sharing baselines evaluate
+        (``track_running_stats=False``, Dong & Yang, ICLR 2020); excludes ``recalibrate``.
 
     Returns:
       ``evaluate(alpha, weights, stats, vecs int32[P, n], recal_x f32[R, B, H, W, C],
       val_x f32[K, B, H, W, C], val_y int32[K, B]) -> (acc f32[P], loss f32[P])``, inputs
       already normalised; jit it once.
     """
+    if batch_stats and recalibrate:
+        raise DnasError("batch statistics and BatchNorm recalibration exclude each other: pick one")
     model.train()
     g_train = nnx.graphdef(model)
     model.eval()
-    g_eval = nnx.graphdef(model)
+    g_eval = g_train if batch_stats else nnx.graphdef(model)
     model.train()
     correction = 1.0 - (1.0 - momentum) ** max(recalibrate, 1)
 
@@ -115,6 +122,7 @@ class OneShotEvaluator:
       val_x, val_y: ``K`` validation batches (normalised), ``f32[K, B, H, W, C]``, ``int32[K, B]``.
       recal_x: ``R`` training batches for BatchNorm recalibration (``R = 0``: none).
       chunk: architectures per compiled call (a shorter last chunk is padded).
+      batch_stats: normalise with each validation batch's own statistics instead.
     """
 
     space: SearchSpace
@@ -127,9 +135,10 @@ class OneShotEvaluator:
     recal_x: np.ndarray
     chunk: int = 32
     compiles: int = 0
+    batch_stats: bool = False
 
     def __post_init__(self) -> None:
-        fn = make_evaluate(self.space, self.model, recalibrate=len(self.recal_x))
+        fn = make_evaluate(self.space, self.model, recalibrate=len(self.recal_x), batch_stats=self.batch_stats)
 
         def counted(*args):
             self.compiles += 1  # runs once per trace, i.e. per compilation
@@ -158,7 +167,8 @@ class OneShotEvaluator:
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, *, recalibrate: int = 0, val_batches: int = 8, batch_size: int = 0, seed: int = 0, chunk: int = 32
+        cls, run_dir: str | Path, *, recalibrate: int = 0, val_batches: int = 8, batch_size: int = 0, seed: int = 0, chunk: int = 32,
+        batch_stats: bool = False,
     ) -> "OneShotEvaluator":
         """The evaluator of a search run's newest checkpoint (a supernet trained by
         ``dnas search``, e.g. SPOS: ``relax="uniform"``, ``update_alpha=False``).
@@ -194,7 +204,7 @@ class OneShotEvaluator:
         norm = lambda x: np.asarray(normalize(jnp.asarray(x), d.mean, d.std))  # noqa: E731
         val_x = norm(d.train_x[vi.reshape(-1)]).reshape(vi.shape + d.image_shape)
         recal_x = norm(d.train_x[ri.reshape(-1)]).reshape(ri.shape + d.image_shape) if recalibrate else np.zeros((0, bs) + d.image_shape, np.float32)
-        return cls(setup.space, model, state.alpha, state.weights, state.stats, val_x, d.train_y[vi], recal_x, chunk)
+        return cls(setup.space, model, state.alpha, state.weights, state.stats, val_x, d.train_y[vi], recal_x, chunk, batch_stats=batch_stats)
 
 
 def timed_accuracy(ev: OneShotEvaluator, vecs: np.ndarray) -> tuple[np.ndarray, float]:

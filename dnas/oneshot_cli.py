@@ -2,7 +2,7 @@
 
 ::
 
-    dnas eval RUN_DIR --archs 1000 [--bn-recalib 4] [--table nb201_table.csv] [--out archs.csv]
+    dnas eval RUN_DIR --archs 1000 [--bn-recalib 4 | --bn-batch] [--table nb201_table.csv] [--out archs.csv]
 
 Samples ``--archs`` distinct architectures of the run's space (``--sample policy``: drawn
 from the search's α instead, repeats allowed; ENAS picks its final cell so, the best of
@@ -108,10 +108,12 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise DnasError(f"--archs must be >= 1, got {args.archs}")
     if args.bn_recalib < 0 or args.val_batches < 1:
         raise DnasError("--bn-recalib must be >= 0 and --val-batches >= 1")
+    if args.bn_batch and args.bn_recalib:
+        raise DnasError("--bn-batch and --bn-recalib exclude each other: batch statistics need no recalibration")
     if args.out and Path(args.out).exists() and Path(args.out).is_dir():
         raise DnasError(f"--out {args.out!r} is a folder; give a CSV file path")
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
-                                   seed=args.seed, chunk=args.chunk)
+                                   seed=args.seed, chunk=args.chunk, batch_stats=args.bn_batch)
     if args.sample == "policy":
         from dnas.config import _kwargs, from_json
         from dnas.relax import make_relaxation
@@ -131,7 +133,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     names = [_readable(ev.space, v) for v in vecs]
     best = int(np.argmax(acc))
     summary = {"archs": int(len(vecs)), "compiles": ev.compiles, "archs_per_s": len(vecs) / secs, "seconds": secs,
-               "recalibrate": args.bn_recalib, "val_examples": int(ev.val_y.size), "best": names[best],
+               "recalibrate": args.bn_recalib, "bn": "batch" if args.bn_batch else ("recalibrated" if args.bn_recalib else "running"),
+               "val_examples": int(ev.val_y.size), "best": names[best],
                "best_oneshot_acc": float(acc[best]), "oneshot_acc_mean": float(acc.mean())}
     if truth is not None:
         summary.update(rank_quality(acc, truth), metric=args.metric)
@@ -177,6 +180,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="uniform: distinct architectures drawn uniformly; policy: drawn from the search's α (ENAS' final "
                         "selection: sample the controller, keep the best by one-shot accuracy)")
     p.add_argument("--bn-recalib", type=int, default=0, metavar="K", help="re-estimate each subnet's BatchNorm statistics on K train batches first")
+    p.add_argument("--bn-batch", action="store_true",
+                   help="normalise each validation batch with its own statistics (NAS-Bench-201's track_running_stats=False)")
     p.add_argument("--val-batches", type=int, default=8, help="validation batches (from the run's held-out split)")
     p.add_argument("--batch-size", type=int, default=0, help="examples per batch (0: the run's)")
     p.add_argument("--table", default="", help="NAS-Bench-201 table CSV: rank correlation with its accuracies")

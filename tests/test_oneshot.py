@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from dnas.errors import DnasError
 from dnas.oneshot import OneShotEvaluator, make_evaluate
 from dnas.spaces import NB201Space
 from dnas.state import split_model
@@ -82,6 +83,26 @@ def test_bn_recalibration_is_the_debiased_running_average_of_the_subnet_batches(
                                                                 jax.tree_util.tree_leaves(new["layers"][stage]["edges"][e]["ops"][o])))
                 assert same == (int(o) != arch[label]), (stage, label, o)
     assert not np.array_equal(old["stem_bn"]["mean"], new["stem_bn"]["mean"])  # shared layers are on every path
+
+
+def test_batch_statistics_mode_normalises_each_validation_batch_by_its_own():
+    """``batch_stats=True``: each validation batch goes through the subnet in training-mode
+    BatchNorm (its own mean and variance), the supernet's statistics are not read."""
+    space, net, alpha, weights, stats, val_x, val_y, recal_x = _setup()
+    vec = np.asarray(space.sample(jax.random.key(4)))
+    evaluate = jax.jit(make_evaluate(space, net, batch_stats=True))
+    acc, loss = evaluate(alpha, weights, stats, jnp.asarray(vec[None]), recal_x[:0], val_x, val_y)
+    other = jax.tree_util.tree_map(lambda v: v * 3.0 + 1.0, stats)  # any running statistics give the same
+    np.testing.assert_allclose(evaluate(alpha, weights, other, jnp.asarray(vec[None]), recal_x[:0], val_x, val_y)[1], loss, rtol=1e-6)
+    net.train()
+    arch = {l: int(i) for l, i in zip(space.labels, vec)}
+    logits = jnp.concatenate([nnx.merge(nnx.graphdef(net), alpha, weights, stats, copy=True)(x, arch).logits for x in val_x])
+    y = val_y.reshape(-1)
+    np.testing.assert_allclose(float(loss[0]), float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])), rtol=1e-4)
+    running = jax.jit(make_evaluate(space, net))(alpha, weights, stats, jnp.asarray(vec[None]), recal_x[:0], val_x, val_y)[1]
+    assert abs(float(running[0]) - float(loss[0])) > 1e-4
+    with pytest.raises(DnasError, match="exclude each other"):
+        make_evaluate(space, net, recalibrate=2, batch_stats=True)
 
 
 def test_rsps_smoke_supernet_then_oneshot_estimator_and_dnas_eval(tmp_path, capsys):

@@ -18,13 +18,14 @@ from dnas.estimators import ESTIMATORS, Estimator
 from dnas.space import SearchSpace
 
 
-def oneshot(space: SearchSpace, run_dir: str = "", recalibrate: int = 0, val_batches: int = 8, seed: int = 0) -> Estimator:
+def oneshot(space: SearchSpace, run_dir: str = "", recalibrate: int = 0, val_batches: int = 8, seed: int = 0, batch_stats: bool = False) -> Estimator:
     """An estimator reading the supernet of the search run in ``run_dir``.
 
     Args:
       space: the space the strategy searches (must have the supernet's labels).
       run_dir: a ``dnas search`` run directory with a checkpoint.
       recalibrate: training batches for BatchNorm recalibration per architecture.
+      batch_stats: normalise each validation batch with its own statistics instead.
       val_batches: validation batches (from the run's held-out α split).
       seed: draws those batches.
     """
@@ -32,7 +33,7 @@ def oneshot(space: SearchSpace, run_dir: str = "", recalibrate: int = 0, val_bat
 
     if not run_dir:
         raise DnasError("the oneshot estimator needs estimator_kwargs.run_dir: a dnas search run directory with a trained supernet")
-    ev = OneShotEvaluator.from_run(run_dir, recalibrate=recalibrate, val_batches=val_batches, seed=seed)
+    ev = OneShotEvaluator.from_run(run_dir, recalibrate=recalibrate, val_batches=val_batches, seed=seed, batch_stats=batch_stats)
     if tuple(ev.space.labels) != tuple(space.labels):
         raise DnasError(f"the supernet in {run_dir!r} has other labels than the searched space; search the space it was trained on")
 
