@@ -87,8 +87,8 @@ def _remat_branch(i: int) -> Callable[[nnx.List, jax.Array], jax.Array]:
     Why: differentiating a switch makes every branch return the residuals of all
     branches (zeros where not taken), and XLA writes and copies those buffers whichever
     branch runs. A rematerialised branch keeps only its inputs (already live) and
-    recomputes the chosen op in the backward pass: the gradient through a switch of NB201's
-    five candidates at C=16 measured 1.2-7x faster per candidate (``benchmarks/RESULTS.md``);
+    recomputes the chosen op in the backward pass, which measured faster for every NB201
+    candidate (``benchmarks/RESULTS.md``, "Convolution gradients inside conditionals");
     values, gradients and BatchNorm statistics are unchanged (a test checks them).
     """
 

@@ -342,8 +342,8 @@ def _conv_nhwc(x: jax.Array, w: jax.Array, strides: tuple[int, int], pads: tuple
     numbers (``f01b_i01o->01bf``), and XLA's CPU backend brings those into its fast form
     only in the top-level computation. Inside a ``lax.cond``/``lax.switch`` branch or a
     ``lax.scan`` body (index-mode supernets, sampled paths, the fused search step, the
-    zero-cost scorer) they ran on a generic path, 30x (kernel gradient) and 6x (input
-    gradient) slower for a 3x3 convolution at C=8 (``benchmarks/RESULTS.md``). Here both
+    zero-cost scorer) they ran on a generic path, an order of magnitude slower
+    (``benchmarks/RESULTS.md``, "Convolution gradients inside conditionals"). Here both
     gradients are computed from explicitly transposed operands in the canonical form,
     the same arithmetic as JAX's rules (bit-equal results in the tests).
     """
