@@ -204,7 +204,10 @@ def _depthwise_shift(x: jax.Array, w: jax.Array, stride: int, pad: int, dilation
 
 
 def _depthwise_shift_fwd(x, w, stride, pad, dilation):
-    return _depthwise_shift(x, w, stride, pad, dilation), (x, w)
+    # Forward rules call the undecorated functions (``.fun``), here and below: a
+    # custom-VJP call inside a forward rule cannot be differentiated forward, which a
+    # Hessian-vector product (jvp of grad) does.
+    return _depthwise_shift.fun(x, w, stride, pad, dilation), (x, w)
 
 
 def _depthwise_input_grad(x, w, dy, stride, pad, dilation):
@@ -229,7 +232,7 @@ def _depthwise_shift_gated(x: jax.Array, w: jax.Array, flag: jax.Array, stride: 
 
 
 def _depthwise_shift_gated_fwd(x, w, flag, stride, pad, dilation):
-    return _depthwise_shift(x, w, stride, pad, dilation), (x, w, flag)
+    return _depthwise_shift.fun(x, w, stride, pad, dilation), (x, w, flag)
 
 
 def _depthwise_shift_gated_bwd(stride, pad, dilation, res, dy):
@@ -390,7 +393,14 @@ def _kernel_gated(fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array,
 
 
 def _kernel_gated_fwd(fn, x, w, flag):
-    return fn(x, w), (x, w, flag)
+    return _undecorated(fn)(x, w), (x, w, flag)
+
+
+def _undecorated(fn: Callable[[jax.Array, jax.Array], jax.Array]) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """``fn`` without its custom VJP, when it is a ``functools.partial`` of one."""
+    if isinstance(fn, functools.partial) and isinstance(fn.func, jax.custom_vjp):
+        return functools.partial(fn.func.fun, *fn.args, **fn.keywords)
+    return fn
 
 
 def _kernel_gated_bwd(fn, res, dy):
@@ -522,7 +532,7 @@ def _window_sum(x: jax.Array, k: int, stride: int, pad: int) -> jax.Array:
 
 
 def _window_sum_fwd(x, k, stride, pad):
-    return _window_sum(x, k, stride, pad), x.shape
+    return _window_sum.fun(x, k, stride, pad), x.shape
 
 
 def _window_sum_bwd(k, stride, pad, shape, dy):

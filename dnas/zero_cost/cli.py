@@ -132,7 +132,7 @@ def add_zero_cost_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", default="", help="nb201_table.csv: report Spearman/Kendall against --metric")
     p.add_argument("--metric", default="cifar10_test_200ep")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-proxy", action="store_true", help="one compiled program per proxy instead of one for all (faster to compile on CPU)")
+    p.add_argument("--per-proxy", action="store_true", help="one compiled program per proxy instead of one for all (faster on CPU in total)")
     p.add_argument("--out", default="", help="write per-architecture scores here (JSON lines)")
     p.set_defaults(fn=lambda a: print(json.dumps(run_zero_cost(a))) or 0)
 

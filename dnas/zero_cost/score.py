@@ -210,9 +210,8 @@ class ZeroCostScorer:
       batch_shape: ``(B, H, W, C_in)`` of the batch every architecture sees.
       fused: all proxies in one program (one compilation) or one program per proxy
         (as many compilations as proxies, still independent of the number of
-        architectures). XLA's CPU compile time grows faster than the program: all nine
-        proxies fused at NB201 N=1 compiled for over 15 minutes on a loaded 2-core
-        machine, while each alone took under one.
+        architectures). On CPU the per-proxy programs also score faster in total
+        (``benchmarks/RESULTS.md``); the fused one is the single compilation.
 
     Example:
       >>> scorer = ZeroCostScorer(NB201Space(layers=1), ("synflow", "naswot"), C=8,
