@@ -16,14 +16,14 @@ training set (the other half is the validation split the one-shot accuracies are
 on). RSPS then draws random cells and keeps the best by one-shot accuracy (``dnas eval``,
 or the ``oneshot`` estimator under ``random``). SPOS (Guo et al., ECCV 2020) trains the
 supernet the same way and searches it by evolution (``experiments/spos``).
-``:cpu`` trades width and depth for time (C=8, N=2, 60 epochs on the 5,085-image CIFAR
-subset in ``../shared/data``).
+``:cpu`` trades width and depth for time (C=8, N=2, the benchmark's 250 epochs on the
+5,085-image CIFAR subset in ``../shared/data``).
 Expected result: the benchmark reports RSPS' chosen cells at 87.66 ± 1.69 % CIFAR-10
 test accuracy; one-shot rankings of NB201 cells correlate weakly with the true ones
 (Kendall τ around 0.2-0.6 in the literature, depending on BN handling and training).
 Measured here (``:cpu``): see experiments/README.md, "One-shot ranking".
 Run time: a few GPU hours at paper settings (not measured with dnas on a GPU); ``:cpu``
-about 17 minutes of training on a quiet 2-core CPU; ``:smoke`` seconds after compiling.
+35 minutes of training on one CPU core; ``:smoke`` seconds after compiling.
 """
 
 from dnas.config import apply_smoke, search_defaults
@@ -45,7 +45,7 @@ def get_config(arg: str | None = None):
         from dnas.config import shared_data
 
         c.data_dir = shared_data("images", "cifar10_subset")
-        c.layers, c.init_channels, c.epochs, c.batch_size = 2, 8, 60, 64
+        c.layers, c.init_channels, c.epochs, c.batch_size = 2, 8, 250, 64
         c.log_every_steps, c.checkpoint_every_steps = 20, 200
     if arg == "smoke":
         apply_smoke(c, init_channels=4, layers=1)
