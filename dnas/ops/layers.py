@@ -330,10 +330,7 @@ def _dilated(n: int, d: int) -> int:
     return 0 if n == 0 else 1 + d * (n - 1)
 
 
-def _conv_fwd_only(x: jax.Array, w: jax.Array, strides: tuple[int, int], pads: tuple[int, int], dilation: int) -> jax.Array:
-    return jax.lax.conv_general_dilated(
-        x, w, strides, tuple((p, p) for p in pads), rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
+_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -350,32 +347,26 @@ def _conv_nhwc(x: jax.Array, w: jax.Array, strides: tuple[int, int], pads: tuple
     gradients are computed from explicitly transposed operands in the canonical form,
     the same arithmetic as JAX's rules (bit-equal results in the tests).
     """
-    return _conv_fwd_only(x, w, strides, pads, dilation)
+    return jax.lax.conv_general_dilated(x, w, strides, [(p, p) for p in pads], rhs_dilation=(dilation, dilation), dimension_numbers=_NHWC)
 
 
 def _conv_nhwc_fwd(x, w, strides, pads, dilation):
-    return _conv_fwd_only(x, w, strides, pads, dilation), (x, w)
+    return _conv_nhwc.fun(x, w, strides, pads, dilation), (x, w)
 
 
 def _conv_nhwc_bwd(strides, pads, dilation, res, dy):
     x, w = res
-    in_hw, k_hw, out_hw = x.shape[1:3], w.shape[:2], dy.shape[1:3]
+    # Per spatial axis: input size, dilated kernel extent, padding, stride-dilated output extent.
+    axes = [(n, _dilated(k, dilation), p, _dilated(o, s)) for n, k, p, o, s in zip(x.shape[1:3], w.shape[:2], pads, dy.shape[1:3], strides)]
     # Input gradient: dy (dilated by the stride) convolved with the flipped kernel, in/out swapped.
-    pad_x = []
-    for n, k, s, p, o in zip(in_hw, k_hw, strides, pads, out_hw):
-        lo = _dilated(k, dilation) - p - 1
-        pad_x.append((lo, _dilated(n, 1) + _dilated(k, dilation) - 1 - _dilated(o, s) - lo))
+    pad_x = [(k - p - 1, n - o + p) for n, k, p, o in axes]
     w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(dy.dtype)
-    dx = jax.lax.conv_general_dilated(
-        dy, w_t, (1, 1), pad_x, lhs_dilation=strides, rhs_dilation=(dilation, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
+    dx = jax.lax.conv_general_dilated(dy, w_t, (1, 1), pad_x, lhs_dilation=strides, rhs_dilation=(dilation, dilation), dimension_numbers=_NHWC)
     # Kernel gradient: channels as the batch, the images' batch as the features, dy as the window.
-    pad_w = [(p, o_d - _dilated(n, 1) + _dilated(k, dilation) - p - 1) for n, k, p, o_d in zip(in_hw, k_hw, pads, (_dilated(o, s) for o, s in zip(out_hw, strides)))]
-    dw = jax.lax.conv_general_dilated(
-        x.astype(dy.dtype).transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (dilation, dilation), pad_w,
-        rhs_dilation=strides, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    ).transpose(1, 2, 0, 3)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
+    pad_w = [(p, o - n + k - p - 1) for n, k, p, o in axes]
+    xt, dyt = x.astype(dy.dtype).transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3)
+    dw = jax.lax.conv_general_dilated(xt, dyt, (dilation, dilation), pad_w, rhs_dilation=strides, dimension_numbers=_NHWC)
+    return dx.astype(x.dtype), dw.transpose(1, 2, 0, 3).astype(w.dtype)
 
 
 _conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
