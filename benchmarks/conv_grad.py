@@ -11,7 +11,7 @@ times (medians reported):
 - ``micro``: the kernel and input gradient of one 3x3 convolution (``C -> C``, batch
   ``B``, ``hw x hw``) at the top level of a jitted function, inside a ``lax.switch``
   branch and inside a ``lax.scan`` body; JAX's transpose rules (``jax.vjp`` of
-  ``lax.conv_general_dilated``) against :func:`dnas.ops.layers.conv2d`.
+  ``lax.conv_general_dilated``) against :func:`dnas.space.ops.layers.conv2d`.
 - ``supernet``: the weight gradient of the NB201 supernet (``space-C``, ``layers``) in
   index mode (one ``lax.switch`` per edge: SPOS/RSPS training, zero-cost proxies) on
   random cells. Variants: ``dnas`` (as shipped), ``no_remat`` (switch branches not
@@ -46,7 +46,7 @@ def micro(a: argparse.Namespace) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from dnas.ops.layers import conv2d
+    from dnas.space.ops.layers import conv2d
 
     kx, kw = jax.random.split(jax.random.key(0))
     x = jax.random.normal(kx, (a.batch, a.hw, a.hw, a.C))
@@ -75,12 +75,12 @@ def supernet(a: argparse.Namespace, variant: str) -> dict:
     import optax
     from flax import nnx
 
-    import dnas.mixed
-    import dnas.ops.layers as layers
-    from dnas.space import build_space
+    import dnas.space.mixed
+    import dnas.space.ops.layers as layers
+    from dnas.space.base import build_space
 
     if variant in ("no_remat", "jax_rules"):
-        dnas.mixed._remat_branch = lambda i: (lambda ops, x: ops[i](x))
+        dnas.space.mixed._remat_branch = lambda i: (lambda ops, x: ops[i](x))
     if variant == "jax_rules":
         layers._conv_nhwc = layers._conv_nhwc.fun  # the same convolution, differentiated by JAX's rules
     space = build_space("nb201", a.layers, {})

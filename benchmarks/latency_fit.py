@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 
-from dnas.config import shared_data
-from dnas.genotype import NB201Genotype
-from dnas.latency.predictor import fit_latency_predictor, latency_metrics
-from dnas.spaces.nb201 import NB201Space
+from dnas.run.config import shared_data
+from dnas.space.genotype import NB201Genotype
+from dnas.hardware.predictor import fit_latency_predictor, latency_metrics
+from dnas.space.spaces.nb201 import NB201Space
 
 TARGETS = ("titan_rtx_256", "gold_6226", "pixel2", "raspi4", "eyeriss", "fpga")
 SOURCES = ("1080ti_1", "1080ti_32", "1080ti_256", "pixel3", "samsung_a50")

@@ -5,7 +5,7 @@ Usage:
   python benchmarks/multitrial.py [--runs 500] [--budget 12000] [--repeats 3]
       [--python-runs 500] [--table PATH] [--json OUT] [--cache-dir DIR]
 
-The JAX side is dnas' own driver program (``dnas.multitrial.make_search``, vmapped over
+The JAX side is dnas' own driver program (``dnas.run.multitrial.make_search``, vmapped over
 ``--runs`` seeds): compile time, then the median of ``--repeats`` timed calls. The Python
 side follows NAS-Bench-201's ``exps/algos/R_EA.py``: a ``collections.deque`` population
 of genotype objects, ``random.choice`` tournaments, ``deepcopy`` + one-op mutation, and a
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     import numpy as np
 
-    from dnas.config import shared_data
-    from dnas.multitrial import build, make_search, multitrial_defaults
+    from dnas.run.config import shared_data
+    from dnas.run.multitrial import build, make_search, multitrial_defaults
 
     c = multitrial_defaults()
     c.table = args.table or shared_data("nb201", "nb201_table.csv")
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     jax_test = np.asarray(metrics["cifar10_test_200ep"])
 
     # The Python loop reads the same table through the same estimator's columns.
-    from dnas.estimators.nb201_table import load_table, table_path
+    from dnas.estimate.nb201_table import load_table, table_path
 
     path = os.path.abspath(table_path(c.table))
     names, values, row_of_code = load_table(path, os.path.getmtime(path))

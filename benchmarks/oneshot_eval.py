@@ -3,7 +3,7 @@
     python benchmarks/oneshot_eval.py [--run RUN_DIR] [--archs 1000] [--rejit 5]
         [--channels 16 --layers 5 --batch-size 64 --val-batches 4 --recalibrate 0]
 
-(a) :class:`dnas.oneshot.OneShotEvaluator` evaluates ``--archs`` distinct NB201 cells with
+(a) :class:`dnas.estimate.oneshot.OneShotEvaluator` evaluates ``--archs`` distinct NB201 cells with
 one compilation (index mode: every mixed op a ``lax.switch``, architectures through
 ``lax.map`` in chunks of ``--chunk``); (b) a fresh ``jax.jit`` per architecture with the
 cell baked in as Python ints (the supernet then calls the chosen ops directly: the
@@ -31,9 +31,9 @@ from flax import nnx  # noqa: E402
 
 
 def _evaluator(a: argparse.Namespace):
-    from dnas.oneshot import OneShotEvaluator
-    from dnas.spaces import NB201Space
-    from dnas.state import build_jitted, split_model
+    from dnas.estimate.oneshot import OneShotEvaluator
+    from dnas.space.spaces import NB201Space
+    from dnas.search.state import build_jitted, split_model
 
     if a.run:
         return OneShotEvaluator.from_run(a.run, recalibrate=a.recalibrate, val_batches=a.val_batches, chunk=a.chunk)
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    from dnas.oneshot_cli import sample_distinct
+    from dnas.cli.eval import sample_distinct
 
     ev = _evaluator(a)
     vecs = sample_distinct(ev.space, a.archs, jax.random.key(a.seed))
@@ -105,7 +105,7 @@ def _fixed(ev, graphs, arch, alpha, weights, stats, recal_x, val_x, val_y):
     """The accuracy of one cell given as Python ints (no switch: only its ops are traced)."""
     g_train, g_eval = graphs
     if len(ev.recal_x):
-        from dnas.oneshot import recalibrated_stats
+        from dnas.estimate.oneshot import recalibrated_stats
 
         stats = recalibrated_stats(g_train, alpha, weights, stats, arch, recal_x, 1.0 - 0.9 ** len(ev.recal_x))
 

@@ -8,7 +8,7 @@ Usage:
       [--no-fuse] [--vs-first-order] [--torch-device auto|cpu|cuda]
 
 XLA flags for the dnas runs come from the environment (``XLA_FLAGS=... python ...``).
-``--method`` names a registered method (:data:`dnas.methods.METHODS`: its relaxation,
+``--method`` names a registered method (:data:`dnas.search.methods.METHODS`: its relaxation,
 whether α is updated, its architecture penalty and its space options such as PC-DARTS'
 partial channels; ``--order`` still sets the order, and α warm-up is not modelled); GDAS
 runs one sampled op per edge.
@@ -50,8 +50,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # dnas from this checkout, installed or not
-from dnas.bilevel import HYPERGRADIENTS  # noqa: E402
-from dnas.methods import METHODS  # noqa: E402
+from dnas.search.bilevel import HYPERGRADIENTS  # noqa: E402
+from dnas.search.methods import METHODS  # noqa: E402
 
 DEFAULT_TORCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "torch_darts_reference.py"
 
@@ -79,10 +79,10 @@ def worker(a: argparse.Namespace) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    from dnas.ops.layers import depthwise_impl
-    from dnas.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
-    from dnas.spaces import DartsSearchNetwork, DartsSpace
-    from dnas.state import build_jitted, init_search_state, release_free_memory, step_compiler_options
+    from dnas.space.ops.layers import depthwise_impl
+    from dnas.search.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+    from dnas.space.spaces import DartsSearchNetwork, DartsSpace
+    from dnas.search.state import build_jitted, init_search_state, release_free_memory, step_compiler_options
 
     t_start = time.perf_counter()
     method = METHODS[a.method]
@@ -92,13 +92,13 @@ def worker(a: argparse.Namespace) -> dict:
     w_opt, a_opt = darts_weight_optimizer(), darts_alpha_optimizer()
     alpha_grad = method.get("alpha_grad", "relaxation")
     if alpha_grad == "reinforce":  # ENAS: the controller's reward baseline lives in the α optimizer state
-        from dnas.plans import with_reward_baseline
+        from dnas.search.plans import with_reward_baseline
 
         a_opt = with_reward_baseline(a_opt)
     graphdef, state = init_search_state(net, w_opt, a_opt, key=jax.random.key(0))
-    from dnas.relax import make_relaxation
+    from dnas.space.relax import make_relaxation
 
-    from dnas.methods import make_arch_penalty
+    from dnas.search.methods import make_arch_penalty
 
     relax = make_relaxation(method["relax"], method["relax_kwargs"], epochs=50)
     step = make_search_step(graphdef, w_opt, a_opt, order=a.order, hypergradient=a.hypergradient, fuse_passes=not a.no_fuse,
@@ -253,7 +253,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--hw", type=int, default=32)
-    ap.add_argument("--method", default="darts", choices=METHODS.names(), help="a registered search method (dnas.methods)")
+    ap.add_argument("--method", default="darts", choices=METHODS.names(), help="a registered search method (dnas.search.methods)")
     ap.add_argument("--order", type=int, default=1, choices=(1, 2))
     ap.add_argument("--hypergradient", default="finite_difference", choices=HYPERGRADIENTS, help="order 2 only")
     ap.add_argument("--vs-first-order", action="store_true", help="order 2: also time the first-order step, alternating, in the same process")

@@ -3,7 +3,7 @@
     python benchmarks/zero_cost.py --data-dir ../shared/data/images/cifar10_subset \\
         --archs 1000 --rejit 3 --proxies synflow,naswot [--channels 16 --layers 5 --batch-size 64]
 
-For each proxy: (a) :class:`dnas.zero_cost.score.ZeroCostScorer` scores ``--archs``
+For each proxy: (a) :class:`dnas.estimate.zero_cost.score.ZeroCostScorer` scores ``--archs``
 distinct random NB201 cells with one compilation (index mode, ``lax.switch``);
 (b) a fresh ``jax.jit`` per architecture with the cell baked in as Python ints (what a
 per-model framework does: the supernet then calls the chosen ops directly, the smallest
@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dnas.spaces.nb201 import NB201Space
-from dnas.zero_cost.cli import distinct_archs, score_batch
-from dnas.zero_cost.score import ZeroCostScorer
+from dnas.space.spaces.nb201 import NB201Space
+from dnas.cli.zero_cost import distinct_archs, score_batch
+from dnas.estimate.zero_cost.score import ZeroCostScorer
 
 
 def _pool(path: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -42,8 +42,8 @@ def naswot_search(path: str, table: str, runs: int, seed: int, proxy: str = "nas
     population is the pool's top cells by synflow (each still charged one query), against
     random initial members; fitness the table's 12-epoch validation accuracy.
     """
-    from dnas.estimators.nb201_table import nb201_table
-    from dnas.strategies import STRATEGIES
+    from dnas.estimate.nb201_table import nb201_table
+    from dnas.search.strategies import STRATEGIES
 
     archs, cols = _pool(path)
     acc = cols["cifar10_test_200ep"]
@@ -89,13 +89,13 @@ def naswot_search(path: str, table: str, runs: int, seed: int, proxy: str = "nas
 
 
 def smash_kendall(a: argparse.Namespace) -> dict:
-    """Trains the SMASH hypernetwork (:mod:`dnas.hypernet`) on random cells, ranks
+    """Trains the SMASH hypernetwork (:mod:`dnas.estimate.hypernet`) on random cells, ranks
     ``--archs`` random cells by validation accuracy with generated weights, and
     correlates with the table's 200-epoch test accuracy."""
-    from dnas.datasets import get_dataset, normalize
-    from dnas.estimators.nb201_table import nb201_table
-    from dnas.hypernet import Smash
-    from dnas.zero_cost.cli import rank_correlations
+    from dnas.data.datasets import get_dataset, normalize
+    from dnas.estimate.nb201_table import nb201_table
+    from dnas.estimate.hypernet import Smash
+    from dnas.cli.zero_cost import rank_correlations
 
     space = NB201Space(layers=a.layers)
     ds = get_dataset("cifar10", a.data_dir)

@@ -8,12 +8,12 @@ import optax
 import pytest
 from flax import nnx
 
-from dnas.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
-from dnas.cost import _subjaxprs
-from dnas.mixed import Alpha
-from dnas.relax import gumbel
-from dnas.spaces import DartsSearchNetwork, DartsSpace, NB201SearchNetwork, NB201Space
-from dnas.state import alpha_dict, init_search_state
+from dnas.search.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+from dnas.hardware.counts import _subjaxprs
+from dnas.space.mixed import Alpha
+from dnas.space.relax import gumbel
+from dnas.space.spaces import DartsSearchNetwork, DartsSpace, NB201SearchNetwork, NB201Space
+from dnas.search.state import alpha_dict, init_search_state
 
 OPS3 = ("none", "skip_connect", "sep_conv_3x3")
 
@@ -167,7 +167,7 @@ def test_passes_of_a_step_share_each_differentiated_edge_scan(order, fuse):
             if eqn.primitive.name in ("pjit", "jit") and eqn.params["name"].startswith("run"):
                 programs.add(id(eqn.params["jaxpr"]))
                 calls += 1
-            for sub in _subjaxprs(eqn.params):  # dnas.cost's walker, which also covers older JAX
+            for sub in _subjaxprs(eqn.params):  # dnas.hardware.counts's walker, which also covers older JAX
                 walk(sub)
 
     walk(jaxpr.jaxpr)
@@ -250,7 +250,7 @@ def test_index_path_compiles_once_across_architectures():
 def test_cpu_step_options_keep_ynnpack_to_reductions_and_change_no_result(monkeypatch):
     if jax.default_backend() != "cpu":
         pytest.skip("the YNNPACK option is CPU-only")
-    from dnas.state import _YNN_OPTION, _cpu_accepts, step_compiler_options
+    from dnas.search.state import _YNN_OPTION, _cpu_accepts, step_compiler_options
 
     opts = step_compiler_options()
     if not _cpu_accepts(_YNN_OPTION, "LIBRARY_FUSION_TYPE_REDUCE"):
@@ -273,7 +273,7 @@ def test_cpu_step_options_keep_ynnpack_to_reductions_and_change_no_result(monkey
 
 def test_weight_only_step_trains_weights_and_leaves_alpha():
     """SPOS/RSPS supernet training: the weights-only plan with uniformly sampled paths."""
-    from dnas.relax import make_relaxation
+    from dnas.space.relax import make_relaxation
 
     _, g, state, _, train, val = _setup(1, layers=3)
     w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
@@ -288,7 +288,7 @@ def test_weight_only_step_trains_weights_and_leaves_alpha():
 def test_gdas_step_fused_equals_sequential_and_moves_alpha():
     """Sampled paths through the fused executor (the α pass and the weight pass each
     draw their own ops) equal the passes run one after the other."""
-    from dnas.relax import make_relaxation
+    from dnas.space.relax import make_relaxation
 
     _, g, state, _, train, val = _setup(1, layers=3, ops=("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"))
     w_opt, a_opt = darts_weight_optimizer(steps_per_epoch=10), darts_alpha_optimizer()
@@ -302,12 +302,12 @@ def test_gdas_step_fused_equals_sequential_and_moves_alpha():
 
 
 def test_every_plan_names_known_batches_keys_and_metric_passes():
-    from dnas.plans import PLANS
+    from dnas.search.plans import PLANS
 
     _, g, _, step, _, _ = _setup(1)
     maths_plan = step.plan
     assert [p.name for p in maths_plan.passes] == ["alpha", "weights"]
-    from dnas.relax import policy
+    from dnas.space.relax import policy
 
     first = ("first_order", "weights_only", "reinforce")
     for name in PLANS.names():

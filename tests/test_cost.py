@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from dnas.cost import count_macs, count_params, model_macs
-from dnas.ops.layers import Conv2d
+from dnas.hardware.counts import count_macs, count_params, model_macs
+from dnas.space.ops.layers import Conv2d
 
 
 class _Tiny(nnx.Module):
@@ -68,8 +68,8 @@ def test_supernet_at_one_architecture_costs_what_its_derived_network_costs(space
     than the supernet mixing every op."""
     import numpy as np
 
-    from dnas.genotype import get
-    from dnas.space import build_space
+    from dnas.space.genotype import get
+    from dnas.space.base import build_space
 
     if space_name == "nb201":
         space, geno = build_space("nb201", 1), get("|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|")

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnas import datasets as D
-from dnas.config import shared_data
-from dnas.errors import DnasError
+from dnas.data import datasets as D
+from dnas.run.config import shared_data
+from dnas.core.errors import DnasError
 
 
 def test_digits_and_synthetic():
@@ -132,9 +132,9 @@ def test_downsample_is_average_pooling_and_bad_factors_are_refused():
     import numpy as np
     import pytest
 
-    from dnas.config import load_config
-    from dnas.datasets import Dataset
-    from dnas.errors import DnasError
+    from dnas.run.config import load_config
+    from dnas.data.datasets import Dataset
+    from dnas.core.errors import DnasError
 
     x = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
     d = Dataset("t", x, np.zeros(2, np.int32), x[:1], np.zeros(1, np.int32), 2, (0.0,) * 3, (1.0,) * 3)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnas.checkpoint import Checkpointer
+from dnas.run.checkpoint import Checkpointer
 
 ROOT = Path(__file__).resolve().parents[1]
 # 3 cells (one normal, two reduction), so both α halves are trained and checked.
@@ -50,8 +50,8 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert "resuming" in resumed.stderr
 
     assert (killed / "genotype.json").read_text() == (tmp_path / "full" / "genotype.json").read_text()
-    from dnas.config import from_json
-    from dnas.loop import build_search
+    from dnas.run.config import from_json
+    from dnas.run.loop import build_search
 
     config = from_json((tmp_path / "full" / "config.json").read_text())
     like = build_search(config).state
@@ -70,7 +70,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert [l["step"] for l in full_lines] == [l["step"] for l in killed_lines]
     assert [l.get("train_loss") for l in full_lines] == [l.get("train_loss") for l in killed_lines]
     # Both α halves moved from their initial values: the run has a normal cell, trained too.
-    from dnas.state import alpha_dict
+    from dnas.search.state import alpha_dict
 
     init, final = alpha_dict(like.alpha), alpha_dict(states[0].alpha)
     for prefix in ("normal", "reduce"):
@@ -103,9 +103,9 @@ def test_show_run_directory(tmp_path):
 @pytest.mark.parametrize("experiment", ["darts", "nb201"])
 def test_experiment_smoke_search(tmp_path, experiment):
     """The smoke search ends with the genotype its own α derives (not just exit 0)."""
-    from dnas import genotype as G
-    from dnas.config import from_json
-    from dnas.loop import build_space
+    from dnas.space import genotype as G
+    from dnas.run.config import from_json
+    from dnas.run.loop import build_space
 
     w = tmp_path / "w"
     r = _dnas("search", "--config", f"experiments/{experiment}/config.py:smoke", "--workdir", str(w))
@@ -172,8 +172,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     err = r.stderr.strip().splitlines()[-1]
     assert "at step" in err and ("nan" in err.lower() or "inf" in err.lower() or "NaN" in err)
-    from dnas.config import from_json
-    from dnas.loop import build_search
+    from dnas.run.config import from_json
+    from dnas.run.loop import build_search
 
     ck = Checkpointer(w / "checkpoints")
     if ck.latest_step() is not None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dnas.mixed import Alpha
-from dnas.spaces import DartsSearchNetwork, DartsSpace
+from dnas.space.mixed import Alpha
+from dnas.space.spaces import DartsSearchNetwork, DartsSpace
 
 OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
 
@@ -76,7 +76,7 @@ def test_grouped_edges_index_path_matches_unrolled(impl):
 
 
 def test_build_jitted_equals_eager_build():
-    from dnas.state import build_jitted
+    from dnas.search.state import build_jitted
 
     space = DartsSpace(layers=2, nodes=2, ops=OPS)
     key = jax.random.key(7)
@@ -91,7 +91,7 @@ def test_build_jitted_equals_eager_build():
 def test_cached_scan_body_respects_the_lowering_in_effect():
     """EdgeScan reuses one traced body per structure; a trace made under one depthwise
     lowering must not leak into a trace under another (MAC counting forces "conv")."""
-    from dnas.ops.layers import depthwise_impl
+    from dnas.space.ops.layers import depthwise_impl
 
     space = DartsSpace(layers=1, nodes=2, ops=OPS)
     net = DartsSearchNetwork(space, C=4, num_classes=3, rngs=nnx.Rngs(0))

@@ -11,14 +11,14 @@ import optax
 import pytest
 from flax import nnx
 
-from dnas.diagnostics import darts_es, hvp, param_free_ops, top_hessian_eigenvalue
-from dnas.errors import DnasError
-from dnas.methods import METHODS, apply_method, delayed, dirichlet_kl_uniform, make_arch_penalty
-from dnas.mixed import Alpha, MixedOp, channel_shuffle
-from dnas.ops.layers import max_pool
-from dnas.relax import make_relaxation
-from dnas.spaces import DartsSearchNetwork, DartsSpace
-from dnas.types import Sampled
+from dnas.search.diagnostics import darts_es, hvp, param_free_ops, top_hessian_eigenvalue
+from dnas.core.errors import DnasError
+from dnas.search.methods import METHODS, apply_method, delayed, dirichlet_kl_uniform, make_arch_penalty
+from dnas.space.mixed import Alpha, MixedOp, channel_shuffle
+from dnas.space.ops.layers import max_pool
+from dnas.space.relax import make_relaxation
+from dnas.space.spaces import DartsSearchNetwork, DartsSpace
+from dnas.core.types import Sampled
 
 OPS4 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 FAMILY = ("gdas", "snas", "pc_darts", "drnas", "fair_darts")
@@ -86,7 +86,7 @@ def test_darts_es_triggers_on_a_rising_eigenvalue_series_and_not_on_a_flat_one()
 
 
 def test_param_free_ops_counts_by_op_metadata():
-    from dnas import genotype as G
+    from dnas.space import genotype as G
 
     geno = G.get("DARTS_V2")
     counts = param_free_ops(geno)
@@ -131,7 +131,7 @@ def test_delayed_alpha_optimizer_freezes_then_moves():
 
 
 def test_method_names_are_one_set_with_experiment_configs():
-    from dnas.config import load_config
+    from dnas.run.config import load_config
 
     for name in FAMILY:
         assert name in METHODS.names()
@@ -271,10 +271,10 @@ def test_method_smoke_search_runs_and_logs_diagnostics(tmp_path, method, monkeyp
     ends with the genotype its α derives; the epoch lines carry the diagnostics. The GDAS
     run also logs the Hessian eigenvalue and, with DARTS-ES forced to fire after epoch 2,
     ends with the genotype of the epoch the rule names (read back from alpha.jsonl)."""
-    import dnas.loop
-    from dnas import genotype as G
-    from dnas.config import load_config
-    from dnas.loop import build_space, run_search
+    import dnas.run.loop
+    from dnas.space import genotype as G
+    from dnas.run.config import load_config
+    from dnas.run.loop import build_space, run_search
 
     # Tiny programs (3 ops, one node per DARTS cell): compile time dominates on CPU.
     ops = "none,skip_connect,nor_conv_1x1" if method == "drnas" else "max_pool_3x3,skip_connect,sep_conv_3x3"
@@ -284,7 +284,7 @@ def test_method_smoke_search_runs_and_logs_diagnostics(tmp_path, method, monkeyp
         over.append("--config.space_kwargs.nodes=1")
     if method == "gdas":
         over += ["--config.hessian_iters=2", "--config.early_stop=true"]
-        monkeypatch.setattr(dnas.loop, "darts_es", lambda evs: 0 if len(evs) == 2 else None)
+        monkeypatch.setattr(dnas.run.loop, "darts_es", lambda evs: 0 if len(evs) == 2 else None)
     config = load_config(f"experiments/{method}/config.py:smoke", over)
     geno = run_search(config, tmp_path / "w", log=lambda s: None)
     assert G.load(tmp_path / "w" / "genotype.json") == geno

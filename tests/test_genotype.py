@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from dnas import genotype as G
-from dnas.errors import DnasError
-from dnas.spaces import DARTS_OPS, DartsSpace, NB201Space
+from dnas.space import genotype as G
+from dnas.core.errors import DnasError
+from dnas.space.spaces import DARTS_OPS, DartsSpace, NB201Space
 
 
 def _alpha_for(space, table):
@@ -144,7 +144,7 @@ def test_genotype_with_two_ops_from_one_input_is_refused_not_truncated():
 def test_keep_one_input_per_node_derives_builds_and_roundtrips():
     from flax import nnx
 
-    from dnas.nets import build_eval_network
+    from dnas.space.nets import build_eval_network
 
     space = DartsSpace(layers=3, nodes=3, keep=1)
     alpha = {l: np.random.default_rng(1).normal(size=len(space.ops)) for l in space.labels}
@@ -160,7 +160,7 @@ def test_keep_one_input_per_node_derives_builds_and_roundtrips():
 
 
 def test_every_genotype_kind_names_a_registered_space_and_draws():
-    from dnas.space import SPACES
+    from dnas.space.base import SPACES
 
     for kind in G.GENOTYPES:
         assert G.GENOTYPES[kind].space in SPACES, kind

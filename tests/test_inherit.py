@@ -1,4 +1,4 @@
-"""Inherited weights (dnas.inherit) and Net2Net widening (dnas.net2net).
+"""Inherited weights (dnas.estimate.inherit) and Net2Net widening (dnas.estimate.net2net).
 
 Inheritance: the derived network with a supernet's weights computes the supernet's index-
 mode function for that architecture, in eval mode (same running statistics) and in train
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dnas.errors import DnasError
-from dnas.genotype import CellGenotype, DartsGenotype, NB201Genotype, NB201MacroGenotype
-from dnas.inherit import inherit, inherited_state
-from dnas.net2net import widen_conv_bn_conv, wider_mapping
-from dnas.ops.layers import BatchNorm, Conv2d
-from dnas.spaces import NB201Space
-from dnas.spaces.darts_cnn import DartsSpace
+from dnas.core.errors import DnasError
+from dnas.space.genotype import CellGenotype, DartsGenotype, NB201Genotype, NB201MacroGenotype
+from dnas.estimate.inherit import inherit, inherited_state
+from dnas.estimate.net2net import widen_conv_bn_conv, wider_mapping
+from dnas.space.ops.layers import BatchNorm, Conv2d
+from dnas.space.spaces import NB201Space
+from dnas.space.spaces.darts_cnn import DartsSpace
 
 X = jax.random.normal(jax.random.key(2), (4, 8, 8, 3))
 CELL = "|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
@@ -104,7 +104,7 @@ def test_darts_pool_edges_drop_the_search_bn():
 
 
 def test_proxylessnas_zero_blocks_are_dropped_and_the_function_kept():
-    from dnas.spaces.proxylessnas import ProxylessSpace
+    from dnas.space.spaces.proxylessnas import ProxylessSpace
 
     # Two stages of two blocks: each second block has the identity shortcut, so may be zero.
     space = ProxylessSpace(layers=2, width_stages=(24, 24), n_cell_stages=(2, 2), stride_stages=(2, 1), ops=("mb_k3_e3", "mb_k5_e3"))
@@ -118,7 +118,7 @@ def test_proxylessnas_zero_blocks_are_dropped_and_the_function_kept():
 @pytest.mark.slow
 def test_fbnet_derived_network_with_inherited_weights_equals_supernet():
     # FBNet's 22 layers x 9 candidates are fixed by the space: ~40 s on a 2-core CPU.
-    from dnas.spaces.fbnet import FBNET_OPS, FBNetGenotype, FBNetSpace
+    from dnas.space.spaces.fbnet import FBNET_OPS, FBNetGenotype, FBNetSpace
 
     space = FBNetSpace()
     sup = _trained_like(space.supernet(C=4, num_classes=3, in_channels=3, rngs=nnx.Rngs(0)))
@@ -203,9 +203,9 @@ def test_train_init_from_a_search_run(tmp_path, capsys):
     error line before anything is written; a good one inherits, and the run resumes."""
     import shutil
 
-    from dnas.cli import main
-    from dnas.config import apply_smoke, search_defaults
-    from dnas.loop import run_search
+    from dnas.cli.main import main
+    from dnas.run.config import apply_smoke, search_defaults
+    from dnas.run.loop import run_search
 
     c = search_defaults()
     c.space = "nb201"

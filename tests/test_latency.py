@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnas.config import shared_data
-from dnas.errors import DnasError
-from dnas.latency import (
+from dnas.run.config import shared_data
+from dnas.core.errors import DnasError
+from dnas.hardware import (
     PENALTIES,
     LatencyTable,
     LutEntry,
@@ -28,8 +28,8 @@ from dnas.latency import (
     straight_through_latency,
     table_latency,
 )
-from dnas.latency.cli import main_latency
-from dnas.space import Choice, SearchSpace
+from dnas.cli.latency import main_latency
+from dnas.space.base import Choice, SearchSpace
 
 # A small space with a shared label (used at two positions) and unequal candidate counts.
 SPACE = SearchSpace([Choice("l1/op", ("k3", "k5", "zero")), Choice("l2/op", ("k3", "k5"))])
@@ -264,8 +264,8 @@ def nb201():
         pytest.skip("../shared/data/nb201/nb201_table.csv is not on this machine")
     import csv
 
-    from dnas.genotype import NB201Genotype
-    from dnas.spaces.nb201 import NB201Space
+    from dnas.space.genotype import NB201Genotype
+    from dnas.space.spaces.nb201 import NB201Space
 
     space = NB201Space()
     with open(path, newline="") as f:

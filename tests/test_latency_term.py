@@ -10,11 +10,11 @@ import optax
 import pytest
 from flax import nnx
 
-from dnas.bilevel import make_search_step
-from dnas.config import from_json, search_defaults, to_json, validate
-from dnas.errors import DnasError
-from dnas.latency import LatencyTable, LutEntry, LutKey, table_latency
-from dnas.latency.search import (
+from dnas.search.bilevel import make_search_step
+from dnas.run.config import from_json, search_defaults, to_json, validate
+from dnas.core.errors import DnasError
+from dnas.hardware import LatencyTable, LutEntry, LutKey, table_latency
+from dnas.search.latency import (
     LatencyPenalty,
     LatencySetup,
     add_penalties,
@@ -23,9 +23,9 @@ from dnas.latency.search import (
     epoch_latency_metrics,
     relaxed_latency,
 )
-from dnas.relax import binary_gate
-from dnas.spaces.proxylessnas import ProxylessSpace
-from dnas.state import build_jitted, init_search_state
+from dnas.space.relax import binary_gate
+from dnas.space.spaces.proxylessnas import ProxylessSpace
+from dnas.search.state import build_jitted, init_search_state
 
 
 
@@ -220,7 +220,7 @@ def test_config_latency_keys_and_errors(tmp_path):
 def test_lut_build_and_check_on_this_device(tmp_path, capsys):
     """A 2-block space at 16x16: every key measured once, settings recorded, and the check
     compares sampled whole networks with the table's sums (one JSON line last)."""
-    from dnas.latency.cli import main_lut
+    from dnas.cli.latency import main_lut
 
     kwargs = '{"width_stages": [24], "n_cell_stages": [2], "stride_stages": [2], "ops": ["mb_k3_e3", "mb_k5_e6"]}'
     out = tmp_path / "lut.json"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dnas.errors import DnasError
-from dnas.mixed import Alpha, MixedOp
-from dnas.ops import build_op
-from dnas.spaces import DartsSearchNetwork, DartsSpace, NB201SearchNetwork, NB201Space
-from dnas.state import alpha_dict, split_model
+from dnas.core.errors import DnasError
+from dnas.space.mixed import Alpha, MixedOp
+from dnas.space.ops import build_op
+from dnas.space.spaces import DartsSearchNetwork, DartsSpace, NB201SearchNetwork, NB201Space
+from dnas.search.state import alpha_dict, split_model
 
 OPS4 = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 
@@ -121,7 +121,7 @@ def test_grad_gates_zero_exactly_the_closed_gradients(impl):
     """What the fused search step relies on: a closed ``weights`` gate zeroes every conv
     kernel gradient (depthwise in either lowering, 1x1 dots, dense and 1x7/7x1 convs), a
     closed ``alpha`` gate the mixing-weight gradient, and nothing else changes."""
-    from dnas.ops.layers import GradGates, depthwise_impl, grad_gates
+    from dnas.space.ops.layers import GradGates, depthwise_impl, grad_gates
 
     ops = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_5x5", "nor_conv_3x3", "conv_7x1_1x7")
     op = MixedOp("e", ops, 4, 4, 1, rngs=nnx.Rngs(0))

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dnas import genotype as G
-from dnas.config import shared_data
-from dnas.cost import count_params, model_macs
-from dnas.errors import DnasError
-from dnas.latency import load_fbnet_csv, load_yaml_lut, table_latency
-from dnas.spaces.fbnet import FBNET_OPS, FBNetGenotype, FBNetSpace
-from dnas.spaces.proxylessnas import ProxylessSpace, published
-from dnas.state import build_jitted
-from dnas.types import Sampled
+from dnas.space import genotype as G
+from dnas.run.config import shared_data
+from dnas.hardware.counts import count_params, model_macs
+from dnas.core.errors import DnasError
+from dnas.hardware import load_fbnet_csv, load_yaml_lut, table_latency
+from dnas.space.spaces.fbnet import FBNET_OPS, FBNetGenotype, FBNetSpace
+from dnas.space.spaces.proxylessnas import ProxylessSpace, published
+from dnas.search.state import build_jitted
+from dnas.core.types import Sampled
 
 LUTS = shared_data("luts")
 needs_luts = pytest.mark.skipif(not LUTS, reason="../shared/data/luts is not present")
@@ -132,7 +132,7 @@ def test_fbnet_derived_network_and_genotype():
 @pytest.mark.parametrize("spec", ["proxylessnas/config.py", "proxylessnas/config.py:smoke", "proxylessnas/config.py:target_smoke",
                                   "fbnet/config.py", "fbnet/config.py:smoke"])
 def test_experiment_configs_validate_with_their_tables(spec):
-    from dnas.config import load_config
+    from dnas.run.config import load_config
 
     root = Path(__file__).resolve().parents[1] / "experiments"
     overrides = ["--config.latency.target_ms=60"] if "target" in spec else []
@@ -149,8 +149,8 @@ def test_experiment_configs_validate_with_their_tables(spec):
 def test_hardware_estimator_gives_latency_macs_params_for_constraints():
     """Discrete-search metrics: per-block MACs/params sum to the whole derived network's
     count, the latency is the table's, and the hard objective rejects by them."""
-    from dnas.estimators import ESTIMATORS
-    from dnas.objectives import OBJECTIVES
+    from dnas.estimate import ESTIMATORS
+    from dnas.search.objectives import OBJECTIVES
 
     space = ProxylessSpace(layers=2)
     est = ESTIMATORS["hardware"](space, table=str(Path(LUTS) / "proxylessnas_mobile_pixel1.yaml"), resolution=224)

@@ -10,14 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnas.config import shared_data
-from dnas.errors import DnasError
-from dnas.estimators import ESTIMATORS
-from dnas.estimators.nb201_table import load_table
-from dnas.multitrial import check_multitrial, multitrial_defaults, run_multitrial
-from dnas.multitrial_report import pareto_mask
-from dnas.objectives import OBJECTIVES
-from dnas.spaces import NB201Space
+from dnas.run.config import shared_data
+from dnas.core.errors import DnasError
+from dnas.estimate import ESTIMATORS
+from dnas.estimate.nb201_table import load_table
+from dnas.run.multitrial import check_multitrial, multitrial_defaults, run_multitrial
+from dnas.report.multitrial import pareto_mask
+from dnas.search.objectives import OBJECTIVES
+from dnas.space.spaces import NB201Space
 
 TABLE = shared_data("nb201", "nb201_table.csv")
 
@@ -50,7 +50,7 @@ def test_table_lookup_matches_the_csv_rows():
     header, rows = _csv_rows(path)
     space = NB201Space()
     est = ESTIMATORS["nb201_table"](space, table=path)
-    from dnas.genotype import NB201Genotype
+    from dnas.space.genotype import NB201Genotype
 
     picks = [0, 1, 777, 15624]
     vecs = np.stack([space.encode({f"cell/edge_{j}_{i}": op for j, node in enumerate(NB201Genotype.from_arch_str(rows[r][1]).nodes, 1) for op, i in node}) for r in picks])
@@ -236,7 +236,7 @@ def test_host_loop_reproduces_the_vmapped_program(tmp_path):
     """The step-by-step host loop (for estimators that train) takes the same steps, keys and
     budget rule as the vmapped program: over the table it gives the same history, also
     when it dies midway and resumes from its per-step checkpoint."""
-    from dnas.multitrial import build, run_host
+    from dnas.run.multitrial import build, run_host
 
     c = _config(runs=2, runs_per_chunk=2)
     run_multitrial(c, tmp_path / "pure", log=lambda m: None)

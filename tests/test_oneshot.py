@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dnas.errors import DnasError
-from dnas.oneshot import OneShotEvaluator, make_evaluate
-from dnas.spaces import NB201Space
-from dnas.state import split_model
+from dnas.core.errors import DnasError
+from dnas.estimate.oneshot import OneShotEvaluator, make_evaluate
+from dnas.space.spaces import NB201Space
+from dnas.search.state import split_model
 
 
 def _setup(recal=0):
@@ -72,7 +72,7 @@ def test_bn_recalibration_is_the_debiased_running_average_of_the_subnet_batches(
     no_recal = jax.jit(make_evaluate(space, net))(alpha, weights, stats, jnp.asarray(vec[None]), recal_x[:0], val_x, val_y)[1]
     assert abs(float(no_recal[0]) - float(loss[0])) > 1e-4  # recalibration changed the statistics used
     # Only the sampled path's statistics change: the candidates not chosen keep the supernet's.
-    from dnas.oneshot import recalibrated_stats
+    from dnas.estimate.oneshot import recalibrated_stats
 
     new = nnx.to_pure_dict(recalibrated_stats(g_train, alpha, weights, stats, arch, recal_x, 1 - 0.9**3))
     old = nnx.to_pure_dict(stats)
@@ -110,10 +110,10 @@ def test_rsps_smoke_supernet_then_oneshot_estimator_and_dnas_eval(tmp_path, caps
     the oneshot estimator and ``dnas eval`` read its checkpoint (one compile for any N)."""
     import json
 
-    from dnas.cli import main
-    from dnas.config import load_config, shared_data
-    from dnas.estimators import ESTIMATORS
-    from dnas.loop import run_search
+    from dnas.cli.main import main
+    from dnas.run.config import load_config, shared_data
+    from dnas.estimate import ESTIMATORS
+    from dnas.run.loop import run_search
 
     c = load_config("experiments/rsps_nb201/config.py:smoke", ["--config.max_steps=4"])
     run_search(c, tmp_path / "s", log=lambda m: None)
@@ -143,7 +143,7 @@ def test_rsps_smoke_supernet_then_oneshot_estimator_and_dnas_eval(tmp_path, caps
 
 
 def test_rank_quality_by_hand():
-    from dnas.oneshot_cli import rank_quality
+    from dnas.cli.eval import rank_quality
 
     truth = np.arange(20, dtype=float)
     q = rank_quality(truth.copy(), truth)
@@ -155,8 +155,8 @@ def test_rank_quality_by_hand():
 def _step_setup(relax, **kw):
     import optax
 
-    from dnas.bilevel import make_search_step
-    from dnas.state import init_search_state
+    from dnas.search.bilevel import make_search_step
+    from dnas.search.state import init_search_state
 
     space = NB201Space(layers=1)
     net = space.supernet(C=4, num_classes=3, in_channels=3, rngs=nnx.Rngs(0))
@@ -177,8 +177,8 @@ def _step_keys(state):
 def test_spos_step_touches_only_the_sampled_ops_weights():
     """Plain SGD (no momentum, no decay): a weights-only step with a uniformly sampled path
     changes the parameters of the sampled candidate on each edge and of no other."""
-    from dnas.relax import relax_all, uniform
-    from dnas.state import alpha_dict
+    from dnas.space.relax import relax_all, uniform
+    from dnas.search.state import alpha_dict
 
     relax = uniform()
     space, _, state, step, train, val = _step_setup(relax, update_alpha=False)
@@ -204,9 +204,9 @@ def test_enas_reinforce_step_is_the_policy_gradient_of_the_sampled_path():
     α moves by (R - b) ∇ log π(a) = (R - b)(onehot(a) - π) per label."""
     import optax
 
-    from dnas.plans import with_reward_baseline
-    from dnas.relax import policy, relax_all
-    from dnas.state import alpha_dict
+    from dnas.search.plans import with_reward_baseline
+    from dnas.space.relax import policy, relax_all
+    from dnas.search.state import alpha_dict
 
     relax = policy()
     space, graphdef, state, step, train, val = _step_setup(
@@ -238,9 +238,9 @@ def test_enas_smoke_searches_and_resumes_bit_identically(tmp_path, capsys):
     reward baseline) as the uninterrupted one."""
     import shutil
 
-    from dnas.checkpoint import Checkpointer
-    from dnas.config import load_config
-    from dnas.loop import build_search, run_search
+    from dnas.run.checkpoint import Checkpointer
+    from dnas.run.config import load_config
+    from dnas.run.loop import build_search, run_search
 
     c = load_config("experiments/enas/config.py:smoke", [])
     run_search(c, tmp_path / "full", log=lambda m: None)
@@ -258,14 +258,14 @@ def test_enas_smoke_searches_and_resumes_bit_identically(tmp_path, capsys):
     for a, b in zip(jax.tree_util.tree_leaves(states[0]), jax.tree_util.tree_leaves(states[1])):
         if hasattr(a, "dtype") and not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
             assert np.array_equal(np.asarray(a), np.asarray(b))
-    from dnas.state import alpha_dict
+    from dnas.search.state import alpha_dict
 
     moved = [float(np.abs(np.asarray(v) - np.asarray(alpha_dict(like.alpha)[k])).max()) for k, v in alpha_dict(states[0].alpha).items()]
     assert max(moved) > 0
     # ENAS' final selection: architectures drawn from the controller, ranked one-shot.
     import json
 
-    from dnas.cli import main
+    from dnas.cli.main import main
 
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "full"), "--archs", "12", "--sample", "policy", "--val-batches", "1", "--chunk", "12"]) == 0
@@ -274,7 +274,7 @@ def test_enas_smoke_searches_and_resumes_bit_identically(tmp_path, capsys):
 
 
 def test_policy_sampling_follows_the_logits():
-    from dnas.oneshot_cli import sample_policy
+    from dnas.cli.eval import sample_policy
 
     space = NB201Space(layers=1)
     alpha = {l: jnp.array([0.0, 0.0, 0.0, 8.0, 0.0]) for l in space.labels}  # nor_conv_3x3 almost surely
@@ -287,9 +287,9 @@ def test_spos_smoke_supernet_then_evolution_over_it(tmp_path):
     regularised evolution over it (oneshot accuracy, MACs counted, a hard FLOPs limit)."""
     import json
 
-    from dnas.config import load_config
-    from dnas.loop import run_search
-    from dnas.multitrial import run_multitrial
+    from dnas.run.config import load_config
+    from dnas.run.loop import run_search
+    from dnas.run.multitrial import run_multitrial
 
     c = load_config("experiments/spos/config.py:smoke", ["--config.max_steps=2"])
     run_search(c, tmp_path / "s", log=lambda m: None)
@@ -301,8 +301,8 @@ def test_spos_smoke_supernet_then_evolution_over_it(tmp_path):
 
 
 def test_reinforce_config_is_checked_before_anything_is_written():
-    from dnas.config import load_config
-    from dnas.errors import DnasError
+    from dnas.run.config import load_config
+    from dnas.core.errors import DnasError
 
     with pytest.raises(DnasError, match="relax='policy'"):
         load_config("experiments/enas/config.py:smoke", ["--config.relax=softmax", "--config.relax_kwargs={}"])
@@ -318,11 +318,11 @@ def test_a_second_process_on_a_running_workdir_is_refused(tmp_path):
     import subprocess
     import sys
 
-    from dnas.errors import DnasError
-    from dnas.loop import WorkdirLock
+    from dnas.core.errors import DnasError
+    from dnas.run.loop import WorkdirLock
 
     lock = WorkdirLock(tmp_path)
-    code = ("import sys; from dnas.loop import WorkdirLock; from dnas.errors import DnasError\n"
+    code = ("import sys; from dnas.run.loop import WorkdirLock; from dnas.core.errors import DnasError\n"
             "try:\n    WorkdirLock(sys.argv[1])\nexcept DnasError as e:\n    print(e); sys.exit(3)\n")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 3 and "in use by a running dnas process" in r.stdout and str(__import__("os").getpid()) in r.stdout
@@ -335,8 +335,8 @@ def test_a_second_process_on_a_running_workdir_is_refused(tmp_path):
     held.release()
     # The lock comes before the config: a run starting on a new directory another process
     # has just locked is refused without writing its config.json there.
-    from dnas.config import search_defaults
-    from dnas.loop import run_search
+    from dnas.run.config import search_defaults
+    from dnas.run.loop import run_search
 
     fresh = tmp_path / "new"
     fresh.mkdir()
@@ -352,11 +352,11 @@ def test_a_second_process_on_a_running_workdir_is_refused(tmp_path):
 
 def test_evaluator_equals_the_derived_network_with_inherited_weights():
     """What the one-shot evaluator reports for a cell is what the derived (discrete)
-    network, built with the supernet's weights (dnas.inherit) and the same statistics,
+    network, built with the supernet's weights (dnas.estimate.inherit) and the same statistics,
     computes on the same batches: with the running statistics, and with statistics
     recalibrated on the same batches in training mode."""
-    from dnas.genotype import NB201Genotype
-    from dnas.inherit import inherit
+    from dnas.space.genotype import NB201Genotype
+    from dnas.estimate.inherit import inherit
 
     space, net, alpha, weights, stats, val_x, val_y, recal_x = _setup(recal=2)
     nnx.update(net, stats)

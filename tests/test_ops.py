@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dnas.errors import DnasError
-from dnas.ops import OPS, build_op
-from dnas.ops.layers import BatchNorm, avg_pool, conv2d, depthwise_impl, depthwise_pointwise, max_pool
+from dnas.core.errors import DnasError
+from dnas.space.ops import OPS, build_op
+from dnas.space.ops.layers import BatchNorm, avg_pool, conv2d, depthwise_impl, depthwise_pointwise, max_pool
 
 C = 8
 
@@ -63,7 +63,7 @@ def test_unknown_op_lists_known():
 
 
 def test_duplicate_registration_fails():
-    from dnas.ops import register_op
+    from dnas.space.ops import register_op
 
     with pytest.raises(DnasError, match="already registered"):
         register_op("none", parametric=False)(lambda *a: None)
@@ -187,7 +187,7 @@ def test_conv_canonical_gradients_equal_jax_rules(h, k, stride, pad, dilation):
     on XLA CPU inside conditionals and loops) equal JAX's own transpose rules exactly, to
     second order (reverse over reverse, GraSP) and forward over reverse (Hessian-vector
     products of the collapse diagnostics); and the backward has no permuted convolution."""
-    from dnas.ops.layers import _conv_nhwc
+    from dnas.space.ops.layers import _conv_nhwc
 
     with jax.enable_x64(True):
         x = jax.random.normal(jax.random.key(9), (2, h, h + 1, 3), jnp.float64)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dnas.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
-from dnas.parallel import make_mesh, replicate, shard_batch
-from dnas.spaces import DartsSearchNetwork, DartsSpace
-from dnas.state import init_search_state
+from dnas.search.bilevel import darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+from dnas.run.parallel import make_mesh, replicate, shard_batch
+from dnas.space.spaces import DartsSearchNetwork, DartsSpace
+from dnas.search.state import init_search_state
 
 
 @pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices: XLA_FLAGS=--xla_force_host_platform_device_count=4")
@@ -41,7 +41,7 @@ def test_sharded_step_equals_single_device(order):
 
 
 def test_device_count_errors_are_clear():
-    from dnas.errors import DnasError
+    from dnas.core.errors import DnasError
 
     with pytest.raises(DnasError, match="devices"):
         make_mesh(len(jax.devices()) + 1)
@@ -55,8 +55,8 @@ def test_device_count_errors_are_clear():
 def test_each_host_feeds_its_own_rows_of_the_global_batch():
     """Multi-host: every host builds the same global batch from (key, step); each must feed
     only its rows, or the global batch holds every example process_count times."""
-    from dnas.errors import DnasError
-    from dnas.parallel import host_rows
+    from dnas.core.errors import DnasError
+    from dnas.run.parallel import host_rows
 
     rows = [host_rows(12, i, 3) for i in range(3)]
     assert [(r.start, r.stop) for r in rows] == [(0, 4), (4, 8), (8, 12)]

@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from dnas.errors import DnasError
-from dnas.plots import (alpha_figures, data_ylim, metrics_figure, pareto_front, pareto_mask, plot_alpha, plot_metrics,
+from dnas.core.errors import DnasError
+from dnas.report.plots import (alpha_figures, data_ylim, metrics_figure, pareto_front, pareto_mask, plot_alpha, plot_metrics,
                         plot_pareto, plot_run, read_jsonl)
 
 OPS = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"]
@@ -171,7 +171,7 @@ def test_read_jsonl_and_plot_run(tmp_path):
 
 
 def test_plotting_leaves_pyplot_and_the_backend_alone(tmp_path):
-    code = ("import sys, matplotlib; matplotlib.use('pdf'); from dnas.plots import plot_pareto; "
+    code = ("import sys, matplotlib; matplotlib.use('pdf'); from dnas.report.plots import plot_pareto; "
             f"plot_pareto([(1, 0.5)], [True], {str(tmp_path / 'p')!r}, 'x', 'y'); "
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "
             "assert matplotlib.get_backend() == 'pdf', matplotlib.get_backend()")
@@ -212,12 +212,12 @@ def test_pareto_front_matches_the_definition_on_a_grid_with_many_ties():
 
 
 def _multitrial_dir(path, chunks, config_kw=None, log_runs=1):
-    """A multi-trial run directory as dnas.multitrial writes it: config.json, chunk files
+    """A multi-trial run directory as dnas.run.multitrial writes it: config.json, chunk files
     (through its own writer) and metrics.jsonl lines of the first ``log_runs`` runs.
 
     ``chunks``: one (archs [R, E, n], count [R], metrics {name: [R, E]} or None) per file.
     """
-    from dnas.multitrial import History, _save_chunk, multitrial_defaults
+    from dnas.run.multitrial import History, _save_chunk, multitrial_defaults
 
     c = multitrial_defaults()
     c.runs, c.runs_per_chunk, c.log_runs = sum(len(cnt) for _, cnt, _ in chunks), len(chunks[0][1]), log_runs
@@ -254,7 +254,7 @@ def _host_chunks():
 
 
 def test_multitrial_pareto_plot_from_every_run(tmp_path):
-    from dnas.plots import multitrial_pareto_data, plot_run_pareto
+    from dnas.report.plots import multitrial_pareto_data, plot_run_pareto
 
     c = _multitrial_dir(tmp_path, _host_chunks(), {"estimator": "train"})
     data = multitrial_pareto_data(tmp_path, json.loads((tmp_path / "config.json").read_text()))
@@ -272,7 +272,7 @@ def test_multitrial_pareto_plot_from_every_run(tmp_path):
 
 
 def test_multitrial_latency_metric_choice_and_nsga2_plot_kept(tmp_path):
-    from dnas.plots import multitrial_pareto_data, plot_run_pareto
+    from dnas.report.plots import multitrial_pareto_data, plot_run_pareto
 
     chunks = _host_chunks()
     for _, _, m in chunks:
@@ -295,7 +295,7 @@ def test_multitrial_latency_metric_choice_and_nsga2_plot_kept(tmp_path):
 def test_multitrial_table_run_uses_metrics_jsonl_without_the_table(tmp_path):
     # A pure (table) estimator's chunks hold architectures only; with the table gone the
     # logged runs' lines are what is left.
-    from dnas.plots import plot_run_pareto, run_pareto_data
+    from dnas.report.plots import plot_run_pareto, run_pareto_data
 
     (archs, count, metrics), _ = _host_chunks()
     _multitrial_dir(tmp_path, [(archs, count, None)], {"table": str(tmp_path / "moved.csv")})
@@ -309,16 +309,16 @@ def test_multitrial_table_run_uses_metrics_jsonl_without_the_table(tmp_path):
 
 
 def test_multitrial_table_run_looks_its_chunks_up_in_the_table(tmp_path):
-    from dnas.config import shared_data
-    from dnas.plots import run_pareto_data
+    from dnas.run.config import shared_data
+    from dnas.report.plots import run_pareto_data
 
     table = shared_data("nb201", "nb201_table.csv")
     if not table:
         pytest.skip("the NAS-Bench-201 table ../shared/data/nb201/nb201_table.csv is absent")
     import jax
 
-    from dnas.estimators import ESTIMATORS
-    from dnas.spaces import NB201Space
+    from dnas.estimate import ESTIMATORS
+    from dnas.space.spaces import NB201Space
 
     archs = np.array([[[0, 1, 2, 3, 4, 0], [1, 1, 1, 1, 1, 1], [3, 3, 3, 3, 3, 3]],
                       [[2, 2, 2, 2, 2, 2], [4, 3, 2, 1, 0, 4], [0, 0, 0, 0, 0, 0]]])
@@ -334,8 +334,8 @@ def test_multitrial_table_run_looks_its_chunks_up_in_the_table(tmp_path):
 
 
 def test_multitrial_without_latency_no_plot_and_one_line_in_show(tmp_path):
-    from dnas.plots import plot_run_pareto
-    from dnas.show import show
+    from dnas.report.plots import plot_run_pareto
+    from dnas.report.show import show
 
     chunks = [(a, c, {k: v for k, v in m.items() if "lat" not in k}) for a, c, m in _host_chunks()]
     _multitrial_dir(tmp_path, chunks, {"estimator": "train"})
@@ -346,7 +346,7 @@ def test_multitrial_without_latency_no_plot_and_one_line_in_show(tmp_path):
 
 
 def test_show_multitrial_writes_and_prints_the_pareto_plot(tmp_path):
-    from dnas.show import show
+    from dnas.report.show import show
 
     _multitrial_dir(tmp_path, _host_chunks(), {"estimator": "train"})
     (tmp_path / "summary.json").write_text(json.dumps({"runs": 4, "strategy": "rea", "test_metric": "cifar10_test_200ep",
@@ -357,11 +357,11 @@ def test_show_multitrial_writes_and_prints_the_pareto_plot(tmp_path):
 
 
 def _search_dir(path, latency=True, epochs=4, steps_per_epoch=2):
-    """A search run directory as dnas.loop.run_search writes it: per-step lines, one
+    """A search run directory as dnas.run.loop.run_search writes it: per-step lines, one
     ``"event": "epoch"`` line per epoch (with the latency term's two numbers when it is on),
     alpha.jsonl, genotype.json and config.json (its ``latency`` section)."""
-    from dnas import genotype as G
-    from dnas.metrics import MetricWriter
+    from dnas.space import genotype as G
+    from dnas.run.metrics import MetricWriter
 
     cfg = {"kind": "search", "ops": OPS, "latency": {"table": "lut.json" if latency else "", "device": "", "resolution": 224,
                                                    "penalty": "target" if latency else "", "penalty_kwargs": {},
@@ -384,7 +384,7 @@ def _search_dir(path, latency=True, epochs=4, steps_per_epoch=2):
 
 
 def test_search_pareto_plot_per_epoch(tmp_path):
-    from dnas.plots import pareto_run_figure, plot_run_pareto, run_pareto_data
+    from dnas.report.plots import pareto_run_figure, plot_run_pareto, run_pareto_data
 
     _search_dir(tmp_path, epochs=6)
     data = run_pareto_data(tmp_path)
@@ -401,8 +401,8 @@ def test_search_pareto_plot_per_epoch(tmp_path):
 
 
 def test_search_pareto_in_show_and_absent_without_latency(tmp_path):
-    from dnas.plots import plot_run, plot_run_pareto
-    from dnas.show import show
+    from dnas.report.plots import plot_run, plot_run_pareto
+    from dnas.report.show import show
 
     run = tmp_path / "lat"
     run.mkdir()

@@ -5,8 +5,8 @@ import io
 
 import pytest
 
-from dnas import metrics
-from dnas.progress import Progress, format_seconds
+from dnas.run import metrics
+from dnas.run.progress import Progress, format_seconds
 
 
 class Clock:
@@ -27,7 +27,7 @@ class Tty(io.StringIO):
 
 
 def test_metrics_reexports_progress():
-    # loop.py and retrain.py import Progress from dnas.metrics.
+    # loop.py and retrain.py import Progress from dnas.run.metrics.
     assert metrics.Progress is Progress
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dnas.errors import DnasError
-from dnas.mixed import EdgeScan, MixedOp
-from dnas.relax import RELAXATIONS, exponential_temperature, linear_temperature, make_relaxation
-from dnas.types import Sampled
+from dnas.core.errors import DnasError
+from dnas.space.mixed import EdgeScan, MixedOp
+from dnas.space.relax import RELAXATIONS, exponential_temperature, linear_temperature, make_relaxation
+from dnas.core.types import Sampled
 
 LOGITS = jnp.array([0.5, -1.0, 2.0, 0.0])
 

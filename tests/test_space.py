@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from dnas.errors import DnasError
-from dnas.space import Choice, SearchSpace
-from dnas.spaces import DARTS_OPS, DartsSpace, NB201Space
+from dnas.core.errors import DnasError
+from dnas.space.base import Choice, SearchSpace
+from dnas.space.spaces import DARTS_OPS, DartsSpace, NB201Space
 
 
 def test_encode_decode_roundtrip_and_names():

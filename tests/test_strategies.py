@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnas.errors import DnasError
-from dnas.space import Choice, SearchSpace
-from dnas.spaces import DartsSpace, NB201Space
-from dnas.strategies import STRATEGIES, Strategy
-from dnas.strategies.grid import enumerate_space
-from dnas.strategies.nsga2 import crowding_distance, non_dominated_rank
+from dnas.core.errors import DnasError
+from dnas.space.base import Choice, SearchSpace
+from dnas.space.spaces import DartsSpace, NB201Space
+from dnas.search.strategies import STRATEGIES, Strategy
+from dnas.search.strategies.grid import enumerate_space
+from dnas.search.strategies.nsga2 import crowding_distance, non_dominated_rank
 
 TOY = SearchSpace([Choice(f"l{i}", tuple(range(4))) for i in range(8)])  # 4^8 = 65,536
 MIXED = SearchSpace([Choice("a", ("x", "y")), Choice("b", (1, 2, 3)), Choice("c", ("p", "q", "r", "s", "t"))])

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from dnas.errors import DnasError
-from dnas.metrics import MetricWriter
-from dnas.tensorboard import scalars
+from dnas.core.errors import DnasError
+from dnas.run.metrics import MetricWriter
+from dnas.run.tensorboard import scalars
 
 
 def _events(path):

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnas.errors import DnasError
-from dnas.zero_cost.proxies import PROXIES, ProxyNet, check_names, vote
-from dnas.zero_cost.score import code_kernel
+from dnas.core.errors import DnasError
+from dnas.estimate.zero_cost.proxies import PROXIES, ProxyNet, check_names, vote
+from dnas.estimate.zero_cost.score import code_kernel
 
 B, D, H, K = 6, 5, 7, 3
 
@@ -106,10 +106,10 @@ def test_baselines_vote_and_names(problem):
 
 
 def test_one_compilation_for_many_nb201_cells():
-    from dnas.cost import count_params
-    from dnas.genotype import NB201Genotype
-    from dnas.spaces.nb201 import NB201Network, NB201Space
-    from dnas.zero_cost.score import ZeroCostScorer, cost_tables, lookup_cost
+    from dnas.hardware.counts import count_params
+    from dnas.space.genotype import NB201Genotype
+    from dnas.space.spaces.nb201 import NB201Network, NB201Space
+    from dnas.estimate.zero_cost.score import ZeroCostScorer, cost_tables, lookup_cost
 
     space = NB201Space(layers=1)
     scorer = ZeroCostScorer(space, ("synflow", "naswot"), C=4, num_classes=10, in_channels=3, batch_shape=(8, 8, 8, 3))
@@ -140,10 +140,10 @@ def test_one_compilation_for_many_nb201_cells():
 
 
 def test_zero_cost_estimator_and_cli_errors(capsys):
-    import dnas.zero_cost  # noqa: F401  (registers the estimator)
-    from dnas.estimators import ESTIMATORS
-    from dnas.spaces.nb201 import NB201Space
-    from dnas.zero_cost.cli import main_zero_cost
+    import dnas.estimate.zero_cost  # noqa: F401  (registers the estimator)
+    from dnas.estimate import ESTIMATORS
+    from dnas.space.spaces.nb201 import NB201Space
+    from dnas.cli.zero_cost import main_zero_cost
 
     est = ESTIMATORS["zero_cost"](NB201Space(layers=1), proxies="naswot", dataset="synthetic", batch_size=8, C=4)
     archs = jnp.asarray([[3, 3, 3, 3, 3, 3], [1, 1, 1, 1, 1, 1]], jnp.int32)
@@ -160,8 +160,8 @@ def test_zero_cost_estimator_and_cli_errors(capsys):
 def test_smash_hypernetwork_generates_the_ops_weights():
     from flax import nnx
 
-    from dnas.hypernet import GENERATED, Smash, _cells
-    from dnas.spaces.nb201 import NB201Space
+    from dnas.estimate.hypernet import GENERATED, Smash, _cells
+    from dnas.space.spaces.nb201 import NB201Space
 
     space = NB201Space(layers=1)
     sm = Smash(space, C=4, num_classes=10, in_channels=3, key=jax.random.key(0))

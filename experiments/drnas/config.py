@@ -6,7 +6,7 @@ Command:
   dnas search --config experiments/drnas/config.py:darts --workdir runs/drnas-darts --config.data_dir=...
   dnas search --config experiments/drnas/config.py:smoke --workdir /tmp/w      # CPU smoke
 
-Method (``dnas.methods``, ``drnas``): mixing weights sampled from Dirichlet(β), β =
+Method (``dnas.search.methods``, ``drnas``): mixing weights sampled from Dirichlet(β), β =
 elu(α) + 1 (reparameterised), the regulariser ``1e-3 · Σ KL(Dir(β) || Dir(1))`` on the α
 loss (the code's ``reg_type="kl"``; its default ``"l2"`` adds nothing beyond Adam's weight
 decay: ``--config.arch_penalty=""``), and the architecture derived from the Dirichlet mean
@@ -21,9 +21,9 @@ global optimum is 94.37); DARTS space 2.46 ± 0.03 % test error retrained (progr
 Run time: NB201 about 0.1 GPU-days (paper); not measured with dnas on a GPU.
 """
 
-from dnas.config import apply_smoke, search_defaults
-from dnas.genotype import NB201_OPS
-from dnas.methods import apply_method
+from dnas.run.config import apply_smoke, search_defaults
+from dnas.space.genotype import NB201_OPS
+from dnas.search.methods import apply_method
 
 
 def get_config(arg: str | None = None):

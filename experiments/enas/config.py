@@ -5,7 +5,7 @@ Yang, ICLR 2020), and on the DARTS cell space (ENAS' micro search had 5 ops; DAR
 A controller policy samples a path through the supernet; the shared weights train on the
 sampled path of each train batch, and the controller is trained by REINFORCE on the
 sampled path's accuracy on a val batch (+ entropy bonus, moving-average baseline), the two
-alternating every step (``dnas.plans.reinforce``; method ``enas`` in ``dnas.methods``).
+alternating every step (``dnas.search.plans.reinforce``; method ``enas`` in ``dnas.search.methods``).
 The derived architecture written by the search is the policy's most likely one; ENAS'
 own final selection (sample the controller 100 times, keep the best by one-shot accuracy,
 AutoDL's ``controller_num_samples``) is ``dnas eval RUN --archs 100 --sample policy``.
@@ -34,9 +34,9 @@ with its micro cell. Not run at paper settings with dnas (GPU-scale).
 Run time: ``:smoke`` seconds after compiling on 2 CPU cores.
 """
 
-from dnas.config import apply_smoke, search_defaults
-from dnas.genotype import NB201_OPS
-from dnas.methods import apply_method
+from dnas.run.config import apply_smoke, search_defaults
+from dnas.space.genotype import NB201_OPS
+from dnas.search.methods import apply_method
 
 
 def get_config(arg: str | None = None):

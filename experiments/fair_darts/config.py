@@ -5,7 +5,7 @@ Command:
   dnas search --config experiments/fair_darts/config.py --workdir runs/fairdarts --config.data_dir=/path/to/cifar-10-batches-py
   dnas search --config experiments/fair_darts/config.py:smoke --workdir /tmp/w      # CPU smoke
 
-Method (``dnas.methods``, ``fair_darts``): ``σ(α)`` per op instead of a softmax (ops do
+Method (``dnas.search.methods``, ``fair_darts``): ``σ(α)`` per op instead of a softmax (ops do
 not compete), the zero-one loss ``-10 · mean((σ(α) - 0.5)²)`` on the α loss, and the
 architecture derived from ``σ(α)``: per node the two edges with the largest ``σ``, each
 with its argmax op. Fair DARTS' parser (``threshold_sparse``) also drops a kept edge whose
@@ -19,9 +19,9 @@ paper Table 2).
 Run time: about 0.25 GPU-days in the paper; not measured with dnas on a GPU.
 """
 
-from dnas.config import apply_smoke, search_defaults
-from dnas.methods import apply_method
-from dnas.spaces.darts_cnn import DARTS_OPS
+from dnas.run.config import apply_smoke, search_defaults
+from dnas.search.methods import apply_method
+from dnas.space.spaces.darts_cnn import DARTS_OPS
 
 
 def get_config(arg: str | None = None):

@@ -6,9 +6,9 @@ Command:
   dnas search --config experiments/gdas/config.py:nb201 --workdir runs/gdas201 --config.data_dir=...
   dnas search --config experiments/gdas/config.py:smoke --workdir /tmp/w      # CPU smoke
 
-Method (``dnas.methods``, ``gdas``): one op per edge sampled by hard Gumbel-softmax and
+Method (``dnas.search.methods``, ``gdas``): one op per edge sampled by hard Gumbel-softmax and
 only that op computed, scaled by the straight-through weight ``h - sg(p) + p``; τ linear
-from 10 to 0.1 over the epochs (``dnas.relax.gdas``, which documents the one place where
+from 10 to 0.1 over the epochs (``dnas.space.relax.gdas``, which documents the one place where
 the α-gradient deliberately differs from AutoDL's ``hardwts`` sum).
 Settings (paper, Sec. 4.1; AutoDL ``configs/nas-benchmark/algos/GDAS.config`` for NB201):
 C=16, 8 cells, 250 epochs, batch 64, SGD lr 0.025 -> 0.001 cosine, momentum 0.9, wd 3e-4
@@ -19,7 +19,7 @@ Run time: 0.21 GPU-days (4 GPU-hours on a V100, the paper's title); not measured
 dnas on a GPU. The smoke variant runs in well under a minute on CPU.
 """
 
-from dnas.methods import method_config
+from dnas.search.methods import method_config
 
 
 def get_config(arg: str | None = None):

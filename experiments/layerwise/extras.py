@@ -4,8 +4,8 @@ them resume, show and retrain in a fresh process too."""
 
 import jax
 
-from dnas.ops import ReLUConvBN, register_op
-from dnas.relax import register_relaxation
+from dnas.space.ops import ReLUConvBN, register_op
+from dnas.space.relax import register_relaxation
 
 
 @register_op("conv_5x5", parametric=True, paper="a plain 5x5 convolution")

@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dnas.genotype import SCHEMA, register_genotype
-from dnas.mixed import MixedOp, init_alpha
-from dnas.ops import build_op, check_ops
-from dnas.ops.layers import Conv2d, batch_norm
-from dnas.space import Choice, SearchSpace, register_space
-from dnas.types import ArchInput, NetOutput, PRNGKey
+from dnas.space.genotype import SCHEMA, register_genotype
+from dnas.space.mixed import MixedOp, init_alpha
+from dnas.space.ops import build_op, check_ops
+from dnas.space.ops.layers import Conv2d, batch_norm
+from dnas.space.base import Choice, SearchSpace, register_space
+from dnas.core.types import ArchInput, NetOutput, PRNGKey
 
 OPS = ("skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "max_pool_3x3")
 

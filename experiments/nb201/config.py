@@ -17,8 +17,8 @@ Run time at paper settings: about 3 GPU-hours (the benchmark's report); not meas
 dnas on a GPU yet.
 """
 
-from dnas.config import apply_smoke, search_defaults
-from dnas.genotype import NB201_OPS
+from dnas.run.config import apply_smoke, search_defaults
+from dnas.space.genotype import NB201_OPS
 
 
 def get_config(arg: str | None = None):

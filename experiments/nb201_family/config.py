@@ -2,13 +2,13 @@
 afford, every method the same: the comparison of the NB201 paper's Table 5 (Dong & Yang,
 ICLR 2020) and DrNAS' Table 3, run with dnas.
 
-One config per method (``ARG`` = a method of :data:`dnas.methods.METHODS`: darts, darts2,
+One config per method (``ARG`` = a method of :data:`dnas.search.methods.METHODS`: darts, darts2,
 gdas, snas, pc_darts, drnas, fair_darts, enas), all with the same budget:
 
 - data: the 5,085-image CIFAR-10 subset in ``../shared/data`` (half trains the weights,
   half α; ``--config.data_dir`` for full CIFAR-10);
 - network: the NB201 search supernet at C=8, N=1 (one cell per stage; the benchmark's is
-  C=16, N=5); batch 64; 10 epochs; the methods' own settings otherwise (``dnas.methods``),
+  C=16, N=5); batch 64; 10 epochs; the methods' own settings otherwise (``dnas.search.methods``),
   with PC-DARTS' α warm-up scaled with the epochs (15 of 50 -> 30 %: 3 epochs) and the temperature
   schedules spanning the 10 epochs; PC-DARTS without edge normalisation (dnas' NB201
   space does not have it; partial channels K=4 only);
@@ -27,7 +27,7 @@ differ; the table in experiments/README.md says by how much.
 Run time: 2-5 minutes per run on 2 CPU cores (darts2 about twice darts).
 """
 
-from dnas.methods import METHODS, method_config
+from dnas.search.methods import METHODS, method_config
 
 EPOCHS = 10
 
@@ -40,7 +40,7 @@ def get_config(arg: str | None = None):
     name = methods[0]
     if len(methods) > 1 or name not in METHODS.names() or name in ("spos", "rsps"):
         raise ValueError(f"give one differentiable method: {', '.join(n for n in METHODS.names() if n not in ('spos', 'rsps'))} (and optionally ,smoke)")
-    from dnas.config import apply_smoke, shared_data
+    from dnas.run.config import apply_smoke, shared_data
 
     c = method_config(name, epochs=EPOCHS, nb201=True)
     c.data_dir = shared_data("images", "cifar10_subset")

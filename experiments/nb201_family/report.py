@@ -48,9 +48,9 @@ def run(a: argparse.Namespace) -> None:
 def table(a: argparse.Namespace) -> dict:
     import numpy as np
 
-    from dnas.estimators.nb201_table import table_values
-    from dnas.genotype import NB201Genotype
-    from dnas.spaces import NB201Space
+    from dnas.estimate.nb201_table import table_values
+    from dnas.space.genotype import NB201Genotype
+    from dnas.space.spaces import NB201Space
 
     space = NB201Space()
     out = Path(a.runs)

@@ -23,7 +23,7 @@ rea 93.92 ± 0.38 [93.92 ± 0.30], reinforce 93.74 ± 0.35 [93.85 ± 0.37]
 
 import ml_collections
 
-from dnas.multitrial import multitrial_defaults
+from dnas.run.multitrial import multitrial_defaults
 
 STRATEGY = {
     "rs": ("random", {}),

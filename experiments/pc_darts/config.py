@@ -5,7 +5,7 @@ Command:
   dnas search --config experiments/pc_darts/config.py --workdir runs/pcdarts --config.data_dir=/path/to/cifar-10-batches-py
   dnas search --config experiments/pc_darts/config.py:smoke --workdir /tmp/w      # CPU smoke
 
-Method (``dnas.methods``, ``pc_darts``): 1/K of the channels (K=4) through each mixed op,
+Method (``dnas.search.methods``, ``pc_darts``): 1/K of the channels (K=4) through each mixed op,
 the rest bypassing it (max-pooled on reduction edges), then a channel shuffle
 (``space_kwargs.partial_channels``); edge normalisation β per node (``normal/beta_node_3``
 ..., softmax over the node's input edges, ``space_kwargs.edge_norm``), which scales every
@@ -19,8 +19,8 @@ the published cell is ``dnas show PC_DARTS``).
 Run time: 0.1 GPU-days (1080Ti) in the paper; not measured with dnas on a GPU.
 """
 
-from dnas.config import apply_smoke, search_defaults
-from dnas.methods import apply_method
+from dnas.run.config import apply_smoke, search_defaults
+from dnas.search.methods import apply_method
 
 
 def get_config(arg: str | None = None):

@@ -5,7 +5,7 @@ Command:
   dnas search --config experiments/snas/config.py --workdir runs/snas --config.data_dir=/path/to/cifar-10-batches-py
   dnas search --config experiments/snas/config.py:smoke --workdir /tmp/w      # CPU smoke
 
-Method (``dnas.methods``, ``snas``): soft Gumbel-softmax mixing weights, every op
+Method (``dnas.search.methods``, ``snas``): soft Gumbel-softmax mixing weights, every op
 computed, temperature annealed per epoch ``max(1.0 · 0.97^epoch, 0.03)``
 (``--config.relax_kwargs.decay=...`` to change). SNAS starts at λ0 = 1; the annealing rate
 and the floor were not checked against SNAS-Series' code in this session. Not reproduced:
@@ -19,7 +19,7 @@ params; paper Table 1).
 Run time: 1.5 GPU-days in the paper; not measured with dnas on a GPU.
 """
 
-from dnas.methods import method_config
+from dnas.search.methods import method_config
 
 
 def get_config(arg: str | None = None):

@@ -31,8 +31,8 @@ Run time: ``:smoke`` and ``:evolution_smoke`` about a minute each on 2 CPU cores
 
 import ml_collections
 
-from dnas.config import apply_smoke, search_defaults
-from dnas.methods import apply_method
+from dnas.run.config import apply_smoke, search_defaults
+from dnas.search.methods import apply_method
 
 SMOKE_OPS = ["mb_k3_e3", "mb_k5_e3", "mb_k7_e6"]
 
@@ -51,7 +51,7 @@ def _supernet(smoke: bool) -> ml_collections.ConfigDict:
 
 
 def _evolution(smoke: bool) -> ml_collections.ConfigDict:
-    from dnas.multitrial import multitrial_defaults
+    from dnas.run.multitrial import multitrial_defaults
 
     c = multitrial_defaults()
     s = _supernet(smoke)

@@ -1,0 +1,192 @@
+"""``dnas eval``: one-shot accuracies of many architectures with a trained supernet.
+
+::
+
+    dnas eval RUN_DIR --archs 1000 [--bn-recalib 4 | --bn-batch] [--table nb201_table.csv] [--out archs.csv]
+
+Samples ``--archs`` distinct architectures of the run's space (``--sample policy``: drawn
+from the search's α instead, repeats allowed; ENAS picks its final cell so, the best of
+100 controller samples), evaluates them with the
+supernet of the run's newest checkpoint (:class:`dnas.estimate.oneshot.OneShotEvaluator`: one
+compilation for all of them; the supernet may have been trained by SPOS, RSPS, ENAS or any
+differentiable search), and prints one JSON line last::
+
+    {"archs": N, "compiles": 1, "archs_per_s": ..., "seconds": ..., "recalibrate": K,
+     "best": "<arch>", "best_oneshot_acc": ...,
+     "kendall_tau": ..., "spearman": ..., "top10pct_precision": ..., "true_acc_of_best": ...}
+
+The last four when ``--table`` (a NAS-Bench-201 table; the run's space must be the
+benchmark's cell) is given: rank correlation of the one-shot accuracy with the table's
+``--metric`` column, the share of the one-shot top 10 % that is in the true top 10 %, and
+the table accuracy of the one-shot best cell; ``kendall_tau_by_loss`` and
+``spearman_by_loss`` rank by the negative one-shot loss instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnas.core.errors import DnasError
+from dnas.space.base import SearchSpace
+
+
+def sample_distinct(space: SearchSpace, n: int, key: jax.Array) -> np.ndarray:
+    """``n`` distinct architectures of ``space`` drawn uniformly, ``int32[n, len(space)]``
+    (all of them, in random order, when the space has fewer than ``n``)."""
+    n = int(min(n, space.num_configurations()))
+    sample = jax.jit(jax.vmap(space.sample))
+    seen: dict[bytes, np.ndarray] = {}
+    rounds = 0
+    while len(seen) < n:
+        key, sub = jax.random.split(key)
+        for v in np.asarray(sample(jax.random.split(sub, max(2 * (n - len(seen)), 16)))):
+            if len(seen) < n:
+                seen.setdefault(v.tobytes(), v)
+        rounds += 1
+        if rounds > 1000:  # a space whose sampler covers fewer architectures than it counts
+            break
+    return np.stack(list(seen.values())).astype(np.int32)
+
+
+def sample_policy(space: SearchSpace, alpha: dict[str, jax.Array], log_policy, n: int, key: jax.Array) -> np.ndarray:
+    """``n`` architectures drawn from a search's policy, ``int32[n, len(space)]``: each label
+    from ``log_policy(α_label)`` (ENAS' controller; ``log_softmax`` for the DARTS family),
+    independently, repeats allowed (ENAS' final selection samples its controller so).
+    """
+    if any(len(g) > 1 for g in space.groups):
+        raise DnasError("--sample policy draws every label on its own, but this space ties labels into groups; use --sample uniform")
+    logp = [log_policy(jnp.asarray(alpha[l], jnp.float32)) for l in space.labels]
+    keys = jax.random.split(key, len(logp))
+    cols = [np.asarray(jax.random.categorical(k, lp, shape=(n,))) for k, lp in zip(keys, logp)]
+    return np.stack(cols, axis=1).astype(np.int32)
+
+
+def rank_quality(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Kendall τ, Spearman ρ and top-10 % precision of ``pred f32[N]`` against ``truth f32[N]``,
+    plus the true value of the predicted best."""
+    from scipy import stats
+
+    k = max(1, len(pred) // 10)
+    top_pred, top_true = set(np.argsort(-pred)[:k].tolist()), set(np.argsort(-truth)[:k].tolist())
+    best = int(np.argmax(pred))
+    return {
+        "kendall_tau": float(stats.kendalltau(pred, truth)[0]),
+        "spearman": float(stats.spearmanr(pred, truth)[0]),
+        "top10pct_precision": len(top_pred & top_true) / k,
+        "top1_in_true_top10pct": bool(best in top_true),
+        "true_acc_of_best": float(truth[best]),
+        "true_best": float(truth.max()),
+    }
+
+
+def table_truth(space: SearchSpace, vecs: np.ndarray, table: str, metric: str) -> np.ndarray:
+    """The NAS-Bench-201 table's ``metric`` for each architecture of an NB201-cell space."""
+    from dnas.estimate.nb201_table import table_path, table_values
+    from dnas.space.genotype import NB201_OPS
+    from dnas.space.spaces import NB201Space
+
+    if not isinstance(space, NB201Space) or not space.shared or tuple(space.ops) != tuple(NB201_OPS):
+        raise DnasError("--table is a NAS-Bench-201 table: the run must search the benchmark's cell (space='nb201', its default ops, shared)")
+    return table_values(table_path(table), vecs, metric)
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    """Runs ``dnas eval``; returns the summary it prints last."""
+    from dnas.estimate.oneshot import OneShotEvaluator
+
+    run = Path(args.run)
+    if args.archs < 1:
+        raise DnasError(f"--archs must be >= 1, got {args.archs}")
+    if args.bn_recalib < 0 or args.val_batches < 1:
+        raise DnasError("--bn-recalib must be >= 0 and --val-batches >= 1")
+    if args.bn_batch and args.bn_recalib:
+        raise DnasError("--bn-batch and --bn-recalib exclude each other: batch statistics need no recalibration")
+    if args.out and Path(args.out).exists() and Path(args.out).is_dir():
+        raise DnasError(f"--out {args.out!r} is a folder; give a CSV file path")
+    ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
+                                   seed=args.seed, chunk=args.chunk, batch_stats=args.bn_batch)
+    if args.sample == "policy":
+        from dnas.run.config import _kwargs, from_json
+        from dnas.space.relax import make_relaxation
+        from dnas.search.state import alpha_dict
+
+        config = from_json((run / "config.json").read_text())
+        relax = make_relaxation(config.relax, _kwargs(config.relax_kwargs), epochs=config.epochs)
+        vecs = sample_policy(ev.space, alpha_dict(ev.alpha), getattr(relax, "log_policy", jax.nn.log_softmax), args.archs,
+                             jax.random.key(args.seed))
+    else:
+        vecs = sample_distinct(ev.space, args.archs, jax.random.key(args.seed))
+    truth = table_truth(ev.space, vecs, args.table, args.metric) if args.table else None
+    t0 = time.perf_counter()
+    out = ev.evaluate(vecs)
+    secs = time.perf_counter() - t0
+    acc = out["acc"]
+    names = [_readable(ev.space, v) for v in vecs]
+    best = int(np.argmax(acc))
+    summary = {"archs": int(len(vecs)), "compiles": ev.compiles, "archs_per_s": len(vecs) / secs, "seconds": secs,
+               "recalibrate": args.bn_recalib, "bn": "batch" if args.bn_batch else ("recalibrated" if args.bn_recalib else "running"),
+               "val_examples": int(ev.val_y.size), "best": names[best],
+               "best_oneshot_acc": float(acc[best]), "oneshot_acc_mean": float(acc.mean())}
+    if truth is not None:
+        summary.update(rank_quality(acc, truth), metric=args.metric)
+        # The loss separates cells that tie on accuracy over a few hundred images.
+        by_loss = rank_quality(-out["loss"], truth)
+        summary.update(kendall_tau_by_loss=by_loss["kendall_tau"], spearman_by_loss=by_loss["spearman"])
+    if args.out:
+        tmp = Path(args.out).with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["arch", "oneshot_acc", "oneshot_loss"] + ([args.metric] if truth is not None else []))
+            for i, name in enumerate(names):
+                w.writerow([name, f"{acc[i]:.6f}", f"{out['loss'][i]:.6f}"] + ([f"{truth[i]:.4f}"] if truth is not None else []))
+        os.replace(tmp, args.out)
+    return summary
+
+
+def _readable(space: SearchSpace, vec: np.ndarray) -> str:
+    """The benchmark's ``arch_str`` for an NB201 cell, else ``{label: choice}`` as JSON."""
+    from dnas.space.spaces import NB201Space
+
+    if isinstance(space, NB201Space) and space.shared:
+        one_hot = {l: np.eye(k, dtype=np.float32)[int(i)] for l, k, i in zip(space.labels, space.num_candidates, vec)}
+        return space.derive(one_hot).arch_str()
+    return json.dumps({k: str(v) for k, v in space.names(vec).items()})
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``dnas eval``: prints the summary as the last line."""
+    summary = run_eval(args)
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    """Adds ``dnas eval`` to the ``dnas`` command's subparsers."""
+    p = sub.add_parser("eval", help="one-shot accuracies of sampled architectures with a search run's supernet (compiled once)",
+                       description="Samples architectures of a search run's space and evaluates them with its supernet's "
+                                   "shared weights; prints one JSON line last.")
+    p.add_argument("run", help="a dnas search run directory with a checkpoint (SPOS, RSPS, ENAS or any search)")
+    p.add_argument("--archs", type=int, default=100, help="architectures to sample and evaluate")
+    p.add_argument("--sample", default="uniform", choices=("uniform", "policy"),
+                   help="uniform: distinct architectures drawn uniformly; policy: drawn from the search's α (ENAS' final "
+                        "selection: sample the controller, keep the best by one-shot accuracy)")
+    p.add_argument("--bn-recalib", type=int, default=0, metavar="K", help="re-estimate each subnet's BatchNorm statistics on K train batches first")
+    p.add_argument("--bn-batch", action="store_true",
+                   help="normalise each validation batch with its own statistics (NAS-Bench-201's track_running_stats=False)")
+    p.add_argument("--val-batches", type=int, default=8, help="validation batches (from the run's held-out split)")
+    p.add_argument("--batch-size", type=int, default=0, help="examples per batch (0: the run's)")
+    p.add_argument("--table", default="", help="NAS-Bench-201 table CSV: rank correlation with its accuracies")
+    p.add_argument("--metric", default="cifar10_test_200ep", help="the table column to compare with")
+    p.add_argument("--chunk", type=int, default=32, help="architectures per compiled call")
+    p.add_argument("--seed", type=int, default=0, help="draws the architectures and the batches")
+    p.add_argument("--out", default="", help="also write every architecture's accuracies to this CSV")
+    p.set_defaults(fn=cmd_eval)

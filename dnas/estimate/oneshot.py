@@ -1,0 +1,214 @@
+"""One-shot evaluation: the validation accuracy of many discrete architectures with one
+supernet's shared weights, compiled once for all of them.
+
+The supernet runs in index mode (``space.to_inputs(vec)``: one ``int32`` per label, so every
+mixed op is a ``lax.switch`` and only the chosen op runs), and the architectures go through
+``lax.map`` inside one jitted function (under ``vmap`` a switch would run every branch).
+So any number of architectures, in chunks of a fixed size, costs one compilation.
+
+Three BatchNorm modes: the supernet's running statistics; batch statistics (every
+validation batch normalised by its own, NAS-Bench-201's ``track_running_stats=False``);
+and BatchNorm recalibration (Guo et al., "Single Path One-Shot NAS", ECCV 2020; Cai et al.,
+"Once-for-All", ICLR 2020): the running statistics a supernet accumulates mix every
+sampled path, so each subnet's are re-estimated before it is evaluated, from ``R`` training
+batches in training mode, starting from zero and divided by ``1 - (1 - m)^R`` (the
+running-average weights of ``R`` updates with momentum ``m``; what remains is an
+exponentially weighted mean of the batches' statistics).
+
+Library use::
+
+    ev = OneShotEvaluator.from_run("runs/spos-nb201", recalibrate=4, val_batches=8)
+    acc = ev.accuracy(vecs)        # int32[N, n] -> f32[N]
+
+The same evaluator is the ``oneshot`` estimator of the discrete strategies
+(:data:`dnas.estimate.ESTIMATORS`): evolution over it is SPOS' search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from dnas.data.datasets import batch_indices, normalize
+from dnas.core.errors import DnasError
+from dnas.space.base import SearchSpace
+
+
+def make_evaluate(
+    space: SearchSpace, model: nnx.Module, *, recalibrate: int = 0, momentum: float = 0.1, batch_stats: bool = False
+) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """The pure one-shot evaluation function of a supernet.
+
+    Args:
+      space: the supernet's space (labels and the vector order).
+      model: the supernet (its graph structure; the values come as arguments).
+      recalibrate: training batches per architecture to re-estimate BatchNorm statistics
+        (0: use the supernet's running statistics).
+      momentum: the BatchNorm momentum of the supernet's layers (dnas': 0.1).
+      batch_stats: normalise every validation batch with its own statistics (BatchNorm in
+        training mode, nothing kept), as NAS-Bench-201's weight-sharing baselines evaluate
+        (``track_running_stats=False``, Dong & Yang, ICLR 2020); excludes ``recalibrate``.
+
+    Returns:
+      ``evaluate(alpha, weights, stats, vecs int32[P, n], recal_x f32[R, B, H, W, C],
+      val_x f32[K, B, H, W, C], val_y int32[K, B]) -> (acc f32[P], loss f32[P])``, inputs
+      already normalised; jit it once.
+    """
+    if batch_stats and recalibrate:
+        raise DnasError("batch statistics and BatchNorm recalibration exclude each other: pick one")
+    model.train()
+    g_train = nnx.graphdef(model)
+    model.eval()
+    g_eval = g_train if batch_stats else nnx.graphdef(model)
+    model.train()
+    correction = 1.0 - (1.0 - momentum) ** max(recalibrate, 1)
+
+    def one(alpha, weights, stats, vec, recal_x, val_x, val_y):
+        arch = space.to_inputs(vec)
+        if recalibrate:
+            stats = recalibrated_stats(g_train, alpha, weights, stats, arch, recal_x, correction)
+
+        def batch(carry, xy):
+            x, y = xy
+            logits = nnx.merge(g_eval, alpha, weights, stats, copy=True)(x, arch).logits
+            hits = jnp.sum(jnp.argmax(logits, -1) == y)
+            loss = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+            return (carry[0] + hits, carry[1] + loss), None
+
+        (hits, loss), _ = jax.lax.scan(batch, (jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)), (val_x, val_y))
+        n = val_y.size
+        return hits / n, loss / n
+
+    def evaluate(alpha, weights, stats, vecs, recal_x, val_x, val_y):
+        return jax.lax.map(lambda v: one(alpha, weights, stats, v, recal_x, val_x, val_y), vecs)
+
+    return evaluate
+
+
+def recalibrated_stats(g_train: nnx.GraphDef, alpha: Any, weights: Any, stats: Any, arch: Any, recal_x: jax.Array, correction: float) -> Any:
+    """BatchNorm statistics of the subnet ``arch`` re-estimated on ``recal_x f32[R, B, H, W, C]``.
+
+    Every running statistic restarts from zero and follows ``R`` training-mode passes of
+    the subnet, divided by ``correction = 1 - (1 - m)^R``. A BatchNorm the subnet does not
+    run stays untouched by those passes (exactly zero), and keeps the supernet's value:
+    only the sampled path's statistics change.
+    """
+
+    def recal(st, x):
+        m = nnx.merge(g_train, alpha, weights, st, copy=True)
+        m(x, arch)
+        return nnx.state(m, nnx.BatchStat), None
+
+    zero = jax.tree_util.tree_map(jnp.zeros_like, stats)
+    new, _ = jax.lax.scan(recal, zero, recal_x)
+    return jax.tree_util.tree_map(lambda n, old: jnp.where(jnp.any(n != 0), n / correction, old), new, stats)
+
+
+@dataclasses.dataclass
+class OneShotEvaluator:
+    """Evaluates architectures of a trained supernet on fixed validation batches.
+
+    Attributes:
+      space, model: the supernet's space and module; alpha, weights, stats its state.
+      val_x, val_y: ``K`` validation batches (normalised), ``f32[K, B, H, W, C]``, ``int32[K, B]``.
+      recal_x: ``R`` training batches for BatchNorm recalibration (``R = 0``: none).
+      chunk: architectures per compiled call (a shorter last chunk is padded).
+      batch_stats: normalise with each validation batch's own statistics instead.
+    """
+
+    space: SearchSpace
+    model: nnx.Module
+    alpha: Any
+    weights: Any
+    stats: Any
+    val_x: np.ndarray
+    val_y: np.ndarray
+    recal_x: np.ndarray
+    chunk: int = 32
+    compiles: int = 0
+    batch_stats: bool = False
+
+    def __post_init__(self) -> None:
+        fn = make_evaluate(self.space, self.model, recalibrate=len(self.recal_x), batch_stats=self.batch_stats)
+
+        def counted(*args):
+            self.compiles += 1  # runs once per trace, i.e. per compilation
+            return fn(*args)
+
+        self._evaluate = jax.jit(counted)
+
+    def evaluate(self, vecs: np.ndarray) -> dict[str, np.ndarray]:
+        """``{"acc": f32[N], "loss": f32[N]}`` for ``vecs`` ``int32[N, n]``."""
+        vecs = np.asarray(vecs, np.int32)
+        if vecs.ndim != 2 or vecs.shape[1] != len(self.space.labels):
+            raise DnasError(f"architectures must be int32[N, {len(self.space.labels)}], got shape {vecs.shape}")
+        accs, losses = [], []
+        for i in range(0, len(vecs), self.chunk):
+            part = vecs[i : i + self.chunk]
+            pad = self.chunk - len(part)
+            batch = np.concatenate([part, np.repeat(part[-1:], pad, 0)]) if pad else part
+            acc, loss = self._evaluate(self.alpha, self.weights, self.stats, jnp.asarray(batch), self.recal_x, self.val_x, self.val_y)
+            accs.append(np.asarray(acc)[: len(part)])
+            losses.append(np.asarray(loss)[: len(part)])
+        return {"acc": np.concatenate(accs), "loss": np.concatenate(losses)}
+
+    def accuracy(self, vecs: np.ndarray) -> np.ndarray:
+        """Validation accuracy ``f32[N]`` of ``vecs``."""
+        return self.evaluate(vecs)["acc"]
+
+    @classmethod
+    def from_run(
+        cls, run_dir: str | Path, *, recalibrate: int = 0, val_batches: int = 8, batch_size: int = 0, seed: int = 0, chunk: int = 32,
+        batch_stats: bool = False,
+    ) -> "OneShotEvaluator":
+        """The evaluator of a search run's newest checkpoint (a supernet trained by
+        ``dnas search``, e.g. SPOS: ``relax="uniform"``, ``update_alpha=False``).
+
+        Validation batches come from the run's α split (held out from weight training),
+        recalibration batches from its weight split; both drawn with ``seed``.
+        """
+        from dnas.run.checkpoint import Checkpointer
+        from dnas.run.config import from_json
+        from dnas.run.loop import build_search
+
+        run = Path(run_dir)
+        if not (run / "config.json").is_file():
+            raise DnasError(f"{str(run)!r} holds no config.json; pass the directory of a dnas search")
+        config = from_json((run / "config.json").read_text())
+        setup = build_search(config)
+        ck = Checkpointer(run / "checkpoints")
+        step = ck.latest_step()
+        if step is None:
+            ck.close()
+            raise DnasError(f"{str(run)!r} has no checkpoint yet; train the supernet first")
+        state = ck.restore(step, setup.state)
+        ck.close()
+        model = nnx.merge(setup.graphdef, state.alpha, state.weights, state.stats)
+        d, bs = setup.data, batch_size or config.batch_size
+        key = jax.random.key(seed)
+
+        def draw(idx: np.ndarray, n: int, k: int) -> np.ndarray:
+            rows = [idx[batch_indices(jax.random.fold_in(key, k), len(idx), bs, i)] for i in range(n)]
+            return np.stack(rows) if rows else np.zeros((0, bs), np.int64)
+
+        vi, ri = draw(setup.a_idx, val_batches, 1), draw(setup.w_idx, recalibrate, 2)
+        norm = lambda x: np.asarray(normalize(jnp.asarray(x), d.mean, d.std))  # noqa: E731
+        val_x = norm(d.train_x[vi.reshape(-1)]).reshape(vi.shape + d.image_shape)
+        recal_x = norm(d.train_x[ri.reshape(-1)]).reshape(ri.shape + d.image_shape) if recalibrate else np.zeros((0, bs) + d.image_shape, np.float32)
+        return cls(setup.space, model, state.alpha, state.weights, state.stats, val_x, d.train_y[vi], recal_x, chunk, batch_stats=batch_stats)
+
+
+def timed_accuracy(ev: OneShotEvaluator, vecs: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(accuracy f32[N], seconds)`` of :meth:`OneShotEvaluator.accuracy` (compile included)."""
+    t0 = time.perf_counter()
+    acc = ev.accuracy(vecs)
+    return acc, time.perf_counter() - t0

@@ -1,5 +1,0 @@
-"""Derived (evaluation) networks built from genotypes."""
-
-from dnas.nets.darts import AuxHeadCIFAR, AuxHeadImageNet, DartsCIFARNetwork, DartsImageNetNetwork, build_eval_network
-
-__all__ = ["DartsCIFARNetwork", "DartsImageNetNetwork", "AuxHeadCIFAR", "AuxHeadImageNet", "build_eval_network"]

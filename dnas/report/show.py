@@ -1,0 +1,169 @@
+"""``dnas show``: print a genotype (and a run's α table), draw its cells (Graphviz DOT, PNG
+and SVG when the ``dot`` program exists) and plot α, the training curves and, for a run
+that records latency, accuracy vs latency with its Pareto front (matplotlib, PNG and SVG;
+:mod:`dnas.report.plots`). An NB201 cell shown with a benchmark table prints the table's
+accuracies for it; a multi-trial run prints its summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from dnas.space import genotype as G
+from dnas.core.errors import DnasError
+
+GRAPHVIZ_HINT = "Graphviz's 'dot' is not installed, so cells are written as .dot only; for PNG/SVG cells: apt-get install graphviz"
+
+
+def _render(dot_path: Path) -> list[Path]:
+    if shutil.which("dot") is None:
+        return []
+    out = []
+    for fmt in ("png", "svg"):
+        target = dot_path.with_suffix("." + fmt)
+        subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(target)], check=True)
+        out.append(target)
+    return out
+
+
+def nb201_table_row(arch_str: str, table: str | Path) -> dict[str, str]:
+    """The row of the NAS-Bench-201 table CSV (``arch_str`` column) for ``arch_str``."""
+    path = Path(table)
+    if not path.is_file():
+        raise DnasError(f"NB201 table {str(path)!r} does not exist; pass --table PATH/nb201_table.csv")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "arch_str" not in (reader.fieldnames or []):
+            raise DnasError(f"{str(path)!r} has no arch_str column; is it the NAS-Bench-201 table?")
+        for row in reader:
+            if row["arch_str"] == arch_str:
+                return row
+    raise DnasError(f"{arch_str!r} is not in the table {str(path)!r}")
+
+
+def _run_candidates(run: Path) -> list[str] | None:
+    """The op names of a run's space when every label offers the same ones (plot legends)."""
+    from dnas.run.config import from_json
+    from dnas.run.loop import build_space
+
+    try:
+        space = build_space(from_json((run / "config.json").read_text()))
+    except (DnasError, OSError):
+        return None
+    first = space.choices[0].candidates
+    return [str(c) for c in first] if all(c.candidates == first for c in space.choices) else None
+
+
+def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
+    """Describes ``target`` (run dir or genotype); returns printable lines, writes files.
+
+    Args:
+      target: a run directory, a genotype JSON file, a published name or an NB201 arch_str.
+      out: folder for the pictures (default: the run directory, else ``show-<name>``).
+      table: an NB201 table CSV; an NB201 cell's accuracies in it are printed.
+    """
+    path = Path(target)
+    lines: list[str] = []
+    history: list[dict] = []
+    ops = None
+    if path.is_dir():
+        saved = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        if saved:
+            from dnas.run.config import import_files
+
+            import_files(saved.get("imports", []))
+        if saved.get("kind") == "multitrial":  # no genotype: one per run, summarised instead
+            return show_multitrial(path, out or path, saved)
+        if not (path / "genotype.json").exists():
+            raise DnasError(f"{target!r} is a folder without genotype.json; is it a dnas run directory (finished one epoch)?")
+        geno = G.load(path / "genotype.json")
+        out = out or path
+        if (path / "alpha.jsonl").exists():
+            history = [json.loads(l) for l in (path / "alpha.jsonl").read_text().splitlines() if l.strip()]
+        ops = _run_candidates(path) if (path / "config.json").is_file() else None
+    else:
+        geno = G.get(target)
+        out = out or Path("show-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem if path.suffix == ".json" else target).strip("_")[:60] or "genotype"))
+    out.mkdir(parents=True, exist_ok=True)
+    lines.append(f"genotype ({geno.kind}, {geno.space} space): {geno}")
+    if table and isinstance(geno, G.NB201Genotype):
+        row = nb201_table_row(geno.arch_str(), table)
+        accs = {k: row[k] for k in ("cifar10_test_200ep", "cifar100_test_200ep", "imagenet16_120_test_200ep") if k in row}
+        lines.append("NAS-Bench-201 (200 epochs, test accuracy %): " + ", ".join(f"{k.split('_test')[0]} {v}" for k, v in accs.items()))
+    files: list[Path] = []
+    for name, dot in geno.dot_graphs().items():
+        p = out / f"{name}.dot"
+        p.write_text(dot)
+        files += [p] + _render(p)
+    if shutil.which("dot") is None:
+        lines.append(GRAPHVIZ_HINT)
+    if history:
+        last = history[-1]["softmax"]
+        op_names = ops or [str(i) for i in range(len(next(iter(last.values()))))]
+        lines.append(f"α after epoch {history[-1]['epoch']} (softmax per edge):")
+        lines.append("  " + "label".ljust(22) + " ".join(n[:12].rjust(12) for n in op_names))
+        for label, probs in last.items():
+            lines.append("  " + label.ljust(22) + " ".join(f"{p:12.3f}" for p in probs))
+    if path.is_dir() and (path / "metrics.jsonl").exists():
+        lines += diagnostic_lines([json.loads(l) for l in (path / "metrics.jsonl").read_text().splitlines() if l.strip()])
+    if path.is_dir():
+        from dnas.report.plots import plot_alpha, plot_metrics, plot_run_pareto, read_jsonl
+
+        files += plot_metrics(read_jsonl(path / "metrics.jsonl"), out) if (path / "metrics.jsonl").exists() else []
+        files += plot_alpha(history, out, ops) if history else []
+        files += plot_run_pareto(path, out)  # nothing unless the search had a latency term
+    lines.append("wrote: " + ", ".join(str(f) for f in files))
+    return lines
+
+
+def show_multitrial(path: Path, out: Path, config: dict) -> list[str]:
+    """``dnas show`` of a multi-trial run: its summary and the accuracy-vs-latency plot
+    (:func:`dnas.report.plots.plot_run_pareto`) when its estimator gives a latency.
+
+    Args:
+      path: the run directory.
+      out: folder for the pictures.
+      config: its ``config.json``.
+    Returns:
+      printable lines.
+    """
+    from dnas.report.plots import plot_run_pareto
+
+    lines = []
+    if (path / "summary.json").is_file():
+        s = json.loads((path / "summary.json").read_text())
+        lines.append(f"multi-trial run ({s.get('strategy', config.get('strategy'))}, {s.get('runs')} runs): "
+                     f"{s.get('test_metric')} {s.get('test_acc_mean', float('nan')):.3f} ± {s.get('test_acc_std', float('nan')):.3f} "
+                     f"of the chosen architectures; most chosen: {s.get('most_chosen')} ({s.get('most_chosen_runs')} runs)")
+    else:
+        lines.append(f"multi-trial run ({config.get('strategy')}, {config.get('runs')} runs), not finished (no summary.json)")
+    out.mkdir(parents=True, exist_ok=True)
+    files = plot_run_pareto(path, out)
+    lines.append("wrote: " + ", ".join(str(f) for f in files) if files else
+                 "no accuracy-vs-latency plot: the estimator gives no latency metric (lat_ms_* or latency_ms)")
+    return lines
+
+
+def diagnostic_lines(records: list[dict]) -> list[str]:
+    """The collapse diagnostics of a search's ``metrics.jsonl`` records (:mod:`dnas.search.diagnostics`),
+    one line per epoch: supernet val accuracy, top Hessian eigenvalue (when logged),
+    parameter-free ops per derived cell, α entropy; and the DARTS-ES stop, if any.
+    Empty when the run logged none (runs from before the diagnostics)."""
+    epochs = [r for r in records if r.get("event") == "epoch" and "param_free_ops" in r]
+    if not epochs:
+        return []
+    cells = list(epochs[-1]["param_free_ops"])
+    out = ["collapse diagnostics per epoch (RobustDARTS: a rising λ_max and more parameter-free ops signal collapse):",
+           "  epoch  val_acc      λ_max  " + " ".join(f"free({c})".rjust(12) for c in cells) + "  α-entropy"]
+    for r in epochs:
+        lam = f"{r['hessian_eigenvalue']:10.4g}" if "hessian_eigenvalue" in r else "         -"
+        free = " ".join(str(r["param_free_ops"].get(c, "-")).rjust(12) for c in cells)
+        out.append(f"  {r['epoch']:5d}  {r.get('epoch_val_acc', float('nan')):7.3f} {lam}  {free}  {r.get('epoch_alpha_entropy', float('nan')):9.3f}")
+    for r in records:
+        if r.get("event") == "early_stop":
+            out.append(f"DARTS-ES stopped the search after epoch {r['epoch']}; result: the genotype of epoch {r['stop_epoch']}")
+    return out

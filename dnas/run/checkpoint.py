@@ -1,0 +1,88 @@
+"""Orbax checkpoints of everything a resume needs.
+
+A checkpoint holds the whole :class:`~dnas.search.state.SearchState` (or a training state):
+step, α, weights, BatchNorm statistics, both optimizer states and the PRNG key. The data
+position needs no extra field: batches are a pure function of ``(key, step)``. Orbax
+writes each step into a temporary folder and renames it when complete, so a crash never
+leaves a half-written checkpoint that looks whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from dnas.core.errors import DnasError
+
+
+def _to_savable(tree: Any) -> Any:
+    """Typed PRNG keys -> raw ``uint32`` data (orbax stores plain arrays)."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.random.key_data(x) if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree
+    )
+
+
+def _from_savable(tree: Any, like: Any) -> Any:
+    return jax.tree_util.tree_map(
+        lambda x, ref: jax.random.wrap_key_data(x) if isinstance(ref, jax.Array) and jax.dtypes.issubdtype(ref.dtype, jax.dtypes.prng_key) else x,
+        tree,
+        like,
+    )
+
+
+class Checkpointer:
+    """Periodic, atomic checkpoints in ``directory`` (keeps the newest ``keep``).
+
+    Args:
+      directory: checkpoint folder (created if missing).
+      keep: number of checkpoints kept.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 2):
+        self.directory = Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        )
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step, or None."""
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any) -> None:
+        """Writes ``state`` at ``step`` (synchronously; returns when it is on disk)."""
+        self._manager.save(int(step), args=ocp.args.StandardSave(_to_savable(state)), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, like: Any) -> Any:
+        """Reads the checkpoint at ``step`` into the structure (and shardings) of ``like``."""
+        savable = _to_savable(like)
+        abstract = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)), savable
+        )
+        try:
+            restored = self._manager.restore(int(step), args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged folder
+            raise DnasError(
+                f"checkpoint {step} in {str(self.directory)!r} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+                f"move {str(self.directory / str(step))!r} aside to resume from an older checkpoint"
+            ) from None
+        return _from_savable(restored, like)
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def resume(ckpt: Checkpointer, state: Any, writers: tuple = (), log=print) -> Any:
+    """Restores the newest checkpoint into ``state`` (if any) and truncates metric files
+    past it, so a resumed run's files match an uninterrupted run's."""
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state = ckpt.restore(latest, state)
+        log(f"resuming {ckpt.directory.parent} from step {latest}")
+    for w in writers:
+        w.truncate_after(int(state.step))
+    return state

@@ -1,0 +1,259 @@
+"""Search-space core: labelled choices, discrete encodings, sampling, mutation, crossover.
+
+A :class:`Choice` is one decision point: a hierarchical label (``normal/edge_3_1``,
+``stage3/block1/op``) and an ordered tuple of candidates. Declaring the same label twice
+means one shared decision (this is how DARTS shares α across all normal cells), so the
+candidates must agree.
+
+A discrete architecture is one index per label: a ``dict`` for people, an
+``int32[n_choices]`` vector in the space's fixed label order for jit, strategies and
+predictors. ``sample``/``mutate``/``crossover`` are pure JAX functions of an explicit key.
+
+Constraints (e.g. "each DARTS node keeps exactly two inputs") are expressed by *groups*:
+choices that mutate and cross over as a unit, and a ``sample`` that only draws valid
+groups. Mutation resamples one group, so any space whose validity is per-group stays
+valid under mutation and crossover without extra code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnas.core.errors import DnasError
+from dnas.core.registry import Registry
+from dnas.core.types import ArchVec, PRNGKey
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One decision point.
+
+    Args:
+      label: hierarchical name; two choices with the same label are one decision.
+      candidates: ordered candidate values (op names, kernel sizes, widths, input ids...).
+    """
+
+    label: str
+    candidates: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "candidates", tuple(self.candidates))
+        if not self.label:
+            raise DnasError("a choice needs a non-empty label")
+        if len(self.candidates) < 1:
+            raise DnasError(f"choice {self.label!r} has no candidates")
+        if len(set(map(repr, self.candidates))) != len(self.candidates):
+            raise DnasError(f"choice {self.label!r} lists a candidate twice: {self.candidates}")
+
+    @property
+    def n(self) -> int:
+        """Number of candidates."""
+        return len(self.candidates)
+
+
+class SearchSpace:
+    """An ordered set of labelled choices with discrete encodings.
+
+    A *registered* space (:func:`register_space`) is what configs name with
+    ``config.space`` (+ ``config.space_kwargs`` for its constructor, ``config.layers``
+    passed as ``layers``). It adds three methods to the encodings below, and that is all
+    the rest of dnas calls:
+
+    - ``supernet(*, C, num_classes, in_channels, rngs) -> nnx.Module``: the supernet, owning
+      ``self.alpha = init_alpha(space, key)`` and called as ``net(x, arch) -> NetOutput``
+      (:class:`dnas.core.types.NetOutput`);
+    - ``derive(alpha: dict label -> logits) -> genotype``: the discrete architecture, an
+      instance of a class registered with :func:`dnas.space.genotype.register_genotype`;
+    - ``network(genotype, *, C, layers, num_classes, in_channels, rngs, **options)``
+      (a static method): the derived network, called as ``net(x, *, key, drop_prob) ->
+      NetOutput``; ``options`` carries train-config values it may use (``dataset``,
+      ``auxiliary``) and must be accepted even when unused.
+
+    Args:
+      choices: the choices; repeated labels are merged (and must list equal candidates).
+      groups: optional partition of labels into units for mutation/crossover; by default
+        every label is its own group.
+
+    Example:
+      >>> space = SearchSpace([Choice("l1/op", ("a", "b")), Choice("l2/op", ("a", "b", "c"))])
+      >>> space.size()
+      6
+      >>> space.decode(space.encode({"l1/op": "b", "l2/op": 2}))  # values or indices
+      {'l1/op': 1, 'l2/op': 2}
+    """
+
+    def __init__(self, choices: Iterable[Choice], groups: Sequence[Sequence[str]] | None = None):
+        merged: dict[str, Choice] = {}
+        for c in choices:
+            prev = merged.get(c.label)
+            if prev is None:
+                merged[c.label] = c
+            elif prev.candidates != c.candidates:
+                raise DnasError(
+                    f"label {c.label!r} is used twice with different candidates "
+                    f"({prev.candidates} vs {c.candidates}); a shared label must offer the same choice"
+                )
+        if not merged:
+            raise DnasError("a search space needs at least one choice")
+        self.choices: tuple[Choice, ...] = tuple(merged.values())
+        self.labels: tuple[str, ...] = tuple(merged)
+        self._index = {l: i for i, l in enumerate(self.labels)}
+        self.num_candidates = np.array([c.n for c in self.choices], np.int32)
+        if groups is None:
+            groups = [[l] for l in self.labels]
+        flat = [l for g in groups for l in g]
+        if sorted(flat) != sorted(self.labels):
+            raise DnasError("groups must partition the space's labels exactly once each")
+        self.groups: tuple[tuple[int, ...], ...] = tuple(tuple(self._index[l] for l in g) for g in groups)
+
+    # ----- sizes -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.choices)
+
+    def num_configurations(self) -> int:
+        """Product of candidate counts, valid or not (k^o for o choices of k candidates)."""
+        return math.prod(int(n) for n in self.num_candidates)
+
+    def size(self) -> int:
+        """Number of valid architectures; equals :meth:`num_configurations` unless overridden."""
+        return self.num_configurations()
+
+    # ----- encodings ---------------------------------------------------------------------
+    def index(self, label: str) -> int:
+        """Position of ``label`` in the vector encoding."""
+        try:
+            return self._index[label]
+        except KeyError:
+            raise DnasError(f"unknown label {label!r}; labels look like {self.labels[:3]}...") from None
+
+    def choice(self, label: str) -> Choice:
+        """The :class:`Choice` for ``label``."""
+        return self.choices[self.index(label)]
+
+    def encode(self, arch: Mapping[str, Any]) -> np.ndarray:
+        """Readable dict (label -> candidate index or value) -> ``int32[n_choices]``."""
+        missing = [l for l in self.labels if l not in arch]
+        extra = [l for l in arch if l not in self._index]
+        if missing or extra:
+            raise DnasError(f"architecture does not match the space: missing labels {missing[:5]}, unknown labels {extra[:5]}")
+        vec = np.zeros(len(self.labels), np.int32)
+        for i, c in enumerate(self.choices):
+            v = arch[c.label]
+            values_are_ints = all(isinstance(x, (int, np.integer)) for x in c.candidates)
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and not values_are_ints:
+                # An int for a choice of named candidates is an index.
+                if not 0 <= int(v) < c.n:
+                    raise DnasError(f"index {v} for {c.label!r} is out of range [0, {c.n})")
+                vec[i] = int(v)
+            elif v in c.candidates:
+                vec[i] = c.candidates.index(v)
+            else:
+                raise DnasError(f"{v!r} is not a candidate of {c.label!r}; candidates: {c.candidates}")
+        return vec
+
+    def decode(self, vec: ArchVec | np.ndarray) -> dict[str, int]:
+        """``int32[n_choices]`` -> dict label -> candidate index."""
+        vec = np.asarray(vec)
+        self._check_vec(vec)
+        return {l: int(v) for l, v in zip(self.labels, vec)}
+
+    def names(self, vec: ArchVec | np.ndarray) -> dict[str, Any]:
+        """``int32[n_choices]`` -> dict label -> candidate value (e.g. op name)."""
+        return {l: self.choices[i].candidates[v] for i, (l, v) in enumerate(self.decode(vec).items())}
+
+    def to_inputs(self, vec: ArchVec) -> dict[str, jax.Array]:
+        """Vector -> per-label ``int32[]`` indices for a supernet's forward (jit-friendly)."""
+        return {l: vec[i] for i, l in enumerate(self.labels)}
+
+    def _check_vec(self, vec: np.ndarray) -> None:
+        if vec.shape != (len(self.labels),):
+            raise DnasError(f"architecture vector has shape {vec.shape}, expected ({len(self.labels)},)")
+        if (vec < 0).any() or (vec >= self.num_candidates).any():
+            raise DnasError("architecture vector has an index out of range for its choice")
+
+    # ----- validity, sampling, variation ---------------------------------------------------
+    def is_valid(self, vec: ArchVec | np.ndarray) -> bool:
+        """Whether ``vec`` is a valid architecture (always True unless overridden)."""
+        vec = np.asarray(vec)
+        return vec.shape == (len(self.labels),) and bool(((vec >= 0) & (vec < self.num_candidates)).all())
+
+    def sample(self, key: PRNGKey) -> ArchVec:
+        """A uniformly random valid architecture, ``int32[n_choices]``. Pure and jittable."""
+        return jax.random.randint(key, (len(self.labels),), 0, jnp.asarray(self.num_candidates), dtype=jnp.int32)
+
+    def mutate(self, key: PRNGKey, vec: ArchVec) -> ArchVec:
+        """Resamples one randomly chosen group so the architecture changes. Pure and jittable."""
+        vec = jnp.asarray(vec, jnp.int32)
+        k_group, k_new = jax.random.split(key)
+        g = jax.random.randint(k_group, (), 0, len(self.groups))
+        masks = np.zeros((len(self.groups), len(self.labels)), bool)
+        for gi, idx in enumerate(self.groups):
+            masks[gi, list(idx)] = True
+        mask = jnp.asarray(masks)[g]
+        # A group with a single configuration cannot change; bound the retries.
+        def cond(c):
+            i, _, new = c
+            return (i < 64) & jnp.all(jnp.where(mask, new == vec, True))
+
+        def body(c):
+            i, k, _ = c
+            k, sub = jax.random.split(k)
+            return i + 1, k, jnp.where(mask, self.sample(sub), vec)
+
+        init = body((0, k_new, vec))
+        return jax.lax.while_loop(cond, body, init)[2]
+
+    def crossover(self, key: PRNGKey, a: ArchVec, b: ArchVec) -> ArchVec:
+        """Uniform crossover over groups: each group comes from ``a`` or ``b``. Pure."""
+        take_a = jax.random.bernoulli(key, 0.5, (len(self.groups),))
+        owner = np.zeros(len(self.labels), np.int32)
+        for gi, idx in enumerate(self.groups):
+            owner[list(idx)] = gi
+        return jnp.where(take_a[jnp.asarray(owner)], jnp.asarray(a, jnp.int32), jnp.asarray(b, jnp.int32))
+
+
+SPACES: Registry[type] = Registry("space", builtins="dnas.space.spaces")
+"""Registered search-space classes by name (see :class:`SearchSpace`)."""
+
+
+def register_space(name: str):
+    """Class decorator registering a :class:`SearchSpace` subclass under ``name``.
+
+    The genotypes its ``derive`` returns name the space back (``genotype.space == name``),
+    so ``dnas train`` builds the right network from a genotype alone.
+    """
+
+    def deco(cls: type) -> type:
+        for method in ("supernet", "derive", "network"):
+            if not callable(getattr(cls, method, None)):
+                raise DnasError(f"space {name!r} ({cls.__name__}) lacks the method {method}(); see dnas.space.base.SearchSpace")
+        cls.space_name = name
+        SPACES.add(name, cls)
+        return cls
+
+    return deco
+
+
+def build_space(name: str, layers: int, kwargs: Mapping[str, Any] | None = None) -> SearchSpace:
+    """The registered space ``name`` built with ``layers`` and ``kwargs`` (one-line errors
+    for unknown names and arguments)."""
+    import inspect
+
+    cls = SPACES[name]
+    kwargs = dict(kwargs or {})
+    params = inspect.signature(cls.__init__).parameters
+    bad = [k for k in kwargs if k not in params or k == "self"]
+    if bad:
+        accepted = [p for p in params if p not in ("self", "layers")]
+        raise DnasError(f"space {name!r} takes no argument {bad[0]!r} in config.space_kwargs; it accepts: {', '.join(accepted)}")
+    try:
+        return cls(layers=int(layers), **kwargs)
+    except TypeError as e:
+        raise DnasError(f"space {name!r}: {e}") from None
