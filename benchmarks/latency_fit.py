@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from dnas.run.config import shared_data
+from dnas.data.datasets import shared_data
 from dnas.space.genotype import NB201Genotype
 from dnas.hardware.predictor import fit_latency_predictor, latency_metrics
 from dnas.space.spaces.nb201 import NB201Space

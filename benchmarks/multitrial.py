@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     import numpy as np
 
-    from dnas.run.config import shared_data
-    from dnas.run.multitrial import build, make_search, multitrial_defaults
+    from dnas.data.datasets import shared_data
+    from dnas.search.multitrial import build, make_search
+    from dnas.run.multitrial import multitrial_defaults
 
     c = multitrial_defaults()
     c.table = args.table or shared_data("nb201", "nb201_table.csv")

@@ -61,10 +61,9 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    from dnas.cli.eval import sample_distinct
 
     ev = _evaluator(a)
-    vecs = sample_distinct(ev.space, a.archs, jax.random.key(a.seed))
+    vecs = ev.space.distinct_samples(a.archs, jax.random.key(a.seed))
     t0 = time.perf_counter()
     ev.evaluate(vecs[: ev.chunk])
     compile_s = time.perf_counter() - t0

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.space.spaces.nb201 import NB201Space
-from dnas.cli.zero_cost import distinct_archs, score_batch
+from dnas.core.stats import rank_quality
+from dnas.data.datasets import sample_batch
 from dnas.estimate.zero_cost.score import ZeroCostScorer
 
 
@@ -95,7 +96,6 @@ def smash_kendall(a: argparse.Namespace) -> dict:
     from dnas.data.datasets import get_dataset, normalize
     from dnas.estimate.nb201_table import nb201_table
     from dnas.estimate.hypernet import Smash
-    from dnas.cli.zero_cost import rank_correlations
 
     space = NB201Space(layers=a.layers)
     ds = get_dataset("cifar10", a.data_dir)
@@ -106,7 +106,7 @@ def smash_kendall(a: argparse.Namespace) -> dict:
     t = time.perf_counter()
     losses = sm.train(xtr, ds.train_y.astype(np.int32), steps=a.smash_steps, batch_size=a.batch_size, key=k_train)
     t_train = time.perf_counter() - t
-    archs = distinct_archs(space, a.archs, k_arch)
+    archs = space.distinct_samples(a.archs, k_arch)
     t = time.perf_counter()
     acc, loss = sm.rank(archs, xva, ds.test_y[: a.val].astype(np.int32))
     t_rank = time.perf_counter() - t
@@ -115,7 +115,7 @@ def smash_kendall(a: argparse.Namespace) -> dict:
         "smash": {"steps": a.smash_steps, "batch": a.batch_size, "C": a.channels, "layers": a.layers, "val_images": a.val,
                   "train_s": round(t_train, 1), "rank_s": round(t_rank, 1), "traces": sm.traces,
                   "loss_first_last": [round(float(np.mean(losses[:20])), 3), round(float(np.mean(losses[-20:])), 3)],
-                  "by_accuracy": rank_correlations(acc, truth), "by_neg_loss": rank_correlations(-loss, truth), "archs": a.archs}
+                  "by_accuracy": rank_quality(acc, truth), "by_neg_loss": rank_quality(-loss, truth), "archs": a.archs}
     }
 
 
@@ -143,8 +143,8 @@ def main() -> None:
         return
     space = NB201Space(layers=a.layers)
     k_arch, k_batch, k_score = jax.random.split(jax.random.key(a.seed), 3)
-    archs = distinct_archs(space, a.archs, k_arch)
-    x, y, classes = score_batch("cifar10", a.data_dir, a.batch_size, k_batch)
+    archs = space.distinct_samples(a.archs, k_arch)
+    x, y, classes = sample_batch("cifar10", a.data_dir, a.batch_size, k_batch)
     out = {"archs": a.archs, "C": a.channels, "layers": a.layers, "batch": a.batch_size, "backend": jax.default_backend(), "proxies": {}}
     for name in a.proxies.split(","):
         scorer = ZeroCostScorer(space, (name,), C=a.channels, num_classes=classes, in_channels=3, batch_shape=x.shape)

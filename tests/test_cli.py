@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dnas.cli.main import _split_overrides, main
+from dnas.cli.common import split_overrides as _split_overrides
+from dnas.cli.main import main
 from dnas.core.errors import DnasError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_user_errors_name_the_fix(capsys):
 
 
 def test_show_a_genotype_writes_a_named_folder_and_table_accuracy(tmp_path, monkeypatch, capsys):
-    from dnas.run.config import shared_data
+    from dnas.data.datasets import shared_data
 
     monkeypatch.chdir(tmp_path)
     cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"

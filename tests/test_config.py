@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from dnas.run.config import apply_overrides, differing_keys, from_json, load_config, search_defaults, to_json, train_defaults, validate
+from dnas.run.config import apply_overrides, differing_keys, from_json, load_config, to_json, validate
+
+from dnas.run.search import search_defaults
+
+from dnas.run.train import train_defaults
 from dnas.core.errors import DnasError
 
 EXPERIMENTS = sorted(Path(__file__).resolve().parents[1].glob("experiments/*/config.py"))
@@ -70,7 +74,7 @@ def test_named_parts_and_their_kwargs_are_checked():
 def test_space_is_nb201_with_its_own_ops_when_only_the_name_changes():
     """Switching the space does not carry DARTS' op list over (it used to search a space
     that was not NB201)."""
-    from dnas.run.loop import build_space
+    from dnas.run.search import build_space
 
     c = validate(apply_overrides(_search(), ["--config.space=nb201", "--config.layers=1"]))
     space = build_space(c)
@@ -117,7 +121,9 @@ def test_differing_keys_name_the_change():
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.parent.name)
 @pytest.mark.parametrize("arg", ["", "smoke"])
 def test_experiment_configs_load_and_validate(path, arg):
-    from dnas.run.config import RUN_KINDS, import_file, shared_data
+    from dnas.run.config import RUN_KINDS
+    from dnas.core.imports import import_file
+    from dnas.data.datasets import shared_data
 
     raw = import_file(path).get_config(arg or None)
     overrides = []
@@ -137,7 +143,7 @@ def test_second_order_darts_config_loads():
 
 
 def test_smoke_configs_contain_a_normal_cell():
-    from dnas.run.loop import build_space
+    from dnas.run.search import build_space
 
     for name in ("darts", "nb201"):
         space = build_space(load_config(f"experiments/{name}/config.py:smoke"))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dnas.data import datasets as D
-from dnas.run.config import shared_data
+from dnas.data.datasets import shared_data
 from dnas.core.errors import DnasError
 
 

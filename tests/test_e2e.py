@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnas.run.checkpoint import Checkpointer
+from dnas.core.checkpoint import Checkpointer
 
 ROOT = Path(__file__).resolve().parents[1]
 # 3 cells (one normal, two reduction), so both α halves are trained and checked.
@@ -51,7 +51,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
 
     assert (killed / "genotype.json").read_text() == (tmp_path / "full" / "genotype.json").read_text()
     from dnas.run.config import from_json
-    from dnas.run.loop import build_search
+    from dnas.run.search import build_search
 
     config = from_json((tmp_path / "full" / "config.json").read_text())
     like = build_search(config).state
@@ -105,7 +105,7 @@ def test_experiment_smoke_search(tmp_path, experiment):
     """The smoke search ends with the genotype its own α derives (not just exit 0)."""
     from dnas.space import genotype as G
     from dnas.run.config import from_json
-    from dnas.run.loop import build_space
+    from dnas.run.search import build_space
 
     w = tmp_path / "w"
     r = _dnas("search", "--config", f"experiments/{experiment}/config.py:smoke", "--workdir", str(w))
@@ -173,7 +173,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
     err = r.stderr.strip().splitlines()[-1]
     assert "at step" in err and ("nan" in err.lower() or "inf" in err.lower() or "NaN" in err)
     from dnas.run.config import from_json
-    from dnas.run.loop import build_search
+    from dnas.run.search import build_search
 
     ck = Checkpointer(w / "checkpoints")
     if ck.latest_step() is not None:

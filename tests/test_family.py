@@ -271,10 +271,10 @@ def test_method_smoke_search_runs_and_logs_diagnostics(tmp_path, method, monkeyp
     ends with the genotype its α derives; the epoch lines carry the diagnostics. The GDAS
     run also logs the Hessian eigenvalue and, with DARTS-ES forced to fire after epoch 2,
     ends with the genotype of the epoch the rule names (read back from alpha.jsonl)."""
-    import dnas.run.loop
+    import dnas.run.search
     from dnas.space import genotype as G
     from dnas.run.config import load_config
-    from dnas.run.loop import build_space, run_search
+    from dnas.run.search import build_space, run_search
 
     # Tiny programs (3 ops, one node per DARTS cell): compile time dominates on CPU.
     ops = "none,skip_connect,nor_conv_1x1" if method == "drnas" else "max_pool_3x3,skip_connect,sep_conv_3x3"
@@ -284,7 +284,7 @@ def test_method_smoke_search_runs_and_logs_diagnostics(tmp_path, method, monkeyp
         over.append("--config.space_kwargs.nodes=1")
     if method == "gdas":
         over += ["--config.hessian_iters=2", "--config.early_stop=true"]
-        monkeypatch.setattr(dnas.run.loop, "darts_es", lambda evs: 0 if len(evs) == 2 else None)
+        monkeypatch.setattr(dnas.run.search, "darts_es", lambda evs: 0 if len(evs) == 2 else None)
     config = load_config(f"experiments/{method}/config.py:smoke", over)
     geno = run_search(config, tmp_path / "w", log=lambda s: None)
     assert G.load(tmp_path / "w" / "genotype.json") == geno

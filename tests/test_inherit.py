@@ -204,8 +204,9 @@ def test_train_init_from_a_search_run(tmp_path, capsys):
     import shutil
 
     from dnas.cli.main import main
-    from dnas.run.config import apply_smoke, search_defaults
-    from dnas.run.loop import run_search
+    from dnas.run.config import apply_smoke
+    from dnas.run.search import search_defaults
+    from dnas.run.search import run_search
 
     c = search_defaults()
     c.space = "nb201"

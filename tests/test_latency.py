@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnas.run.config import shared_data
+from dnas.data.datasets import shared_data
 from dnas.core.errors import DnasError
 from dnas.hardware import (
     PENALTIES,
@@ -28,7 +28,7 @@ from dnas.hardware import (
     straight_through_latency,
     table_latency,
 )
-from dnas.cli.latency import main_latency
+from dnas.cli.main import main_latency
 from dnas.space.base import Choice, SearchSpace
 
 # A small space with a shared label (used at two positions) and unequal candidate counts.

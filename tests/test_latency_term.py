@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 
 from dnas.search.bilevel import make_search_step
-from dnas.run.config import from_json, search_defaults, to_json, validate
+from dnas.run.config import from_json, to_json, validate
+from dnas.run.search import search_defaults
 from dnas.core.errors import DnasError
 from dnas.hardware import LatencyTable, LutEntry, LutKey, table_latency
 from dnas.search.latency import (
@@ -220,7 +221,7 @@ def test_config_latency_keys_and_errors(tmp_path):
 def test_lut_build_and_check_on_this_device(tmp_path, capsys):
     """A 2-block space at 16x16: every key measured once, settings recorded, and the check
     compares sampled whole networks with the table's sums (one JSON line last)."""
-    from dnas.cli.latency import main_lut
+    from dnas.cli.main import main_lut
 
     kwargs = '{"width_stages": [24], "n_cell_stages": [2], "stride_stages": [2], "ops": ["mb_k3_e3", "mb_k5_e6"]}'
     out = tmp_path / "lut.json"

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from dnas.space import genotype as G
-from dnas.run.config import shared_data
+from dnas.data.datasets import shared_data
 from dnas.hardware.counts import count_params, model_macs
 from dnas.core.errors import DnasError
 from dnas.hardware import load_fbnet_csv, load_yaml_lut, table_latency

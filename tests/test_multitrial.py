@@ -10,12 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnas.run.config import shared_data
+from dnas.data.datasets import shared_data
 from dnas.core.errors import DnasError
 from dnas.estimate import ESTIMATORS
 from dnas.estimate.nb201_table import load_table
 from dnas.run.multitrial import check_multitrial, multitrial_defaults, run_multitrial
-from dnas.report.multitrial import pareto_mask
+from dnas.core.stats import pareto_mask
 from dnas.search.objectives import OBJECTIVES
 from dnas.space.spaces import NB201Space
 
@@ -236,7 +236,8 @@ def test_host_loop_reproduces_the_vmapped_program(tmp_path):
     """The step-by-step host loop (for estimators that train) takes the same steps, keys and
     budget rule as the vmapped program: over the table it gives the same history, also
     when it dies midway and resumes from its per-step checkpoint."""
-    from dnas.run.multitrial import build, run_host
+    from dnas.search.multitrial import build
+    from dnas.run.multitrial import run_host
 
     c = _config(runs=2, runs_per_chunk=2)
     run_multitrial(c, tmp_path / "pure", log=lambda m: None)
@@ -265,19 +266,23 @@ def test_host_loop_reproduces_the_vmapped_program(tmp_path):
 
 def test_train_from_scratch_estimator_on_digits(tmp_path):
     """Real training as the estimator: 2 NB201 cells on 8x8 digits (tiny proxies), through
-    the driver; results are cached per architecture, so a rerun reads them back."""
+    the driver; results are cached per architecture, so a rerun reads them back. The search
+    reads the held-out validation split; the test split is only reported."""
     c = multitrial_defaults()
     c.strategy, c.strategy_kwargs = "random", {}
     c.estimator = "train"
-    c.estimator_kwargs = {"epochs": 1, "max_train_examples": 128, "max_test_examples": 64, "init_channels": 4, "layers": 1, "batch_size": 32}
-    c.objective_kwargs = {"metric": "test_acc"}
-    c.report_metric = c.valid_metric = "test_acc"
+    c.estimator_kwargs = {"epochs": 1, "max_train_examples": 128, "max_test_examples": 64, "valid_examples": 32, "init_channels": 4,
+                          "layers": 1, "batch_size": 32}
+    c.objective_kwargs = {"metric": "val_acc"}
+    c.report_metric, c.valid_metric = "test_acc", "val_acc"
     c.runs, c.max_evals, c.budget_s = 1, 2, 1e6
     s = run_multitrial(c, tmp_path / "run", log=lambda m: None)
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and s["evals_mean"] == 2
-    assert all(0.0 <= l["test_acc"] <= 100.0 and l["params"] > 0 and l["cost_s"] == l["train_s"] > 0 for l in lines)
-    assert s["test_acc_mean"] == max(l["test_acc"] for l in lines)
+    assert all(0.0 <= l["test_acc"] <= 100.0 and 0.0 <= l["val_acc"] <= 100.0 and l["params"] > 0 and l["cost_s"] == l["train_s"] > 0 for l in lines)
+    assert [l["fitness"] for l in lines] == [l["val_acc"] for l in lines]  # the signal is validation accuracy
+    chosen = max(lines, key=lambda l: l["val_acc"])
+    assert s["test_acc_mean"] == chosen["test_acc"] and s["valid_acc_mean"] == chosen["val_acc"]
     assert len(list((tmp_path / "run" / "trained").iterdir())) == len({l["arch_str"] for l in lines})
     (tmp_path / "run" / "chunks" / "runs_00000.npz").unlink()  # "killed" before the run was saved
     again = run_multitrial(c, tmp_path / "run", log=lambda m: None)

@@ -111,9 +111,10 @@ def test_rsps_smoke_supernet_then_oneshot_estimator_and_dnas_eval(tmp_path, caps
     import json
 
     from dnas.cli.main import main
-    from dnas.run.config import load_config, shared_data
+    from dnas.run.config import load_config
+    from dnas.data.datasets import shared_data
     from dnas.estimate import ESTIMATORS
-    from dnas.run.loop import run_search
+    from dnas.run.search import run_search
 
     c = load_config("experiments/rsps_nb201/config.py:smoke", ["--config.max_steps=4"])
     run_search(c, tmp_path / "s", log=lambda m: None)
@@ -143,7 +144,7 @@ def test_rsps_smoke_supernet_then_oneshot_estimator_and_dnas_eval(tmp_path, caps
 
 
 def test_rank_quality_by_hand():
-    from dnas.cli.eval import rank_quality
+    from dnas.core.stats import rank_quality
 
     truth = np.arange(20, dtype=float)
     q = rank_quality(truth.copy(), truth)
@@ -238,9 +239,9 @@ def test_enas_smoke_searches_and_resumes_bit_identically(tmp_path, capsys):
     reward baseline) as the uninterrupted one."""
     import shutil
 
-    from dnas.run.checkpoint import Checkpointer
+    from dnas.core.checkpoint import Checkpointer
     from dnas.run.config import load_config
-    from dnas.run.loop import build_search, run_search
+    from dnas.run.search import build_search, run_search
 
     c = load_config("experiments/enas/config.py:smoke", [])
     run_search(c, tmp_path / "full", log=lambda m: None)
@@ -288,7 +289,7 @@ def test_spos_smoke_supernet_then_evolution_over_it(tmp_path):
     import json
 
     from dnas.run.config import load_config
-    from dnas.run.loop import run_search
+    from dnas.run.search import run_search
     from dnas.run.multitrial import run_multitrial
 
     c = load_config("experiments/spos/config.py:smoke", ["--config.max_steps=2"])
@@ -319,10 +320,10 @@ def test_a_second_process_on_a_running_workdir_is_refused(tmp_path):
     import sys
 
     from dnas.core.errors import DnasError
-    from dnas.run.loop import WorkdirLock
+    from dnas.run.driver import WorkdirLock
 
     lock = WorkdirLock(tmp_path)
-    code = ("import sys; from dnas.run.loop import WorkdirLock; from dnas.core.errors import DnasError\n"
+    code = ("import sys; from dnas.run.search import WorkdirLock; from dnas.core.errors import DnasError\n"
             "try:\n    WorkdirLock(sys.argv[1])\nexcept DnasError as e:\n    print(e); sys.exit(3)\n")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 3 and "in use by a running dnas process" in r.stdout and str(__import__("os").getpid()) in r.stdout
@@ -335,8 +336,8 @@ def test_a_second_process_on_a_running_workdir_is_refused(tmp_path):
     held.release()
     # The lock comes before the config: a run starting on a new directory another process
     # has just locked is refused without writing its config.json there.
-    from dnas.run.config import search_defaults
-    from dnas.run.loop import run_search
+    from dnas.run.search import search_defaults
+    from dnas.run.search import run_search
 
     fresh = tmp_path / "new"
     fresh.mkdir()

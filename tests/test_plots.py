@@ -217,7 +217,8 @@ def _multitrial_dir(path, chunks, config_kw=None, log_runs=1):
 
     ``chunks``: one (archs [R, E, n], count [R], metrics {name: [R, E]} or None) per file.
     """
-    from dnas.run.multitrial import History, _save_chunk, multitrial_defaults
+    from dnas.search.multitrial import History
+    from dnas.run.multitrial import _save_chunk, multitrial_defaults
 
     c = multitrial_defaults()
     c.runs, c.runs_per_chunk, c.log_runs = sum(len(cnt) for _, cnt, _ in chunks), len(chunks[0][1]), log_runs
@@ -309,7 +310,7 @@ def test_multitrial_table_run_uses_metrics_jsonl_without_the_table(tmp_path):
 
 
 def test_multitrial_table_run_looks_its_chunks_up_in_the_table(tmp_path):
-    from dnas.run.config import shared_data
+    from dnas.data.datasets import shared_data
     from dnas.report.plots import run_pareto_data
 
     table = shared_data("nb201", "nb201_table.csv")
@@ -357,7 +358,7 @@ def test_show_multitrial_writes_and_prints_the_pareto_plot(tmp_path):
 
 
 def _search_dir(path, latency=True, epochs=4, steps_per_epoch=2):
-    """A search run directory as dnas.run.loop.run_search writes it: per-step lines, one
+    """A search run directory as dnas.run.search.run_search writes it: per-step lines, one
     ``"event": "epoch"`` line per epoch (with the latency term's two numbers when it is on),
     alpha.jsonl, genotype.json and config.json (its ``latency`` section)."""
     from dnas.space import genotype as G

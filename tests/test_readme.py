@@ -19,7 +19,9 @@ def _blocks(lang):
 def test_python_snippets_run():
     import ml_collections
 
-    from dnas.run.config import search_defaults, validate
+    from dnas.run.search import search_defaults
+
+    from dnas.run.config import validate
     from dnas.space.ops import OPS
     from dnas.space.relax import RELAXATIONS, make_relaxation
 
@@ -45,7 +47,8 @@ def test_python_snippets_run():
 @pytest.mark.parametrize("line", [l for b in _blocks("bash") for l in b.splitlines() if l.startswith("dnas ")])
 def test_command_lines_parse(line):
     """Synopsis lines are parsed without their optional [...] parts."""
-    from dnas.cli.main import _split_overrides, build_parser
+    from dnas.cli.common import split_overrides as _split_overrides
+    from dnas.cli.main import build_parser
 
     while "[" in line:  # drop optional parts, innermost first
         line = re.sub(r"\[[^\[\]]*\]", "", line)

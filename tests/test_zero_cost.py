@@ -143,7 +143,7 @@ def test_zero_cost_estimator_and_cli_errors(capsys):
     import dnas.estimate.zero_cost  # noqa: F401  (registers the estimator)
     from dnas.estimate import ESTIMATORS
     from dnas.space.spaces.nb201 import NB201Space
-    from dnas.cli.zero_cost import main_zero_cost
+    from dnas.cli.main import main_zero_cost
 
     est = ESTIMATORS["zero_cost"](NB201Space(layers=1), proxies="naswot", dataset="synthetic", batch_size=8, C=4)
     archs = jnp.asarray([[3, 3, 3, 3, 3, 3], [1, 1, 1, 1, 1, 1]], jnp.int32)

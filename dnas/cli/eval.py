@@ -1,7 +1,6 @@
 """``dnas eval``: one-shot accuracies of many architectures with a trained supernet.
 
 ::
-
     dnas eval RUN_DIR --archs 1000 [--bn-recalib 4 | --bn-batch] [--table nb201_table.csv] [--out archs.csv]
 
 Samples ``--archs`` distinct architectures of the run's space (``--sample policy``: drawn
@@ -10,7 +9,6 @@ from the search's α instead, repeats allowed; ENAS picks its final cell so, the
 supernet of the run's newest checkpoint (:class:`dnas.estimate.oneshot.OneShotEvaluator`: one
 compilation for all of them; the supernet may have been trained by SPOS, RSPS, ENAS or any
 differentiable search), and prints one JSON line last::
-
     {"archs": N, "compiles": 1, "archs_per_s": ..., "seconds": ..., "recalibrate": K,
      "best": "<arch>", "best_oneshot_acc": ...,
      "kendall_tau": ..., "spearman": ..., "top10pct_precision": ..., "true_acc_of_best": ...}
@@ -36,25 +34,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.core.stats import rank_quality
 from dnas.space.base import SearchSpace
+from dnas.estimate.nb201_table import table_path, table_values
+from dnas.space.genotype import NB201_OPS
+from dnas.space.spaces import NB201Space
+from dnas.estimate.oneshot import OneShotEvaluator
+from dnas.run.config import kwargs_of, from_json
+from dnas.space.relax import make_relaxation
+from dnas.search.state import alpha_dict
 
 
-def sample_distinct(space: SearchSpace, n: int, key: jax.Array) -> np.ndarray:
-    """``n`` distinct architectures of ``space`` drawn uniformly, ``int32[n, len(space)]``
-    (all of them, in random order, when the space has fewer than ``n``)."""
-    n = int(min(n, space.num_configurations()))
-    sample = jax.jit(jax.vmap(space.sample))
-    seen: dict[bytes, np.ndarray] = {}
-    rounds = 0
-    while len(seen) < n:
-        key, sub = jax.random.split(key)
-        for v in np.asarray(sample(jax.random.split(sub, max(2 * (n - len(seen)), 16)))):
-            if len(seen) < n:
-                seen.setdefault(v.tobytes(), v)
-        rounds += 1
-        if rounds > 1000:  # a space whose sampler covers fewer architectures than it counts
-            break
-    return np.stack(list(seen.values())).astype(np.int32)
 
 
 def sample_policy(space: SearchSpace, alpha: dict[str, jax.Array], log_policy, n: int, key: jax.Array) -> np.ndarray:
@@ -70,30 +60,10 @@ def sample_policy(space: SearchSpace, alpha: dict[str, jax.Array], log_policy, n
     return np.stack(cols, axis=1).astype(np.int32)
 
 
-def rank_quality(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Kendall τ, Spearman ρ and top-10 % precision of ``pred f32[N]`` against ``truth f32[N]``,
-    plus the true value of the predicted best."""
-    from scipy import stats
-
-    k = max(1, len(pred) // 10)
-    top_pred, top_true = set(np.argsort(-pred)[:k].tolist()), set(np.argsort(-truth)[:k].tolist())
-    best = int(np.argmax(pred))
-    return {
-        "kendall_tau": float(stats.kendalltau(pred, truth)[0]),
-        "spearman": float(stats.spearmanr(pred, truth)[0]),
-        "top10pct_precision": len(top_pred & top_true) / k,
-        "top1_in_true_top10pct": bool(best in top_true),
-        "true_acc_of_best": float(truth[best]),
-        "true_best": float(truth.max()),
-    }
 
 
 def table_truth(space: SearchSpace, vecs: np.ndarray, table: str, metric: str) -> np.ndarray:
     """The NAS-Bench-201 table's ``metric`` for each architecture of an NB201-cell space."""
-    from dnas.estimate.nb201_table import table_path, table_values
-    from dnas.space.genotype import NB201_OPS
-    from dnas.space.spaces import NB201Space
-
     if not isinstance(space, NB201Space) or not space.shared or tuple(space.ops) != tuple(NB201_OPS):
         raise DnasError("--table is a NAS-Bench-201 table: the run must search the benchmark's cell (space='nb201', its default ops, shared)")
     return table_values(table_path(table), vecs, metric)
@@ -101,8 +71,6 @@ def table_truth(space: SearchSpace, vecs: np.ndarray, table: str, metric: str) -
 
 def run_eval(args: argparse.Namespace) -> dict:
     """Runs ``dnas eval``; returns the summary it prints last."""
-    from dnas.estimate.oneshot import OneShotEvaluator
-
     run = Path(args.run)
     if args.archs < 1:
         raise DnasError(f"--archs must be >= 1, got {args.archs}")
@@ -115,16 +83,12 @@ def run_eval(args: argparse.Namespace) -> dict:
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
                                    seed=args.seed, chunk=args.chunk, batch_stats=args.bn_batch)
     if args.sample == "policy":
-        from dnas.run.config import _kwargs, from_json
-        from dnas.space.relax import make_relaxation
-        from dnas.search.state import alpha_dict
-
         config = from_json((run / "config.json").read_text())
-        relax = make_relaxation(config.relax, _kwargs(config.relax_kwargs), epochs=config.epochs)
+        relax = make_relaxation(config.relax, kwargs_of(config.relax_kwargs), epochs=config.epochs)
         vecs = sample_policy(ev.space, alpha_dict(ev.alpha), getattr(relax, "log_policy", jax.nn.log_softmax), args.archs,
                              jax.random.key(args.seed))
     else:
-        vecs = sample_distinct(ev.space, args.archs, jax.random.key(args.seed))
+        vecs = ev.space.distinct_samples(args.archs, jax.random.key(args.seed))
     truth = table_truth(ev.space, vecs, args.table, args.metric) if args.table else None
     t0 = time.perf_counter()
     out = ev.evaluate(vecs)
@@ -154,8 +118,6 @@ def run_eval(args: argparse.Namespace) -> dict:
 
 def _readable(space: SearchSpace, vec: np.ndarray) -> str:
     """The benchmark's ``arch_str`` for an NB201 cell, else ``{label: choice}`` as JSON."""
-    from dnas.space.spaces import NB201Space
-
     if isinstance(space, NB201Space) and space.shared:
         one_hot = {l: np.eye(k, dtype=np.float32)[int(i)] for l, k, i in zip(space.labels, space.num_candidates, vec)}
         return space.derive(one_hot).arch_str()

@@ -34,12 +34,17 @@ import numpy as np
 
 from dnas.core.errors import DnasError
 from dnas.space.base import SearchSpace
+from dnas.space.genotype import NB201Genotype
+from dnas.space.spaces.nb201 import NB201Space
+from dnas.hardware.predictor import fit_latency_predictor, latency_metrics
+import dnas.space.spaces  # noqa: F401 - registers the built-in spaces
+from dnas.hardware.measure import build_lut
+import dnas.space.spaces  # noqa: F401
+from dnas.hardware.lut import LatencyTable
+from dnas.hardware.measure import check_lut, table_settings
 
 
 def _nb201() -> tuple[SearchSpace, Callable[[str], np.ndarray]]:
-    from dnas.space.genotype import NB201Genotype
-    from dnas.space.spaces.nb201 import NB201Space
-
     space = NB201Space()
     return space, lambda s: space.genotype_to_vec(NB201Genotype.from_arch_str(s))
 
@@ -90,8 +95,6 @@ def _vectors(values: Sequence[str], parse: Callable[[str], np.ndarray], path: st
 
 def cmd_latency_fit(args: argparse.Namespace) -> int:
     """Runs ``dnas latency fit`` (see the module docstring); returns the exit code."""
-    from dnas.hardware.predictor import fit_latency_predictor, latency_metrics
-
     if args.space not in ARCH_READERS:
         raise DnasError(f"unknown space {args.space!r} for latency fit; known: {', '.join(sorted(ARCH_READERS))}")
     space, parse = ARCH_READERS[args.space]()
@@ -181,9 +184,6 @@ def _space_kwargs(text: str) -> dict:
 
 def cmd_lut_build(args: argparse.Namespace) -> int:
     """Runs ``dnas lut build``: measures the table and writes it atomically to ``--out``."""
-    import dnas.space.spaces  # noqa: F401 - registers the built-in spaces
-    from dnas.hardware.measure import build_lut
-
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - progress on stderr, the summary on stdout
     table = build_lut(args.space, resolution=args.resolution, batch_size=args.batch_size, warmup=args.warmup, repeats=args.repeats,
                       inner=args.inner, space_kwargs=_space_kwargs(args.space_kwargs), seed=args.seed, log=log)
@@ -196,10 +196,6 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
 
 def cmd_lut_check(args: argparse.Namespace) -> int:
     """Runs ``dnas lut check``: K sampled networks measured end to end vs the table's sums."""
-    import dnas.space.spaces  # noqa: F401
-    from dnas.hardware.lut import LatencyTable
-    from dnas.hardware.measure import check_lut, table_settings
-
     table = LatencyTable.load(args.table)
     if args.archs < 3:
         raise DnasError(f"--archs must be at least 3 (rank correlations need them), got {args.archs}")
@@ -248,20 +244,3 @@ def add_lut_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     return lut
 
 
-def main_lut(argv: Sequence[str] | None = None) -> int:
-    """``dnas lut ...`` on its own: returns the exit code (2 with one error line on a DnasError)."""
-    from dnas.cli.main import main
-
-    return main(["lut", *(sys.argv[1:] if argv is None else argv)])
-
-
-def main_latency(argv: Sequence[str] | None = None) -> int:
-    """``dnas latency ...`` on its own: returns the exit code (2 with one error line on a DnasError)."""
-    from dnas.cli.main import main
-
-    return main(["latency", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    # python -m dnas.cli.latency fit ... | build ... | check ...
-    sys.exit(main_lut(sys.argv[2:]) if sys.argv[1:2] == ["lut"] else main_latency())

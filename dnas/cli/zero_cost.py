@@ -16,75 +16,48 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
-from dnas.space.base import SearchSpace
-from dnas.estimate.zero_cost.proxies import check_names, finite_or_worst, vote
+from dnas.core.stats import rank_quality
+from dnas.data.datasets import sample_batch
+from dnas.estimate.nb201_table import nb201_table
+from dnas.estimate.zero_cost.proxies import VOTE, check_names, finite_or_worst, vote
+from dnas.estimate.zero_cost.score import ZeroCostScorer
+from dnas.space.base import build_space
 
 
-def distinct_archs(space: SearchSpace, n: int, key: jax.Array) -> np.ndarray:
-    """``n`` distinct uniformly random architectures ``int32[n, len(space)]``."""
-    if n < 1 or n > space.size():
-        raise DnasError(f"--archs must be in [1, {space.size()}] for this space, got {n}")
-    sample = jax.jit(jax.vmap(space.sample))
-    seen: dict[bytes, np.ndarray] = {}
-    for r in range(64):
-        for v in np.asarray(sample(jax.random.split(jax.random.fold_in(key, r), 2 * n))):
-            if len(seen) < n:
-                seen.setdefault(v.tobytes(), v)
-        if len(seen) == n:
-            return np.stack(list(seen.values())).astype(np.int32)
-    raise DnasError(f"could not draw {n} distinct architectures; the space has few valid ones")
+def _correlations(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Spearman ρ and Kendall τ-b of ``scores`` against ``truth`` (non-finite scores rank last)."""
+    q = rank_quality(scores, truth)
+    return {"spearman": q["spearman"], "kendall": q["kendall_tau"]}
 
 
-def rank_correlations(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Spearman ρ and Kendall τ (tau-b) of ``scores`` against ``truth`` (NaN scores rank last)."""
-    from scipy import stats
-
-    s = finite_or_worst(scores)
-    return {"spearman": float(stats.spearmanr(s, truth)[0]), "kendall": float(stats.kendalltau(s, truth)[0])}
 
 
-def score_batch(dataset: str, data_dir: str | None, batch_size: int, key: jax.Array) -> tuple[np.ndarray, np.ndarray, int]:
-    """A random, normalised training batch ``(x f32[B,H,W,C], y int32[B])`` and the class count."""
-    from dnas.data.datasets import get_dataset, normalize
 
-    ds = get_dataset(dataset, data_dir)
-    if not 1 <= batch_size <= len(ds.train_x):
-        raise DnasError(f"--batch-size must be in [1, {len(ds.train_x)}] for {dataset}, got {batch_size}")
-    idx = np.asarray(jax.random.choice(key, len(ds.train_x), (batch_size,), replace=False))
-    return np.asarray(normalize(jnp.asarray(ds.train_x[idx]), ds.mean, ds.std)), ds.train_y[idx].astype(np.int32), ds.num_classes
+
 
 
 def run_zero_cost(args: argparse.Namespace) -> dict:
     """Runs the command; returns the summary printed as the last line."""
-    from dnas.space.base import build_space
-    from dnas.estimate.zero_cost.score import ZeroCostScorer
-
     names = check_names(args.proxies)
     space = build_space(args.space, args.layers, {})
     key = jax.random.key(args.seed)
     k_arch, k_batch, k_score = jax.random.split(key, 3)
     truth = None
     if args.table:
-        from dnas.estimate.nb201_table import nb201_table
-
         table = nb201_table(space, args.table)
         if args.metric not in table.metrics:
             raise DnasError(f"--metric {args.metric!r} is not a table column; columns: {', '.join(table.metrics)}")
-    archs = distinct_archs(space, args.archs, k_arch)
-    x, y, classes = score_batch(args.dataset, args.data_dir, args.batch_size, k_batch)
+    archs = space.distinct_samples(args.archs, k_arch)
+    x, y, classes = sample_batch(args.dataset, args.data_dir, args.batch_size, k_batch)
     base = tuple(n for n in names if n != "vote")
     if "vote" in names:
-        from dnas.estimate.zero_cost.proxies import VOTE
-
         base = tuple(dict.fromkeys(base + VOTE))
     scorer = ZeroCostScorer(space, base, C=args.channels, num_classes=classes, in_channels=x.shape[-1], batch_shape=x.shape, fused=not args.per_proxy)
     t0 = time.perf_counter()
@@ -105,7 +78,7 @@ def run_zero_cost(args: argparse.Namespace) -> dict:
     if args.table:
         truth = np.asarray(table.evaluate(jnp.asarray(archs), k_score)[0][args.metric])
         summary["metric"] = args.metric
-        summary["proxies"] = {n: rank_correlations(s, truth) for n, s in scores.items()}
+        summary["proxies"] = {n: _correlations(s, truth) for n, s in scores.items()}
     else:
         summary["proxies"] = {n: {"mean": float(np.mean(finite_or_worst(s)))} for n, s in scores.items()}
     if args.out:
@@ -136,13 +109,3 @@ def add_zero_cost_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="", help="write per-architecture scores here (JSON lines)")
     p.set_defaults(fn=lambda a: print(json.dumps(run_zero_cost(a))) or 0)
 
-
-def main_zero_cost(argv: Sequence[str] | None = None) -> int:
-    """``dnas zero-cost`` on its own: returns the exit code (2 and one line on a DnasError)."""
-    from dnas.cli.main import main
-
-    return main(["zero-cost", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main_zero_cost())

@@ -200,6 +200,32 @@ def synthetic(n_train: int = 512, n_test: int = 128, hw: int = 8, channels: int 
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic")
 
+DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+    "imagenet": ((224, 224, 3), 1000),
+    "mnist": ((28, 28, 1), 10),
+    "fashion_mnist": ((28, 28, 1), 10),
+    "digits": ((8, 8, 1), 10),
+    "synthetic": ((8, 8, 3), 10),
+}
+"""Dataset name -> ``((H, W, C), classes)`` as stored (before ``config.downsample``): what a
+network for it looks like, known without loading the data (``dnas info``, validation,
+restoring a supernet)."""
+
+
+def input_shape(name: str, downsample: int = 1) -> tuple[tuple[int, int, int], int]:
+    """``((H, W, C), classes)`` of dataset ``name`` after average-pooling by ``downsample``.
+
+    Raises:
+      DnasError: for a dataset without a known shape.
+    """
+    if name not in DATASET_SHAPES:
+        raise DnasError(f"no known input shape for dataset {name!r}; known: {', '.join(DATASET_SHAPES)}")
+    (h, w, c), classes = DATASET_SHAPES[name]
+    k = max(1, int(downsample))
+    return (h // k, w // k, c), classes
+
 
 def check_dataset(name: str, path: str | None = None) -> None:
     """Refuses an unknown dataset or a missing data folder, without loading anything (so
@@ -297,3 +323,25 @@ def augment(
         inside = (rows >= cy - half) & (rows < cy + half) & (cols >= cx - half) & (cols < cx + half)
         x = jnp.where(inside[..., None], 0.0, x)
     return x
+
+def shared_data(*parts: str) -> str:
+    """``<repo>/../shared/data/<parts>`` when that folder exists (this project's test data),
+    else ''. Experiment configs use it for smoke runs and fall back to embedded data."""
+    root = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # <repo>/../shared/data
+    p = root.joinpath(*parts)
+    return str(p) if p.exists() else ""
+
+
+def sample_batch(dataset: str, data_dir: str | None, batch_size: int, key: jax.Array) -> tuple[np.ndarray, np.ndarray, int]:
+    """A random, normalised training batch ``(x f32[B,H,W,C], y int32[B])`` and the class
+    count (the one batch zero-cost proxies score on).
+
+    Raises:
+      DnasError: for a batch size outside ``[1, training examples]``.
+    """
+    ds = get_dataset(dataset, data_dir)
+    if not 1 <= batch_size <= len(ds.train_x):
+        raise DnasError(f"--batch-size must be in [1, {len(ds.train_x)}] for {dataset}, got {batch_size}")
+    idx = np.asarray(jax.random.choice(key, len(ds.train_x), (batch_size,), replace=False))
+    return np.asarray(normalize(jnp.asarray(ds.train_x[idx]), ds.mean, ds.std)), ds.train_y[idx].astype(np.int32), ds.num_classes
+

@@ -36,6 +36,6 @@ class Estimator(NamedTuple):
 ESTIMATORS: Registry[Callable[..., Estimator]] = Registry("estimator")
 """Name -> factory ``(space, **kwargs) -> Estimator``."""
 
-from dnas.estimate import hardware, nb201_table, oneshot, train, zero_cost  # noqa: E402,F401  (registers them)
+from dnas.estimate import hardware, nb201_table, oneshot, zero_cost  # noqa: E402,F401  (registers them)
 
 __all__ = ["ESTIMATORS", "Estimator"]

@@ -54,9 +54,16 @@ import numpy as np
 from flax import nnx
 
 from dnas.core.errors import DnasError
-from dnas.space.ops import OPS
 from dnas.core.registry import Registry
+from dnas.estimate.supernet import read_run_config
+from dnas.space import genotype as G
 from dnas.space.base import SearchSpace
+from dnas.space.genotype import NB201Genotype, NB201MacroGenotype
+from dnas.space.nets.darts import DartsCIFARNetwork
+from dnas.space.ops import OPS
+from dnas.space.spaces.fbnet import FBNetNet
+from dnas.space.spaces.nb201 import EDGES, NB201InferCell, NB201Network
+from dnas.space.spaces.proxylessnas import ZERO, ProxylessNet
 
 Path_ = tuple[Any, ...]
 
@@ -218,9 +225,6 @@ def _no_partial(space: Any) -> None:
 def _nb201(space: Any, genotype: Any, derived: nnx.Module) -> dict[Path_, Source]:
     """NB201: derived ``layers/<p>/ops/<e>`` (genotype order) <- supernet
     ``layers/<p>/edges/<EDGES index>/ops/<op>`` (no BN after pools in NB201)."""
-    from dnas.space.genotype import NB201Genotype, NB201MacroGenotype
-    from dnas.space.spaces.nb201 import EDGES, NB201InferCell, NB201Network
-
     _no_partial(space)
     if not isinstance(derived, NB201Network):
         raise DnasError(f"cannot inherit NB201 supernet weights into a {type(derived).__name__}; build NB201Space.network(genotype)")
@@ -254,8 +258,6 @@ def _darts(space: Any, genotype: Any, derived: nnx.Module) -> dict[Path_, Source
     """DARTS: derived ``cells/<c>/ops/<e>`` <- the supernet edge (node, input) of that cell in
     its layout (``unrolled``: ``edges/<k>``; ``scan``: ``groups/<g>/op`` at stacked index;
     ``batch``: ``groups/<input>/op`` at the node's index); the auxiliary head keeps its init."""
-    from dnas.space.nets.darts import DartsCIFARNetwork
-
     _no_partial(space)
     if not isinstance(derived, DartsCIFARNetwork):
         raise DnasError(
@@ -301,8 +303,6 @@ def _darts(space: Any, genotype: Any, derived: nnx.Module) -> dict[Path_, Source
 def _proxylessnas(space: Any, genotype: Any, derived: nnx.Module) -> dict[Path_, Source]:
     """ProxylessNAS: derived ``blocks/<d>/op`` (zero blocks dropped, so ``d`` counts the
     kept ones after the fixed first block) <- supernet ``blocks/<j+1>/op/ops/<op>``."""
-    from dnas.space.spaces.proxylessnas import ZERO, ProxylessNet
-
     if not isinstance(derived, ProxylessNet):
         raise DnasError(f"cannot inherit ProxylessNAS weights into a {type(derived).__name__}")
     geo = {k: getattr(genotype, k) for k in space.geometry}
@@ -321,8 +321,6 @@ def _proxylessnas(space: Any, genotype: Any, derived: nnx.Module) -> dict[Path_,
 @register_inherit("fbnet")
 def _fbnet(space: Any, genotype: Any, derived: nnx.Module) -> dict[Path_, Source]:
     """FBNet: derived ``layers/<i>`` <- supernet ``layers/<i>/ops/<op>`` (all 22 layers kept)."""
-    from dnas.space.spaces.fbnet import FBNetNet
-
     if not isinstance(derived, FBNetNet):
         raise DnasError(f"cannot inherit FBNet weights into a {type(derived).__name__}")
     if genotype.setting != space.setting:
@@ -340,45 +338,21 @@ def check_init_from(run_dir: str | Path, train_config: Any) -> None:
     Raises:
       DnasError: one line naming the fix.
     """
-    from dnas.space import genotype as G
-    from dnas.run.config import from_json
-
     run = Path(run_dir)
     if not (run / "config.json").is_file():
         raise DnasError(f"config.init_from: {str(run)!r} holds no config.json; pass the directory of a dnas search run")
-    search = from_json((run / "config.json").read_text())
+    search = read_run_config(run)
     if search.get("kind", "search") != "search":
-        raise DnasError(f"config.init_from: {str(run)!r} is a {search.kind!r} run; pass the directory of a dnas search run")
+        raise DnasError(f"config.init_from: {str(run)!r} is a {search['kind']!r} run; pass the directory of a dnas search run")
     ck = run / "checkpoints"
     if not ck.is_dir() or not any(p.is_dir() and p.name.isdigit() for p in ck.iterdir()):
         raise DnasError(f"config.init_from: {str(run)!r} has no checkpoint yet; run the search (dnas search --workdir {run}) first")
     geno = G.get(train_config.genotype)
-    if geno.space != search.space:
-        raise DnasError(f"config.init_from: the run searched the {search.space!r} space, the genotype is of {geno.space!r}; pass a run of its space")
+    if geno.space != search.get("space"):
+        raise DnasError(f"config.init_from: the run searched the {search.get('space')!r} space, the genotype is of {geno.space!r}; pass a run of its space")
     for key in ("init_channels", "layers", "dataset"):
-        if search[key] != train_config[key]:
+        if search.get(key) != train_config[key]:
             raise DnasError(
-                f"config.init_from: the search ran with {key}={search[key]!r}, this training with {train_config[key]!r}; "
-                f"set --config.{key}={search[key]} to inherit its weights"
+                f"config.init_from: the search ran with {key}={search.get(key)!r}, this training with {train_config[key]!r}; "
+                f"set --config.{key}={search.get(key)} to inherit its weights"
             )
-
-
-def load_run_supernet(run_dir: str | Path) -> tuple[SearchSpace, nnx.State, nnx.State]:
-    """``(space, weights, stats)`` of the newest checkpoint of the search run ``run_dir``
-    (as :meth:`dnas.estimate.oneshot.OneShotEvaluator.from_run` restores it)."""
-    from dnas.run.checkpoint import Checkpointer
-    from dnas.run.config import from_json
-    from dnas.run.loop import build_search
-
-    run = Path(run_dir)
-    config = from_json((run / "config.json").read_text())
-    setup = build_search(config)
-    ck = Checkpointer(run / "checkpoints")
-    try:
-        step = ck.latest_step()
-        if step is None:
-            raise DnasError(f"{str(run)!r} has no checkpoint yet; run the search first")
-        state = ck.restore(step, setup.state)
-    finally:
-        ck.close()
-    return setup.space, state.weights, state.stats

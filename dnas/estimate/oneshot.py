@@ -38,7 +38,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dnas.data.datasets import batch_indices, normalize
+from dnas.estimate import ESTIMATORS, Estimator
+from dnas.data.datasets import batch_indices, get_dataset, normalize, search_split
+from dnas.estimate.supernet import load_supernet
 from dnas.core.errors import DnasError
 from dnas.space.base import SearchSpace
 
@@ -176,35 +178,25 @@ class OneShotEvaluator:
         Validation batches come from the run's α split (held out from weight training),
         recalibration batches from its weight split; both drawn with ``seed``.
         """
-        from dnas.run.checkpoint import Checkpointer
-        from dnas.run.config import from_json
-        from dnas.run.loop import build_search
-
-        run = Path(run_dir)
-        if not (run / "config.json").is_file():
-            raise DnasError(f"{str(run)!r} holds no config.json; pass the directory of a dnas search")
-        config = from_json((run / "config.json").read_text())
-        setup = build_search(config)
-        ck = Checkpointer(run / "checkpoints")
-        step = ck.latest_step()
-        if step is None:
-            ck.close()
-            raise DnasError(f"{str(run)!r} has no checkpoint yet; train the supernet first")
-        state = ck.restore(step, setup.state)
-        ck.close()
-        model = nnx.merge(setup.graphdef, state.alpha, state.weights, state.stats)
-        d, bs = setup.data, batch_size or config.batch_size
+        sup = load_supernet(run_dir)
+        config = sup.config
+        data = get_dataset(config["dataset"], config.get("data_dir") or None)
+        if config.get("max_train_examples"):
+            data = data.subset(n_train=config["max_train_examples"])
+        d = data.downsample(int(config.get("downsample", 1)))
+        w_idx, a_idx = search_split(len(d.train_y), config["train_portion"])
+        bs = batch_size or int(config["batch_size"])
         key = jax.random.key(seed)
 
         def draw(idx: np.ndarray, n: int, k: int) -> np.ndarray:
             rows = [idx[batch_indices(jax.random.fold_in(key, k), len(idx), bs, i)] for i in range(n)]
             return np.stack(rows) if rows else np.zeros((0, bs), np.int64)
 
-        vi, ri = draw(setup.a_idx, val_batches, 1), draw(setup.w_idx, recalibrate, 2)
+        vi, ri = draw(a_idx, val_batches, 1), draw(w_idx, recalibrate, 2)
         norm = lambda x: np.asarray(normalize(jnp.asarray(x), d.mean, d.std))  # noqa: E731
         val_x = norm(d.train_x[vi.reshape(-1)]).reshape(vi.shape + d.image_shape)
         recal_x = norm(d.train_x[ri.reshape(-1)]).reshape(ri.shape + d.image_shape) if recalibrate else np.zeros((0, bs) + d.image_shape, np.float32)
-        return cls(setup.space, model, state.alpha, state.weights, state.stats, val_x, d.train_y[vi], recal_x, chunk, batch_stats=batch_stats)
+        return cls(sup.space, sup.model(), sup.alpha, sup.weights, sup.stats, val_x, d.train_y[vi], recal_x, chunk, batch_stats=batch_stats)
 
 
 def timed_accuracy(ev: OneShotEvaluator, vecs: np.ndarray) -> tuple[np.ndarray, float]:
@@ -212,3 +204,30 @@ def timed_accuracy(ev: OneShotEvaluator, vecs: np.ndarray) -> tuple[np.ndarray, 
     t0 = time.perf_counter()
     acc = ev.accuracy(vecs)
     return acc, time.perf_counter() - t0
+
+
+def oneshot(space: SearchSpace, run_dir: str = "", recalibrate: int = 0, val_batches: int = 8, seed: int = 0, batch_stats: bool = False) -> Estimator:
+    """An estimator reading the supernet of the search run in ``run_dir``.
+
+    Args:
+      space: the space the strategy searches (must have the supernet's labels).
+      run_dir: a ``dnas search`` run directory with a checkpoint.
+      recalibrate: training batches for BatchNorm recalibration per architecture.
+      batch_stats: normalise each validation batch with its own statistics instead.
+      val_batches: validation batches (from the run's held-out α split).
+      seed: draws those batches.
+    """
+    if not run_dir:
+        raise DnasError("the oneshot estimator needs estimator_kwargs.run_dir: a dnas search run directory with a trained supernet")
+    ev = OneShotEvaluator.from_run(run_dir, recalibrate=recalibrate, val_batches=val_batches, seed=seed, batch_stats=batch_stats)
+    if tuple(ev.space.labels) != tuple(space.labels):
+        raise DnasError(f"the supernet in {run_dir!r} has other labels than the searched space; search the space it was trained on")
+
+    def evaluate(archs, key):
+        out = ev.evaluate(np.asarray(archs))
+        return {"oneshot_acc": jnp.asarray(out["acc"]), "oneshot_loss": jnp.asarray(out["loss"])}, jnp.ones(len(out["acc"]))
+
+    return Estimator(evaluate, ("oneshot_acc", "oneshot_loss"), False, 1.0, lambda v: str(space.names(np.asarray(v))))
+
+
+ESTIMATORS.add("oneshot", oneshot)

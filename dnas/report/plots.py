@@ -10,7 +10,7 @@ importing or calling this module leaves the user's matplotlib backend and open f
 alone (and works headless, in threads and in CI).
 
 Inputs are the parsed JSONL records a run writes (``metrics.jsonl``, ``alpha.jsonl``, see
-:mod:`dnas.run.loop`); missing keys, a single epoch, NaNs and a truncated last line are handled.
+:mod:`dnas.run.search`); missing keys, a single epoch, NaNs and a truncated last line are handled.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from dnas.core.errors import DnasError
+from dnas.core.stats import pareto_front
+from dnas.run.config import from_json
+from dnas.search.multitrial import build, metrics_of
 
 FORMATS: tuple[str, ...] = ("png", "svg")
 # The smallest y-range an α panel shows: narrower bands are float noise around 1/k and
@@ -298,22 +301,6 @@ def plot_metrics(metrics_records: Sequence[Mapping[str, Any]], out_dir: str | Pa
     return [] if fig is None else save_figure(fig, Path(out_dir) / "metrics", formats)
 
 
-def pareto_mask(points: Any, minimize_x: bool = True, maximize_y: bool = True) -> np.ndarray:
-    """Which of ``points`` (``[N, 2]``: cost, quality) no other point dominates.
-
-    With the defaults a point is on the front when no other has lower-or-equal x and
-    higher-or-equal y with one strictly better (e.g. latency vs accuracy).
-    """
-    p = np.asarray(points, float).reshape(-1, 2).copy()
-    if not minimize_x:
-        p[:, 0] = -p[:, 0]
-    if maximize_y:
-        p[:, 1] = -p[:, 1]  # now both are minimized
-    le = (p[:, None, :] <= p[None, :, :]).all(-1)  # le[j, i]: j is at least as good as i
-    lt = (p[:, None, :] < p[None, :, :]).any(-1)
-    dominated = (le & lt).any(0)
-    return ~dominated
-
 
 def pareto_figure(points: Any, front_mask: Any, xlabel: str, ylabel: str, labels: Sequence[str] | None = None,
                   title: str | None = None) -> Figure:
@@ -357,41 +344,12 @@ def plot_pareto(points: Any, front_mask: Any, out_path: str | Path, xlabel: str 
 
     Args:
       points: ``[N, 2]`` array-like of (x, y), e.g. (latency, accuracy).
-      front_mask: ``[N]`` booleans, True on the front (see :func:`pareto_mask`).
+      front_mask: ``[N]`` booleans, True on the front (see :func:`dnas.core.stats.pareto_mask`).
     """
     out_path = Path(out_path)
     stem = out_path.with_suffix("") if out_path.suffix.lower() in (".png", ".svg", ".pdf") else out_path
     return save_figure(pareto_figure(points, front_mask, xlabel, ylabel, labels, title), stem, formats)
 
-
-def pareto_front(acc: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated points, maximising accuracy and minimising latency.
-
-    A point is dominated when another has latency <= and accuracy >= with at least one
-    strictly better. Of several points with the same (latency, accuracy) only the first
-    (lowest index) is returned, so the front has one index per distinct point; a point with
-    a NaN or infinite value is never on it. One sort and a sweep, O(N log N), so fronts of
-    every evaluation of a 500-run search (tens of thousands of points) stay cheap.
-
-    Args:
-      acc: ``[N]`` accuracies.
-      lat: ``[N]`` latencies, same length.
-    Returns:
-      ``int64[K]`` indices into ``acc``/``lat``, sorted by increasing latency (so the
-      accuracies increase strictly along it).
-    """
-    acc = np.asarray(acc, float).reshape(-1)
-    lat = np.asarray(lat, float).reshape(-1)
-    if acc.shape != lat.shape:
-        raise DnasError(f"pareto_front: {acc.size} accuracies but {lat.size} latencies; pass one of each per point")
-    ok = np.flatnonzero(np.isfinite(acc) & np.isfinite(lat))
-    # Latency ascending, then accuracy descending, then index: at equal latency the best
-    # accuracy comes first, and of equal points the first one.
-    order = ok[np.lexsort((ok, -acc[ok], lat[ok]))]
-    a = acc[order]
-    # On the front iff strictly more accurate than everything at lower-or-equal latency.
-    best_before = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]]) if a.size else a
-    return order[a > best_before].astype(np.int64)
 
 
 class ParetoData(NamedTuple):
@@ -401,7 +359,6 @@ class ParetoData(NamedTuple):
     ``epoch`` is ``int[N]`` for a search (the epoch each architecture was derived at), else
     ``None``; ``target_ms`` is the latency target of a search that had one.
     """
-
     lat: np.ndarray
     acc: np.ndarray
     epoch: np.ndarray | None
@@ -415,7 +372,7 @@ def search_pareto_data(metrics_records: Sequence[Mapping[str, Any]],
                        config: Mapping[str, Any] | None = None) -> ParetoData | None:
     """Each epoch's derived architecture of a search with a latency term, or ``None``.
 
-    Reads the ``"event": "epoch"`` lines of ``metrics.jsonl`` (:func:`dnas.run.loop.run_search`
+    Reads the ``"event": "epoch"`` lines of ``metrics.jsonl`` (:func:`dnas.run.search.run_search`
     with :func:`dnas.search.latency.epoch_latency_metrics`): x = ``derived_latency_ms`` (the
     table latency of the architecture derived that epoch), y = ``epoch_val_acc`` (the
     supernet's accuracy on the validation split at that epoch: the search's own accuracy
@@ -493,9 +450,6 @@ def _table_metrics(run_dir: Path, config: Mapping[str, Any], archs: np.ndarray) 
     itself computes them: its chunks store architectures only, the table is the record.
     ``None`` when the estimator cannot be rebuilt here (table moved, not pure)."""
     try:
-        from dnas.run.config import from_json
-        from dnas.run.multitrial import build, metrics_of
-
         b = build(from_json(json.dumps(dict(config))), run_dir)
         if not b.estimator.pure:
             return None
@@ -617,7 +571,7 @@ def plot_run_pareto(run_dir: str | Path, out_dir: str | Path | None = None,
     that records both (:func:`run_pareto_data`); returns the paths, ``[]`` otherwise.
 
     A multi-objective multi-trial run already wrote its own ``pareto.png`` (run 0 in its
-    objectives' space, :mod:`dnas.report.multitrial`); where that run's ``pareto.json`` lies
+    objectives' space, :mod:`dnas.run.summary`); where that run's ``pareto.json`` lies
     in ``out_dir`` the files are named ``pareto_latency.*`` instead, so the run's own plot is
     kept (a resumed run would write it back anyway).
 

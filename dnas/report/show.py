@@ -15,6 +15,10 @@ from pathlib import Path
 
 from dnas.space import genotype as G
 from dnas.core.errors import DnasError
+from dnas.run.config import from_json
+from dnas.run.search import build_space
+from dnas.core.imports import import_files
+from dnas.report.plots import plot_alpha, plot_metrics, plot_run_pareto, read_jsonl
 
 GRAPHVIZ_HINT = "Graphviz's 'dot' is not installed, so cells are written as .dot only; for PNG/SVG cells: apt-get install graphviz"
 
@@ -47,9 +51,6 @@ def nb201_table_row(arch_str: str, table: str | Path) -> dict[str, str]:
 
 def _run_candidates(run: Path) -> list[str] | None:
     """The op names of a run's space when every label offers the same ones (plot legends)."""
-    from dnas.run.config import from_json
-    from dnas.run.loop import build_space
-
     try:
         space = build_space(from_json((run / "config.json").read_text()))
     except (DnasError, OSError):
@@ -73,8 +74,6 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
     if path.is_dir():
         saved = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
         if saved:
-            from dnas.run.config import import_files
-
             import_files(saved.get("imports", []))
         if saved.get("kind") == "multitrial":  # no genotype: one per run, summarised instead
             return show_multitrial(path, out or path, saved)
@@ -111,8 +110,6 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
     if path.is_dir() and (path / "metrics.jsonl").exists():
         lines += diagnostic_lines([json.loads(l) for l in (path / "metrics.jsonl").read_text().splitlines() if l.strip()])
     if path.is_dir():
-        from dnas.report.plots import plot_alpha, plot_metrics, plot_run_pareto, read_jsonl
-
         files += plot_metrics(read_jsonl(path / "metrics.jsonl"), out) if (path / "metrics.jsonl").exists() else []
         files += plot_alpha(history, out, ops) if history else []
         files += plot_run_pareto(path, out)  # nothing unless the search had a latency term
@@ -131,8 +128,6 @@ def show_multitrial(path: Path, out: Path, config: dict) -> list[str]:
     Returns:
       printable lines.
     """
-    from dnas.report.plots import plot_run_pareto
-
     lines = []
     if (path / "summary.json").is_file():
         s = json.loads((path / "summary.json").read_text())

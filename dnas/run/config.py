@@ -24,8 +24,8 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
+import inspect
 import json
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,12 @@ from typing import Any
 import ml_collections
 
 from dnas.core.errors import DnasError
+from dnas.core.imports import import_file, import_files
 from dnas.core.registry import Registry
+from dnas.data.datasets import DATASET_SHAPES, check_dataset, shared_data
+from dnas.search.methods import ARCH_PENALTIES
+from dnas.space.base import SPACES
+from dnas.space.relax import RELAXATIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +47,11 @@ class RunKind:
 
     Attributes:
       defaults: every key the kind's configs may have, with default values.
-      check: extra validation beyond the schema's keys (raise DnasError); imports a
-        driver module lazily if it wants.
-      run: ``(config, workdir, log) -> result`` the driver (imported on first use).
+      check: extra validation beyond the schema's keys (raise DnasError).
+      run: ``(config, workdir, log) -> result`` the driver.
+
+    Each driver module registers its own kind (``dnas.run.search``, ``dnas.run.train``,
+    ``dnas.run.multitrial``); this module is the schema machinery and names no driver.
       command: the ``dnas`` subcommand that runs it (``search`` or ``train``).
     """
 
@@ -57,101 +64,9 @@ class RunKind:
 RUN_KINDS: Registry[RunKind] = Registry("run kind")
 
 
-def search_defaults() -> ml_collections.ConfigDict:
-    """Every key a differentiable-search config may have, at DARTS' CIFAR-10 values
-    (Liu et al. 2019)."""
-    c = ml_collections.ConfigDict()
-    c.kind = "search"
-    c.imports = []  # Python files imported first (registrations); load_config adds the config file
-    c.dataset = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | synthetic
-    c.data_dir = ""
-    c.max_train_examples = 0  # 0 = all; >0 = a data-subset proxy
-    c.downsample = 1  # >1: images average-pooled by this factor (a lower-resolution proxy)
-    c.space = "darts"  # a registered space (dnas list spaces)
-    c.space_kwargs = ml_collections.ConfigDict()  # its constructor's arguments (empty: its defaults)
-    c.init_channels = 16
-    c.layers = 8  # DARTS: cells; NB201: cells per stage (N)
-    c.epochs = 50
-    c.batch_size = 64
-    c.train_portion = 0.5
-    c.max_steps = 0  # 0 = epochs * steps_per_epoch (smoke runs cap this)
-    c.augment = True  # random crop (+ flip where the dataset allows), as DARTS' search
-    c.w_lr = 0.025
-    c.w_lr_min = 0.001
-    c.w_momentum = 0.9
-    c.w_nesterov = False
-    c.w_weight_decay = 3e-4
-    c.grad_clip = 5.0
-    c.a_lr = 3e-4
-    c.a_b1 = 0.5
-    c.a_b2 = 0.999
-    c.a_weight_decay = 1e-3
-    c.order = 1
-    c.hypergradient = "finite_difference"  # order 2: DARTS' Eq. 8, "forward_difference" (one pass fewer) or "exact"
-    c.fuse_passes = True  # the step's passes as one lax.scan: faster compile, same maths
-    c.update_alpha = True  # False: weights only (supernet training by sampled paths, e.g. relax="uniform")
-    c.relax = "softmax"  # a registered relaxation (dnas list relaxations)
-    c.relax_kwargs = ml_collections.ConfigDict()
-    c.alpha_grad = "relaxation"  # or "reinforce": ENAS' policy gradient on α (relax="policy")
-    c.alpha_grad_kwargs = ml_collections.ConfigDict()  # reinforce: entropy_weight, baseline_decay, aggregate
-    c.arch_penalty = ""  # a registered α-loss term (dnas.search.methods.ARCH_PENALTIES: dirichlet_kl, zero_one); "" = none
-    c.arch_penalty_kwargs = ml_collections.ConfigDict()
-    c.a_warmup_epochs = 0  # α frozen for this many epochs (PC-DARTS: 15)
-    c.hessian_iters = 0  # >0: per epoch, the top eigenvalue of the val-loss Hessian w.r.t. α by this many power iterations
-    c.early_stop = False  # DARTS-ES (RobustDARTS): stop when the eigenvalue's local average rises by 1.3x; needs hessian_iters
-    c.seed = 2
-    c.devices = 0  # 0 = all local devices (data parallel); n = the first n
-    c.log_every_steps = 10
-    c.checkpoint_every_steps = 200
-    c.keep_checkpoints = 2
-    c.tensorboard = False  # also write TensorBoard event files to <workdir>/tensorboard (pip install tensorboardX)
-    c.latency = _latency_defaults()  # the latency term (dnas.search.latency): off while latency.table is ""
-    return c
-
-
-def _latency_defaults() -> ml_collections.ConfigDict:
-    from dnas.search.latency import latency_defaults
-
-    return latency_defaults()
-
-
-def train_defaults() -> ml_collections.ConfigDict:
-    """Every key a retraining config may have, at DARTS' CIFAR-10 evaluation values."""
-    c = ml_collections.ConfigDict()
-    c.kind = "train"
-    c.imports = []
-    c.genotype = "DARTS_V2"
-    c.dataset = "cifar10"
-    c.data_dir = ""
-    c.max_train_examples = 0
-    c.max_test_examples = 0
-    c.downsample = 1  # >1: images average-pooled by this factor (a lower-resolution proxy)
-    c.init_channels = 36
-    c.layers = 20
-    c.auxiliary = True
-    c.auxiliary_weight = 0.4
-    c.drop_path_prob = 0.2
-    c.cutout = 16
-    c.epochs = 600
-    c.batch_size = 96
-    c.lr = 0.025
-    c.momentum = 0.9
-    c.weight_decay = 3e-4
-    c.grad_clip = 5.0
-    c.max_steps = 0
-    c.seed = 0
-    c.devices = 0
-    c.log_every_steps = 50
-    c.checkpoint_every_steps = 500
-    c.keep_checkpoints = 2
-    c.tensorboard = False
-    c.init_from = ""  # a search run directory: start from its supernet's weights (dnas.estimate.inherit), "" = from scratch
-    return c
-
-
-def _check_common(c: ml_collections.ConfigDict) -> None:
-    from dnas.data.datasets import check_dataset
-
+def check_common(c: ml_collections.ConfigDict) -> None:
+    """The checks every run kind that trains a network shares: positive sizes and
+    intervals, the TensorBoard extra, the resolution proxy, the dataset and its folder."""
     for k in ("epochs", "batch_size", "layers", "init_channels"):
         if int(c[k]) <= 0:
             raise DnasError(f"config.{k} must be positive, got {c[k]}")
@@ -159,127 +74,17 @@ def _check_common(c: ml_collections.ConfigDict) -> None:
         if int(c[k]) <= 0:
             raise DnasError(f"config.{k} must be positive, got {c[k]}")
     if c.tensorboard:
-        import importlib.util
-
         if importlib.util.find_spec("tensorboardX") is None:
             raise DnasError("config.tensorboard=True needs tensorboardX: pip install tensorboardX (or pip install 'dnas[tensorboard]')")
     if isinstance(c.downsample, bool) or int(c.downsample) < 1:
         raise DnasError(f"config.downsample must be a positive integer (1 = full resolution), got {c.downsample!r}")
-    from dnas.cli.main import DATASET_SHAPES
-
     shape = DATASET_SHAPES.get(c.dataset, ((0, 0, 0), 0))[0]
     if int(c.downsample) > 1 and shape[0] and (shape[0] % int(c.downsample) or shape[1] % int(c.downsample)):
         raise DnasError(f"config.downsample={c.downsample} does not divide {c.dataset}'s {shape[0]}x{shape[1]} images")
     check_dataset(c.dataset, c.data_dir or None)
 
 
-def check_search(c: ml_collections.ConfigDict) -> None:
-    """Validates a search config's values and named parts (builds the space and the
-    relaxation, which is cheap, so their kwargs are checked too)."""
-    from dnas.search.bilevel import HYPERGRADIENTS
-    from dnas.space.relax import make_relaxation
-    from dnas.space.base import build_space
-
-    _check_common(c)
-    if c.order not in (1, 2):
-        raise DnasError(f"config.order must be 1 or 2, got {c.order}")
-    if c.hypergradient not in HYPERGRADIENTS:
-        raise DnasError(f"config.hypergradient must be one of {HYPERGRADIENTS}, got {c.hypergradient!r}")
-    for k in ("fuse_passes", "update_alpha", "augment", "w_nesterov"):
-        if not isinstance(c[k], bool):
-            raise DnasError(f"config.{k} must be True or False, got {c[k]!r}")
-    if not 0.0 < float(c.train_portion) < 1.0:
-        raise DnasError(f"config.train_portion must be in (0, 1), got {c.train_portion}")
-    space = build_space(c.space, c.layers, _kwargs(c.space_kwargs))
-    from dnas.search.latency import check_latency
-
-    check_latency(c, space)
-    relax = make_relaxation(c.relax, _kwargs(c.relax_kwargs), epochs=c.epochs)
-    _check_alpha_grad(c, relax)
-    from dnas.search.methods import make_arch_penalty
-
-    make_arch_penalty(c.arch_penalty, _kwargs(c.arch_penalty_kwargs))
-    for k in ("a_warmup_epochs", "hessian_iters"):
-        if isinstance(c[k], bool) or int(c[k]) < 0:
-            raise DnasError(f"config.{k} must be a non-negative integer, got {c[k]!r}")
-    if not isinstance(c.early_stop, bool):
-        raise DnasError(f"config.early_stop must be True or False, got {c.early_stop!r}")
-    if c.early_stop and int(c.hessian_iters) <= 0:
-        raise DnasError("config.early_stop (DARTS-ES) reads the Hessian eigenvalue: set config.hessian_iters > 0 (e.g. 20)")
-
-
-_REINFORCE_KWARGS = {"entropy_weight": float, "baseline_decay": float, "aggregate": int}
-
-
-def _check_alpha_grad(c: ml_collections.ConfigDict, relax: Any) -> None:
-    if c.alpha_grad not in ("relaxation", "reinforce"):
-        raise DnasError(f"config.alpha_grad must be 'relaxation' or 'reinforce' (ENAS), got {c.alpha_grad!r}")
-    kw = _kwargs(c.alpha_grad_kwargs)
-    if c.alpha_grad == "relaxation":
-        if kw:
-            raise DnasError(f"config.alpha_grad_kwargs {sorted(kw)} are reinforce settings; set config.alpha_grad='reinforce' or drop them")
-        return
-    bad = [k for k in kw if k not in _REINFORCE_KWARGS]
-    if bad:
-        raise DnasError(f"config.alpha_grad_kwargs has no {bad[0]!r}; reinforce accepts: {', '.join(_REINFORCE_KWARGS)}")
-    if c.order != 1:
-        raise DnasError("config.alpha_grad='reinforce' (ENAS) is a first-order policy gradient; set config.order=1")
-    if not getattr(relax, "log_policy", None):
-        raise DnasError(f"config.alpha_grad='reinforce' samples paths from a policy; config.relax={c.relax!r} has none: use relax='policy'")
-    if not 0.0 <= float(kw.get("baseline_decay", 0.99)) < 1.0:
-        raise DnasError(f"config.alpha_grad_kwargs.baseline_decay must lie in [0, 1), got {kw['baseline_decay']}")
-    if int(kw.get("aggregate", 1)) < 1:
-        raise DnasError(f"config.alpha_grad_kwargs.aggregate must be >= 1, got {kw['aggregate']}")
-
-
-def check_train(c: ml_collections.ConfigDict) -> None:
-    """Validates a retraining config (the genotype must resolve)."""
-    from dnas.space import genotype as G
-
-    _check_common(c)
-    G.get(c.genotype)
-    if c.init_from:
-        from dnas.estimate.inherit import check_init_from
-
-        check_init_from(c.init_from, c)
-
-
-def _run_search(config, workdir, log):
-    from dnas.run.loop import run_search
-
-    return run_search(config, workdir, log=log)
-
-
-def _run_train(config, workdir, log):
-    from dnas.run.train import run_train
-
-    return run_train(config, workdir, log=log)
-
-
-def _multitrial_defaults():
-    from dnas.run.multitrial import multitrial_defaults
-
-    return multitrial_defaults()
-
-
-def _check_multitrial(config):
-    from dnas.run.multitrial import check_multitrial
-
-    check_multitrial(config)
-
-
-def _run_multitrial(config, workdir, log):
-    from dnas.run.multitrial import run_multitrial
-
-    return run_multitrial(config, workdir, log=log)
-
-
-RUN_KINDS.add("search", RunKind(search_defaults, check_search, _run_search, "search"))
-RUN_KINDS.add("train", RunKind(train_defaults, check_train, _run_train, "train"))
-RUN_KINDS.add("multitrial", RunKind(_multitrial_defaults, _check_multitrial, _run_multitrial, "search"))
-
-
-def _kwargs(d: Any) -> dict[str, Any]:
+def kwargs_of(d: Any) -> dict[str, Any]:
     """A kwargs ConfigDict as a plain dict (lists, not tuples, stay as given)."""
     return d.to_dict() if isinstance(d, ml_collections.ConfigDict) else dict(d or {})
 
@@ -393,25 +198,17 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
 def _kwarg_default(config: ml_collections.ConfigDict, group: str, name: str) -> Any:
     """The default of argument ``name`` of the part a ``<part>_kwargs`` group configures
     (its factory's signature), so a new kwargs override is typed like it; None if unknown."""
-    import inspect
-
     part = group[: -len("_kwargs")] if group.endswith("_kwargs") else None
     if part is None or part not in config:
         return None
     try:
         if part == "space":
-            from dnas.space.base import SPACES
-
             fn = SPACES[config.space].__init__
         elif part == "relax":
-            from dnas.space.relax import RELAXATIONS
-
             fn = RELAXATIONS[config.relax]
         elif part == "alpha_grad":
             return {"entropy_weight": 1e-4, "baseline_decay": 0.99, "aggregate": 1}.get(name)
         elif part == "arch_penalty" and config.arch_penalty:
-            from dnas.search.methods import ARCH_PENALTIES
-
             fn = ARCH_PENALTIES[config.arch_penalty]
         else:
             return None
@@ -422,41 +219,6 @@ def _kwarg_default(config: ml_collections.ConfigDict, group: str, name: str) -> 
     return list(default) if isinstance(default, tuple) else default
 
 
-_IMPORTED: dict[str, Any] = {}
-
-
-def import_file(path: str | Path) -> Any:
-    """Imports a Python file once per process (registrations in it happen once) and
-    returns the module; a failing file gives one DnasError line."""
-    file = Path(path).resolve()
-    if str(file) in _IMPORTED:
-        return _IMPORTED[str(file)]
-    if not file.is_file():
-        raise DnasError(f"config file {str(path)!r} does not exist")
-    name = f"dnas_config_{file.parent.name}_{file.stem}_{len(_IMPORTED)}"
-    spec = importlib.util.spec_from_file_location(name, file)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = module  # so dataclasses and pickles in it resolve their module
-    try:
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except DnasError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the user's file: report, do not crash
-        del sys.modules[name]
-        raise DnasError(f"config file {str(path)!r} failed to load: {type(e).__name__}: {e}") from None
-    _IMPORTED[str(file)] = module
-    return module
-
-
-def import_files(paths: Sequence[str]) -> None:
-    """Imports each of ``paths`` (:func:`import_file`). A file that no longer exists (a moved
-    checkout) is reported on stderr and skipped: a run whose config file registered nothing
-    still resumes, and one that did fails at the unknown name, after this line."""
-    for p in paths or ():
-        if not Path(p).is_file():
-            print(f"dnas: warning: {p!r} (in config.imports) does not exist any more; its registrations are missing", file=sys.stderr)
-            continue
-        import_file(p)
 
 
 def load_config(spec: str | None, overrides: Sequence[str] = (), kind: str = "search") -> ml_collections.ConfigDict:
@@ -547,30 +309,6 @@ def from_json(text: str) -> ml_collections.ConfigDict:
     return validate(ml_collections.ConfigDict(_migrate(raw)))
 
 
-def default_search_config() -> ml_collections.ConfigDict:
-    """What ``dnas search`` runs with no config: first-order DARTS on the embedded 8x8
-    digits, a small supernet (C=8, 3 cells: one normal, two reduction), 150 steps, one to
-    two minutes on 2 CPU cores.
-
-    The α learning rate is 0.05 (the paper's 3e-4 is for 50 CIFAR epochs of 390 steps)
-    without α weight decay: the weights fit digits within a few epochs, after which the
-    α-gradient is small, and at 3e-4 α would not move visibly in 150 steps (softmax(α)
-    stayed in 0.122-0.128 everywhere). No augmentation: 8x8 digits have nothing to crop.
-    """
-    c = search_defaults()
-    c.dataset = "digits"
-    c.init_channels = 8
-    c.layers = 3
-    c.epochs = 10
-    c.batch_size = 48
-    c.a_lr = 0.05
-    c.a_weight_decay = 0.0
-    c.augment = False
-    c.log_every_steps = 5
-    c.checkpoint_every_steps = 50
-    return c
-
-
 def apply_smoke(c: ml_collections.ConfigDict, **extra: Any) -> ml_collections.ConfigDict:
     """The CPU smoke variant shared by experiment configs: the real CIFAR-10 subset from
     ``../shared`` when present (else the embedded digits), 256 examples, a few steps."""
@@ -585,11 +323,3 @@ def apply_smoke(c: ml_collections.ConfigDict, **extra: Any) -> ml_collections.Co
     for k, v in extra.items():
         c[k] = v
     return c
-
-
-def shared_data(*parts: str) -> str:
-    """``<repo>/../shared/data/<parts>`` when that folder exists (this project's test data),
-    else ''. Experiment configs use it for smoke runs and fall back to embedded data."""
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    p = root.joinpath(*parts)
-    return str(p) if p.exists() else ""

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dnas.run.progress import Progress  # noqa: F401  (its old home; the loops import it from here)
+
+from dnas.run.tensorboard import TensorBoardWriter  # optional dependency, imported only when asked
 
 
 def _plain(v: Any) -> Any:
@@ -32,14 +33,11 @@ class MetricWriter:
       list_names: names for list entries in TensorBoard tags (e.g. the op names for
         ``alpha.jsonl``'s softmax lists).
     """
-
     def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None,
                  list_names: Sequence[str] | None = None):
         self.path = Path(path)
         self.tensorboard = None
         if tensorboard_dir is not None:
-            from dnas.run.tensorboard import TensorBoardWriter  # optional dependency, imported only when asked
-
             self.tensorboard = TensorBoardWriter(tensorboard_dir, name=self.path.stem, list_names=list_names)
 
     def write(self, record: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ Files in the run directory (all written to a temporary name and renamed):
 while a host-side run is under way); ``metrics.jsonl`` (one line per evaluated
 architecture of the first ``log_runs`` runs: vector, readable form, metrics, fitness,
 cumulative cost); ``summary.json``; for several objectives ``pareto.json`` and
-``pareto.png`` (:mod:`dnas.report.multitrial`); a ``train`` estimator's runs in
+``pareto.png`` (:mod:`dnas.run.summary`); a ``train`` estimator's runs in
 ``trained/``.
 """
 
@@ -23,12 +23,10 @@ from __future__ import annotations
 import difflib
 import io
 import json
-import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +34,15 @@ import ml_collections
 import numpy as np
 
 from dnas.core.errors import DnasError
-from dnas.estimate import ESTIMATORS, Estimator
-from dnas.search.objectives import OBJECTIVES, Objective
-from dnas.space.base import SearchSpace
-from dnas.search.strategies import STRATEGIES, Strategy
+from dnas.core.io import atomic_write
+from dnas.estimate import ESTIMATORS
+from dnas.run.config import RUN_KINDS, RunKind
+from dnas.search.objectives import OBJECTIVES
+from dnas.search.multitrial import Built, History, budget_plan, build, make_search, metrics_of, paid_mask
+from dnas.search.strategies import STRATEGIES
+from dnas.run.summary import summarize
+from dnas.run.driver import open_run
+from dnas.space.base import SPACES
 
 
 def multitrial_defaults() -> ml_collections.ConfigDict:
@@ -80,7 +83,6 @@ def check_multitrial(config: ml_collections.ConfigDict) -> ml_collections.Config
             raise DnasError(f"config lacks key {k!r}; start from dnas.run.multitrial.multitrial_defaults()")
     if config.kind != "multitrial":
         raise DnasError(f"config.kind must be 'multitrial' here, got {config.kind!r}")
-    from dnas.space.base import SPACES
 
     SPACES[config.space]  # unknown names list the known ones
     STRATEGIES[config.strategy], ESTIMATORS[config.estimator], OBJECTIVES[config.objective]  # unknown names list the known ones
@@ -92,128 +94,16 @@ def check_multitrial(config: ml_collections.ConfigDict) -> ml_collections.Config
     return config
 
 
-def _make(kind: str, name: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``factory(*args, **kwargs)``; an argument it does not take is a one-line DnasError."""
-    import inspect
-
-    params = inspect.signature(factory).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        bad = [k for k in kwargs if k not in params]
-        if bad:
-            known = [p for p in params if p != "space"]
-            raise DnasError(f"{kind} {name!r} takes no argument {bad[0]!r} (config.{kind}_kwargs); it accepts: {', '.join(known)}")
-    return factory(*args, **kwargs)
 
 
-class Built(NamedTuple):
-    """The parts a config names: space, strategy, estimator, objective, and ``m``
-    (objectives per architecture; 0 = one scalar fitness)."""
-
-    space: SearchSpace
-    strategy: Strategy
-    estimator: Estimator
-    objective: Objective
-    m: int
 
 
-def build(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> Built:
-    """Instantiates the registry entries a (checked) config names; a ``train`` estimator
-    without its own ``workdir`` trains under ``<workdir>/trained``."""
-    from dnas.space.base import SPACES
-
-    space = SPACES[config.space](**config.space_kwargs.to_dict())
-    est_kw = config.estimator_kwargs.to_dict()
-    if config.estimator == "nb201_table":
-        est_kw.setdefault("table", config.table)
-    if config.estimator == "train" and not est_kw.get("workdir") and workdir is not None:
-        est_kw["workdir"] = str(Path(workdir) / "trained")
-    estimator = _make("estimator", config.estimator, ESTIMATORS[config.estimator], space, **est_kw)
-    objective = _make("objective", config.objective, OBJECTIVES[config.objective], **config.objective_kwargs.to_dict())
-    fake = {k: jax.ShapeDtypeStruct((2,), jnp.float32) for k in estimator.metrics}
-    shape = jax.eval_shape(objective, fake).shape
-    m = shape[1] if len(shape) == 2 else 0
-    for k in (config.report_metric, config.valid_metric):
-        if k not in estimator.metrics:
-            raise DnasError(f"metric {k!r} is not one the estimator gives: {', '.join(estimator.metrics)}")
-    st_kw = config.strategy_kwargs.to_dict()
-    if config.strategy == "nsga2":
-        st_kw.setdefault("num_objectives", max(m, 1))
-    elif m:
-        raise DnasError(f"objective {config.objective!r} gives {m} objectives; only nsga2 takes several")
-    return Built(space, _make("strategy", config.strategy, STRATEGIES[config.strategy], space, **st_kw), estimator, objective, m)
 
 
-class History(NamedTuple):
-    """One run's evaluations: ``archs int32[E, n]``, ``fitness f32[E] | f32[E, m]``,
-    ``cost f32[E]``; the first ``count`` entries were paid for within the budget."""
-
-    archs: jax.Array
-    fitness: jax.Array
-    cost: jax.Array
-    count: jax.Array
 
 
-def make_search(b: Built, budget: float, max_evals: int) -> tuple[Callable[[jax.Array], History], int]:
-    """``(search(keys) -> History, E)``: budgeted searches over a pure estimator, one per key.
-
-    ``keys`` is ``key[R]``; the result has a leading run axis (``archs int32[R, E, n]``).
-    Each step asks every run for P architectures, evaluates them and charges their costs
-    in order; the first one that would exceed ``budget`` ends that run unpaid (as
-    NAS-Bench-201's scripts stop). The step loop sits outside the ``vmap`` over runs, so
-    its counter stays a scalar: history rows are written in place at one offset for all
-    runs, instead of a batched while-loop selecting every buffer each step (3-5x slower).
-    A finished run keeps stepping with the others, but nothing it does is counted.
-    """
-    state0 = jax.eval_shape(b.strategy.init, jax.random.key(0))
-    P, n = jax.eval_shape(b.strategy.ask, state0, jax.random.key(0))[0].shape
-    max_steps = math.ceil((max_evals or budget / max(b.estimator.min_cost, 1e-9) + 1) / P)
-    E = max_steps * P
-
-    def one_step(state, key, step):
-        k_ask, k_eval = jax.random.split(jax.random.fold_in(key, step))
-        archs, state = b.strategy.ask(state, k_ask)
-        metrics, cost = b.estimator.evaluate(archs, k_eval)
-        fit = b.objective(metrics).astype(jnp.float32)
-        return b.strategy.tell(state, archs, fit), archs.astype(jnp.int32), fit, cost.astype(jnp.float32)
-
-    def search(keys: jax.Array) -> History:
-        R = keys.shape[0]
-        k_init, k_loop = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-        fshape = (R, E, b.m) if b.m else (R, E)
-        hist = History(jnp.zeros((R, E, n), jnp.int32), jnp.zeros(fshape), jnp.zeros((R, E)), jnp.zeros((R,), jnp.int32))
-
-        def body(c):
-            step, state, h, spent, done = c
-            state, archs, fit, cost = jax.vmap(one_step, in_axes=(0, 0, None))(state, k_loop, step)
-            paid = (spent[:, None] + jnp.cumsum(cost, axis=1) <= budget) & ~done[:, None]
-            if max_evals:
-                paid &= h.count[:, None] + jnp.arange(P)[None] < max_evals
-            paid = jnp.cumprod(paid, axis=1).astype(bool)  # the first unpaid one ends the run
-            at = step * P
-            h = History(
-                jax.lax.dynamic_update_slice(h.archs, archs, (0, at, 0)),
-                jax.lax.dynamic_update_slice(h.fitness, fit, (0, at) + (0,) * (fit.ndim - 2)),
-                jax.lax.dynamic_update_slice(h.cost, cost, (0, at)),
-                h.count + paid.sum(1, dtype=jnp.int32),
-            )
-            return step + 1, state, h, spent + jnp.where(paid, cost, 0.0).sum(1), done | ~paid.all(1)
-
-        def cond(c):
-            step, _, _, _, done = c
-            return ~jnp.all(done) & (step < max_steps)
-
-        init = (jnp.zeros((), jnp.int32), jax.vmap(b.strategy.init)(k_init), hist, jnp.zeros((R,)), jnp.zeros((R,), bool))
-        return jax.lax.while_loop(cond, body, init)[2]
-
-    return search, E
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Writes ``data`` to a temporary sibling, then renames it over ``path`` (a crash
-    leaves the old file or the new one, never half of one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _save_chunk(path: Path, h: History, seconds: float, metrics: dict[str, np.ndarray] | None = None, **extra: Any) -> None:
@@ -254,8 +144,6 @@ def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: 
     """
     t0 = time.perf_counter()
     check_multitrial(config)
-    from dnas.run.loop import open_run
-
     workdir = Path(workdir)
     b = build(config, workdir)  # before touching the workdir: a bad table or name fails cleanly
     _, lock = open_run(workdir, lambda: _prepare(workdir, config))
@@ -303,8 +191,6 @@ def _run_built(b: Built, config: ml_collections.ConfigDict, workdir: Path, log: 
         metrics = {k: v.reshape(R, E) for k, v in metrics_of(b, h.archs.reshape(R * E, n)).items()}
     else:
         metrics = {k: np.concatenate([m[k] for m in stored])[: config.runs] for k in b.estimator.metrics}
-    from dnas.report.multitrial import summarize
-
     summary = summarize(b, config, h, metrics, workdir)
     # wall_s: this call (a resumed run counts only its own part); search_s: every chunk's run time.
     summary.update(wall_s=time.perf_counter() - t0, compile_s=compile_s, search_s=search_s)
@@ -323,9 +209,7 @@ def run_host(b: Built, config: ml_collections.ConfigDict, workdir: Path, r: int,
     budget, max_evals = float(config.budget_s), config.max_evals
     k_init, k_loop = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), r))
     state = b.strategy.init(k_init)
-    P, n = jax.eval_shape(b.strategy.ask, state, k_init)[0].shape
-    max_steps = math.ceil((max_evals or budget / max(b.estimator.min_cost, 1e-9) + 1) / P)
-    E = max_steps * P
+    P, n, max_steps, E = budget_plan(b, budget, max_evals)
     archs_h, cost_h = np.zeros((E, n), np.int32), np.zeros((E,), np.float32)
     fit_h = np.zeros((E, b.m) if b.m else (E,), np.float32)
     met_h = {k: np.zeros((E,), np.float32) for k in b.estimator.metrics}
@@ -346,10 +230,7 @@ def run_host(b: Built, config: ml_collections.ConfigDict, workdir: Path, r: int,
         metrics, cost = b.estimator.evaluate(np.asarray(archs), k_eval)
         fit = np.asarray(b.objective({k: jnp.asarray(v) for k, v in metrics.items()}), np.float32)
         cost = np.asarray(cost, np.float32)
-        paid = spent + np.cumsum(cost) <= budget
-        if max_evals:
-            paid &= count + np.arange(P) < max_evals
-        paid = np.cumprod(paid).astype(bool)
+        paid = paid_mask(np, spent, cost, count, budget, max_evals)
         at = slice(step * P, step * P + P)
         archs_h[at], fit_h[at], cost_h[at] = np.asarray(archs), fit, cost
         for k in met_h:
@@ -365,11 +246,6 @@ def run_host(b: Built, config: ml_collections.ConfigDict, workdir: Path, r: int,
     return h, {k: v[None] for k, v in met_h.items()}
 
 
-def metrics_of(b: Built, archs: np.ndarray) -> dict[str, np.ndarray]:
-    """Every metric of a built run's estimator for ``archs int32[K, n]``: ``{name: f32[K]}``.
 
-    Re-evaluates rather than reads the run's chunks, which store architectures only; meant
-    for pure estimators (benchmark tables, analytic costs), whose answer is the record.
-    """
-    metrics, _ = jax.jit(b.estimator.evaluate)(jnp.asarray(archs), jax.random.key(0))
-    return {k: np.asarray(v) for k, v in metrics.items()}
+
+RUN_KINDS.add("multitrial", RunKind(multitrial_defaults, check_multitrial, lambda config, workdir, log: run_multitrial(config, workdir, log=log), "search"))

@@ -11,7 +11,6 @@ of every epoch (``epoch_test_acc`` / ``epoch_test_loss`` on the ``"event": "epoc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,22 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from dnas.space import genotype as G
-from dnas.search.bilevel import cross_entropy
-from dnas.run.checkpoint import Checkpointer, resume
+from dnas.core.checkpoint import Checkpointer, resume
+from dnas.core.errors import DnasError
+from dnas.core.io import atomic_write_json
 from dnas.data.datasets import augment, batch_indices, get_dataset, normalize, steps_per_epoch
-from dnas.run.config import import_files
+from dnas.estimate.inherit import check_init_from, inherit
+from dnas.estimate.supernet import load_supernet
 from dnas.hardware.counts import count_params, model_macs
-from dnas.run.metrics import MetricWriter, Progress
-from dnas.space.nets import build_eval_network
+from dnas.run.config import RUN_KINDS, RunKind, check_common
+from dnas.core.imports import import_files
+from dnas.run.driver import SignalFlag, StepLoop, evaluate_split, run_in_workdir
+from dnas.run.metrics import MetricWriter
 from dnas.run.parallel import make_mesh, replicate, shard_batch
-from dnas.search.state import build_jitted, compile_then_trim, release_free_memory, step_compiler_options
+from dnas.search.bilevel import cross_entropy
+from dnas.search.state import build_jitted, step_compiler_options
+from dnas.space import genotype as G
+from dnas.space.nets import build_eval_network
 
 
 @struct.dataclass
@@ -46,23 +51,59 @@ class TrainState:
     rng: jax.Array
 
 
-def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Callable[[str], None] = print) -> dict[str, float]:
-    """Trains ``config.genotype`` and returns ``{"test_acc", "test_loss", ...}`` (also in
-    ``workdir/result.json``).
+def train_defaults() -> ml_collections.ConfigDict:
+    """Every key a retraining config may have, at DARTS' CIFAR-10 evaluation values."""
+    c = ml_collections.ConfigDict()
+    c.kind = "train"
+    c.imports = []
+    c.genotype = "DARTS_V2"
+    c.dataset = "cifar10"
+    c.data_dir = ""
+    c.max_train_examples = 0
+    c.max_test_examples = 0
+    c.downsample = 1  # >1: images average-pooled by this factor (a lower-resolution proxy)
+    c.init_channels = 36
+    c.layers = 20
+    c.auxiliary = True
+    c.auxiliary_weight = 0.4
+    c.drop_path_prob = 0.2
+    c.cutout = 16
+    c.epochs = 600
+    c.batch_size = 96
+    c.lr = 0.025
+    c.momentum = 0.9
+    c.weight_decay = 3e-4
+    c.grad_clip = 5.0
+    c.max_steps = 0
+    c.seed = 0
+    c.devices = 0
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 2
+    c.tensorboard = False
+    c.valid_examples = 0  # >0: hold out this many training examples as a validation split (epoch_val_acc, result val_acc)
+    c.init_from = ""  # a search run directory: start from its supernet's weights (dnas.estimate.inherit), "" = from scratch
+    return c
 
-    SIGINT/SIGTERM write a checkpoint and raise :class:`dnas.run.loop.Interrupted`; running the
-    same command again resumes.
+
+def check_train(c: ml_collections.ConfigDict) -> None:
+    """Validates a retraining config (the genotype must resolve)."""
+    check_common(c)
+    if isinstance(c.valid_examples, bool) or int(c.valid_examples) < 0:
+        raise DnasError(f"config.valid_examples must be a non-negative integer, got {c.valid_examples!r}")
+    G.get(c.genotype)
+    if c.init_from:
+        check_init_from(c.init_from, c)
+
+
+def run_train(config: ml_collections.ConfigDict | None, workdir: str | Path, *, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Trains ``config.genotype`` and returns ``{"test_acc", "test_loss", "val_acc", ...}``
+    (also in ``workdir/result.json``).
+
+    SIGINT/SIGTERM write a checkpoint and raise :class:`dnas.run.driver.Interrupted`;
+    running the same command again resumes.
     """
-    from dnas.run.loop import SignalFlag, open_run, prepare_workdir
-
-    workdir = Path(workdir)
-    config, lock = open_run(workdir, lambda: prepare_workdir(workdir, config), must_exist=config is None)
-    stop = SignalFlag()
-    try:
-        return _train(config, workdir, log, stop)
-    finally:
-        stop.restore()
-        lock.release()
+    return run_in_workdir(config, workdir, _train, log=log)
 
 
 def _has_checkpoint(workdir: Path) -> bool:
@@ -71,15 +112,14 @@ def _has_checkpoint(workdir: Path) -> bool:
     return ck.is_dir() and any(p.is_dir() and p.name.isdigit() for p in ck.iterdir())
 
 
-def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: Any) -> dict[str, float]:
-    from dnas.run.loop import Interrupted, NonFiniteLoss, all_finite, evaluate_split
-
+def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: SignalFlag) -> dict[str, float]:
     import_files(config.imports)
     geno = G.get(config.genotype)
     data = get_dataset(config.dataset, config.data_dir or None)
     data = data.subset(config.max_train_examples or None, config.max_test_examples or None).downsample(config.downsample)
+    train_x, train_y, val_x, val_y = _holdout(data.train_x, data.train_y, config.valid_examples, config.seed)
     h, w, c = data.image_shape
-    spe = steps_per_epoch(len(data.train_y), config.batch_size)
+    spe = steps_per_epoch(len(train_y), config.batch_size)
     total = config.max_steps or config.epochs * spe
     k_model, k_state, data_key = jax.random.split(jax.random.key(config.seed), 3)
 
@@ -90,16 +130,14 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str]
     if config.init_from and not _has_checkpoint(workdir):
         # Once-for-All's subnet extraction: start from the search run's supernet weights for
         # this genotype (a resumed run restores its own checkpoint instead, so skip the load).
-        from dnas.estimate.inherit import inherit, load_run_supernet
-
-        space, s_weights, s_stats = load_run_supernet(config.init_from)
-        inherit(space, (s_weights, s_stats), geno, net)
+        sup = load_supernet(config.init_from)
+        inherit(sup.space, (sup.weights, sup.stats), geno, net)
         log(f"train: weights inherited from the supernet of {config.init_from}")
     n_params = count_params(net)
     macs = model_macs(net, (1, h, w, c))
     log(
         f"train: {geno} ({geno.space} network, C={config.init_channels}, layers={config.layers}: {n_params / 1e6:.3f} M params, "
-        f"{macs / 1e6:.1f} M MACs per image) on {config.dataset} ({len(data.train_y)} train / {len(data.test_y)} test), "
+        f"{macs / 1e6:.1f} M MACs per image) on {config.dataset} ({len(train_y)} train / {len(val_y)} validation / {len(data.test_y)} test), "
         f"{total} steps ({spe}/epoch)"
     )
     net.train()
@@ -150,52 +188,54 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str]
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     metrics = MetricWriter(workdir / "metrics.jsonl", tensorboard_dir=workdir / "tensorboard" if config.tensorboard else None)
     state = resume(ckpt, state, (metrics,), log)
-    start = int(state.step)
-    stop.check_not_started(workdir, "train")
-    progress = Progress(total, start)
+    loop = StepLoop(workdir, "train", ckpt, stop, total, spe, config, hint="lower config.lr")
     try:
-        for step in range(start, total):
-            idx = batch_indices(data_key, len(data.train_y), config.batch_size, step)
-            batch = shard_batch(mesh, (data.train_x[idx], data.train_y[idx]), global_batch=True)
-            if step == start:  # every batch has the same shapes and shardings
-                with progress.compiling("the training step"):
-                    train_jit = compile_then_trim(train_jit, state, *batch)
-                stop.check_not_started(workdir, "train")
-            state, m = train_jit(state, *batch)
-            if step == start:
-                release_free_memory()
-            done = step + 1
-            epoch_end = done % spe == 0 or done == total
-            saving = done % config.checkpoint_every_steps == 0 or done == total or stop.signal is not None
-            logging = done % config.log_every_steps == 0 or epoch_end
-            if logging or saving:
-                m = jax.device_get(m)
-                if not np.isfinite(m["train_loss"]) or (saving and not bool(all_finite(state))):
-                    raise NonFiniteLoss(
-                        f"train_loss is {m['train_loss']} at step {done}; stopped without saving that state (the newest "
-                        f"checkpoint in {str(workdir / 'checkpoints')!r} is the last finite one). Lower config.lr"
-                    )
-            if logging:
+        for step in loop.steps(int(state.step)):
+            idx = batch_indices(data_key, len(train_y), config.batch_size, step)
+            batch = shard_batch(mesh, (train_x[idx], train_y[idx]), global_batch=True)
+            state, tick = loop.step(train_jit, state, batch, "the training step")
+            done, m = tick.done, tick.metrics
+            if tick.logging:
                 metrics.write({"step": done, **m})
-                progress.update(done, f"loss {m['train_loss']:.3f} acc {m['train_acc']:.3f}")
-            if epoch_end:
+                loop.say(done, f"loss {m['train_loss']:.3f} acc {m['train_acc']:.3f}")
+            if tick.epoch_end:
+                # The validation split (held out of training) is the signal a search may read;
+                # the test split is reported, never selected on.
+                record: dict[str, Any] = {"step": done, "event": "epoch", "epoch": tick.epoch}
+                if len(val_y):
+                    ev = evaluate_split(eval_jit, state, mesh, val_x, val_y, 256)
+                    record.update(epoch_val_acc=ev["acc"], epoch_val_loss=ev["loss"])
                 ev = evaluate_split(eval_jit, state, mesh, data.test_x, data.test_y, 256)
-                epoch = (done - 1) // spe + 1
-                metrics.write({"step": done, "event": "epoch", "epoch": epoch, "epoch_test_acc": ev["acc"], "epoch_test_loss": ev["loss"]})
-                progress.update(done, f"epoch {epoch}: test_acc {ev['acc']:.3f} test_loss {ev['loss']:.3f}", force_line=True)
-            if saving:
-                ckpt.save(done, state)
-            if stop.signal is not None:
-                raise Interrupted(f"stopped by signal {stop.signal} at step {done}; checkpoint written")
+                record.update(epoch_test_acc=ev["acc"], epoch_test_loss=ev["loss"])
+                metrics.write(record)
+                shown = f"val_acc {record['epoch_val_acc']:.3f} " if "epoch_val_acc" in record else ""
+                loop.say(done, f"epoch {tick.epoch}: {shown}test_acc {ev['acc']:.3f} test_loss {ev['loss']:.3f}", line=True)
+            loop.end_step(tick, state)
     finally:
-        progress.close()
-        ckpt.close()
+        loop.close()
     ev = evaluate_split(eval_jit, state, mesh, data.test_x, data.test_y, 256)
-    n = len(data.test_y)
-    result = {"test_acc": ev["acc"], "test_loss": ev["loss"], "test_examples": n, "steps": total, "params": n_params, "macs": macs}
-    tmp = workdir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(workdir / "result.json")
+    result: dict[str, Any] = {"test_acc": ev["acc"], "test_loss": ev["loss"], "test_examples": len(data.test_y), "steps": total,
+                              "params": n_params, "macs": macs}
+    if len(val_y):
+        vev = evaluate_split(eval_jit, state, mesh, val_x, val_y, 256)
+        result.update(val_acc=vev["acc"], val_loss=vev["loss"], val_examples=len(val_y))
+    atomic_write_json(workdir / "result.json", result)
     metrics.write({"step": total, "event": "test", **result})
     metrics.close()
     return result
+
+
+def _holdout(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(train_x, train_y, val_x, val_y)``: ``n`` training examples (a fixed random choice
+    by ``seed``) held out as the validation split; ``n = 0`` holds out nothing."""
+    n = int(n)
+    if n <= 0:
+        return x, y, x[:0], y[:0]
+    if n >= len(y):
+        raise DnasError(f"config.valid_examples={n} leaves no training examples (the training split has {len(y)}); lower it")
+    perm = np.random.default_rng(seed).permutation(len(y))
+    val, tr = np.sort(perm[:n]), np.sort(perm[n:])
+    return x[tr], y[tr], x[val], y[val]
+
+
+RUN_KINDS.add("train", RunKind(train_defaults, check_train, lambda config, workdir, log: run_train(config, workdir, log=log), "train"))

@@ -13,7 +13,7 @@ loss with respect to α rises at the same time, and stop the search when it does
 - :func:`alpha_entropy`: mean entropy of ``softmax(α)`` over the space's labels;
 - :func:`darts_es`: RobustDARTS' early-stopping rule on a series of eigenvalues.
 
-:func:`dnas.run.loop.run_search` logs the three numbers on every ``"event": "epoch"`` line of
+:func:`dnas.run.search.run_search` logs the three numbers on every ``"event": "epoch"`` line of
 ``metrics.jsonl`` (the eigenvalue when ``config.hessian_iters > 0``) and applies
 :func:`darts_es` when ``config.early_stop``.
 """
@@ -30,6 +30,8 @@ import numpy as np
 
 from dnas.core.errors import DnasError
 from dnas.core.types import PRNGKey
+from dnas.space import genotype as G
+from dnas.space.ops import OPS
 
 
 def hvp(f: Callable[[Any], jax.Array], params: Any, v: Any) -> Any:
@@ -94,8 +96,6 @@ def genotype_ops(genotype: Any) -> dict[str, list[str]]:
     """The op names of a derived genotype per cell: ``{"normal": [...], "reduce": [...]}``
     for DARTS cells, ``{"cell": [...]}`` for an NB201 cell, ``{"cell0": ...}`` for macro
     genotypes. Unknown genotype kinds give ``{}``."""
-    from dnas.space import genotype as G
-
     if isinstance(genotype, G.DartsGenotype):
         return {"normal": [op for op, _ in genotype.normal.edges], "reduce": [op for op, _ in genotype.reduce.edges]}
     if isinstance(genotype, G.MacroGenotype):
@@ -111,8 +111,6 @@ def param_free_ops(genotype: Any) -> dict[str, int]:
     """Parameter-free ops (``OPS[name].parametric`` False: skip, pools, ``none``) per cell of
     a derived genotype: the collapse RobustDARTS describes shows as this count rising in
     the normal cell."""
-    from dnas.space.ops import OPS
-
     return {cell: sum(1 for op in ops if not OPS[op].parametric) for cell, ops in genotype_ops(genotype).items()}
 
 

@@ -191,28 +191,3 @@ def delayed(inner: optax.GradientTransformation, steps: int) -> optax.GradientTr
         return pick(new_updates, zero), DelayedState(state.count + 1, pick(new_inner, state.inner))
 
     return optax.GradientTransformation(init, update)
-
-
-def method_config(name: str, *, epochs: int, nb201: bool = False, smoke: bool = False) -> ml_collections.ConfigDict:
-    """A search config running method ``name`` for ``epochs`` epochs with collapse
-    diagnostics (20 Hessian power iterations per epoch) on the DARTS space, or with
-    ``nb201`` on the NAS-Bench-201 space at the benchmark's weight settings (wd 5e-4,
-    Nesterov); ``smoke`` is the CPU variant every experiment has (3 DARTS cells including a
-    normal one with 2 nodes, or one NB201 cell per stage; no Hessian)."""
-    from dnas.run.config import apply_smoke, search_defaults
-    from dnas.space.genotype import NB201_OPS
-
-    c = search_defaults()
-    apply_method(c, name)
-    c.epochs = epochs
-    c.hessian_iters = 20
-    if nb201:
-        c.space, c.layers = "nb201", 5
-        c.space_kwargs.ops = list(NB201_OPS)
-        c.w_weight_decay, c.w_nesterov = 5e-4, True
-    if smoke:
-        apply_smoke(c, init_channels=4, layers=1 if nb201 else 3)
-        c.hessian_iters = 0
-        if not nb201:
-            c.space_kwargs.nodes = 2
-    return c

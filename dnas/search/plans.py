@@ -37,15 +37,15 @@ from dnas.space.ops.layers import GradGates, grad_gates
 from dnas.core.registry import Registry
 from dnas.search.state import SearchState
 from dnas.core.types import Batch, PRNGKey
+from dnas.space.relax import relax_all
+from dnas.search.state import alpha_dict
 
 Carry = tuple[SearchState, dict[str, Any]]
 """What passes hand on: the state and a dict of named intermediate results."""
 
-
 class PassResult(NamedTuple):
     """What one pass computed: gradients (zeros where its gate was closed), BN statistics
     after its forward, its loss, accuracy and architecture penalty."""
-
     w_grads: Any
     a_grads: Any
     stats: Any
@@ -72,7 +72,6 @@ class Pass:
       compute: replaces the standard gradient computation, ``(state, batches, keys) ->
         PassResult`` (the exact hypergradient); a plan with one runs sequentially.
     """
-
     name: str
     batch: str
     key: str
@@ -94,7 +93,6 @@ class Plan:
         ``val_*`` and ``train_*`` (None: not reported).
       init: ``state -> dict`` the carry's initial intermediate results.
     """
-
     passes: tuple[Pass, ...]
     val_pass: int | None
     train_pass: int | None
@@ -120,7 +118,6 @@ class StepMaths(NamedTuple):
     that sample from the policy themselves read them); ``options`` holds plan settings
     (``reinforce``: ``entropy_weight``, ``baseline_decay``).
     """
-
     objective: Callable[..., Any]
     apply_alpha: Callable[[SearchState, Any], SearchState]
     apply_weights: Callable[[SearchState, Any, Any], SearchState]
@@ -136,7 +133,6 @@ class StepMaths(NamedTuple):
 PLANS: Registry[Callable[[StepMaths], Plan]] = Registry("step plan")
 """Plan builders by name; ``HYPERGRADIENTS`` (second order) are the names other than
 ``first_order`` and ``weights_only``."""
-
 
 def _weights_pass(m: StepMaths) -> Pass:
     return Pass("weights", "train", "weight", True, False, False, lambda c, r: (m.apply_weights(c[0], r.w_grads, r.stats), c[1]))
@@ -158,7 +154,6 @@ def weights_only(m: StepMaths) -> Plan:
 class BaselineState(NamedTuple):
     """The α optimizer's state under :func:`with_reward_baseline`: the wrapped optimizer's
     state and the exponential moving average of the rewards (``f32[]``)."""
-
     inner: optax.OptState
     baseline: jax.Array
 
@@ -171,7 +166,6 @@ def with_reward_baseline(inner: optax.GradientTransformation) -> optax.GradientT
     its fields. The ``reinforce`` plan reads and writes ``baseline``; ``update`` only
     delegates.
     """
-
     def init(params):
         return BaselineState(inner.init(params), jnp.zeros((), jnp.float32))
 
@@ -209,9 +203,6 @@ def reinforce(m: StepMaths) -> Plan:
     spe = max(int(m.steps_per_epoch), 1)
 
     def compute(state, batches, keys):
-        from dnas.space.relax import relax_all
-        from dnas.search.state import alpha_dict
-
         alpha = alpha_dict(state.alpha)
         epoch = state.step // spe
         arch = relax_all(relax, keys["alpha"], alpha, epoch)
@@ -322,7 +313,6 @@ def forward_difference(m: StepMaths) -> Plan:
 def exact(m: StepMaths) -> Plan:
     """The hypergradient ``d/dα L_val(w + u(∇_w L_train(w, α)), α)`` by autodiff through
     the unrolled weight step (reverse over reverse; exact, slower to compile and run)."""
-
     def compute(state, batches, keys):
         def unrolled_objective(alpha):
             grads, _, _ = m.grads(m.objective, state.weights, alpha, state.stats, batches["train"], keys["unrolled"], state.step, False)

@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from dnas.core.errors import DnasError
 from dnas.core.registry import Registry
@@ -188,6 +189,27 @@ class SearchSpace:
         """A uniformly random valid architecture, ``int32[n_choices]``. Pure and jittable."""
         return jax.random.randint(key, (len(self.labels),), 0, jnp.asarray(self.num_candidates), dtype=jnp.int32)
 
+    def distinct_samples(self, n: int, key: PRNGKey, *, max_rounds: int = 64) -> np.ndarray:
+        """``n`` distinct uniformly drawn architectures, ``int32[n, len(self)]``, in draw order.
+
+        Raises:
+          DnasError: when ``n`` is not in ``[1, size()]``, or when the sampler does not reach
+            ``n`` distinct architectures in ``max_rounds`` rounds of ``2n`` draws (a space
+            whose sampler covers fewer architectures than it counts); never fewer silently.
+        """
+        n = int(n)
+        if not 1 <= n <= self.size():
+            raise DnasError(f"the number of architectures must be in [1, {self.size()}] for this space (its size), got {n}")
+        sample = jax.jit(jax.vmap(self.sample))
+        seen: dict[bytes, np.ndarray] = {}
+        for r in range(max_rounds):
+            for v in np.asarray(sample(jax.random.split(jax.random.fold_in(key, r), 2 * n))):
+                if len(seen) < n:
+                    seen.setdefault(v.tobytes(), v)
+            if len(seen) == n:
+                return np.stack(list(seen.values())).astype(np.int32)
+        raise DnasError(f"drew only {len(seen)} distinct architectures of {n} in {max_rounds} rounds; ask for fewer")
+
     def mutate(self, key: PRNGKey, vec: ArchVec) -> ArchVec:
         """Resamples one randomly chosen group so the architecture changes. Pure and jittable."""
         vec = jnp.asarray(vec, jnp.int32)
@@ -257,3 +279,17 @@ def build_space(name: str, layers: int, kwargs: Mapping[str, Any] | None = None)
         return cls(layers=int(layers), **kwargs)
     except TypeError as e:
         raise DnasError(f"space {name!r}: {e}") from None
+
+
+def build_eval_network(genotype, dataset: str, C: int, layers: int, num_classes: int, auxiliary: bool = True, in_channels: int = 3, *, rngs: nnx.Rngs) -> nnx.Module:
+    """The derived network of any registered genotype: its space's ``network()``.
+
+    Args:
+      genotype: an instance of a registered genotype kind (names its space).
+      dataset: passed as an option (DARTS builds its ImageNet network for "imagenet").
+      C, layers, num_classes, auxiliary, in_channels: the network's size and data shape.
+    """
+    return SPACES[genotype.space].network(
+        genotype, C=C, layers=layers, num_classes=num_classes, in_channels=in_channels, rngs=rngs, dataset=dataset, auxiliary=auxiliary
+    )
+

@@ -19,7 +19,9 @@ Run time at paper settings: 1.5 (first order) / 4 (second order) GPU-days on a 1
 the paper; not measured with dnas on a GPU yet.
 """
 
-from dnas.run.config import apply_smoke, search_defaults
+from dnas.run.config import apply_smoke
+
+from dnas.run.search import search_defaults
 
 
 def get_config(arg: str | None = None):

@@ -11,7 +11,9 @@ Expected result: DARTS_V2 2.76 ± 0.09 % test error (3.3M params); DARTS_V1 3.00
 Run time at paper settings: about 1.5 GPU-days on a 1080Ti; not measured with dnas yet.
 """
 
-from dnas.run.config import apply_smoke, train_defaults
+from dnas.run.config import apply_smoke
+
+from dnas.run.train import train_defaults
 
 
 def get_config(arg: str | None = None):

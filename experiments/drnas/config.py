@@ -21,7 +21,9 @@ global optimum is 94.37); DARTS space 2.46 ± 0.03 % test error retrained (progr
 Run time: NB201 about 0.1 GPU-days (paper); not measured with dnas on a GPU.
 """
 
-from dnas.run.config import apply_smoke, search_defaults
+from dnas.run.config import apply_smoke
+
+from dnas.run.search import search_defaults
 from dnas.space.genotype import NB201_OPS
 from dnas.search.methods import apply_method
 

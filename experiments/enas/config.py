@@ -34,7 +34,9 @@ with its micro cell. Not run at paper settings with dnas (GPU-scale).
 Run time: ``:smoke`` seconds after compiling on 2 CPU cores.
 """
 
-from dnas.run.config import apply_smoke, search_defaults
+from dnas.run.config import apply_smoke
+
+from dnas.run.search import search_defaults
 from dnas.space.genotype import NB201_OPS
 from dnas.search.methods import apply_method
 

@@ -19,7 +19,9 @@ paper Table 2).
 Run time: about 0.25 GPU-days in the paper; not measured with dnas on a GPU.
 """
 
-from dnas.run.config import apply_smoke, search_defaults
+from dnas.run.config import apply_smoke
+
+from dnas.run.search import search_defaults
 from dnas.search.methods import apply_method
 from dnas.space.spaces.darts_cnn import DARTS_OPS
 

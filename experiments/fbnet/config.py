@@ -21,7 +21,11 @@ its first two steps had not finished 15 minutes later (run on a working tree wit
 engineer's uncommitted mixed.py); not yet measured end to end.
 """
 
-from dnas.run.config import apply_smoke, search_defaults, shared_data
+from dnas.run.config import apply_smoke
+
+from dnas.run.search import search_defaults
+
+from dnas.data.datasets import shared_data
 
 
 def get_config(arg: str | None = None):

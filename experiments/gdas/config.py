@@ -19,7 +19,7 @@ Run time: 0.21 GPU-days (4 GPU-hours on a V100, the paper's title); not measured
 dnas on a GPU. The smoke variant runs in well under a minute on CPU.
 """
 
-from dnas.search.methods import method_config
+from dnas.run.search import method_config
 
 
 def get_config(arg: str | None = None):

@@ -14,7 +14,7 @@ Run time: about a minute on 2 CPU cores (smoke: seconds after compile).
 
 from pathlib import Path
 
-from dnas.run.config import search_defaults
+from dnas.run.search import search_defaults
 
 HERE = Path(__file__).resolve().parent
 

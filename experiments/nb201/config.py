@@ -17,7 +17,9 @@ Run time at paper settings: about 3 GPU-hours (the benchmark's report); not meas
 dnas on a GPU yet.
 """
 
-from dnas.run.config import apply_smoke, search_defaults
+from dnas.run.config import apply_smoke
+
+from dnas.run.search import search_defaults
 from dnas.space.genotype import NB201_OPS
 
 

@@ -27,7 +27,9 @@ differ; the table in experiments/README.md says by how much.
 Run time: 2-5 minutes per run on 2 CPU cores (darts2 about twice darts).
 """
 
-from dnas.search.methods import METHODS, method_config
+from dnas.search.methods import METHODS
+
+from dnas.run.search import method_config
 
 EPOCHS = 10
 
@@ -40,7 +42,8 @@ def get_config(arg: str | None = None):
     name = methods[0]
     if len(methods) > 1 or name not in METHODS.names() or name in ("spos", "rsps"):
         raise ValueError(f"give one differentiable method: {', '.join(n for n in METHODS.names() if n not in ('spos', 'rsps'))} (and optionally ,smoke)")
-    from dnas.run.config import apply_smoke, shared_data
+    from dnas.run.config import apply_smoke
+    from dnas.data.datasets import shared_data
 
     c = method_config(name, epochs=EPOCHS, nb201=True)
     c.data_dir = shared_data("images", "cifar10_subset")

@@ -19,7 +19,9 @@ the published cell is ``dnas show PC_DARTS``).
 Run time: 0.1 GPU-days (1080Ti) in the paper; not measured with dnas on a GPU.
 """
 
-from dnas.run.config import apply_smoke, search_defaults
+from dnas.run.config import apply_smoke
+
+from dnas.run.search import search_defaults
 from dnas.search.methods import apply_method
 
 

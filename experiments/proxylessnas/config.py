@@ -23,7 +23,11 @@ architecture chosen within 5 % of T); its table latencies span 29.6-104.8 ms.
 Run time: smoke and target_smoke a few minutes on 2 CPU cores (mostly compilation).
 """
 
-from dnas.run.config import apply_smoke, search_defaults, shared_data
+from dnas.run.config import apply_smoke
+
+from dnas.run.search import search_defaults
+
+from dnas.data.datasets import shared_data
 
 PIXEL1 = shared_data("luts", "proxylessnas_mobile_pixel1.yaml")
 

@@ -26,7 +26,9 @@ Run time: a few GPU hours at paper settings (not measured with dnas on a GPU); `
 35 minutes of training on one CPU core; ``:smoke`` seconds after compiling.
 """
 
-from dnas.run.config import apply_smoke, search_defaults
+from dnas.run.config import apply_smoke
+
+from dnas.run.search import search_defaults
 from dnas.space.genotype import NB201_OPS
 from dnas.search.methods import apply_method
 
@@ -42,7 +44,7 @@ def get_config(arg: str | None = None):
     c.epochs = 250
     c.w_weight_decay, c.w_nesterov = 5e-4, True
     if arg == "cpu":
-        from dnas.run.config import shared_data
+        from dnas.data.datasets import shared_data
 
         c.data_dir = shared_data("images", "cifar10_subset")
         c.layers, c.init_channels, c.epochs, c.batch_size = 2, 8, 250, 64

@@ -19,7 +19,7 @@ params; paper Table 1).
 Run time: 1.5 GPU-days in the paper; not measured with dnas on a GPU.
 """
 
-from dnas.search.methods import method_config
+from dnas.run.search import method_config
 
 
 def get_config(arg: str | None = None):

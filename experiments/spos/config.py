@@ -31,7 +31,9 @@ Run time: ``:smoke`` and ``:evolution_smoke`` about a minute each on 2 CPU cores
 
 import ml_collections
 
-from dnas.run.config import apply_smoke, search_defaults
+from dnas.run.config import apply_smoke
+
+from dnas.run.search import search_defaults
 from dnas.search.methods import apply_method
 
 SMOKE_OPS = ["mb_k3_e3", "mb_k5_e3", "mb_k7_e6"]

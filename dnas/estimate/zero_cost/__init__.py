@@ -8,7 +8,6 @@
 from dnas.estimate.zero_cost.proxies import PROXIES, ProxyNet, vote
 from dnas.estimate.zero_cost.score import ZeroCostScorer
 
-# Registers ESTIMATORS["zero_cost"] (until dnas.estimate imports it with the others).
-from dnas.estimate import zero_cost as _estimator  # noqa: E402,F401
+from dnas.estimate.zero_cost import estimator as _estimator  # noqa: E402,F401  (registers zero_cost and smash)
 
 __all__ = ["PROXIES", "ProxyNet", "ZeroCostScorer", "vote"]

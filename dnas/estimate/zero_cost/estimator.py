@@ -16,7 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.data.datasets import get_dataset, normalize, sample_batch
 from dnas.estimate import ESTIMATORS, Estimator
+from dnas.estimate.hypernet import Smash
+from dnas.estimate.zero_cost.proxies import check_names
+from dnas.estimate.zero_cost.score import ZeroCostScorer
 from dnas.space.base import SearchSpace
 
 
@@ -46,15 +50,11 @@ def zero_cost(
       ``log10_synflow``: its values on NB201 reach 1e49, past float32's range, and a
       strategy needs only the order.
     """
-    from dnas.cli.zero_cost import score_batch
-    from dnas.estimate.zero_cost.proxies import check_names
-    from dnas.estimate.zero_cost.score import ZeroCostScorer
-
     names = check_names(proxies)
     if "vote" in names:
         raise DnasError("the zero_cost estimator scores one architecture at a time; 'vote' ranks a set (use dnas zero-cost)")
     k_batch, k_score = jax.random.split(jax.random.key(seed))
-    x, y, classes = score_batch(dataset, data_dir or None, batch_size, k_batch)
+    x, y, classes = sample_batch(dataset, data_dir or None, batch_size, k_batch)
     scorer = ZeroCostScorer(space, names, C=C, num_classes=classes, in_channels=x.shape[-1], batch_shape=x.shape)
 
     metric = {n: ("log10_synflow" if n == "synflow" else n) for n in names}
@@ -83,22 +83,25 @@ def smash(
 
     Building it trains the hypernetwork for ``steps`` batches of ``batch_size`` training
     images, one random cell per batch; ``evaluate`` then gives each cell's accuracy and
-    negative loss on the first ``val`` test images with generated weights.
+    negative loss on the last ``val`` training images (held out of its training) with generated weights.
 
     Returns:
       an :class:`Estimator` with metrics ``smash_acc`` and ``smash_neg_loss`` (``f32[P]``);
       cost the measured seconds per architecture. The key is unused.
     """
-    from dnas.data.datasets import get_dataset, normalize
-    from dnas.estimate.hypernet import Smash
-
     if steps < 1 or val < 1:
         raise DnasError(f"smash needs steps >= 1 and val >= 1, got {steps} and {val}")
     ds = get_dataset(dataset, data_dir or None)
+    if val >= len(ds.train_y):
+        raise DnasError(f"smash holds out val={val} training images for ranking, but {dataset} has {len(ds.train_y)}; lower val")
     k_init, k_train = jax.random.split(jax.random.key(seed))
+    # The hypernetwork trains on all but the last ``val`` training images and ranks cells on
+    # those: a search signal never reads the test split (reported for the final choice only).
+    xs = np.asarray(normalize(jnp.asarray(ds.train_x), ds.mean, ds.std))
+    ys = ds.train_y.astype(np.int32)
     sm = Smash(space, C=C, num_classes=ds.num_classes, in_channels=ds.train_x.shape[-1], key=k_init)
-    sm.train(np.asarray(normalize(jnp.asarray(ds.train_x), ds.mean, ds.std)), ds.train_y.astype(np.int32), steps=steps, batch_size=batch_size, key=k_train)
-    xv, yv = np.asarray(normalize(jnp.asarray(ds.test_x[:val]), ds.mean, ds.std)), ds.test_y[:val].astype(np.int32)
+    sm.train(xs[:-val], ys[:-val], steps=steps, batch_size=batch_size, key=k_train)
+    xv, yv = xs[-val:], ys[-val:]
 
     def evaluate(archs: jax.Array, key: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
         del key

@@ -21,8 +21,13 @@ from dnas.core.errors import DnasError
 from dnas.space.genotype import CellGenotype, DartsGenotype, MacroGenotype
 from dnas.space.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 from dnas.space.ops.layers import Conv2d, avg_pool, batch_norm
-from dnas.space.spaces.darts_cnn import reduction_layers
 from dnas.core.types import ArchInput, NetOutput, PRNGKey
+
+
+def reduction_layers(layers: int) -> tuple[int, ...]:
+    """Indices of reduction cells: ``layers // 3`` and ``2 * layers // 3`` (DARTS' rule, also
+    for tiny test networks: 1 layer -> cell 0 reduces, 2 layers -> both reduce)."""
+    return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
 def drop_path(x: jax.Array, drop_prob: jax.Array, key: PRNGKey) -> jax.Array:
@@ -151,18 +156,3 @@ class DartsImageNetNetwork(_DartsEval):
 def _no_arch(arch: ArchInput | None) -> None:
     if arch is not None:
         raise DnasError("a derived DARTS network takes no architecture input; its genotype is fixed")
-
-
-def build_eval_network(genotype, dataset: str, C: int, layers: int, num_classes: int, auxiliary: bool = True, in_channels: int = 3, *, rngs: nnx.Rngs) -> nnx.Module:
-    """The derived network of any registered genotype: its space's ``network()``.
-
-    Args:
-      genotype: an instance of a registered genotype kind (names its space).
-      dataset: passed as an option (DARTS builds its ImageNet network for "imagenet").
-      C, layers, num_classes, auxiliary, in_channels: the network's size and data shape.
-    """
-    from dnas.space.base import SPACES
-
-    return SPACES[genotype.space].network(
-        genotype, C=C, layers=layers, num_classes=num_classes, in_channels=in_channels, rngs=rngs, dataset=dataset, auxiliary=auxiliary
-    )

@@ -30,6 +30,7 @@ from dnas.space.ops import FactorizedReduce, ReLUConvBN, check_ops
 from dnas.space.ops.layers import Conv2d, batch_norm
 from dnas.space.relax import DERIVE_WEIGHTS, derive_weights
 from dnas.space.base import Choice, SearchSpace, register_space
+from dnas.space.nets.darts import DartsCIFARNetwork, DartsImageNetNetwork, reduction_layers
 from dnas.core.types import ArchInput, ArchVec, NetOutput, PRNGKey, Sampled
 
 DARTS_OPS = (
@@ -49,11 +50,6 @@ def beta_label(prefix: str, node: int) -> str:
     """The label of PC-DARTS' edge-normalisation parameters of ``node`` (``f32[node]``)."""
     return f"{prefix}/beta_node_{node}"
 
-
-def reduction_layers(layers: int) -> tuple[int, ...]:
-    """Indices of reduction cells: ``layers // 3`` and ``2 * layers // 3`` (DARTS' rule, also
-    for tiny test networks: 1 layer -> cell 0 reduces, 2 layers -> both reduce)."""
-    return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
 @register_space("darts")
@@ -243,8 +239,6 @@ class DartsSpace(SearchSpace):
     ) -> nnx.Module:
         """DARTS' evaluation network: ``NetworkImageNet`` for ``dataset="imagenet"``, else
         ``NetworkCIFAR`` (auxiliary head when ``auxiliary``)."""
-        from dnas.space.nets.darts import DartsCIFARNetwork, DartsImageNetNetwork
-
         cls = DartsImageNetNetwork if dataset == "imagenet" else DartsCIFARNetwork
         return cls(genotype, C, layers, num_classes, auxiliary, in_channels, rngs=rngs)
 

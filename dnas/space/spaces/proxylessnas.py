@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from dnas.core.errors import DnasError
+from dnas.data.datasets import shared_data
 from dnas.space.genotype import SCHEMA, register_genotype
 from dnas.hardware.lut import LatencyTable, LutKey
 from dnas.hardware.penalties import LatencyTerm, latency_term_from_table
@@ -377,8 +378,6 @@ class ProxylessNet(nnx.Module):
 def published(name: str, root: str | None = None) -> ProxylessGenotype:
     """The published ``proxyless_{mobile,gpu,cpu}`` network from its config JSON in ``root``
     (default: the shared data folder's ``luts``)."""
-    from dnas.run.config import shared_data
-
     folder = root or shared_data("luts")
     if not folder:
         raise DnasError("no folder with proxyless_*.config.json; pass root= (the files of mit-han-lab/proxylessnas)")

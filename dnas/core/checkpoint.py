@@ -72,7 +72,24 @@ class Checkpointer:
             ) from None
         return _from_savable(restored, like)
 
+    def restore_fields(self, step: int, fields: dict[str, Any]) -> dict[str, Any]:
+        """Reads only the named top-level fields of the checkpoint at ``step`` (e.g. a
+        search state's ``alpha``, ``weights`` and ``stats``, without the optimizer states)
+        into the structures of ``fields`` (concrete or ``jax.ShapeDtypeStruct`` leaves)."""
+        abstract = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)), _to_savable(fields)
+        )
+        try:
+            restored = self._manager.restore(int(step), args=ocp.args.StandardRestore(abstract, strict=False))
+        except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged folder
+            raise DnasError(
+                f"checkpoint {step} in {str(self.directory)!r} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+                f"move {str(self.directory / str(step))!r} aside to use an older checkpoint"
+            ) from None
+        return {k: restored[k] for k in fields}
+
     def close(self) -> None:
+        """Releases orbax's resources (call once the checkpointer is no longer needed)."""
         self._manager.close()
 
 

@@ -14,7 +14,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from dnas.run.multitrial import Built, History, atomic_write
+from dnas.core.io import atomic_write
+from dnas.core.stats import pareto_mask
+from dnas.search.multitrial import Built, History
 
 
 def summarize(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> dict[str, Any]:
@@ -63,10 +65,6 @@ def _write_jsonl(b: Built, config: ml_collections.ConfigDict, h: History, M: dic
     atomic_write(workdir / "metrics.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
 
 
-def pareto_mask(objs: np.ndarray) -> np.ndarray:
-    """``bool[K]``: the points of ``objs f32[K, m]`` no other point dominates (maximisation)."""
-    ge = (objs[:, None] >= objs[None]).all(-1) & (objs[:, None] > objs[None]).any(-1)  # ge[i, j]: i dominates j
-    return ~ge.any(0)
 
 
 def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> int:

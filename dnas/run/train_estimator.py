@@ -1,5 +1,9 @@
 """Train-from-scratch estimator with the usual low-fidelity proxies.
 
+It lives in the run layer, not beside the other estimators: each evaluation is a real
+training run (:func:`dnas.run.train.run_train`: its own directory, checkpoints, resume),
+and an estimator that launches runs sits above what runs them.
+
 Each architecture is trained by dnas' own retraining code (:func:`dnas.run.train.run_train`,
 real training) at reduced cost: fewer epochs (or a step cap), a data subset, a smaller
 network (fewer channels, fewer cells per stage) - the proxies NAS papers use to rank
@@ -18,16 +22,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from dnas.core.errors import DnasError
-from dnas.estimate import ESTIMATORS, Estimator
-from dnas.space.base import SearchSpace
+import ml_collections
 
-METRICS = ("test_acc", "test_loss", "params", "macs", "train_s")
+from dnas.core.errors import DnasError
+from dnas.core.io import atomic_write_json
+from dnas.estimate import ESTIMATORS, Estimator
+from dnas.run.train import run_train, train_defaults
+from dnas.space.base import SearchSpace
+from dnas.space.genotype import NB201Genotype
+from dnas.space.spaces import NB201Space
+
+METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "params", "macs", "train_s")
 
 
 def train(
@@ -39,6 +50,7 @@ def train(
     max_steps: int = 0,
     max_train_examples: int = 256,
     max_test_examples: int = 256,
+    valid_examples: int = 64,
     init_channels: int = 4,
     layers: int = 1,
     batch_size: int = 32,
@@ -54,34 +66,35 @@ def train(
       dataset, data_dir: what to train on (``dnas.data.datasets``; the embedded ``digits`` by default).
       epochs, max_steps: training length proxy (``max_steps`` > 0 caps the steps).
       max_train_examples, max_test_examples: data-subset proxy (0 = all).
+      valid_examples: training examples held out as the validation split whose accuracy
+        is the search signal (``val_acc``); the test split is only reported.
       init_channels, layers: network-size proxy (stem channels, cells per stage).
       batch_size, lr, seed: training settings (SGD, cosine, as ``dnas train``).
     Returns:
-      an :class:`Estimator` (``pure=False``) whose metrics are ``test_acc`` (%, on the test
-      split), ``test_loss``, ``params``, ``macs`` and ``train_s``; the cost is ``train_s``,
+      an :class:`Estimator` (``pure=False``) whose metrics are ``val_acc`` (%, on the held-out
+      validation split: search on this), ``val_loss``, ``test_acc`` (%, the test split:
+      report it for the final architecture only), ``test_loss``, ``params``, ``macs`` and
+      ``train_s``; the cost is ``train_s``,
       the measured wall time of the first training of that architecture.
     """
-    from dnas.space.spaces import NB201Space
-
     if not isinstance(space, NB201Space) or not space.shared:
         raise DnasError("the train estimator builds NB201 cells; use space='nb201' (shared=True)")
     if not workdir:
         raise DnasError("the train estimator needs a workdir for its training runs")
     root = Path(workdir)
 
-    def describe(vec) -> str:
-        from dnas.space.genotype import NB201Genotype
+    if not 0 < valid_examples < (max_train_examples or 10**9):
+        raise DnasError(f"the train estimator needs 0 < valid_examples < max_train_examples, got {valid_examples} and {max_train_examples}")
 
+    def describe(vec) -> str:
         vec = np.asarray(vec)
         return NB201Genotype(tuple(tuple((space.ops[int(vec[space.index(f"cell/edge_{j}_{i}")])], i) for i in range(j)) for j in range(1, 4))).arch_str()
 
-    def config_for(arch_str: str):
-        from dnas.run.config import train_defaults
-
+    def config_for(arch_str: str) -> ml_collections.ConfigDict:
         c = train_defaults()
         c.genotype, c.dataset, c.data_dir = arch_str, dataset, data_dir
         c.epochs, c.max_steps, c.batch_size, c.lr, c.seed = epochs, max_steps, batch_size, lr, seed
-        c.max_train_examples, c.max_test_examples = max_train_examples, max_test_examples
+        c.max_train_examples, c.max_test_examples, c.valid_examples = max_train_examples, max_test_examples, valid_examples
         c.init_channels, c.layers = init_channels, layers
         # The proxies train briefly: no regularisers meant for 600-epoch runs.
         c.auxiliary, c.drop_path_prob, c.cutout = False, 0.0, 0
@@ -89,23 +102,18 @@ def train(
         return c
 
     def train_one(arch_str: str) -> dict[str, float]:
-        from dnas.run.train import run_train
-
         folder = root / hashlib.sha1(arch_str.encode()).hexdigest()[:16]
         done = folder / "estimate.json"
         if done.exists():  # trained before (this search or a resumed one): same numbers
             return json.loads(done.read_text())
         if folder.exists():  # a training killed midway: start it again from scratch
-            import shutil
-
             shutil.rmtree(folder)
         t = time.perf_counter()
         r = run_train(config_for(arch_str), folder, log=lambda m: None)
-        out = {"test_acc": 100.0 * float(r["test_acc"]), "test_loss": float(r["test_loss"]), "params": float(r.get("params", 0)),
+        out = {"val_acc": 100.0 * float(r["val_acc"]), "val_loss": float(r["val_loss"]),
+               "test_acc": 100.0 * float(r["test_acc"]), "test_loss": float(r["test_loss"]), "params": float(r.get("params", 0)),
                "macs": float(r.get("macs", 0)), "train_s": time.perf_counter() - t}
-        tmp = done.with_name("estimate.json.tmp")
-        tmp.write_text(json.dumps(out))
-        tmp.replace(done)
+        atomic_write_json(done, out, indent=None)
         return out
 
     def evaluate(archs, key) -> tuple[dict[str, np.ndarray], np.ndarray]:

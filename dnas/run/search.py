@@ -22,10 +22,6 @@ Run directory::
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,65 +33,31 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dnas.space import genotype as G
-from dnas.search.bilevel import SearchStep, cross_entropy, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
-from dnas.run.checkpoint import Checkpointer, resume
-from dnas.search.diagnostics import alpha_entropy, darts_es, param_free_ops, top_hessian_eigenvalue
-from dnas.search.methods import delayed, make_arch_penalty
-from dnas.run.config import _kwargs, differing_keys, from_json, to_json
-from dnas.data.datasets import Dataset, augment, batch_indices, get_dataset, normalize, search_split, steps_per_epoch
+from dnas.core.checkpoint import Checkpointer, resume
 from dnas.core.errors import DnasError
-from dnas.search.latency import add_penalties, build_latency, derive_alpha, epoch_latency_metrics
-from dnas.run.metrics import MetricWriter, Progress
-from dnas.space.ops.layers import depthwise_impl
+from dnas.data.datasets import Dataset, augment, batch_indices, get_dataset, normalize, search_split, steps_per_epoch
+from dnas.run.config import RUN_KINDS, RunKind, apply_smoke, check_common, kwargs_of
+from dnas.run.driver import SignalFlag, StepLoop, evaluate_split, run_in_workdir
+from dnas.run.metrics import MetricWriter
 from dnas.run.parallel import make_mesh, replicate, shard_batch
+from dnas.search.bilevel import HYPERGRADIENTS, SearchStep, cross_entropy, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+from dnas.search.diagnostics import alpha_entropy, darts_es, param_free_ops, top_hessian_eigenvalue
+from dnas.search.latency import add_penalties, build_latency, check_latency, derive_alpha, epoch_latency_metrics, latency_defaults
+from dnas.search.methods import apply_method, delayed, make_arch_penalty
 from dnas.search.plans import with_reward_baseline
-from dnas.space.relax import make_relaxation, relax_all
+from dnas.search.state import SearchState, alpha_dict, build_jitted, init_search_state, step_compiler_options
+from dnas.space import genotype as G
 from dnas.space.base import SearchSpace
 from dnas.space.base import build_space as _build_space
-from dnas.search.state import (
-    SearchState,
-    alpha_dict,
-    build_jitted,
-    compile_then_trim,
-    init_search_state,
-    release_free_memory,
-    step_compiler_options,
-)
+from dnas.space.genotype import NB201_OPS
+from dnas.space.ops.layers import depthwise_impl
+from dnas.space.relax import make_relaxation, relax_all
 
 
-class Interrupted(Exception):
-    """Raised after a checkpoint was written in response to SIGINT/SIGTERM."""
 
 
-class SignalFlag:
-    """Records SIGINT/SIGTERM instead of raising, from construction until :meth:`restore`,
-    so that a run stops at a point where it can checkpoint (never inside XLA's compiler).
-
-    Install it right after the run directory is prepared: a signal during the build or the
-    compile then stops the run before its first step (:meth:`check_not_started`).
-    """
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signal = signum
-
-    def check_not_started(self, workdir: Path, command: str) -> None:
-        """Raises :class:`Interrupted` if a signal came before the first step."""
-        if self.signal is not None:
-            raise Interrupted(f"stopped by signal {self.signal} before the first step (nothing to checkpoint; the run starts afresh)")
-
-    def restore(self) -> None:
-        """Puts the previous handlers back."""
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
-class NonFiniteLoss(DnasError):
-    """A loss turned NaN or infinite: the run stopped without checkpointing that state."""
 
 
 @dataclasses.dataclass
@@ -123,7 +85,7 @@ class SearchSetup:
 def build_space(config: ml_collections.ConfigDict) -> SearchSpace:
     """The registered search space a config names (``config.space`` + ``space_kwargs``)."""
 
-    return _build_space(config.space, config.layers, _kwargs(config.space_kwargs))
+    return _build_space(config.space, config.layers, kwargs_of(config.space_kwargs))
 
 
 def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
@@ -147,14 +109,14 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     a_opt = darts_alpha_optimizer(config.a_lr, config.a_b1, config.a_b2, config.a_weight_decay)
     if config.a_warmup_epochs:
         a_opt = delayed(a_opt, config.a_warmup_epochs * spe)  # PC-DARTS: α frozen while the weights warm up
-    reinforce_kwargs = _kwargs(config.alpha_grad_kwargs)
+    reinforce_kwargs = kwargs_of(config.alpha_grad_kwargs)
     if config.alpha_grad == "reinforce":
         aggregate = int(reinforce_kwargs.pop("aggregate", 1))
         if aggregate > 1:  # ENAS: one controller step per `aggregate` sampled children
             a_opt = optax.MultiSteps(a_opt, every_k_schedule=aggregate).gradient_transformation()
         a_opt = with_reward_baseline(a_opt)
     graphdef, state = init_search_state(net, w_opt, a_opt, key=k_state)
-    relax = make_relaxation(config.relax, _kwargs(config.relax_kwargs), epochs=config.epochs)
+    relax = make_relaxation(config.relax, kwargs_of(config.relax_kwargs), epochs=config.epochs)
     latency = build_latency(config, space, relax)
     step = make_search_step(
         graphdef,
@@ -163,7 +125,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         order=config.order,
         hypergradient=config.hypergradient,
         relax=relax,
-        arch_penalty=add_penalties(make_arch_penalty(config.arch_penalty, _kwargs(config.arch_penalty_kwargs)), latency and latency.penalty),
+        arch_penalty=add_penalties(make_arch_penalty(config.arch_penalty, kwargs_of(config.arch_penalty_kwargs)), latency and latency.penalty),
         fuse_passes=config.fuse_passes,
         update_alpha=config.update_alpha,
         steps_per_epoch=spe,
@@ -217,25 +179,6 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh, eval_jit, hess_jit, latency=latency)
 
 
-def evaluate_split(
-    eval_step: Callable[..., tuple[jax.Array, jax.Array]], state: Any, mesh: Any, x: np.ndarray, y: np.ndarray, batch_size: int
-) -> dict[str, float]:
-    """Accuracy and mean loss of ``eval_step(state, x, y, valid) -> (correct, loss_sum)``
-    over every example of ``(x, y)``, in batches of ``batch_size`` (the last one padded
-    and masked, so each batch has one shape and the step compiles once)."""
-    n_dev = mesh.devices.size
-    bs = max(n_dev, (min(batch_size, len(y)) // n_dev) * n_dev)
-    correct, loss_sum = 0, 0.0
-    for i in range(0, len(y), bs):
-        xb, yb = x[i : i + bs], y[i : i + bs]
-        valid = np.ones(bs, np.float32)
-        if len(yb) < bs:
-            valid[len(yb) :] = 0
-            xb = np.concatenate([xb, np.zeros((bs - len(yb),) + xb.shape[1:], xb.dtype)])
-            yb = np.concatenate([yb, np.zeros(bs - len(yb), yb.dtype)])
-        cnt, ls = eval_step(state, *shard_batch(mesh, (xb, yb, valid), global_batch=True))
-        correct, loss_sum = correct + int(cnt), loss_sum + float(ls)
-    return {"acc": correct / max(len(y), 1), "loss": loss_sum / max(len(y), 1)}
 
 
 def _batches(setup: SearchSetup, step: int) -> tuple[np.ndarray, ...]:
@@ -247,114 +190,173 @@ def _batches(setup: SearchSetup, step: int) -> tuple[np.ndarray, ...]:
     return d.train_x[iw], d.train_y[iw], d.train_x[ia], d.train_y[ia]
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    tmp.replace(path)
 
 
-def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict | None) -> ml_collections.ConfigDict:
-    """Creates or reopens a run directory; returns the config to run with.
 
-    A new directory gets ``config.json``. An existing run resumes with its own config; a
-    different config for it is refused (nothing in it is touched).
+
+
+
+
+
+
+
+def search_defaults() -> ml_collections.ConfigDict:
+    """Every key a differentiable-search config may have, at DARTS' CIFAR-10 values
+    (Liu et al. 2019)."""
+    c = ml_collections.ConfigDict()
+    c.kind = "search"
+    c.imports = []  # Python files imported first (registrations); load_config adds the config file
+    c.dataset = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | synthetic
+    c.data_dir = ""
+    c.max_train_examples = 0  # 0 = all; >0 = a data-subset proxy
+    c.downsample = 1  # >1: images average-pooled by this factor (a lower-resolution proxy)
+    c.space = "darts"  # a registered space (dnas list spaces)
+    c.space_kwargs = ml_collections.ConfigDict()  # its constructor's arguments (empty: its defaults)
+    c.init_channels = 16
+    c.layers = 8  # DARTS: cells; NB201: cells per stage (N)
+    c.epochs = 50
+    c.batch_size = 64
+    c.train_portion = 0.5
+    c.max_steps = 0  # 0 = epochs * steps_per_epoch (smoke runs cap this)
+    c.augment = True  # random crop (+ flip where the dataset allows), as DARTS' search
+    c.w_lr = 0.025
+    c.w_lr_min = 0.001
+    c.w_momentum = 0.9
+    c.w_nesterov = False
+    c.w_weight_decay = 3e-4
+    c.grad_clip = 5.0
+    c.a_lr = 3e-4
+    c.a_b1 = 0.5
+    c.a_b2 = 0.999
+    c.a_weight_decay = 1e-3
+    c.order = 1
+    c.hypergradient = "finite_difference"  # order 2: DARTS' Eq. 8, "forward_difference" (one pass fewer) or "exact"
+    c.fuse_passes = True  # the step's passes as one lax.scan: faster compile, same maths
+    c.update_alpha = True  # False: weights only (supernet training by sampled paths, e.g. relax="uniform")
+    c.relax = "softmax"  # a registered relaxation (dnas list relaxations)
+    c.relax_kwargs = ml_collections.ConfigDict()
+    c.alpha_grad = "relaxation"  # or "reinforce": ENAS' policy gradient on α (relax="policy")
+    c.alpha_grad_kwargs = ml_collections.ConfigDict()  # reinforce: entropy_weight, baseline_decay, aggregate
+    c.arch_penalty = ""  # a registered α-loss term (dnas.search.methods.ARCH_PENALTIES: dirichlet_kl, zero_one); "" = none
+    c.arch_penalty_kwargs = ml_collections.ConfigDict()
+    c.a_warmup_epochs = 0  # α frozen for this many epochs (PC-DARTS: 15)
+    c.hessian_iters = 0  # >0: per epoch, the top eigenvalue of the val-loss Hessian w.r.t. α by this many power iterations
+    c.early_stop = False  # DARTS-ES (RobustDARTS): stop when the eigenvalue's local average rises by 1.3x; needs hessian_iters
+    c.seed = 2
+    c.devices = 0  # 0 = all local devices (data parallel); n = the first n
+    c.log_every_steps = 10
+    c.checkpoint_every_steps = 200
+    c.keep_checkpoints = 2
+    c.tensorboard = False  # also write TensorBoard event files to <workdir>/tensorboard (pip install tensorboardX)
+    c.latency = latency_defaults()  # the latency term (dnas.search.latency): off while latency.table is ""
+    return c
+
+
+def default_search_config() -> ml_collections.ConfigDict:
+    """What ``dnas search`` runs with no config: first-order DARTS on the embedded 8x8
+    digits, a small supernet (C=8, 3 cells: one normal, two reduction), 150 steps, one to
+    two minutes on 2 CPU cores.
+
+    The α learning rate is 0.05 (the paper's 3e-4 is for 50 CIFAR epochs of 390 steps)
+    without α weight decay: the weights fit digits within a few epochs, after which the
+    α-gradient is small, and at 3e-4 α would not move visibly in 150 steps (softmax(α)
+    stayed in 0.122-0.128 everywhere). No augmentation: 8x8 digits have nothing to crop.
     """
-    workdir = Path(workdir)
-    saved = workdir / "config.json"
-    if saved.exists():
-        old = from_json(saved.read_text())
-        if config is not None and to_json(config) != to_json(old):
-            diff = differing_keys(config, old)
-            shown = ", ".join(f"{k} (saved {_get(old, k)!r}, given {_get(config, k)!r})" for k in diff[:3])
-            raise DnasError(
-                f"{str(workdir)!r} holds a run with a different config: {shown}; resume it without --config, "
-                "or use a new --workdir"
-            )
-        return old
-    if config is None:
-        raise DnasError(f"{str(workdir)!r} holds no run; pass --config (or omit --workdir for the default search)")
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = saved.with_name("config.json.tmp")
-    tmp.write_text(to_json(config) + "\n")
-    tmp.replace(saved)
-    return config
+    c = search_defaults()
+    c.dataset = "digits"
+    c.init_channels = 8
+    c.layers = 3
+    c.epochs = 10
+    c.batch_size = 48
+    c.a_lr = 0.05
+    c.a_weight_decay = 0.0
+    c.augment = False
+    c.log_every_steps = 5
+    c.checkpoint_every_steps = 50
+    return c
 
 
-class WorkdirLock:
-    """An exclusive lock on a run directory for the life of one run (``<workdir>/.lock``,
-    ``fcntl.flock``, released by the OS if the process dies).
-
-    Why: two processes in one directory (a resumed command started while the first still
-    runs, or still writes its last checkpoint after SIGTERM) interleave checkpoints and
-    metrics; the second is refused with one line instead.
-    """
-
-    def __init__(self, workdir: str | Path):
-        import fcntl
-
-        self.path = Path(workdir) / ".lock"
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "another process"
-            os.close(self.fd)
-            raise DnasError(f"{str(workdir)!r} is in use by a running dnas process (pid {holder}); wait for it to end, or use another --workdir") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
-
-    def release(self) -> None:
-        """Drops the lock (closing the descriptor releases the flock)."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+def check_search(c: ml_collections.ConfigDict) -> None:
+    """Validates a search config's values and named parts (builds the space and the
+    relaxation, which is cheap, so their kwargs are checked too)."""
+    check_common(c)
+    if c.order not in (1, 2):
+        raise DnasError(f"config.order must be 1 or 2, got {c.order}")
+    if c.hypergradient not in HYPERGRADIENTS:
+        raise DnasError(f"config.hypergradient must be one of {HYPERGRADIENTS}, got {c.hypergradient!r}")
+    for k in ("fuse_passes", "update_alpha", "augment", "w_nesterov"):
+        if not isinstance(c[k], bool):
+            raise DnasError(f"config.{k} must be True or False, got {c[k]!r}")
+    if not 0.0 < float(c.train_portion) < 1.0:
+        raise DnasError(f"config.train_portion must be in (0, 1), got {c.train_portion}")
+    space = _build_space(c.space, c.layers, kwargs_of(c.space_kwargs))
+    check_latency(c, space)
+    relax = make_relaxation(c.relax, kwargs_of(c.relax_kwargs), epochs=c.epochs)
+    _check_alpha_grad(c, relax)
+    make_arch_penalty(c.arch_penalty, kwargs_of(c.arch_penalty_kwargs))
+    for k in ("a_warmup_epochs", "hessian_iters"):
+        if isinstance(c[k], bool) or int(c[k]) < 0:
+            raise DnasError(f"config.{k} must be a non-negative integer, got {c[k]!r}")
+    if not isinstance(c.early_stop, bool):
+        raise DnasError(f"config.early_stop must be True or False, got {c.early_stop!r}")
+    if c.early_stop and int(c.hessian_iters) <= 0:
+        raise DnasError("config.early_stop (DARTS-ES) reads the Hessian eigenvalue: set config.hessian_iters > 0 (e.g. 20)")
 
 
-def open_run(
-    workdir: str | Path, prepare: Callable[[], Any], *, must_exist: bool = False
-) -> tuple[Any, WorkdirLock]:
-    """Locks ``workdir`` and then runs ``prepare()`` (which writes or checks its config):
-    ``(prepare's result, the lock)``; release the lock when the run ends.
-
-    Why in this order: two processes started at once on a new directory would otherwise
-    both find no ``config.json`` and both write one before either takes the lock. The
-    directory is created first only so that the lock file has a place; ``must_exist``
-    runs ``prepare`` unlocked when the directory holds no config (it can only refuse).
-    """
-    workdir = Path(workdir)
-    if must_exist and not (workdir / "config.json").exists():
-        prepare()
-    workdir.mkdir(parents=True, exist_ok=True)
-    lock = WorkdirLock(workdir)
-    try:
-        return prepare(), lock
-    except BaseException:
-        lock.release()
-        raise
+_REINFORCE_KWARGS = {"entropy_weight": float, "baseline_decay": float, "aggregate": int}
 
 
-def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
-    head, _, sub = dotted.partition(".")
-    value = config.get(head)
-    return value.get(sub) if sub and value is not None else value
+def _check_alpha_grad(c: ml_collections.ConfigDict, relax: Any) -> None:
+    if c.alpha_grad not in ("relaxation", "reinforce"):
+        raise DnasError(f"config.alpha_grad must be 'relaxation' or 'reinforce' (ENAS), got {c.alpha_grad!r}")
+    kw = kwargs_of(c.alpha_grad_kwargs)
+    if c.alpha_grad == "relaxation":
+        if kw:
+            raise DnasError(f"config.alpha_grad_kwargs {sorted(kw)} are reinforce settings; set config.alpha_grad='reinforce' or drop them")
+        return
+    bad = [k for k in kw if k not in _REINFORCE_KWARGS]
+    if bad:
+        raise DnasError(f"config.alpha_grad_kwargs has no {bad[0]!r}; reinforce accepts: {', '.join(_REINFORCE_KWARGS)}")
+    if c.order != 1:
+        raise DnasError("config.alpha_grad='reinforce' (ENAS) is a first-order policy gradient; set config.order=1")
+    if not getattr(relax, "log_policy", None):
+        raise DnasError(f"config.alpha_grad='reinforce' samples paths from a policy; config.relax={c.relax!r} has none: use relax='policy'")
+    if not 0.0 <= float(kw.get("baseline_decay", 0.99)) < 1.0:
+        raise DnasError(f"config.alpha_grad_kwargs.baseline_decay must lie in [0, 1), got {kw['baseline_decay']}")
+    if int(kw.get("aggregate", 1)) < 1:
+        raise DnasError(f"config.alpha_grad_kwargs.aggregate must be >= 1, got {kw['aggregate']}")
+
+def method_config(name: str, *, epochs: int, nb201: bool = False, smoke: bool = False) -> ml_collections.ConfigDict:
+    """A search config running method ``name`` for ``epochs`` epochs with collapse
+    diagnostics (20 Hessian power iterations per epoch) on the DARTS space, or with
+    ``nb201`` on the NAS-Bench-201 space at the benchmark's weight settings (wd 5e-4,
+    Nesterov); ``smoke`` is the CPU variant every experiment has (3 DARTS cells including a
+    normal one with 2 nodes, or one NB201 cell per stage; no Hessian)."""
+    c = search_defaults()
+    apply_method(c, name)
+    c.epochs = epochs
+    c.hessian_iters = 20
+    if nb201:
+        c.space, c.layers = "nb201", 5
+        c.space_kwargs.ops = list(NB201_OPS)
+        c.w_weight_decay, c.w_nesterov = 5e-4, True
+    if smoke:
+        apply_smoke(c, init_channels=4, layers=1 if nb201 else 3)
+        c.hessian_iters = 0
+        if not nb201:
+            c.space_kwargs.nodes = 2
+    return c
 
 
 def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *, log: Callable[[str], None] = print) -> G.Genotype:
     """Runs (or resumes) a search in ``workdir``; returns the final genotype.
 
-    SIGINT/SIGTERM write a checkpoint and raise :class:`Interrupted`; running the same
-    command again continues exactly where it stopped (bit-identical α and weights). A loss
-    that turns NaN or infinite stops the run with :class:`NonFiniteLoss` naming the step;
-    that state is not checkpointed, so the newest checkpoint is the last finite one.
+    SIGINT/SIGTERM write a checkpoint and raise :class:`dnas.run.driver.Interrupted`; running
+    the same command again continues exactly where it stopped (bit-identical α and
+    weights). A loss that turns NaN or infinite stops the run with
+    :class:`dnas.run.driver.NonFiniteLoss` naming the step; that state is not checkpointed.
     """
-    workdir = Path(workdir)
-    config, lock = open_run(workdir, lambda: prepare_workdir(workdir, config), must_exist=config is None)
-    stop = SignalFlag()
-    try:
-        return _search(config, workdir, log, stop)
-    finally:
-        stop.restore()
-        lock.release()
+    return run_in_workdir(config, workdir, _search, log=log)
 
 
 def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: SignalFlag) -> G.Genotype:
@@ -362,9 +364,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
     ckpt = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     tb = workdir / "tensorboard" if config.tensorboard else None
     metrics, alphas = MetricWriter(workdir / "metrics.jsonl", tensorboard_dir=tb), MetricWriter(workdir / "alpha.jsonl", tensorboard_dir=tb)
-    state = setup.state
-    state = resume(ckpt, state, (metrics, alphas), log)
-    start = int(state.step)
+    state = resume(ckpt, setup.state, (metrics, alphas), log)
     method = f"{config.relax} relaxation, " + (("REINFORCE α" if config.alpha_grad == "reinforce" else f"order {config.order}") if config.update_alpha else "weights only")
     log(
         f"search: {config.space} space ({setup.space.size():.3e} architectures), {method}, {config.dataset} "
@@ -382,49 +382,25 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
     eigenvalues = [float(r["hessian_eigenvalue"]) for r in history if "hessian_eigenvalue" in r]
     logits_by_epoch = {int(r["epoch"]): r["logits"] for r in alphas.read() if "logits" in r}
 
-    stop.check_not_started(workdir, "search")
-    progress = Progress(setup.total_steps, start)
+    loop = StepLoop(workdir, "search", ckpt, stop, setup.total_steps, setup.steps_per_epoch, config,
+                    loss_keys=("train_loss", "val_loss"), hint="lower the learning rates or check the data")
     d = setup.data
     choice_labels = set(setup.space.labels)
     try:
-        t_last, n_last = time.perf_counter(), start
-        train_step = setup.train_step
-        for step in range(start, setup.total_steps):
+        for step in loop.steps(int(state.step)):
             batch = shard_batch(setup.mesh, _batches(setup, step), global_batch=True)
-            if step == start:  # every batch has the same shapes and shardings
-                with progress.compiling("the search step"):
-                    train_step = compile_then_trim(setup.train_step, state, *batch)
-                stop.check_not_started(workdir, "search")
-                t_last = time.perf_counter()
-            state, m = train_step(state, *batch)
-            if step == start:
-                release_free_memory()  # what the first step freed, otherwise resident all run
-            done = step + 1
-            epoch_end = done % setup.steps_per_epoch == 0 or done == setup.total_steps
-            logging = done % config.log_every_steps == 0 or epoch_end
-            saving = done % config.checkpoint_every_steps == 0 or done == setup.total_steps or stop.signal is not None
-            if logging or saving:
-                m = jax.device_get(m)
-                bad = [k for k in ("train_loss", "val_loss") if k in m and not np.isfinite(m[k])]
-                if bad or (saving and not bool(all_finite(state))):
-                    what = f"{bad[0]} is {m[bad[0]]}" if bad else "the state holds NaN or infinite values"
-                    raise NonFiniteLoss(
-                        f"{what} at step {done}; stopped without saving that state (the newest checkpoint in "
-                        f"{str(workdir / 'checkpoints')!r} is the last finite one). Lower the learning rates or check the data"
-                    )
-            if logging:
-                dt = (time.perf_counter() - t_last) / max(done - n_last, 1)
-                t_last, n_last = time.perf_counter(), done
-                record = {"step": done, "epoch": (done - 1) // setup.steps_per_epoch + 1, **m, "step_time_s": dt,
-                          "images_per_s": 2 * config.batch_size / dt}
-                metrics.write(record)
+            state, tick = loop.step(setup.train_step, state, batch, "the search step")
+            done, m = tick.done, tick.metrics
+            if tick.logging:
+                dt = loop.seconds_per_step(done)
+                metrics.write({"step": done, "epoch": tick.epoch, **m, "step_time_s": dt, "images_per_s": 2 * config.batch_size / dt})
                 shown = f"loss {m['train_loss']:.3f}" + (f" val_acc {m['val_acc']:.3f}" if "val_acc" in m else "")
-                progress.update(done, shown + f" α-entropy {m['alpha_entropy']:.3f}")
-            if epoch_end:
+                loop.say(done, shown + f" α-entropy {m['alpha_entropy']:.3f}")
+            if tick.epoch_end:
+                epoch = tick.epoch
                 a = alpha_dict(jax.device_get(state.alpha))
                 geno = setup.space.derive(derive_alpha(setup.latency, a))
-                _save_genotype(workdir / "genotype.json", geno)
-                epoch = (done - 1) // setup.steps_per_epoch + 1
+                G.save(geno, workdir / "genotype.json")
                 soft = lambda v: np.asarray(jax.nn.softmax(jnp.asarray(v))).tolist()  # noqa: E731
                 record = {"step": done, "epoch": epoch, "softmax": {l: soft(v) for l, v in a.items() if l in choice_labels}}
                 if len(a) > len(choice_labels):  # PC-DARTS' β: not op choices, kept apart for the α plots
@@ -443,38 +419,26 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
                 metrics.write({"step": done, "event": "epoch", "epoch": epoch, "epoch_val_acc": ev["acc"],
                                "epoch_val_loss": ev["loss"], "genotype": str(geno), **diag, **epoch_latency_metrics(setup.latency, a)})
                 shown = f" λ_max {diag['hessian_eigenvalue']:.4g}" if "hessian_eigenvalue" in diag else ""
-                progress.update(done, f"epoch {epoch}: val_acc {ev['acc']:.3f} (whole validation split) val_loss {ev['loss']:.3f}{shown}", force_line=True)
-                t_last = time.perf_counter()  # the evaluation is not a step
+                loop.say(done, f"epoch {epoch}: val_acc {ev['acc']:.3f} (whole validation split) val_loss {ev['loss']:.3f}{shown}", line=True)
+                loop.reset_clock()  # the evaluation is not a step
                 back = darts_es(eigenvalues) if config.early_stop else None
                 if back is not None and (back + 1) in logits_by_epoch:
                     # DARTS-ES: the eigenvalue's local average rose by the threshold; the
                     # result is the architecture of the epoch before the rise.
                     geno = setup.space.derive(logits_by_epoch[back + 1])
-                    _save_genotype(workdir / "genotype.json", geno)
+                    G.save(geno, workdir / "genotype.json")
                     metrics.write({"step": done, "event": "early_stop", "epoch": epoch, "stop_epoch": back + 1, "genotype": str(geno)})
-                    ckpt.save(done, state)
-                    progress.update(done, f"DARTS-ES: stopped after epoch {epoch}; the genotype of epoch {back + 1}: {geno}", force_line=True)
+                    loop.save(done, state)
+                    loop.say(done, f"DARTS-ES: stopped after epoch {epoch}; the genotype of epoch {back + 1}: {geno}", line=True)
                     return geno
-            if saving:
-                ckpt.save(done, state)
-            if stop.signal is not None:
-                raise Interrupted(f"stopped by signal {stop.signal} at step {done}; checkpoint written")
+            loop.end_step(tick, state)
     finally:
-        progress.close()
-        ckpt.close()
+        loop.close()
         metrics.close()
         alphas.close()
     geno = setup.space.derive(derive_alpha(setup.latency, alpha_dict(jax.device_get(state.alpha))))
-    _save_genotype(workdir / "genotype.json", geno)
+    G.save(geno, workdir / "genotype.json")
     return geno
 
 
-@jax.jit
-def all_finite(tree: Any) -> jax.Array:
-    """Whether every floating-point leaf of ``tree`` is finite (``bool[]``)."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
-def _save_genotype(path: Path, geno: Any) -> None:
-    G.save(geno, path)
+RUN_KINDS.add("search", RunKind(search_defaults, check_search, lambda config, workdir, log: run_search(config, workdir, log=log), "search"))

@@ -1,0 +1,123 @@
+"""What the run commands (``search``, ``train``, ``config``) share: ``--config.*``
+overrides, the compilation cache, resolving the workdir and config, and running a run kind
+with one line on interrupt."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+import jax
+
+from dnas.core.errors import DnasError
+from dnas.run.config import RUN_KINDS, apply_overrides, from_json, load_config, validate
+from dnas.run.driver import Interrupted, prepare_workdir
+from dnas.run.parallel import maybe_initialize_distributed
+
+
+def enable_compilation_cache(path: str) -> None:
+    """Persistent XLA compilation cache: a second run of a config skips XLA's compilation.
+
+    On CPU the cached executable is still rebuilt single-threaded, in time that grows
+    faster than the program: XLA finds each YNNPACK fusion's instruction by scanning the
+    whole module (18-21 s for the paper's C=16, 8-cell search step, ~2/3 of it in that
+    scan; :func:`dnas.search.state.step_compiler_options` keeps YNNPACK to reductions to shrink
+    it; benchmarks/RESULTS.md), so the gain there is compile time minus that.
+    """
+    if not path:
+        return
+
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separates ``--config.KEY=VALUE`` (also ``--config.KEY VALUE``) from other arguments."""
+    rest, overrides = [], []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--config."):
+            if "=" not in a:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    raise DnasError(f"{a} needs a value: write {a}=VALUE")
+                a = f"{a}={argv[i + 1]}"
+                i += 1
+            overrides.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return rest, overrides
+
+
+def resume_hint(kind: str, workdir: Path) -> str:
+    return f"dnas {kind} --workdir {shlex.quote(str(workdir))}"
+
+
+def resolve(args: argparse.Namespace, command: str, defaults) -> tuple[Path, object]:
+    """Workdir and config: --config file, else a saved run, else defaults. Nothing is
+    written here; the config is validated before the run directory exists."""
+
+    maybe_initialize_distributed()
+    enable_compilation_cache(args.jax_cache)
+    workdir = Path(args.workdir) if args.workdir else Path("runs") / time.strftime(f"{command}-%Y%m%d-%H%M%S")
+    if args.config:
+        return workdir, load_config(args.config, args.overrides, kind=command)
+    if (workdir / "config.json").exists():
+        if args.overrides:
+            raise DnasError("overrides need --config; an existing run resumes with its saved config")
+        return workdir, None
+    return workdir, validate(apply_overrides(defaults(), args.overrides))
+
+
+def run_kind(kind_command: str, workdir: Path, config) -> object | None:
+    """Runs the config's kind (or resumes the saved run); an interrupt becomes one line
+    saying how to resume, and None."""
+
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+
+    if config is None:
+        config = from_json((workdir / "config.json").read_text())
+    kind = RUN_KINDS[config.get("kind", "search")]
+    if kind.command != kind_command:
+        raise DnasError(f"a config of kind {config.kind!r} runs with 'dnas {kind.command}', not 'dnas {kind_command}'")
+    saved = workdir / "config.json"
+    if saved.exists():  # refuse a different config before printing anything else
+
+        prepare_workdir(workdir, config)
+    log(f"workdir: {workdir} (interrupt with Ctrl-C; resume with: {resume_hint(kind_command, workdir)})")
+    try:
+        return kind.run(config, workdir, log)
+    except Interrupted as e:
+        log(f"dnas: {e}; resume with: {resume_hint(kind_command, workdir)}")
+        return None
+
+
+def version() -> str:
+    try:
+        return metadata.version("dnas")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def keys_epilog(kind: str) -> str:
+
+    c = RUN_KINDS[kind].defaults()
+    keys = ", ".join(f"{k}={c[k]!r}" if not hasattr(c[k], "to_dict") else f"{k}={{}}" for k in c.keys())
+    return (
+        f"config keys ({kind}, override with --config.KEY=VALUE; kwargs with --config.GROUP.NAME=VALUE): {keys}. "
+        "See the resolved config with 'dnas config [PATH[:ARG]]' and registered names with 'dnas list all'."
+    )
+
+
+def add_run_arguments(sp: argparse.ArgumentParser) -> None:
+    """The arguments ``search`` and ``train`` share."""
+    sp.add_argument("--config", help="experiment config: PATH[:ARG] (e.g. experiments/darts/config.py:smoke)")
+    sp.add_argument("--workdir", help="run directory; an existing run is resumed")
+    sp.add_argument("--jax-cache", default=os.environ.get("DNAS_JAX_CACHE", "~/.cache/dnas/jax"), help="persistent compilation cache folder ('' disables)")

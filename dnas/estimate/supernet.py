@@ -1,0 +1,107 @@
+"""A trained supernet read back from a search run's directory, without its data.
+
+One-shot evaluation (:mod:`dnas.estimate.oneshot`), inherited weights
+(:mod:`dnas.estimate.inherit`, ``dnas train --init-from``) and the ``oneshot`` estimator
+all start from the weights a ``dnas search`` run checkpointed. They need the supernet's
+structure (space, width, depth, input shape: all in ``config.json``) and its α, weights
+and BatchNorm statistics; not the optimizer states, the data, or the jitted step. So the
+supernet is built abstractly (``nnx.eval_shape``: no weights are initialised) and only
+those three fields are restored from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from flax import nnx
+
+from dnas.core.checkpoint import Checkpointer
+from dnas.core.errors import DnasError
+from dnas.core.imports import import_files
+from dnas.data.datasets import input_shape
+from dnas.space.base import SearchSpace, build_space
+from dnas.space.mixed import Alpha
+
+# Search configs written before the space kwargs existed kept these at the top level.
+_MOVED_TO_SPACE_KWARGS = {"darts": ("nodes", "ops", "shared", "cell_impl", "remat"), "nb201": ("ops", "shared")}
+
+
+class Supernet(NamedTuple):
+    """A search run's trained supernet.
+
+    Attributes:
+      space: the run's search space.
+      graphdef: the supernet's graph (training mode, as the search split it).
+      alpha: ``nnx.State`` of α (logits per label).
+      weights: ``nnx.State`` of the parameters.
+      stats: ``nnx.State`` of the BatchNorm statistics.
+      config: the run's ``config.json`` as a dict.
+      step: the checkpoint's step.
+    """
+
+    space: SearchSpace
+    graphdef: nnx.GraphDef
+    alpha: nnx.State
+    weights: nnx.State
+    stats: nnx.State
+    config: dict[str, Any]
+    step: int
+
+    def model(self) -> nnx.Module:
+        """The supernet as a module (a fresh copy of the restored state)."""
+        return nnx.merge(self.graphdef, self.alpha, self.weights, self.stats, copy=True)
+
+
+def read_run_config(run_dir: str | Path, *, what: str = "a dnas search") -> dict[str, Any]:
+    """The ``config.json`` of run directory ``run_dir`` as a dict.
+
+    Raises:
+      DnasError: one line when the folder holds no readable config.
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise DnasError(f"{str(run_dir)!r} holds no config.json; pass the directory of {what} run")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DnasError(f"{str(path)!r} is not valid JSON ({e}); restore it from a copy of the run") from None
+    if not isinstance(raw, dict):
+        raise DnasError(f"{str(path)!r} must hold a JSON object")
+    if "space_kwargs" not in raw:
+        raw["space_kwargs"] = {k: raw[k] for k in _MOVED_TO_SPACE_KWARGS.get(raw.get("space", "darts"), ()) if k in raw}
+    return raw
+
+
+def supernet_of(config: dict[str, Any]) -> tuple[SearchSpace, nnx.Module]:
+    """The space and the abstract (``eval_shape``) supernet a search config describes."""
+    import_files(config.get("imports", []))
+    if config.get("kind", "search") != "search":
+        raise DnasError(f"a {config.get('kind')!r} run has no supernet; pass the directory of a dnas search run")
+    space = build_space(config["space"], int(config["layers"]), dict(config.get("space_kwargs") or {}))
+    (_, _, c), classes = input_shape(config["dataset"], int(config.get("downsample", 1)))
+    model = nnx.eval_shape(lambda: space.supernet(C=int(config["init_channels"]), num_classes=classes, in_channels=c, rngs=nnx.Rngs(0)))
+    model.train()  # split as the search splits it: the graph of the training-mode supernet
+    return space, model
+
+
+def load_supernet(run_dir: str | Path) -> Supernet:
+    """The newest checkpointed supernet of search run ``run_dir`` (no data is loaded).
+
+    Raises:
+      DnasError: the folder is not a search run, or has no checkpoint yet.
+    """
+    run = Path(run_dir)
+    config = read_run_config(run)
+    space, model = supernet_of(config)
+    graphdef, alpha, weights, stats = nnx.split(model, Alpha, nnx.Param, nnx.BatchStat)
+    ck = Checkpointer(run / "checkpoints")
+    try:
+        step = ck.latest_step()
+        if step is None:
+            raise DnasError(f"{str(run)!r} has no checkpoint yet; run the search (dnas search --workdir {run}) first")
+        got = ck.restore_fields(step, {"alpha": alpha, "weights": weights, "stats": stats})
+    finally:
+        ck.close()
+    return Supernet(space, graphdef, got["alpha"], got["weights"], got["stats"], config, int(step))
