@@ -1,1 +1,2 @@
-"""dnas/core."""
+"""The bottom layer: types, errors, registries, checkpoints, atomic writes, statistics.
+Imports nothing else of dnas."""

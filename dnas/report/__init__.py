@@ -1,1 +1,1 @@
-"""dnas/report."""
+"""Reports of finished or running runs: ``dnas show`` and its plots."""

@@ -1,1 +1,2 @@
-"""dnas/search."""
+"""Search: differentiable (state, plans, bi-level step, methods, diagnostics, the latency
+term) and discrete (strategies, objectives, the budgeted multi-trial loop)."""
