@@ -14,7 +14,7 @@ from dnas.search.bilevel import make_search_step
 from dnas.run.config import from_json, to_json, validate
 from dnas.run.search import search_defaults
 from dnas.core.errors import DnasError
-from dnas.hardware import LatencyTable, LutEntry, LutKey, table_latency
+from dnas.hardware import LatencyTable, LutEntry, LutKey, lut_term, table_latency
 from dnas.search.latency import (
     LatencyPenalty,
     LatencySetup,
@@ -57,7 +57,7 @@ def hand_expected(space, table, logits, resolution=32):
 def test_expected_latency_in_the_search_step_equals_a_hand_sum():
     space, rng = tiny_space(), np.random.default_rng(0)
     table = tiny_table(space)
-    term = space.latency_term(table, resolution=32)
+    term = lut_term(space, table, 32)
     target, lam = 5.0, 0.7
     penalty = LatencyPenalty(term, "add#linear", {"lam": lam}, target, "expected")
     net = build_jitted(lambda r: space.supernet(C=8, num_classes=3, in_channels=1, rngs=r), jax.random.key(0))
@@ -82,7 +82,7 @@ def test_expected_latency_in_the_search_step_equals_a_hand_sum():
                                                   ("fbnet", {}, "relaxed"), ("tunas_abs", {}, "expected")])
 def test_penalty_alpha_gradient_matches_finite_differences(name, kwargs, estimate):
     space = tiny_space()
-    term = space.latency_term(tiny_table(space), resolution=32)
+    term = lut_term(space, tiny_table(space), 32)
     pen = LatencyPenalty(term, name, kwargs, 4.0, estimate)
     base = {l: jnp.asarray(np.random.default_rng(i).normal(size=space.choice(l).n), jnp.float32)
             for i, l in enumerate(space.labels)}
@@ -105,7 +105,7 @@ def test_penalty_alpha_gradient_matches_finite_differences(name, kwargs, estimat
 
 def test_derived_and_sampled_estimates():
     space = tiny_space()
-    term = space.latency_term(tiny_table(space), resolution=32)
+    term = lut_term(space, tiny_table(space), 32)
     logits = {l: jnp.linspace(-1.0, 1.0, space.choice(l).n) for l in space.labels}
     derived = LatencyPenalty(term, "target", {"lam": 1.0}, 4.0, "derived")
     expected = LatencyPenalty(term, "target", {"lam": 1.0}, 4.0, "expected")
@@ -133,7 +133,7 @@ def test_target_mode_drives_the_derived_architecture_to_the_target(factor):
     T, for two targets 1.5x apart."""
     space = ProxylessSpace(layers=2)  # 11 blocks: enough granularity for 10 %
     table = tiny_table(space, 224)
-    term = space.latency_term(table, resolution=224)
+    term = lut_term(space, table, 224)
     lat = term.per_label()
     lo = float(term.fixed) + sum(v.min() for v in lat.values())
     hi = float(term.fixed) + sum(v.max() for v in lat.values())
@@ -165,7 +165,7 @@ def test_target_mode_drives_the_derived_architecture_to_the_target(factor):
 def test_constrained_argmax_is_the_most_likely_architecture_in_the_band():
     """Against brute force over all 2 x 3 x 2 x 3 = 36 architectures of a 4-block space."""
     space = ProxylessSpace(width_stages=(24, 40), n_cell_stages=(2, 2), stride_stages=(2, 2), ops=("mb_k3_e3", "mb_k7_e6"))
-    term = space.latency_term(tiny_table(space), resolution=32)
+    term = lut_term(space, tiny_table(space), 32)
     rng = np.random.default_rng(3)
     alpha = {l: rng.normal(size=space.choice(l).n) for l in space.labels}
     grid = np.stack(np.meshgrid(*[np.arange(space.choice(l).n) for l in space.labels], indexing="ij"), -1).reshape(-1, len(space))
@@ -203,7 +203,7 @@ def test_config_latency_keys_and_errors(tmp_path):
     assert pen.estimate == "relaxed" and setup.target_ms == 0.0
     with pytest.raises(DnasError, match="needs config.latency.target_ms"):
         validate(_config(table=str(path), penalty="add#linear"))
-    with pytest.raises(DnasError, match="needs config.latency.table"):
+    with pytest.raises(DnasError, match="needs a cost model"):
         validate(_config(penalty="target", target_ms=3.0))
     with pytest.raises(DnasError, match="estimate"):
         validate(_config(table=str(path), estimate="bogus"))

@@ -24,7 +24,10 @@ from flax import nnx
 
 from dnas.core.errors import DnasError
 from dnas.hardware.lut import LatencyTable, LutEntry, LutKey
+from dnas.hardware.penalties import lut_term, table_latency
+from dnas.hardware.predictor import latency_metrics
 from dnas.space.base import SearchSpace, build_space
+from dnas.space.keys import KeyedSpace
 
 SOURCE_PREFIX = "dnas lut build "
 
@@ -81,9 +84,8 @@ def time_module(module: nnx.Module, input_shape: tuple[int, ...], *, key: jax.Ar
 
 
 def _measurable(space: SearchSpace, name: str) -> None:
-    for method in ("lut_keys", "lut_module", "latency_term"):
-        if not callable(getattr(space, method, None)):
-            raise DnasError(f"space {name!r} has no per-op table keys (it lacks {method}()); measurable spaces: proxylessnas")
+    if not isinstance(space, KeyedSpace):
+        raise DnasError(f"space {name!r} has no per-op table keys (it is not a dnas.space.keys.KeyedSpace); measurable spaces: proxylessnas")
 
 
 def build_lut(space_name: str, *, resolution: int = 224, batch_size: int = 1, warmup: int = 2, repeats: int = 5, inner: int = 10,
@@ -143,13 +145,10 @@ def check_lut(table: LatencyTable, space_name: str, *, resolution: int, archs: i
       ``{"predicted_ms": [...], "measured_ms": [...], "spearman", "kendall", "mape" (percent),
       "within_10pct" (fraction), "ratio" (mean measured / predicted)}``.
     """
-    from dnas.hardware.penalties import table_latency
-    from dnas.hardware.predictor import latency_metrics
-
     kwargs = dict(space_kwargs or {})
     space = build_space(space_name, int(kwargs.pop("layers", 4)), kwargs)
     _measurable(space, space_name)
-    term = space.latency_term(table, resolution=resolution)
+    term = lut_term(space, table, resolution)
     key = jax.random.key(seed)
     predicted, measured = [], []
     for i in range(archs):

@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
-from dnas.hardware.lut import LatencyTable, LutKey, as_key
 from dnas.core.registry import Registry
+from dnas.hardware.lut import LatencyTable, LutKey, as_key
 from dnas.space.base import SearchSpace
+from dnas.space.keys import KeyedSpace
 
 Probs = Union[Mapping[str, jax.Array], jax.Array]
 """Per-label probabilities ``label -> f32[k]``, or the padded matrix ``f32[n, K]`` in the term's label order."""
@@ -131,6 +132,16 @@ def latency_term_from_table(
             row += [0.0 if k is None else table.mean(k) for k in position]
         per_label[l] = row
     return latency_term(space, per_label, float(sum(table.mean(k) for k in fixed_keys)))
+
+
+def lut_term(space: SearchSpace, table: LatencyTable, resolution: int = 224) -> LatencyTerm:
+    """The :class:`LatencyTerm` of a :class:`~dnas.space.keys.KeyedSpace` priced by ``table``
+    (its keys at input size ``resolution``); a missing entry is one DnasError line."""
+    if not isinstance(space, KeyedSpace):
+        raise DnasError(f"space {getattr(space, 'space_name', type(space).__name__)!r} has no per-op table keys "
+                        "(it is not a dnas.space.keys.KeyedSpace); spaces with them: proxylessnas")
+    keys, fixed = space.lut_keys(resolution)
+    return latency_term_from_table(space, table, keys, fixed)
 
 
 def _matrix(term: LatencyTerm, probs: Probs) -> jax.Array:

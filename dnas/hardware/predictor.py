@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -194,8 +197,52 @@ class LatencyPredictor:
 
     def latency_term(self, space: SearchSpace) -> LatencyTerm:
         """The additive fit as a :class:`LatencyTerm` for ``space`` (whose vectors it was fitted on)."""
+        if tuple(int(k) for k in space.num_candidates) != self.num_candidates:
+            raise DnasError(f"this predictor was fitted on vectors with candidate counts {self.num_candidates}, "
+                            f"the space has {tuple(int(k) for k in space.num_candidates)}")
         fixed, table = self.additive()
         return latency_term(space, {l: table[i, : self.num_candidates[i]] for i, l in enumerate(space.labels)}, fixed)
+
+    # ----- JSON (what the ``predictor`` cost model reads) ----------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """Everything a prediction needs, as JSON-able values."""
+        m = self.model
+        arr = lambda a: None if a is None else np.asarray(a).tolist()  # noqa: E731
+        return {"schema": "dnas.latency_predictor", "version": 1, "features": list(self.features),
+                "num_candidates": list(self.num_candidates), "ids": arr(self.ids),
+                "source_mean": arr(self.source_mean), "source_std": arr(self.source_std),
+                "model": {"mean_x": arr(m.mean_x), "weights": arr(m.weights), "intercept": m.intercept,
+                          "penalties": list(m.penalties), "loo_rmse": m.loo_rmse}}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "latency predictor") -> "LatencyPredictor":
+        """Reads :meth:`to_json`'s object; a malformed one is one DnasError line."""
+        if not isinstance(obj, dict) or obj.get("schema") != "dnas.latency_predictor" or obj.get("version") != 1:
+            raise DnasError(f"{where}: not a dnas.latency_predictor version 1 object")
+        try:
+            m = obj["model"]
+            opt = lambda a: None if a is None else np.asarray(a, np.float64)  # noqa: E731
+            model = RidgeModel(np.asarray(m["mean_x"], np.float64), np.asarray(m["weights"], np.float64), float(m["intercept"]),
+                               tuple(float(p) for p in m["penalties"]), float(m["loo_rmse"]))
+            return cls(model, tuple(obj["features"]), tuple(int(k) for k in obj["num_candidates"]), np.asarray(obj["ids"], int),
+                       opt(obj["source_mean"]), opt(obj["source_std"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DnasError(f"{where}: malformed ({type(e).__name__}: {e})") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes :meth:`to_json` to ``path``."""
+        Path(path).write_text(json.dumps(self.to_json()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LatencyPredictor":
+        """Reads a predictor written by :meth:`save`."""
+        try:
+            obj = json.loads(Path(path).read_text())
+        except OSError as e:
+            raise DnasError(f"cannot read latency predictor {str(path)!r}: {e.strerror or e}") from None
+        except json.JSONDecodeError as e:
+            raise DnasError(f"latency predictor {str(path)!r} is not valid JSON: {e.msg}") from None
+        return cls.from_json(obj, where=f"latency predictor {str(path)!r}")
 
 
 def fit_latency_predictor(

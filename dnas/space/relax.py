@@ -32,6 +32,31 @@ Registered:
 - ``policy``: ENAS (Pham et al. 2018): one candidate per label drawn from
   ``softmax(c · tanh(α / T))``; α is trained by the ``reinforce`` α update.
 
+Each built-in relaxation also says what distribution it puts on the candidates:
+``relax.probs(logits, epoch) -> f32[k]`` (a :class:`Relax`; :func:`candidate_probs` for any
+relaxation). The latency term prices that distribution through a cost model
+(:mod:`dnas.hardware.cost_model`), so the expected cost is the expectation under the
+relaxation's own law, not always under ``softmax(α)``:
+
+============  ==========================================  ==================================
+relaxation    ``probs(α)``                                why
+============  ==========================================  ==================================
+softmax       ``softmax(α / T)``                          its mixing weights (DARTS)
+gumbel        ``softmax(α)``                              the law of the Gumbel argmax; the
+                                                          mean of a *soft* sample at τ > 0
+                                                          is not available in closed form
+gdas          ``softmax(α)``                              the law of its sampled op (exact)
+dirichlet     ``β / Σβ``, ``β`` its concentration         the Dirichlet mean (DrNAS; exact)
+sigmoid       ``σ(α)``, not normalised                    Fair DARTS: independent per-op
+                                                          gates, multi-hot (see ``sigmoid``)
+binary_gate   ``softmax(α)``                              ProxylessNAS Eq. 4 (``probs_over_ops``)
+uniform       ``1 / k``                                   SPOS: α does not change the path
+policy        ``softmax(c · tanh(α / T))``                ENAS' sampling policy (exact)
+============  ==========================================  ==================================
+
+A relaxation registered as a plain function (the README's example) has no declared law;
+:func:`candidate_probs` reads it as ``softmax(α)``, DARTS' and the latency term's old default.
+
 What the derivation of a discrete architecture reads from α is a separate, deterministic
 map (:data:`DERIVE_WEIGHTS`, a space's ``derive_weights`` argument): ``softmax`` (DARTS,
 PC-DARTS, GDAS, SNAS), ``dirichlet_mean`` (DrNAS: the mean ``β / Σβ`` of
@@ -40,6 +65,7 @@ PC-DARTS, GDAS, SNAS), ``dirichlet_mean`` (DrNAS: the mean ``β / Σβ`` of
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -53,6 +79,46 @@ from dnas.core.types import ArchWeights, PRNGKey, Sampled
 
 Relaxation = Callable[[PRNGKey, jax.Array, jax.Array], ArchWeights]
 Schedule = float | Callable[[jax.Array], jax.Array]
+Distribution = Callable[[jax.Array, jax.Array], jax.Array]
+"""``(logits f32[k], epoch int32[]) -> f32[k]``: the probability a relaxation gives each
+candidate (for sigmoid gates, each candidate's own inclusion probability)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Relax:
+    """A relaxation that states its distribution: call it as the plain function
+    ``(key, logits, epoch) -> weights``; ``probs(logits, epoch)`` is the law it samples
+    from (or the mixing weights it returns), differentiable in the logits.
+
+    Args:
+      sample: the relaxation ``(key, logits f32[k], epoch) -> ArchWeights``.
+      probs: its :data:`Distribution`.
+    """
+
+    sample: Relaxation
+    probs: Distribution
+
+    def __call__(self, key: PRNGKey, logits: jax.Array, epoch: jax.Array) -> ArchWeights:
+        return self.sample(key, logits, epoch)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyRelax(Relax):
+    """A :class:`Relax` that samples from an explicit policy, with its ``log_policy(logits)
+    -> f32[k]`` (what the ``reinforce`` α update differentiates; ENAS)."""
+
+    log_policy: Callable[[jax.Array], jax.Array]
+
+
+def candidate_probs(relax: Relaxation, logits: jax.Array, epoch: jax.Array | int = 0) -> jax.Array:
+    """The probabilities ``relax`` puts on the candidates of one label, ``f32[k]``.
+
+    A :class:`Relax` states them; a plain-function relaxation is read as ``softmax(α)``.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    if isinstance(relax, Relax):
+        return relax.probs(logits, jnp.asarray(epoch, jnp.int32))
+    return jax.nn.softmax(logits)
 
 RELAXATIONS: Registry[Callable[..., Relaxation]] = Registry("relaxation")
 
@@ -74,7 +140,8 @@ def straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
 @register_relaxation("softmax")
 def softmax(temperature: Schedule = 1.0) -> Relaxation:
     """DARTS: ``softmax(α / T)``; the key is unused."""
-    return lambda key, logits, epoch: jax.nn.softmax(logits / _at(temperature, epoch))
+    probs = lambda logits, epoch: jax.nn.softmax(logits / _at(temperature, epoch))  # noqa: E731
+    return Relax(lambda key, logits, epoch: probs(logits, epoch), probs)
 
 
 def exponential_temperature(tau0: float, decay: float, tau_min: float) -> Callable[[jax.Array], jax.Array]:
@@ -86,6 +153,11 @@ def linear_temperature(tau_max: float, tau_min: float, epochs: int) -> Callable[
     """GDAS: ``tau_max - (tau_max - tau_min) * epoch / (epochs - 1)``, clipped to ``tau_min``."""
     span = max(int(epochs) - 1, 1)
     return lambda epoch: jnp.maximum(tau_max - (tau_max - tau_min) * jnp.asarray(epoch, jnp.float32) / span, tau_min)
+
+
+def _categorical(logits: jax.Array, epoch: jax.Array) -> jax.Array:
+    """``softmax(α)``: the law of ``argmax(α + Gumbel noise)`` at any temperature."""
+    return jax.nn.softmax(logits)
 
 
 def _gumbel_soft(key: PRNGKey, logits: jax.Array, tau: jax.Array) -> jax.Array:
@@ -111,7 +183,7 @@ def gumbel(tau0: float = 5.0, decay: float = 0.956, tau_min: float = 0.1, hard: 
             return soft
         return straight_through(jax.nn.one_hot(jnp.argmax(soft), logits.shape[-1], dtype=soft.dtype), soft)
 
-    return relax
+    return Relax(relax, _categorical)
 
 
 @register_relaxation("gdas")
@@ -139,7 +211,7 @@ def gdas(tau_max: float = 10.0, tau_min: float = 0.1, epochs: int = 250) -> Rela
         weight = straight_through(jax.nn.one_hot(index, logits.shape[-1], dtype=soft.dtype), soft)
         return Sampled(index[None].astype(jnp.int32), weight)
 
-    return relax
+    return Relax(relax, _categorical)
 
 
 def dirichlet_concentration(logits: jax.Array, kind: str = "elu") -> jax.Array:
@@ -163,14 +235,26 @@ def dirichlet(concentration: str = "softplus") -> Relaxation:
         default so runs saved with it resume unchanged).
     """
     dirichlet_concentration(jnp.zeros(()), concentration)  # a bad name fails at build time
-    return lambda key, logits, epoch: jax.random.dirichlet(key, dirichlet_concentration(logits, concentration) + 1e-6)
+    beta = lambda logits: dirichlet_concentration(logits, concentration) + 1e-6  # noqa: E731
+    mean = lambda logits, epoch: beta(logits) / jnp.sum(beta(logits), axis=-1, keepdims=True)  # noqa: E731
+    return Relax(lambda key, logits, epoch: jax.random.dirichlet(key, beta(logits)), mean)
 
 
 @register_relaxation("sigmoid")
 def sigmoid() -> Relaxation:
     """Fair DARTS (Chu et al., ECCV 2020): ``σ(α)`` per candidate, each op's weight
-    independent of the others' (no exclusive competition); the key is unused."""
-    return lambda key, logits, epoch: jax.nn.sigmoid(logits)
+    independent of the others' (no exclusive competition); the key is unused.
+
+    Its distribution (``probs``) is ``σ(α)`` itself, *not* normalised over the candidates:
+    Fair DARTS makes each op an independent gate and drives the gates to 0 or 1 with its
+    zero-one loss, approximating "an expected multi-hot solution" (the paper's abstract),
+    and the mixed op outputs ``Σ σ(α_i) op_i(x)``. ``σ(α_i)`` is then op i's inclusion
+    probability, and for an additive cost the expected cost of the multi-hot architecture
+    is ``Σ σ(α_i) c_i`` by linearity, whatever the other gates do; normalising would price
+    one op per edge, which Fair DARTS' derivation (ops above a σ threshold) does not impose.
+    """
+    gates = lambda logits, epoch: jax.nn.sigmoid(logits)  # noqa: E731
+    return Relax(lambda key, logits, epoch: gates(logits, epoch), gates)
 
 
 @register_relaxation("binary_gate")
@@ -186,6 +270,12 @@ def binary_gate(paths: int = 1) -> Relaxation:
     forward is the active candidate alone, and the others run only for the gradient: each
     drawn output is scaled by ``g - sg(p') + p'``, which gives the paper's
     ``∂L/∂α_i = Σ_j ∂L/∂g_j p'_j (δ_ij - p'_i)`` over the drawn candidates.
+
+    Its distribution is ``softmax(α)`` over all paths: the paper's Eq. 4,
+    ``E[latency] = Σ_j p_j F(o_j)``, as ``expected_latency`` of mit-han-lab/proxylessnas
+    (``super_proxyless.py``) computes it from ``probs_over_ops``. Their two-path mode
+    passes the pair's renormalised ``p'`` instead (``current_prob_over_ops``), a sampled
+    estimate of that sum with the same α-gradient as ``estimate="relaxed"`` here.
     """
     if paths < 1:
         raise DnasError(f"binary_gate needs paths >= 1, got {paths}")
@@ -204,7 +294,7 @@ def binary_gate(paths: int = 1) -> Relaxation:
         hard = jnp.zeros_like(logits).at[active].set(1.0)
         return Sampled(index, straight_through(hard, probs))
 
-    return relax
+    return Relax(relax, _categorical)
 
 
 @register_relaxation("uniform")
@@ -216,7 +306,7 @@ def uniform() -> Relaxation:
         index = jax.random.randint(key, (1,), 0, k, dtype=jnp.int32)
         return Sampled(index, jax.lax.stop_gradient(jax.nn.one_hot(index[0], k, dtype=logits.dtype)))
 
-    return relax
+    return Relax(relax, lambda logits, epoch: jnp.full(logits.shape, 1.0 / logits.shape[-1], logits.dtype))
 
 
 @register_relaxation("policy")
@@ -243,8 +333,7 @@ def policy(temperature: float = 1.0, tanh_constant: float = 0.0) -> Relaxation:
         index = jax.random.categorical(key, jax.lax.stop_gradient(log_policy(logits)), shape=(1,)).astype(jnp.int32)
         return Sampled(index, jax.nn.one_hot(index[0], k, dtype=logits.dtype))
 
-    relax.log_policy = log_policy  # type: ignore[attr-defined]
-    return relax
+    return PolicyRelax(relax, lambda logits, epoch: jnp.exp(log_policy(logits)), log_policy)
 
 
 def _dirichlet_mean(logits: jax.Array) -> jax.Array:

@@ -1,5 +1,6 @@
 """The ProxylessNAS layer-wise mobile space (Cai, Zhu & Han, ICLR 2019), its supernet,
-derived network, genotype kind and latency-table keys.
+derived network, genotype kind and latency-table keys (a :class:`~dnas.space.keys.KeyedSpace`:
+any per-op cost table prices it, :mod:`dnas.hardware.cost_models`).
 
 Geometry (mit-han-lab/proxylessnas ``search/models/super_nets/super_proxyless.py`` and
 ``search/imagenet_arch_search.py``): a 3x3 stride-2 stem conv (32 channels), a fixed 3x3
@@ -36,14 +37,13 @@ from flax import nnx
 from dnas.core.errors import DnasError
 from dnas.data.datasets import shared_data
 from dnas.space.genotype import SCHEMA, register_genotype
-from dnas.hardware.lut import LatencyTable, LutKey
-from dnas.hardware.penalties import LatencyTerm, latency_term_from_table
 from dnas.space.mixed import MixedOp, init_alpha
 from dnas.space.ops import OPS, register_op
 from dnas.space.ops.blocks import InvertedResidual
 from dnas.space.ops.darts import Zero
 from dnas.space.ops.layers import Conv2d, batch_norm
 from dnas.space.base import Choice, SearchSpace, register_space
+from dnas.space.keys import KeyedSpace, LutKey, PositionKeys
 from dnas.core.types import ArchInput, NetOutput, PRNGKey
 
 PAPER = "Cai et al. 2019, ProxylessNAS (MBInvertedConvLayer, shortcut outside)"
@@ -203,7 +203,7 @@ def lut_key(b: Block, op: str, hw: int) -> LutKey | None:
 
 
 @register_space("proxylessnas")
-class ProxylessSpace(SearchSpace):
+class ProxylessSpace(SearchSpace, KeyedSpace):
     """The ProxylessNAS mobile space.
 
     Args:
@@ -254,8 +254,8 @@ class ProxylessSpace(SearchSpace):
         return ProxylessNet(genotype, C, num_classes, in_channels, None, rngs=rngs)
 
     # ----- latency table --------------------------------------------------------------------
-    def lut_keys(self, resolution: int = 224, num_classes: int = 1000) -> tuple[dict[str, list[list[LutKey | None]]], list[LutKey]]:
-        """The table keys of the paper-size network at ``resolution``.
+    def lut_keys(self, resolution: int = 224, num_classes: int = 1000) -> tuple[PositionKeys, list[LutKey]]:
+        """The table keys of the paper-size network at ``resolution`` (:class:`KeyedSpace`).
 
         Returns:
           (label -> [one key per candidate] at its one position, fixed keys: stem ``Conv``,
@@ -286,11 +286,6 @@ class ProxylessSpace(SearchSpace):
             op = OPS[f"mb_k{key.kernel}_e{key.expand}"].builder(c_in, c_out, key.stride, True, rngs)
             return _KeyBlock(op, bool(dict(key.extra).get("idskip", 0)))
         raise DnasError(f"proxylessnas has no module for LUT op {key.op!r}")
-
-    def latency_term(self, table: LatencyTable, resolution: int = 224) -> LatencyTerm:
-        """Per-candidate latencies from ``table`` (a missing entry is one DnasError line)."""
-        keys, fixed = self.lut_keys(resolution)
-        return latency_term_from_table(self, table, keys, fixed)
 
 
 class _Head(nnx.Module):
