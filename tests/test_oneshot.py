@@ -27,6 +27,23 @@ def _setup(recal=0):
     return space, net, alpha, weights, stats, val_x, val_y, recal_x
 
 
+def _derived(space, weights, stats, geno, recal_x):
+    """The derived network of ``geno`` with the supernet's weights and statistics
+    (dnas.estimate.inherit), its statistics recalibrated by hand on ``recal_x`` when it is
+    not empty: zeroed, one training-mode pass per batch, divided by ``1 - 0.9^R``."""
+    from dnas.estimate.inherit import inherit
+
+    derived = inherit(space, (weights, stats), geno, NB201Space.network(geno, C=4, layers=1, num_classes=3, in_channels=3, rngs=nnx.Rngs(1)))
+    if len(recal_x):
+        nnx.update(derived, jax.tree_util.tree_map(jnp.zeros_like, nnx.state(derived, nnx.BatchStat)))
+        derived.train()
+        for x in recal_x:
+            derived(x)
+        nnx.update(derived, jax.tree_util.tree_map(lambda v: v / (1 - 0.9 ** len(recal_x)), nnx.state(derived, nnx.BatchStat)))
+    derived.eval()
+    return derived
+
+
 def test_evaluator_compiles_once_for_many_architectures_and_matches_each_subnet():
     space, net, alpha, weights, stats, val_x, val_y, recal_x = _setup()
     ev = OneShotEvaluator(space, net, alpha, weights, stats, np.asarray(val_x), np.asarray(val_y), np.asarray(recal_x), chunk=4)
@@ -357,7 +374,6 @@ def test_evaluator_equals_the_derived_network_with_inherited_weights():
     computes on the same batches: with the running statistics, and with statistics
     recalibrated on the same batches in training mode."""
     from dnas.space.genotype import NB201Genotype
-    from dnas.estimate.inherit import inherit
 
     space, net, alpha, weights, stats, val_x, val_y, recal_x = _setup(recal=2)
     nnx.update(net, stats)
@@ -370,17 +386,47 @@ def test_evaluator_equals_the_derived_network_with_inherited_weights():
         vec = space.genotype_to_vec(geno)[None]
         for ev, recal in ((ev0, 0), (ev2, 2)):
             out = ev.evaluate(vec)
-            derived = inherit(space, (weights, stats), geno, NB201Space.network(geno, C=4, layers=1, num_classes=3, in_channels=3, rngs=nnx.Rngs(1)))
-            if recal:  # the same recalibration by hand on the derived network: zeroed, R passes, debiased
-                nnx.update(derived, jax.tree_util.tree_map(jnp.zeros_like, nnx.state(derived, nnx.BatchStat)))
-                derived.train()
-                for x in recal_x:
-                    derived(x)
-                nnx.update(derived, jax.tree_util.tree_map(lambda v: v / (1 - 0.9**recal), nnx.state(derived, nnx.BatchStat)))
-            derived.eval()
+            derived = _derived(space, weights, stats, geno, recal_x[:recal])  # the same recalibration by hand
             logits = jnp.concatenate([derived(x).logits for x in val_x])
             y = val_y.reshape(-1)
             np.testing.assert_allclose(out["acc"][0], float(jnp.mean(jnp.argmax(logits, -1) == y)), atol=1e-6)
             np.testing.assert_allclose(out["loss"][0], float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])), rtol=1e-4)
     vec = space.genotype_to_vec(NB201Genotype.parse(cells[0]))[None]
     assert abs(float(ev0.evaluate(vec)["loss"][0]) - float(ev2.evaluate(vec)["loss"][0])) > 1e-4  # the two settings differ
+
+
+def test_recalibration_resets_a_batchnorm_that_reads_an_all_zero_node():
+    """Node 1's only incoming edge is ``none``, so node 1 is exactly zero and the 3x3 conv of
+    edge 1 -> 2 sees only zeros: its BatchNorm runs, and its recalibrated statistics are
+    exactly zero (mean 0, variance 0), as in the derived network recalibrated on the same
+    batches. They must not be mistaken for "did not run" and replaced by the supernet's."""
+    from dnas.estimate.oneshot import recalibrated_stats
+    from dnas.space.genotype import NB201Genotype
+    from dnas.space.spaces.nb201 import EDGES
+
+    space, net, alpha, weights, stats, val_x, val_y, recal_x = _setup(recal=2)
+    cell = "|none~0|+|skip_connect~0|nor_conv_3x3~1|+|nor_conv_1x1~0|skip_connect~1|nor_conv_3x3~2|"
+    geno = NB201Genotype.parse(cell)
+    vec = space.genotype_to_vec(geno)
+    conv = space.ops.index("nor_conv_3x3")
+    assert vec[space.labels.index("cell/edge_1_0")] == space.ops.index("none") and vec[space.labels.index("cell/edge_2_1")] == conv
+    # The statistics themselves, with traced indices (lax.switch, as the evaluator runs them).
+    net.train()
+    g_train = nnx.graphdef(net)
+    recal = jax.jit(lambda v: recalibrated_stats(g_train, alpha, weights, stats, space.to_inputs(v), recal_x, 1 - 0.9**2))
+    new = nnx.to_pure_dict(recal(jnp.asarray(vec)))
+    old = nnx.to_pure_dict(stats)
+    e = EDGES.index((2, 1))
+    for stage in (0, 2, 4):
+        bn, bn_old = new["layers"][stage]["edges"][e]["ops"][conv]["bn"], old["layers"][stage]["edges"][e]["ops"][conv]["bn"]
+        assert np.any(np.asarray(bn_old["mean"]) != 0)  # the supernet's statistics would differ
+        np.testing.assert_array_equal(np.asarray(bn["mean"]), 0.0, err_msg=f"stage {stage}: kept the supernet's mean")
+        np.testing.assert_array_equal(np.asarray(bn["var"]), 0.0, err_msg=f"stage {stage}: kept the supernet's variance")
+    # What the evaluator reports equals the derived network recalibrated on the same batches.
+    ev = OneShotEvaluator(space, net, alpha, weights, stats, np.asarray(val_x), np.asarray(val_y), np.asarray(recal_x), chunk=1)
+    out = ev.evaluate(vec[None])
+    derived = _derived(space, weights, stats, geno, recal_x)
+    logits = jnp.concatenate([derived(x).logits for x in val_x])
+    y = val_y.reshape(-1)
+    np.testing.assert_allclose(out["loss"][0], float(jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])), rtol=1e-4)
+    np.testing.assert_allclose(out["acc"][0], float(jnp.mean(jnp.argmax(logits, -1) == y)), atol=1e-6)

@@ -101,18 +101,34 @@ def recalibrated_stats(g_train: nnx.GraphDef, alpha: Any, weights: Any, stats: A
 
     Every running statistic restarts from zero and follows ``R`` training-mode passes of
     the subnet, divided by ``correction = 1 - (1 - m)^R``. A BatchNorm the subnet does not
-    run stays untouched by those passes (exactly zero), and keeps the supernet's value:
-    only the sampled path's statistics change.
+    run keeps the supernet's value: only the sampled path's statistics change.
+
+    Which BatchNorms ran is read from the program, not from the values: a BatchNorm that
+    ran on an exactly-zero input (a convolution reading an NB201 node whose incoming edges
+    are all ``none``) has exactly zero statistics too, and must keep them, as the derived
+    network recalibrated on the same batches does. The passes run under ``jax.jvp`` with a
+    tangent of ones on the starting statistics: every update ``(1 - m) old + m batch``
+    multiplies a statistic's tangent by ``1 - m`` (the batch statistics do not depend on the
+    running ones), and a statistic no pass touches (a candidate the switch did not take, in
+    index mode; a module the path skips) comes out with its tangent exactly 1. So the
+    tangent is a per-element "ran" counter, ``(1 - m)^k`` after ``k`` updates; the
+    activations carry no tangent, so it costs a few multiplies per BatchNorm.
     """
 
-    def recal(st, x):
-        m = nnx.merge(g_train, alpha, weights, st, copy=True)
-        m(x, arch)
-        return nnx.state(m, nnx.BatchStat), None
+    def passes(start):
+        def recal(st, x):
+            m = nnx.merge(g_train, alpha, weights, st, copy=True)
+            m(x, arch)
+            return nnx.state(m, nnx.BatchStat), None
+
+        return jax.lax.scan(recal, start, recal_x)[0]
 
     zero = jax.tree_util.tree_map(jnp.zeros_like, stats)
-    new, _ = jax.lax.scan(recal, zero, recal_x)
-    return jax.tree_util.tree_map(lambda n, old: jnp.where(jnp.any(n != 0), n / correction, old), new, stats)
+    ones = jax.tree_util.tree_map(jnp.ones_like, stats)
+    new, untouched = jax.jvp(passes, (zero,), (ones,))
+    # Elementwise, not per leaf: in stacked edge layouts (EdgeScan, EdgeBatch) one leaf
+    # holds a candidate's BatchNorm on several edges, some of which chose it.
+    return jax.tree_util.tree_map(lambda n, t, old: jnp.where(t != 1, n / correction, old), new, untouched, stats)
 
 
 @dataclasses.dataclass
