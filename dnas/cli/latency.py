@@ -38,10 +38,8 @@ from dnas.space.genotype import NB201Genotype
 from dnas.space.spaces.nb201 import NB201Space
 from dnas.hardware.predictor import fit_latency_predictor, latency_metrics
 import dnas.space.spaces  # noqa: F401 - registers the built-in spaces
-from dnas.hardware.measure import build_lut
-import dnas.space.spaces  # noqa: F401
 from dnas.hardware.lut import LatencyTable
-from dnas.hardware.measure import check_lut, table_settings
+from dnas.hardware.measure import build_lut, check_lut, table_settings
 
 
 def _nb201() -> tuple[SearchSpace, Callable[[str], np.ndarray]]:
