@@ -590,6 +590,6 @@ def apply_smoke(c: ml_collections.ConfigDict, **extra: Any) -> ml_collections.Co
 def shared_data(*parts: str) -> str:
     """``<repo>/../shared/data/<parts>`` when that folder exists (this project's test data),
     else ''. Experiment configs use it for smoke runs and fall back to embedded data."""
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    root = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # parents[2]: the repo (this is dnas/run/config.py)
     p = root.joinpath(*parts)
     return str(p) if p.exists() else ""
