@@ -128,14 +128,23 @@ def test_constrained_search_finds_the_brute_force_best(tmp_path, objective, kwar
 
 def test_rea_under_a_hard_limit_respects_it(tmp_path):
     """REA with a latency limit: every run's choice is feasible, and the best choice over
-    runs is the brute-force best feasible cell."""
+    runs is among the 5 best of the 9,364 feasible cells.
+
+    Not "is the best feasible cell": with ~560 evaluations per run, the best of 8 runs ranked
+    0 to 3 over 20 seeds (the old uniform-label mutation hit rank 0 for 1 seed in 6 too), so
+    the exact optimum held only for seed 0's random stream, which changed when the mutation
+    became the benchmark's.
+    """
     names, values, fit = _brute("hard", {"limits": {"lat_ms_pixel3": 12.0}})
+    acc, lat = values[:, names.index("cifar10_val_12ep")], values[:, names.index("lat_ms_pixel3")]
+    feasible = np.sort(acc[lat <= 12.0])[::-1]
     c = _config(objective="hard", objective_kwargs={"limits": {"lat_ms_pixel3": 12.0}}, runs=8, runs_per_chunk=8, budget_s=60000.0, log_runs=8)
     run_multitrial(c, tmp_path, log=lambda m: None)
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     chosen = [max((l for l in lines if l["run"] == r), key=lambda l: l["fitness"]) for r in range(8)]
     assert all(l["lat_ms_pixel3"] <= 12.0 for l in chosen)
-    assert max(l["cifar10_val_12ep"] for l in chosen) == pytest.approx(fit.max(), rel=1e-6)
+    assert feasible[0] == pytest.approx(fit.max(), rel=1e-6)  # the objective's best is the best feasible cell
+    assert max(l["cifar10_val_12ep"] for l in chosen) >= feasible[4] - 1e-4
 
 
 def test_driver_end_to_end_and_bit_identical_resume(tmp_path):

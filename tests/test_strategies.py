@@ -84,6 +84,56 @@ def test_refusals_are_one_line_errors():
         STRATEGIES["evo"]
 
 
+# NAS-Bench-201's R_EA (``mutate_arch_func``): a node uniformly among 3, then one of its
+# incoming edges uniformly (node j has j), then a different op. Per edge, in the space's
+# label order edge_1_0, edge_2_0, edge_2_1, edge_3_0, edge_3_1, edge_3_2:
+NB201_EDGE_MUTATION = np.array([1 / 3, 1 / 6, 1 / 6, 1 / 9, 1 / 9, 1 / 9])
+
+
+@pytest.mark.parametrize("path", ["space.mutate", "evolution.mutate", "rea.ask"])
+def test_nb201_mutation_follows_the_benchmark(path):
+    """Every route to a mutation on NB201 (the space's own, the strategies' loop-free one,
+    and REA's batched ask) changes exactly one edge, with the benchmark's per-edge
+    probabilities (not 1/6 each), to one of the 4 other ops uniformly."""
+    from dnas.search.strategies.evolution import mutate
+
+    space = NB201Space()
+    parent = jnp.array([0, 1, 2, 3, 4, 0], jnp.int32)
+    n = 36_000
+    keys = jax.random.split(jax.random.key(7), n)
+    if path == "space.mutate":
+        children = jax.jit(jax.vmap(lambda k: space.mutate(k, parent)))(keys)
+    elif path == "evolution.mutate":
+        children = jax.jit(jax.vmap(lambda k: mutate(space, k, parent)))(keys)
+    else:  # a full population of copies of the parent: every child is a mutation of it
+        s = STRATEGIES["rea"](space, population=10, batch=10)
+        full = s.init(keys[0])._replace(archs=jnp.tile(parent, (10, 1)), fitness=jnp.zeros(10), count=jnp.int32(10))
+        children = jax.jit(jax.vmap(lambda k: s.ask(full, k)[0]))(keys[: n // 10]).reshape(n, 6)
+    changed = np.asarray(children) != np.asarray(parent)
+    assert (changed.sum(1) == 1).all(), "a mutation changes exactly one edge, to a different op"
+    # 36,000 draws: a frequency's standard error is at most 0.0025, so 0.012 is ~5 sigma.
+    np.testing.assert_allclose(changed.mean(0), NB201_EDGE_MUTATION, atol=0.012)
+    new_ops = np.asarray(children)[changed[:, 0], 0]  # edge_1_0 (parent op 0): ~12,000 draws
+    np.testing.assert_allclose(np.bincount(new_ops, minlength=5) / len(new_ops), [0, 0.25, 0.25, 0.25, 0.25], atol=0.02)
+
+
+def test_bad_mutation_weights_are_one_line_errors():
+    from dnas.search.strategies.evolution import mutate
+
+    class Fractions(SearchSpace):
+        def mutation_weights(self):
+            return np.array([0.5, 0.25, 0.25])  # probabilities: the hook wants integers
+
+    class Zeros(SearchSpace):
+        def mutation_weights(self):
+            return np.zeros(3, np.int64)
+
+    with pytest.raises(DnasError, match=r"Fractions.mutation_weights\(\) must give one non-negative integer per group \(3\)"):
+        mutate(Fractions(MIXED.choices), jax.random.key(0), jnp.zeros(3, jnp.int32))
+    with pytest.raises(DnasError, match=r"Zeros.mutation_weights\(\) gives no group a positive weight"):
+        Zeros(MIXED.choices).mutate(jax.random.key(0), jnp.zeros(3, jnp.int32))
+
+
 def test_grid_enumerates_every_architecture_once_in_order():
     table = enumerate_space(NB201Space())
     assert table.shape == (5**6, 6)

@@ -210,11 +210,25 @@ class SearchSpace:
                 return np.stack(list(seen.values())).astype(np.int32)
         raise DnasError(f"drew only {len(seen)} distinct architectures of {n} in {max_rounds} rounds; ask for fewer")
 
+    def mutation_weights(self) -> np.ndarray:
+        """How likely :meth:`mutate` picks each group: non-negative integers, one per group
+        (relative weights; at least one positive). Uniform by default.
+
+        A space overrides this to follow its benchmark's mutation, e.g. NAS-Bench-201's
+        R_EA picks a node and then one of its incoming edges (:class:`NB201Space`). Integers
+        rather than probabilities so that a draw is exact with a single integer draw
+        modulo their sum, loop-free under ``vmap`` (:func:`mutation_table`).
+        """
+        return np.ones(len(self.groups), np.int64)
+
     def mutate(self, key: PRNGKey, vec: ArchVec) -> ArchVec:
-        """Resamples one randomly chosen group so the architecture changes. Pure and jittable."""
+        """Resamples one group, drawn by :meth:`mutation_weights`, so the architecture
+        changes. Pure and jittable."""
         vec = jnp.asarray(vec, jnp.int32)
         k_group, k_new = jax.random.split(key)
-        g = jax.random.randint(k_group, (), 0, len(self.groups))
+        table = mutation_table(self)
+        # Uniform weights give table == arange(groups): the same draw as a plain randint.
+        g = jnp.asarray(table)[jax.random.randint(k_group, (), 0, table.size)]
         masks = np.zeros((len(self.groups), len(self.labels)), bool)
         for gi, idx in enumerate(self.groups):
             masks[gi, list(idx)] = True
@@ -239,6 +253,31 @@ class SearchSpace:
         for gi, idx in enumerate(self.groups):
             owner[list(idx)] = gi
         return jnp.where(take_a[jnp.asarray(owner)], jnp.asarray(a, jnp.int32), jnp.asarray(b, jnp.int32))
+
+
+def mutation_table(space: SearchSpace, changeable_only: bool = False) -> np.ndarray:
+    """Group indices, each repeated by its :meth:`SearchSpace.mutation_weights`: a uniform
+    draw from this table picks a group with those weights exactly.
+
+    Args:
+      space: the space.
+      changeable_only: keep only single-label groups with more than one candidate (the
+        loop-free mutation of :mod:`dnas.search.strategies.evolution` needs a group that can
+        change).
+    Raises:
+      DnasError: weights of the wrong shape, negative, or all zero (over the kept groups).
+    """
+    weights = np.asarray(space.mutation_weights())
+    name = type(space).__name__
+    if weights.shape != (len(space.groups),) or not np.issubdtype(weights.dtype, np.integer) or (weights < 0).any():
+        raise DnasError(
+            f"{name}.mutation_weights() must give one non-negative integer per group ({len(space.groups)}), got {weights!r}"
+        )
+    if changeable_only:
+        weights = np.where([len(g) == 1 and space.num_candidates[g[0]] > 1 for g in space.groups], weights, 0)
+    if weights.sum() <= 0:
+        raise DnasError(f"{name}.mutation_weights() gives no {'changeable ' if changeable_only else ''}group a positive weight")
+    return np.repeat(np.arange(len(space.groups), dtype=np.int32), weights)
 
 
 SPACES: Registry[type] = Registry("space", builtins="dnas.space.spaces")

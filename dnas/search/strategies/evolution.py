@@ -4,7 +4,9 @@ Real, Aggarwal, Huang & Le, "Regularized Evolution for Image Classifier Architec
 Search", AAAI 2019, Algorithm 1: a population of ``population`` architectures; each cycle
 samples ``sample_size`` members uniformly (with replacement, as the paper and
 NAS-Bench-201's ``R_EA.py``), mutates the best of the sample, adds the child and removes
-the *oldest* member (aging), not the worst. Mutation: :func:`mutate` (``space.mutate``).
+the *oldest* member (aging), not the worst. Mutation: :func:`mutate` (``space.mutate``): one
+group drawn by the space's ``mutation_weights`` (uniform by default; on NAS-Bench-201 a node,
+then one of its incoming edges, as the benchmark's ``R_EA.py``), resampled to a new value.
 """
 
 from __future__ import annotations
@@ -16,26 +18,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
-from dnas.space.base import SearchSpace
+from dnas.space.base import SearchSpace, mutation_table
 from dnas.search.strategies import STRATEGIES, Strategy
 from dnas.search.strategies.random_search import sample_batch
 from dnas.core.types import PRNGKey
 
 
 def fast_mutation(space: SearchSpace) -> bool:
-    """True when :func:`mutate_with_bits` draws exactly ``space.mutate``'s distribution:
-    every group is one label and the space keeps the base mutation."""
-    return type(space).mutate is SearchSpace.mutate and all(len(g) == 1 for g in space.groups) and bool((space.num_candidates > 1).any())
+    """True when :func:`mutate_with_bits` draws ``space.mutate``'s distribution: every
+    group is one label, the space keeps the base mutation (its own
+    :meth:`~dnas.space.base.SearchSpace.mutation_weights` included), and some label with
+    more than one candidate has a positive weight."""
+    if type(space).mutate is not SearchSpace.mutate or not all(len(g) == 1 for g in space.groups):
+        return False
+    weights = np.asarray(space.mutation_weights())
+    changeable = space.num_candidates[[g[0] for g in space.groups]] > 1
+    return weights.shape == changeable.shape and bool((weights[changeable] > 0).any())
 
 
 def mutate_with_bits(space: SearchSpace, bits: jax.Array, vec: jax.Array) -> jax.Array:
-    """One label (among those with > 1 candidate) changed to a uniformly drawn *other*
-    candidate, from two ``uint32`` draws (modulo bias < k / 2^32). Loop-free, whereas the
-    base ``space.mutate`` resamples until the value differs: under ``vmap`` a while-loop
-    that made REA on NAS-Bench-201 2x slower. Only for :func:`fast_mutation` spaces."""
-    changeable = np.flatnonzero(space.num_candidates > 1).astype(np.int32)
+    """One label (among those with > 1 candidate, drawn by the space's
+    :meth:`~dnas.space.base.SearchSpace.mutation_weights`) changed to a uniformly drawn
+    *other* candidate, from two ``uint32`` draws (modulo bias < table size / 2^32).
+    Loop-free, whereas the base ``space.mutate`` resamples until the value differs: under
+    ``vmap`` a while-loop that made REA on NAS-Bench-201 2x slower. Only for
+    :func:`fast_mutation` spaces."""
+    # Weighted by repetition, so one draw modulo the table size picks a label exactly; with
+    # uniform weights the table is the changeable labels in order (the draw of before).
+    table = np.array([space.groups[g][0] for g in mutation_table(space, changeable_only=True)], np.int32)
     k = jnp.asarray(space.num_candidates, jnp.uint32)
-    i = jnp.asarray(changeable)[(bits[0] % len(changeable)).astype(jnp.int32)]
+    i = jnp.asarray(table)[(bits[0] % len(table)).astype(jnp.int32)]
     shift = 1 + bits[1] % (k[i] - 1)  # never 0: the value changes
     vec = jnp.asarray(vec, jnp.int32)
     return vec.at[i].set(((vec[i].astype(jnp.uint32) + shift) % k[i]).astype(jnp.int32))

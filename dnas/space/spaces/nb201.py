@@ -11,6 +11,7 @@ search labels ``cell{k}/edge_{j}_{i}`` per searched cell.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -57,6 +58,15 @@ class NB201Space(SearchSpace):
         self.partial_channels, self.derive_weights = int(partial_channels), derive_weights
         self.N, self.ops, self.shared = int(layers), check_ops(ops, "the NB201 space"), shared
         super().__init__([Choice(f"{p}/edge_{j}_{i}", self.ops) for p in self.prefixes() for j, i in EDGES])
+
+    def mutation_weights(self) -> np.ndarray:
+        """The benchmark's mutation (``R_EA.py``'s ``mutate_arch_func``): a node uniformly,
+        then one of its incoming edges uniformly (node j has j), then another op. As integer
+        weights per edge, ``lcm(1..3) / j`` = 6, 3, 3, 2, 2, 2 (probabilities 1/3, 1/6, 1/6,
+        1/9, 1/9, 1/9), not 1/6 each. With one cell per position (macro) every cell is
+        equally likely first."""
+        per_node = math.lcm(*range(1, NODES))
+        return np.array([per_node // j for _ in self.prefixes() for j, _ in EDGES], np.int64)
 
     def supernet(self, *, C: int, num_classes: int, in_channels: int, rngs: nnx.Rngs) -> "NB201SearchNetwork":
         """The NB201 supernet over this space."""
