@@ -39,15 +39,14 @@ from dnas.space.ops.layers import BatchNorm, Conv2d
 from dnas.space.base import SearchSpace
 from dnas.core.types import Batch, PRNGKey
 from dnas.estimate.zero_cost.proxies import PROXIES, ProxyNet
+from dnas.hardware.counts import count_params, model_macs
 
 
 class Gate(nnx.Variable):
     """Per-sample, per-channel ones multiplying a layer's output, ``f32[B, C]`` (Fisher)."""
 
-
 class Codes(nnx.Variable):
     """NASWOT's accumulated ReLU-code kernel of one probe, ``f32[B, B]``."""
-
 
 def code_kernel(pre: jax.Array) -> jax.Array:
     """``c c^T + (1-c)(1-c)^T`` for ``c = [pre > 0]`` flattened per sample: ``f32[B, B]``.
@@ -63,7 +62,6 @@ def code_kernel(pre: jax.Array) -> jax.Array:
 class _Probe(nnx.Module):
     """Wraps a layer: optionally records the ReLU codes of its input (``relu_in``) or of
     its output (``relu_out``), and gates its output per sample and channel (``gate``)."""
-
     def __init__(self, inner: nnx.Module, batch: int, channels: int, *, gate: bool, relu_in: bool = False, relu_out: bool = False):
         self.inner, self.relu_in, self.relu_out = inner, relu_in, relu_out
         self.gate = Gate(jnp.ones((batch, channels), jnp.float32)) if gate else None
@@ -168,8 +166,6 @@ def cost_tables(space: SearchSpace, *, C: int, num_classes: int, in_channels: in
     Returns:
       ``{"params": f64[n+1, k], "flops": f64[n+1, k]}``; row 0 column 0 holds the base.
     """
-    from dnas.hardware.counts import count_params, model_macs
-
     def measure(vec: np.ndarray) -> tuple[float, float]:
         alpha = {c.label: jnp.asarray(np.eye(c.n)[vec[i]], jnp.float32) for i, c in enumerate(space.choices)}
         geno = space.derive(alpha)
@@ -220,7 +216,6 @@ class ZeroCostScorer:
       >>> scorer.compiles
       1
     """
-
     def __init__(
         self, space: SearchSpace, proxies: Sequence[str], *, C: int, num_classes: int, in_channels: int, batch_shape: tuple[int, ...], fused: bool = True
     ):
