@@ -119,8 +119,7 @@ def run_eval(args: argparse.Namespace) -> dict:
 def _readable(space: SearchSpace, vec: np.ndarray) -> str:
     """The benchmark's ``arch_str`` for an NB201 cell, else ``{label: choice}`` as JSON."""
     if isinstance(space, NB201Space) and space.shared:
-        one_hot = {l: np.eye(k, dtype=np.float32)[int(i)] for l, k, i in zip(space.labels, space.num_candidates, vec)}
-        return space.derive(one_hot).arch_str()
+        return space.arch_str(vec)
     return json.dumps({k: str(v) for k, v in space.names(vec).items()})
 
 

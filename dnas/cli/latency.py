@@ -34,7 +34,6 @@ import numpy as np
 
 from dnas.core.errors import DnasError
 from dnas.space.base import SearchSpace
-from dnas.space.genotype import NB201Genotype
 from dnas.space.spaces.nb201 import NB201Space
 from dnas.hardware.predictor import fit_latency_predictor, latency_metrics
 import dnas.space.spaces  # noqa: F401 - registers the built-in spaces
@@ -44,7 +43,7 @@ from dnas.hardware.measure import build_lut, check_lut, table_settings
 
 def _nb201() -> tuple[SearchSpace, Callable[[str], np.ndarray]]:
     space = NB201Space()
-    return space, lambda s: space.genotype_to_vec(NB201Genotype.from_arch_str(s))
+    return space, space.arch_str_to_vec
 
 
 # space name -> () -> (space, readable architecture string -> int32[n] vector)

@@ -24,6 +24,7 @@ import optax
 from flax import nnx
 
 from dnas.core.errors import DnasError
+from dnas.core.losses import cross_entropy
 from dnas.space.spaces.nb201 import NB201SearchCell, NB201Space
 from dnas.core.types import PRNGKey
 
@@ -92,8 +93,6 @@ def install(model: nnx.Module, space: NB201Space, kernels: dict[str, list[jax.Ar
                 edge.ops[j].conv.kernel.set_value(kernels[op][s][slot0 * 6 + e])
 
 
-def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
 
 
 class Smash:

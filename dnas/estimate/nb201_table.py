@@ -23,7 +23,7 @@ import numpy as np
 
 from dnas.core.errors import DnasError
 from dnas.estimate import ESTIMATORS, Estimator
-from dnas.space.genotype import NB201_OPS, NB201Genotype
+from dnas.space.genotype import NB201_OPS
 from dnas.space.spaces.nb201 import NB201Space
 
 ENV = "DNAS_NB201_TABLE"
@@ -44,8 +44,6 @@ def _radix(space: NB201Space) -> np.ndarray:
     return np.array([space.num_candidates[i + 1 :].prod() for i in range(len(space))], np.int64)
 
 
-def _to_vec(space: NB201Space, geno: NB201Genotype) -> np.ndarray:
-    return space.encode({f"cell/edge_{j}_{i}": op for j, node in enumerate(geno.nodes, start=1) for op, i in node})
 
 
 @functools.lru_cache(maxsize=4)
@@ -74,7 +72,7 @@ def load_table(path: str, mtime: float = 0.0) -> tuple[tuple[str, ...], np.ndarr
         if len(row) != len(header):
             raise DnasError(f"NAS-Bench-201 table {path!r}, row {r + 2}: {len(row)} fields, the header has {len(header)}")
         try:
-            vec = _to_vec(space, NB201Genotype.from_arch_str(row[a]))
+            vec = space.arch_str_to_vec(row[a])
         except DnasError:
             raise DnasError(f"NAS-Bench-201 table {path!r}, row {r + 2}: cannot parse arch_str {row[a]!r}") from None
         code = int(vec @ radix)
@@ -104,6 +102,14 @@ def table_values(path: str, vecs: np.ndarray, metric: str) -> np.ndarray:
     return values[rows, names.index(metric)].astype(np.float64)
 
 
+def table_row(path: str, arch_str: str) -> dict[str, float]:
+    """Every numeric column of the table row of cell ``arch_str`` (the table validated whole,
+    as :func:`load_table` reads it)."""
+    vec = NB201Space().arch_str_to_vec(arch_str)
+    names, values, row_of_code = load_table(os.path.abspath(table_path(path)), os.path.getmtime(table_path(path)))
+    return dict(zip(names, values[row_of_code[int(vec.astype(np.int64) @ _radix(NB201Space()))]].tolist()))
+
+
 def nb201_table(space: NB201Space, table: str = "", cost: str = "cifar10_valid_12ep_time_s") -> Estimator:
     """The NAS-Bench-201 table as an estimator (pure lookup).
 
@@ -130,10 +136,7 @@ def nb201_table(space: NB201Space, table: str = "", cost: str = "cifar10_valid_1
         got = vals[rows[archs.astype(jnp.int32) @ radix]]  # f32[P, C]
         return {n: got[:, j] for j, n in enumerate(names)}, got[:, j_cost]
 
-    def describe(vec) -> str:
-        return NB201Genotype(tuple(tuple((space.ops[int(vec[space.index(f"cell/edge_{j}_{i}")])], i) for i in range(j)) for j in range(1, 4))).arch_str()
-
-    return Estimator(evaluate, names, True, float(values[:, j_cost].min()), describe)
+    return Estimator(evaluate, names, True, float(values[:, j_cost].min()), space.arch_str)
 
 
 ESTIMATORS.add("nb201_table", nb201_table)

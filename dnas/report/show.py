@@ -6,7 +6,6 @@ accuracies for it; a multi-trial run prints its summary."""
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shutil
@@ -18,6 +17,7 @@ from dnas.core.errors import DnasError
 from dnas.run.config import from_json
 from dnas.run.search import build_space
 from dnas.core.imports import import_files
+from dnas.estimate.nb201_table import table_row
 from dnas.report.plots import plot_alpha, plot_metrics, plot_run_pareto, read_jsonl
 
 GRAPHVIZ_HINT = "Graphviz's 'dot' is not installed, so cells are written as .dot only; for PNG/SVG cells: apt-get install graphviz"
@@ -34,19 +34,6 @@ def _render(dot_path: Path) -> list[Path]:
     return out
 
 
-def nb201_table_row(arch_str: str, table: str | Path) -> dict[str, str]:
-    """The row of the NAS-Bench-201 table CSV (``arch_str`` column) for ``arch_str``."""
-    path = Path(table)
-    if not path.is_file():
-        raise DnasError(f"NB201 table {str(path)!r} does not exist; pass --table PATH/nb201_table.csv")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if "arch_str" not in (reader.fieldnames or []):
-            raise DnasError(f"{str(path)!r} has no arch_str column; is it the NAS-Bench-201 table?")
-        for row in reader:
-            if row["arch_str"] == arch_str:
-                return row
-    raise DnasError(f"{arch_str!r} is not in the table {str(path)!r}")
 
 
 def _run_candidates(run: Path) -> list[str] | None:
@@ -90,9 +77,9 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     lines.append(f"genotype ({geno.kind}, {geno.space} space): {geno}")
     if table and isinstance(geno, G.NB201Genotype):
-        row = nb201_table_row(geno.arch_str(), table)
+        row = table_row(table, geno.arch_str())
         accs = {k: row[k] for k in ("cifar10_test_200ep", "cifar100_test_200ep", "imagenet16_120_test_200ep") if k in row}
-        lines.append("NAS-Bench-201 (200 epochs, test accuracy %): " + ", ".join(f"{k.split('_test')[0]} {v}" for k, v in accs.items()))
+        lines.append("NAS-Bench-201 (200 epochs, test accuracy %): " + ", ".join(f"{k.split('_test')[0]} {v:.2f}" for k, v in accs.items()))
     files: list[Path] = []
     for name, dot in geno.dot_graphs().items():
         p = out / f"{name}.dot"

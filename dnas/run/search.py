@@ -40,7 +40,8 @@ from dnas.run.config import RUN_KINDS, RunKind, apply_smoke, check_common, kwarg
 from dnas.run.driver import SignalFlag, StepLoop, evaluate_split, run_in_workdir
 from dnas.run.metrics import MetricWriter
 from dnas.run.parallel import make_mesh, replicate, shard_batch
-from dnas.search.bilevel import HYPERGRADIENTS, SearchStep, cross_entropy, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+from dnas.core.losses import cross_entropy
+from dnas.search.bilevel import HYPERGRADIENTS, SearchStep, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
 from dnas.search.diagnostics import alpha_entropy, darts_es, param_free_ops, top_hessian_eigenvalue
 from dnas.search.latency import add_penalties, build_latency, check_latency, derive_alpha, epoch_latency_metrics, latency_defaults
 from dnas.search.methods import apply_method, delayed, make_arch_penalty
@@ -117,7 +118,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         a_opt = with_reward_baseline(a_opt)
     graphdef, state = init_search_state(net, w_opt, a_opt, key=k_state)
     relax = make_relaxation(config.relax, kwargs_of(config.relax_kwargs), epochs=config.epochs)
-    latency = build_latency(config, space, relax)
+    latency = build_latency(config, space, relax, steps_per_epoch=spe)
     step = make_search_step(
         graphdef,
         w_opt,

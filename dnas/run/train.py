@@ -34,7 +34,8 @@ from dnas.core.imports import import_files
 from dnas.run.driver import SignalFlag, StepLoop, evaluate_split, run_in_workdir
 from dnas.run.metrics import MetricWriter
 from dnas.run.parallel import make_mesh, replicate, shard_batch
-from dnas.search.bilevel import cross_entropy
+from dnas.core.losses import cross_entropy
+from dnas.search.bilevel import darts_weight_optimizer
 from dnas.search.state import build_jitted, step_compiler_options
 from dnas.space import genotype as G
 from dnas.space.nets import build_eval_network
@@ -142,12 +143,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str]
     )
     net.train()
     graphdef, weights, stats = nnx.split(net, nnx.Param, nnx.BatchStat)
-    cosine = optax.cosine_decay_schedule(config.lr, max(config.epochs, 1))
-    opt = optax.chain(
-        optax.clip_by_global_norm(config.grad_clip),
-        optax.add_decayed_weights(config.weight_decay),
-        optax.inject_hyperparams(optax.sgd)(learning_rate=lambda s: cosine(s // spe), momentum=config.momentum),
-    )
+    # DARTS' evaluation recipe: the search's weight optimizer, cosine to 0 per epoch (train.py).
+    opt = darts_weight_optimizer(config.lr, 0.0, config.epochs, spe, config.momentum, config.weight_decay, config.grad_clip)
     mesh = make_mesh(config.devices)
     state = replicate(mesh, TrainState(jnp.zeros((), jnp.int32), weights, stats, opt.init(weights), k_state))
     mean, std = data.mean, data.std

@@ -35,7 +35,6 @@ from dnas.core.io import atomic_write_json
 from dnas.estimate import ESTIMATORS, Estimator
 from dnas.run.train import run_train, train_defaults
 from dnas.space.base import SearchSpace
-from dnas.space.genotype import NB201Genotype
 from dnas.space.spaces import NB201Space
 
 METRICS = ("val_acc", "val_loss", "test_acc", "test_loss", "params", "macs", "train_s")
@@ -86,9 +85,7 @@ def train(
     if not 0 < valid_examples < (max_train_examples or 10**9):
         raise DnasError(f"the train estimator needs 0 < valid_examples < max_train_examples, got {valid_examples} and {max_train_examples}")
 
-    def describe(vec) -> str:
-        vec = np.asarray(vec)
-        return NB201Genotype(tuple(tuple((space.ops[int(vec[space.index(f"cell/edge_{j}_{i}")])], i) for i in range(j)) for j in range(1, 4))).arch_str()
+    describe = space.arch_str
 
     def config_for(arch_str: str) -> ml_collections.ConfigDict:
         c = train_defaults()

@@ -43,6 +43,7 @@ import optax
 from flax import nnx
 
 from dnas.core.errors import DnasError
+from dnas.core.losses import cross_entropy
 from dnas.search.plans import PLANS, Plan, StepMaths, can_fuse, run_fused, run_sequential
 from dnas.space.relax import Relaxation, relax_all, softmax
 from dnas.search.state import SearchState, step_compiler_options
@@ -69,7 +70,7 @@ def darts_weight_optimizer(
     The learning rate is constant within an epoch and follows
     ``CosineAnnealingLR(T_max=epochs, eta_min=lr_min)``, as in DARTS' ``train_search.py``.
     """
-    cosine = optax.cosine_decay_schedule(lr, max(epochs, 1), alpha=lr_min / lr)
+    cosine = optax.cosine_decay_schedule(lr, max(epochs, 1), alpha=lr_min / lr if lr else 0.0)
     schedule = lambda step: cosine(step // max(steps_per_epoch, 1))  # noqa: E731
     return optax.chain(
         optax.clip_by_global_norm(grad_clip),
@@ -83,9 +84,6 @@ def darts_alpha_optimizer(lr: float = 3e-4, b1: float = 0.5, b2: float = 0.999, 
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=b1, b2=b2))
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy over integer labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def _learning_rate(opt_state: Any) -> jax.Array:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -100,6 +101,21 @@ class NB201Space(SearchSpace):
         if not self.shared:
             raise DnasError("genotype_to_vec takes one cell; use a micro (shared) NB201 space")
         return self.encode({f"cell/edge_{j}_{i}": op for j, node in enumerate(genotype.nodes, start=1) for op, i in node})
+
+    def vec_to_genotype(self, vec: Any) -> NB201Genotype:
+        """The cell of vector ``vec`` (``int[6]``, micro space only)."""
+        if not self.shared:
+            raise DnasError("vec_to_genotype reads one cell; use a micro (shared) NB201 space")
+        v = np.asarray(vec)
+        return NB201Genotype(tuple(tuple((self.ops[int(v[self.index(f"cell/edge_{j}_{i}")])], i) for i in range(j)) for j in range(1, NODES)))
+
+    def arch_str(self, vec: Any) -> str:
+        """The benchmark's ``arch_str`` of vector ``vec`` (the codec's one direction)."""
+        return self.vec_to_genotype(vec).arch_str()
+
+    def arch_str_to_vec(self, arch_str: str) -> np.ndarray:
+        """The vector of a benchmark ``arch_str`` (validated by :meth:`NB201Genotype.from_arch_str`)."""
+        return self.genotype_to_vec(NB201Genotype.from_arch_str(arch_str))
 
 
 class ResNetBasicBlock(nnx.Module):
