@@ -36,6 +36,9 @@ class Estimator(NamedTuple):
 ESTIMATORS: Registry[Callable[..., Estimator]] = Registry("estimator")
 """Name -> factory ``(space, **kwargs) -> Estimator``."""
 
-from dnas.estimate import hardware, nb201_table, oneshot, train, zero_cost  # noqa: E402,F401  (registers them)
+# The estimator modules register themselves (oneshot_estimator, not the evaluator module
+# oneshot; zero_cost's estimator module, not the package, which does not register it).
+from dnas.estimate import hardware, nb201_table, oneshot_estimator, train  # noqa: E402,F401
+from dnas.estimate.zero_cost import estimator as _zero_cost_estimator  # noqa: E402,F401
 
 __all__ = ["ESTIMATORS", "Estimator"]

@@ -8,7 +8,7 @@
 from dnas.estimate.zero_cost.proxies import PROXIES, ProxyNet, vote
 from dnas.estimate.zero_cost.score import ZeroCostScorer
 
-# Registers ESTIMATORS["zero_cost"] (until dnas.estimate imports it with the others).
-from dnas.estimate import zero_cost as _estimator  # noqa: E402,F401
+# Registers ESTIMATORS["zero_cost"] also when this package is imported on its own.
+from dnas.estimate.zero_cost import estimator as _estimator  # noqa: E402,F401
 
 __all__ = ["PROXIES", "ProxyNet", "ZeroCostScorer", "vote"]
