@@ -308,13 +308,10 @@ def test_multitrial_table_run_uses_metrics_jsonl_without_the_table(tmp_path):
     assert len(plot_run_pareto(tmp_path, tmp_path / "out")) == 2
 
 
-def test_multitrial_table_run_looks_its_chunks_up_in_the_table(tmp_path):
-    from dnas.run.config import shared_data
+def test_multitrial_table_run_looks_its_chunks_up_in_the_table(tmp_path, require_shared):
     from dnas.report.plots import run_pareto_data
 
-    table = shared_data("nb201", "nb201_table.csv")
-    if not table:
-        pytest.skip("the NAS-Bench-201 table ../shared/data/nb201/nb201_table.csv is absent")
+    table = require_shared("nb201", "nb201_table.csv", why="the plot reads a table run's accuracies back from the benchmark table")
     import jax
 
     from dnas.estimate import ESTIMATORS
