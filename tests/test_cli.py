@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dnas.cli.common import split_overrides as _split_overrides
-from dnas.cli.main import main
+from dnas.cli.main import _split_overrides, main
 from dnas.core.errors import DnasError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,21 +59,23 @@ def test_user_errors_name_the_fix(capsys):
     assert not Path("/nonexistent/never").exists()
 
 
-def test_show_a_genotype_writes_a_named_folder_and_table_accuracy(tmp_path, monkeypatch, capsys):
-    from dnas.data.datasets import shared_data
+SHOWN_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
+
+def test_show_a_genotype_writes_a_named_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-    table = shared_data("nb201", "nb201_table.csv")
-    args = ["show", cell] + (["--table", table] if table else [])
-    assert main(args) == 0
-    out = capsys.readouterr().out
+    assert main(["show", SHOWN_CELL]) == 0
     folders = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(folders) == 1 and folders[0].name.startswith("show-") and (folders[0] / "cell_nb201.dot").exists()
     assert not (tmp_path / "cell_nb201.dot").exists()  # nothing loose in the current folder
-    if not table:
-        pytest.skip("the NB201 table in ../shared/data is absent: the accuracy line is not checked")
-    assert "NAS-Bench-201 (200 epochs, test accuracy %): cifar10 93.66" in out  # row 1 of the table
+    assert "NAS-Bench-201" not in capsys.readouterr().out  # no table given, no accuracy line
+
+
+def test_show_a_genotype_with_the_table_prints_its_accuracy(tmp_path, monkeypatch, capsys, require_shared):
+    table = require_shared("nb201", "nb201_table.csv", why="the accuracy line is read from the benchmark table")
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", SHOWN_CELL, "--table", table]) == 0
+    assert "NAS-Bench-201 (200 epochs, test accuracy %): cifar10 93.66" in capsys.readouterr().out  # row 1 of the table
 
 
 @pytest.mark.slow

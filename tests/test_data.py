@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from dnas.data import datasets as D
-from dnas.data.datasets import shared_data
 from dnas.core.errors import DnasError
 
 
@@ -60,15 +59,13 @@ def test_cifar_errors(tmp_path):
         D.get_dataset("imagenet22k")
 
 
-@pytest.mark.skipif(not shared_data("images", "cifar10_subset"), reason="shared CIFAR-10 subset not present")
-def test_real_cifar_subset():
-    d = D.load_cifar10(shared_data("images", "cifar10_subset"))
+def test_real_cifar_subset(require_shared):
+    d = D.load_cifar10(require_shared("images", "cifar10_subset", why="the CIFAR-10 loader is checked on real python-format batches"))
     assert d.train_x.shape[1:] == (32, 32, 3) and d.train_x.dtype == np.uint8 and len(d.train_y) > 5000
 
 
-@pytest.mark.skipif(not shared_data("images", "mnist"), reason="shared MNIST not present")
-def test_real_mnist():
-    m = D.load_idx_folder(shared_data("images", "mnist"))
+def test_real_mnist(require_shared):
+    m = D.load_idx_folder(require_shared("images", "mnist", why="the IDX loader is checked on the real MNIST files"))
     assert m.train_x.shape == (60000, 28, 28, 1) and m.test_x.shape == (10000, 28, 28, 1) and m.flip is False
 
 

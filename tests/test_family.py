@@ -290,10 +290,19 @@ def test_method_smoke_search_runs_and_logs_diagnostics(tmp_path, method, monkeyp
     assert G.load(tmp_path / "w" / "genotype.json") == geno
     lines = [json.loads(l) for l in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
     epochs = [l for l in lines if l.get("event") == "epoch"]
-    assert len(epochs) == 2 and all("param_free_ops" in e and 0.0 <= e["epoch_alpha_entropy"] <= math.log(len(build_space(config).ops)) + 1e-6 for e in epochs)
     space = build_space(config)
     alphas = [json.loads(l) for l in (tmp_path / "w" / "alpha.jsonl").read_text().splitlines()]
     assert set(alphas[-1]["softmax"]) == set(space.labels)
+    assert len(epochs) == 2 and all("param_free_ops" in e for e in epochs)
+    # The logged α entropy is the mean over the op choices (not PC-DARTS' β) of the entropy
+    # in nats of the softmax that alpha.jsonl records for the same epoch, by hand here. Both
+    # read the same float32 softmax values, so they agree to float64 rounding; the tolerance
+    # is that tight because 4 smoke steps move α little (the entropy is a few 1e-6 below log k).
+    softmax_of = {a["epoch"]: a["softmax"] for a in alphas}
+    for e in epochs:
+        probs = [np.asarray(softmax_of[e["epoch"]][l], np.float64) for l in space.labels]
+        hand = np.mean([-np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)) for p in probs])
+        assert e["epoch_alpha_entropy"] == pytest.approx(hand, rel=0, abs=1e-9), e["epoch"]
     if method == "gdas":
         assert all(np.isfinite(e["hessian_eigenvalue"]) for e in epochs)
         stop = [l for l in lines if l.get("event") == "early_stop"]

@@ -11,26 +11,28 @@ import pytest
 from flax import nnx
 
 from dnas.space import genotype as G
-from dnas.data.datasets import shared_data
 from dnas.hardware.counts import count_params, model_macs
 from dnas.core.errors import DnasError
-from dnas.hardware import load_fbnet_csv, load_yaml_lut, lut_term, table_latency
+from dnas.hardware import load_fbnet_csv, load_yaml_lut, table_latency
 from dnas.space.spaces.fbnet import FBNET_OPS, FBNetGenotype, FBNetSpace
 from dnas.space.spaces.proxylessnas import ProxylessSpace, published
 from dnas.search.state import build_jitted
 from dnas.core.types import Sampled
 
-LUTS = shared_data("luts")
-needs_luts = pytest.mark.skipif(not LUTS, reason="../shared/data/luts is not present")
+
+@pytest.fixture
+def luts(require_shared):
+    """``../shared/data/luts``: the published configs and latency tables (a failure in CI when absent)."""
+    return Path(require_shared("luts", why="the published ProxylessNAS configs and the Pixel 1 / HW-NAS-Bench latency tables are the reference"))
+
 
 # mit-han-lab/proxylessnas logs/imagenet_{mobile,gpu,cpu}_log.txt: "Total training params", "Total FLOPs" (MACs).
 PUBLISHED = {"mobile": (4.08e6, 320.4e6, 1.0), "gpu": (7.12e6, 465.3e6, 1.35), "cpu": (4.36e6, 439.2e6, 1.12)}
 
 
-@needs_luts
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
-def test_published_proxyless_nets_rebuild(name):
-    cfg = json.loads((Path(LUTS) / f"proxyless_{name}.config.json").read_text())
+def test_published_proxyless_nets_rebuild(name, luts):
+    cfg = json.loads((luts / f"proxyless_{name}.config.json").read_text())
     g = published(name)
     # Block count straight from the config: every block but the fixed first is searched;
     # ZeroLayer blocks do not run.
@@ -51,13 +53,12 @@ def test_published_proxyless_nets_rebuild(name):
     assert G.from_json(json.loads(json.dumps(g.to_json()))) == g
 
 
-@needs_luts
-def test_pixel1_table_prices_the_mobile_net_block_by_block():
+def test_pixel1_table_prices_the_mobile_net_block_by_block(luts):
     """The space's latency term on the Pixel 1 table equals a sum over the published
     config's own layers, keyed by hand from its channels and strides (78 ms in the paper).
     The table covers the search space, whose stage 1 is 24 wide; the released net's is 32."""
-    table = load_yaml_lut(Path(LUTS) / "proxylessnas_mobile_pixel1.yaml")
-    cfg = json.loads((Path(LUTS) / "proxyless_mobile.config.json").read_text())
+    table = load_yaml_lut(luts / "proxylessnas_mobile_pixel1.yaml")
+    cfg = json.loads((luts / "proxyless_mobile.config.json").read_text())
     hw, total = 112, table.mean("Conv-input:224x224x3-output:112x112x32")
     for i, b in enumerate(cfg["blocks"]):
         m = b["mobile_inverted_conv"]
@@ -70,7 +71,7 @@ def test_pixel1_table_prices_the_mobile_net_block_by_block():
         hw = ho
     total += table.mean("Conv_1-input:7x7x320-output:7x7x1280") + table.mean("Logits-input:7x7x1280-output:1000")
     space = ProxylessSpace()
-    term = lut_term(space, table)
+    term = space.latency_term(table)
     got = float(table_latency(term, space.genotype_to_vec(published("mobile"))))
     assert got == pytest.approx(total, rel=1e-5)
     assert 70 < got < 90
@@ -105,9 +106,8 @@ def test_proxyless_supernet_runs_indices_and_sampled_paths():
     assert out.shape == (2, 10) and np.isfinite(out).all()
 
 
-@needs_luts
-def test_fbnet_table_prices_the_space():
-    tables = load_fbnet_csv(Path(LUTS) / "fbnet_layer_lut_hwnasbench.csv")
+def test_fbnet_table_prices_the_space(luts):
+    tables = load_fbnet_csv(luts / "fbnet_layer_lut_hwnasbench.csv")
     space = FBNetSpace()
     assert len(space) == 22 and all(space.choice(l).candidates == FBNET_OPS for l in space.labels)
     vecs = np.stack([np.asarray(space.sample(jax.random.key(i))) for i in range(5)])
@@ -128,32 +128,28 @@ def test_fbnet_derived_network_and_genotype():
         FBNetGenotype(("k3_e1",) * 21)
 
 
-@needs_luts
 @pytest.mark.parametrize("spec", ["proxylessnas/config.py", "proxylessnas/config.py:smoke", "proxylessnas/config.py:target_smoke",
                                   "fbnet/config.py", "fbnet/config.py:smoke"])
-def test_experiment_configs_validate_with_their_tables(spec):
+def test_experiment_configs_validate_with_their_tables(spec, luts, require_shared):
     from dnas.run.config import load_config
 
     root = Path(__file__).resolve().parents[1] / "experiments"
     overrides = ["--config.latency.target_ms=60"] if "target" in spec else []
     if ":" not in spec:  # the full configs name CIFAR-10, which needs its folder
-        cifar = shared_data("images", "cifar10_subset", "cifar-10-batches-py")
-        if not cifar:
-            pytest.skip("no CIFAR-10 folder in ../shared/data")
+        cifar = require_shared("images", "cifar10_subset", "cifar-10-batches-py", why="the full configs name CIFAR-10, which needs its folder")
         overrides.append(f"--config.data_dir={cifar}")
     c = load_config(str(root / spec), overrides)
     assert c.latency.table and c.latency.penalty
 
 
-@needs_luts
-def test_hardware_estimator_gives_latency_macs_params_for_constraints():
+def test_hardware_estimator_gives_latency_macs_params_for_constraints(luts):
     """Discrete-search metrics: per-block MACs/params sum to the whole derived network's
     count, the latency is the table's, and the hard objective rejects by them."""
     from dnas.estimate import ESTIMATORS
     from dnas.search.objectives import OBJECTIVES
 
     space = ProxylessSpace(layers=2)
-    est = ESTIMATORS["hardware"](space, table=str(Path(LUTS) / "proxylessnas_mobile_pixel1.yaml"), resolution=224)
+    est = ESTIMATORS["hardware"](space, table=str(luts / "proxylessnas_mobile_pixel1.yaml"), resolution=224)
     assert est.pure and est.metrics == ("latency_ms", "macs_m", "params_m")
     archs = jnp.stack([space.sample(jax.random.key(i)) for i in range(3)])
     m, cost = jax.jit(est.evaluate)(archs, jax.random.key(0))

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dnas.data.datasets import shared_data
 from dnas.core.errors import DnasError
 from dnas.estimate import ESTIMATORS
 from dnas.estimate.nb201_table import load_table
@@ -19,18 +18,18 @@ from dnas.core.stats import pareto_mask
 from dnas.search.objectives import OBJECTIVES
 from dnas.space.spaces import NB201Space
 
-TABLE = shared_data("nb201", "nb201_table.csv")
+WHY = "the table estimator, the objectives and the driver are checked on the real NAS-Bench-201 table"
 
 
-def _table_or_skip():
-    if not TABLE:
-        pytest.skip("the NAS-Bench-201 table ../shared/data/nb201/nb201_table.csv is absent")
-    return TABLE
+@pytest.fixture
+def table(require_shared):
+    """The NAS-Bench-201 table's path (``../shared/data``; a failure in CI when absent)."""
+    return require_shared("nb201", "nb201_table.csv", why=WHY)
 
 
-def _config(**kw):
+def _config(table, **kw):
     c = multitrial_defaults()
-    c.table = _table_or_skip()
+    c.table = table
     c.runs, c.runs_per_chunk, c.budget_s, c.log_runs = 5, 2, 2000.0, 2
     for k, v in kw.items():
         c[k] = v
@@ -45,8 +44,8 @@ def _csv_rows(path):
     return rows[0], rows[1:]
 
 
-def test_table_lookup_matches_the_csv_rows():
-    path = _table_or_skip()
+def test_table_lookup_matches_the_csv_rows(table):
+    path = table
     header, rows = _csv_rows(path)
     space = NB201Space()
     est = ESTIMATORS["nb201_table"](space, table=path)
@@ -63,17 +62,16 @@ def test_table_lookup_matches_the_csv_rows():
     assert all(c in est.metrics for c in header if c.startswith("lat_ms_"))
 
 
-def test_table_path_from_config_then_environment(monkeypatch):
+def test_table_path_from_config_then_environment(monkeypatch, table):
     monkeypatch.delenv("DNAS_NB201_TABLE", raising=False)
     with pytest.raises(DnasError, match="set config.table .*DNAS_NB201_TABLE"):
         ESTIMATORS["nb201_table"](NB201Space(), table="")
-    path = _table_or_skip()
-    monkeypatch.setenv("DNAS_NB201_TABLE", path)
+    monkeypatch.setenv("DNAS_NB201_TABLE", table)
     assert "cifar10_val_12ep" in ESTIMATORS["nb201_table"](NB201Space(), table="").metrics
 
 
-def test_malformed_tables_are_one_line_errors(tmp_path):
-    path = _table_or_skip()
+def test_malformed_tables_are_one_line_errors(tmp_path, table):
+    path = table
     header, rows = _csv_rows(path)
     cases = {
         "lacks column 'cifar10_val_12ep'": lambda h, r: ([c if c != "cifar10_val_12ep" else "x" for c in h], r),
@@ -90,9 +88,9 @@ def test_malformed_tables_are_one_line_errors(tmp_path):
         assert "\n" not in str(e.value)
 
 
-def _brute(objective, kwargs):
+def _brute(table, objective, kwargs):
     """Every cell of the table scored by the objective; returns the best cell's row."""
-    names, values, _ = load_table(os.path.abspath(_table_or_skip()), os.path.getmtime(_table_or_skip()))
+    names, values, _ = load_table(os.path.abspath(table), os.path.getmtime(table))
     fit = np.asarray(OBJECTIVES[objective](**kwargs)({n: jnp.asarray(values[:, j]) for j, n in enumerate(names)}))
     return names, values, fit
 
@@ -105,10 +103,10 @@ def _brute(objective, kwargs):
         ("tunas", {"latency": "lat_ms_pixel3", "target": 12.0, "beta": -7.0}),
     ],
 )
-def test_constrained_search_finds_the_brute_force_best(tmp_path, objective, kwargs):
+def test_constrained_search_finds_the_brute_force_best(tmp_path, objective, kwargs, table):
     """A grid search through the driver under each constraint returns the cell a numpy scan
     of all 15,625 rows picks; hard limits are also checked with plain numpy maths."""
-    names, values, fit = _brute(objective, kwargs)
+    names, values, fit = _brute(table, objective, kwargs)
     acc, lat = values[:, names.index("cifar10_val_12ep")], values[:, names.index("lat_ms_pixel3")]
     expect = {
         "hard": np.where(lat <= 12.0, acc, -1.0),
@@ -116,17 +114,17 @@ def test_constrained_search_finds_the_brute_force_best(tmp_path, objective, kwar
         "tunas": acc - 7.0 * np.abs(lat / 12.0 - 1.0),
     }[objective]
     np.testing.assert_allclose(fit, expect, rtol=1e-5)
-    c = _config(strategy="grid", strategy_kwargs={"batch": 125}, objective=objective, objective_kwargs=kwargs, runs=1, budget_s=1e9, max_evals=5**6, log_runs=0)
+    c = _config(table, strategy="grid", strategy_kwargs={"batch": 125}, objective=objective, objective_kwargs=kwargs, runs=1, budget_s=1e9, max_evals=5**6, log_runs=0)
     s = run_multitrial(c, tmp_path / objective, log=lambda m: None)
     best = int(np.argmax(expect))
-    _, rows = _csv_rows(_table_or_skip())
+    _, rows = _csv_rows(table)
     assert s["most_chosen"] == rows[best][1]
     assert s["evals_mean"] == 5**6
     if objective == "hard":
         assert lat[best] <= 12.0 and acc[best] == acc[lat <= 12.0].max() and acc[best] < acc.max()
 
 
-def test_rea_under_a_hard_limit_respects_it(tmp_path):
+def test_rea_under_a_hard_limit_respects_it(tmp_path, table):
     """REA with a latency limit: every run's choice is feasible, and the best choice over
     runs is among the 5 best of the 9,364 feasible cells.
 
@@ -135,10 +133,10 @@ def test_rea_under_a_hard_limit_respects_it(tmp_path):
     the exact optimum held only for seed 0's random stream, which changed when the mutation
     became the benchmark's.
     """
-    names, values, fit = _brute("hard", {"limits": {"lat_ms_pixel3": 12.0}})
+    names, values, fit = _brute(table, "hard", {"limits": {"lat_ms_pixel3": 12.0}})
     acc, lat = values[:, names.index("cifar10_val_12ep")], values[:, names.index("lat_ms_pixel3")]
     feasible = np.sort(acc[lat <= 12.0])[::-1]
-    c = _config(objective="hard", objective_kwargs={"limits": {"lat_ms_pixel3": 12.0}}, runs=8, runs_per_chunk=8, budget_s=60000.0, log_runs=8)
+    c = _config(table, objective="hard", objective_kwargs={"limits": {"lat_ms_pixel3": 12.0}}, runs=8, runs_per_chunk=8, budget_s=60000.0, log_runs=8)
     run_multitrial(c, tmp_path, log=lambda m: None)
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     chosen = [max((l for l in lines if l["run"] == r), key=lambda l: l["fitness"]) for r in range(8)]
@@ -147,8 +145,8 @@ def test_rea_under_a_hard_limit_respects_it(tmp_path):
     assert max(l["cifar10_val_12ep"] for l in chosen) >= feasible[4] - 1e-4
 
 
-def test_driver_end_to_end_and_bit_identical_resume(tmp_path):
-    c = _config()
+def test_driver_end_to_end_and_bit_identical_resume(tmp_path, table):
+    c = _config(table)
     logs = []
     s = run_multitrial(c, tmp_path / "a", log=logs.append)
     for k in ("runs", "test_acc_mean", "test_acc_std", "valid_acc_mean", "wall_s"):
@@ -182,8 +180,9 @@ def test_driver_end_to_end_and_bit_identical_resume(tmp_path):
         run_multitrial(c, b, log=lambda m: None)
 
 
-def test_nsga2_writes_a_pareto_front(tmp_path):
+def test_nsga2_writes_a_pareto_front(tmp_path, table):
     c = _config(
+        table,
         strategy="nsga2",
         strategy_kwargs={"population": 10, "batch": 10},
         objective="multi",
@@ -202,7 +201,7 @@ def test_nsga2_writes_a_pareto_front(tmp_path):
     assert pareto_mask(np.array([[1.0, 1.0], [0.0, 2.0], [0.5, 0.5]])).tolist() == [True, True, False]
 
 
-def test_config_errors_are_one_line():
+def test_config_errors_are_one_line(require_shared):
     c = multitrial_defaults()
     c.budget_s = 0.0
     with pytest.raises(DnasError, match="budget_s must be positive"):
@@ -216,7 +215,7 @@ def test_config_errors_are_one_line():
     c.strategy = "evolution"
     with pytest.raises(DnasError, match="unknown strategy 'evolution'"):
         check_multitrial(c)
-    c = _config(strategy_kwargs={"populaton": 10})
+    c = _config(require_shared("nb201", "nb201_table.csv", why=WHY), strategy_kwargs={"populaton": 10})
     with pytest.raises(DnasError, match="strategy 'rea' takes no argument 'populaton'.*accepts: population, sample_size"):
         run_multitrial(c, "/nonexistent/never-created", log=lambda m: None)
     with pytest.raises(DnasError, match="mnasnet needs alpha, beta <= 0"):
@@ -225,30 +224,29 @@ def test_config_errors_are_one_line():
         OBJECTIVES["tunas"](beta=0.07)
 
 
-def test_smoke_configs_run(tmp_path):
+def test_smoke_configs_run(tmp_path, table):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("nb201_mt", os.path.join(os.path.dirname(__file__), "..", "experiments", "nb201_multitrial", "config.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    _table_or_skip()
     for variant in ("smoke",):
         c = mod.get_config(variant)
-        c.table = TABLE
+        c.table = table
         s = run_multitrial(c, tmp_path / variant, log=lambda m: None)
         assert s["runs"] == c.runs
     for variant in ("rs", "rea", "reinforce", "predictor", "nsga2", "mnasnet", "hard"):
         check_multitrial(mod.get_config(variant))
 
 
-def test_host_loop_reproduces_the_vmapped_program(tmp_path):
+def test_host_loop_reproduces_the_vmapped_program(tmp_path, table):
     """The step-by-step host loop (for estimators that train) takes the same steps, keys and
     budget rule as the vmapped program: over the table it gives the same history, also
     when it dies midway and resumes from its per-step checkpoint."""
     from dnas.search.multitrial import build
     from dnas.run.multitrial import run_host
 
-    c = _config(runs=2, runs_per_chunk=2)
+    c = _config(table, runs=2, runs_per_chunk=2)
     run_multitrial(c, tmp_path / "pure", log=lambda m: None)
     with np.load(tmp_path / "pure" / "chunks" / "runs_00000.npz") as z:
         want_archs, want_fit, want_count = z["archs"][1], z["fitness"][1], int(z["count"][1])

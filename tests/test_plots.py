@@ -309,13 +309,10 @@ def test_multitrial_table_run_uses_metrics_jsonl_without_the_table(tmp_path):
     assert len(plot_run_pareto(tmp_path, tmp_path / "out")) == 2
 
 
-def test_multitrial_table_run_looks_its_chunks_up_in_the_table(tmp_path):
-    from dnas.data.datasets import shared_data
+def test_multitrial_table_run_looks_its_chunks_up_in_the_table(tmp_path, require_shared):
     from dnas.report.plots import run_pareto_data
 
-    table = shared_data("nb201", "nb201_table.csv")
-    if not table:
-        pytest.skip("the NAS-Bench-201 table ../shared/data/nb201/nb201_table.csv is absent")
+    table = require_shared("nb201", "nb201_table.csv", why="the plot reads a table run's accuracies back from the benchmark table")
     import jax
 
     from dnas.estimate import ESTIMATORS
@@ -358,7 +355,7 @@ def test_show_multitrial_writes_and_prints_the_pareto_plot(tmp_path):
 
 
 def _search_dir(path, latency=True, epochs=4, steps_per_epoch=2):
-    """A search run directory as dnas.run.search.run_search writes it: per-step lines, one
+    """A search run directory as dnas.run.loop.run_search writes it: per-step lines, one
     ``"event": "epoch"`` line per epoch (with the latency term's two numbers when it is on),
     alpha.jsonl, genotype.json and config.json (its ``latency`` section)."""
     from dnas.space import genotype as G

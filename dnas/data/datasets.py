@@ -324,11 +324,19 @@ def augment(
         x = jnp.where(inside[..., None], 0.0, x)
     return x
 
+def shared_data_root() -> Path:
+    """``<repo>/../shared/data``, where this project's real test data lives (it may be absent).
+
+    The repository root is three levels above this file (``dnas/data/datasets.py``); counting
+    one level too few after a move once pointed inside the repository, where nothing is, and
+    every consumer quietly fell back (tests/test_config.py checks the location)."""
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
 def shared_data(*parts: str) -> str:
     """``<repo>/../shared/data/<parts>`` when that folder exists (this project's test data),
     else ''. Experiment configs use it for smoke runs and fall back to embedded data."""
-    root = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # <repo>/../shared/data
-    p = root.joinpath(*parts)
+    p = shared_data_root().joinpath(*parts)
     return str(p) if p.exists() else ""
 
 
