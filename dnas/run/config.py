@@ -232,12 +232,34 @@ def _check_alpha_grad(c: ml_collections.ConfigDict, relax: Any) -> None:
         raise DnasError(f"config.alpha_grad_kwargs.aggregate must be >= 1, got {kw['aggregate']}")
 
 
+def train_image_shape(c: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
+    """(H, W, C) of the images a train config's network sees (its dataset after
+    ``downsample``), known without loading the data; None for a dataset of unknown shape
+    or a ``downsample`` that is not a positive integer (validation says what is wrong)."""
+    from dnas.cli.main import DATASET_SHAPES
+
+    d = c.downsample
+    if c.dataset not in DATASET_SHAPES or isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        return None
+    (h, w, ch), _ = DATASET_SHAPES[c.dataset]
+    return h // d, w // d, ch
+
+
 def check_train(c: ml_collections.ConfigDict) -> None:
-    """Validates a retraining config (the genotype must resolve)."""
+    """Validates a retraining config: the genotype must resolve, and its space's network
+    must be able to run on the config's images (``check_network``, e.g. DARTS' auxiliary
+    head needs a 2x2 map), so that nothing is written for a run that cannot train."""
     from dnas.space import genotype as G
+    from dnas.space.base import SPACES
 
     _check_common(c)
-    G.get(c.genotype)
+    if not isinstance(c.auxiliary, bool):
+        raise DnasError(f"config.auxiliary must be True or False, got {c.auxiliary!r}")
+    geno = G.get(c.genotype)
+    shape = train_image_shape(c)
+    check = getattr(SPACES[geno.space], "check_network", None)  # optional for spaces registered elsewhere
+    if shape is not None and check is not None:
+        check(geno, image_shape=shape, C=int(c.init_channels), layers=int(c.layers), dataset=c.dataset, auxiliary=c.auxiliary)
     if c.init_from:
         from dnas.estimate.inherit import check_init_from
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,9 @@ from dnas.run.metrics import MetricWriter, Progress
 from dnas.space.nets import build_eval_network
 from dnas.run.parallel import make_mesh, replicate, shard_batch
 from dnas.search.state import build_jitted, compile_then_trim, release_free_memory, step_compiler_options
+
+if TYPE_CHECKING:
+    from dnas.run.loop import WorkdirLock
 
 
 @struct.dataclass
@@ -53,16 +56,50 @@ def run_train(config: ml_collections.ConfigDict, workdir: str | Path, *, log: Ca
     SIGINT/SIGTERM write a checkpoint and raise :class:`dnas.run.loop.Interrupted`; running the
     same command again resumes.
     """
-    from dnas.run.loop import SignalFlag, open_run, prepare_workdir
+    from dnas.run.loop import Interrupted, SignalFlag, open_run, prepare_workdir
 
     workdir = Path(workdir)
+    # What was there before this run: a new run that fails before its first step takes
+    # back what it wrote, so the corrected command starts clean instead of being refused
+    # as "a run with a different config" (a resumed run is never touched).
+    existed = workdir.is_dir()
+    before = set(workdir.iterdir()) if existed else set()
+    new_run = not (workdir / "config.json").exists()
     config, lock = open_run(workdir, lambda: prepare_workdir(workdir, config), must_exist=config is None)
     stop = SignalFlag()
+    started = [False]
     try:
-        return _train(config, workdir, log, stop)
+        return _train(config, workdir, log, stop, started)
+    except Exception as e:
+        # An interrupt keeps the directory: its message tells the user to resume it.
+        if new_run and not started[0] and not isinstance(e, Interrupted):
+            _remove_new_entries(workdir, before, lock, remove_dir=not existed)
+        raise
     finally:
         stop.restore()
         lock.release()
+
+
+def _remove_new_entries(workdir: Path, before: set[Path], lock: WorkdirLock, remove_dir: bool) -> None:
+    """Deletes what appeared in ``workdir`` since ``before``, then releases ``lock``, then
+    removes ``workdir`` if this run created it and nothing else has appeared in it.
+
+    The lock file goes while still held: a process that starts meanwhile is refused by the
+    lock or makes a new lock file of its own, never loses one to this cleanup.
+    """
+    import shutil
+
+    try:
+        for p in set(workdir.iterdir()) - before:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        lock.release()
+        if remove_dir and not any(workdir.iterdir()):
+            workdir.rmdir()
+    except OSError:
+        pass  # the run's own error is what the user must see; a leftover file is only untidy
 
 
 def _has_checkpoint(workdir: Path) -> bool:
@@ -71,7 +108,8 @@ def _has_checkpoint(workdir: Path) -> bool:
     return ck.is_dir() and any(p.is_dir() and p.name.isdigit() for p in ck.iterdir())
 
 
-def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: Any) -> dict[str, float]:
+def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: Any, started: list[bool]) -> dict[str, float]:
+    """The training loop of :func:`run_train`; sets ``started[0]`` once the first step ran."""
     from dnas.run.loop import Interrupted, NonFiniteLoss, all_finite, evaluate_split
 
     import_files(config.imports)
@@ -162,6 +200,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str]
                     train_jit = compile_then_trim(train_jit, state, *batch)
                 stop.check_not_started(workdir, "train")
             state, m = train_jit(state, *batch)
+            started[0] = True
             if step == start:
                 release_free_memory()
             done = step + 1

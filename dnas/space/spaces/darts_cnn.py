@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -247,6 +248,19 @@ class DartsSpace(SearchSpace):
 
         cls = DartsImageNetNetwork if dataset == "imagenet" else DartsCIFARNetwork
         return cls(genotype, C, layers, num_classes, auxiliary, in_channels, rngs=rngs)
+
+    @staticmethod
+    def check_network(
+        genotype: DartsGenotype | MacroGenotype, *, image_shape: tuple[int, int, int], C: int, layers: int,
+        dataset: str = "cifar10", auxiliary: bool = True, **options: Any,
+    ) -> None:
+        """Refuses an auxiliary head whose map would be under 2x2 (the cells themselves run
+        on any size: their stride-2 steps stop at 1x1)."""
+        from dnas.space.nets.darts import aux_head_problem
+
+        problem = aux_head_problem(image_shape[:2], layers, dataset) if auxiliary else None
+        if problem:
+            raise DnasError(f"{problem}; set --config.auxiliary=false")
 
 
 class DartsSearchCell(nnx.Module):
