@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import ml_collections
 
 from dnas.cli.common import add_run_arguments, enable_compilation_cache, keys_epilog, resolve, run_kind
 from dnas.core.errors import DnasError
@@ -15,14 +18,20 @@ from dnas.data.datasets import DATASET_SHAPES
 from dnas.estimate.inherit import check_init_from
 from dnas.run.config import apply_overrides, from_json, validate
 from dnas.run.parallel import maybe_initialize_distributed
-from dnas.run.train import train_defaults
+from dnas.run.train import train_defaults, train_image_shape
+from dnas.space.nets.darts import aux_head_problem
 from dnas.space import genotype as G
 
 
-def train_config_for(target: str, overrides: Sequence[str]):
+def train_config_for(target: str, overrides: Sequence[str], log: Callable[[str], None] | None = None) -> ml_collections.ConfigDict:
     """The train config for ``dnas train --genotype TARGET`` without ``--config``: a run
     directory lends its dataset and data folder, and the network is sized for the images
-    (the paper's C=36/20 cells for 32x32 and larger, C=16/8 cells or NB201's N=5 below)."""
+    (the paper's C=36/20 cells for 32x32 and larger, C=16/8 cells or NB201's N=5 below).
+
+    DARTS' auxiliary head is turned off, with the reason passed to ``log`` (stderr by
+    default), when the images leave it a map under 2x2 and the overrides do not set
+    ``auxiliary`` themselves (then validation refuses it in one line instead).
+    """
     c = train_defaults()
     c.genotype = target
     run = Path(target)
@@ -40,7 +49,15 @@ def train_config_for(target: str, overrides: Sequence[str]):
         c.init_channels, c.layers = (8, 2) if geno.space == "nb201" else (16, 8)
         c.epochs, c.batch_size, c.cutout = 20, 64, max(hw // 4, 0)
         c.log_every_steps, c.checkpoint_every_steps = 10, 200
-    return validate(apply_overrides(c, overrides))
+    c = apply_overrides(c, overrides)
+    user_set_auxiliary = any(o.split("=", 1)[0] == "--config.auxiliary" for o in overrides)
+    shape = train_image_shape(c)
+    if geno.space == "darts" and c.auxiliary is True and not user_set_auxiliary and shape is not None and int(c.layers) > 0:
+        problem = aux_head_problem(shape[:2], int(c.layers), c.dataset)
+        if problem:
+            c.auxiliary = False
+            (log or (lambda m: print(m, file=sys.stderr)))(f"train: auxiliary head off: {problem}")
+    return validate(c)
 
 
 def _init_from_sizes(run_dir: str | None) -> list[str]:

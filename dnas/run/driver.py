@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ class SignalFlag:
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.started = False  # set by StepLoop once the first step ran (see run_in_workdir)
         self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -152,6 +154,7 @@ def run_in_workdir(
     *,
     log: Callable[[str], None] = print,
     prepare: Callable[[Path, ml_collections.ConfigDict | None], ml_collections.ConfigDict] = prepare_workdir,
+    clean_early_failure: bool = True,
 ) -> Any:
     """Opens (or resumes) the run in ``workdir`` and runs ``body(config, workdir, log, stop)``
     with the directory locked and SIGINT/SIGTERM recorded in ``stop``.
@@ -162,17 +165,48 @@ def run_in_workdir(
       body: the run kind's work.
       log: where progress lines go.
       prepare: writes or checks the directory's config (default :func:`prepare_workdir`).
+      clean_early_failure: a new run that fails before its first step (data, network
+        build, compile; ``stop.started`` still False) takes back what it wrote, so the
+        corrected command is not refused as "a run with a different config". A resumed run
+        and an interrupt (whose message says how to resume) keep everything.
     Returns:
       what ``body`` returns.
     """
     workdir = Path(workdir)
+    existed = workdir.is_dir()
+    before = set(workdir.iterdir()) if existed else set()
+    new_run = config is not None and not (workdir / "config.json").exists()
     config, lock = open_run(workdir, lambda: prepare(workdir, config), must_exist=config is None)
     stop = SignalFlag()
     try:
         return body(config, workdir, log, stop)
+    except Exception as e:
+        if clean_early_failure and new_run and not stop.started and not isinstance(e, Interrupted):
+            _remove_new_entries(workdir, before, lock, remove_dir=not existed)
+        raise
     finally:
         stop.restore()
         lock.release()
+
+
+def _remove_new_entries(workdir: Path, before: set[Path], lock: WorkdirLock, remove_dir: bool) -> None:
+    """Deletes what appeared in ``workdir`` since ``before``, then releases ``lock``, then
+    removes ``workdir`` if this run created it and nothing else has appeared in it.
+
+    The lock file goes while still held: a process that starts meanwhile is refused by the
+    lock or makes a new lock file of its own, never loses one to this cleanup.
+    """
+    try:
+        for p in set(workdir.iterdir()) - before:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        lock.release()
+        if remove_dir and not any(workdir.iterdir()):
+            workdir.rmdir()
+    except OSError:
+        pass  # the run's own error is what the user must see; a leftover file is only untidy
 
 
 @jax.jit
@@ -251,6 +285,7 @@ class StepLoop:
             self.stop.check_not_started(self.workdir, self.command)
             self.t_last = time.perf_counter()
             state, m = self._compiled(state, *batch)
+            self.stop.started = True
             release_free_memory()  # what the first step freed, otherwise resident all run
         else:
             state, m = self._compiled(state, *batch)

@@ -25,7 +25,7 @@ from flax import nnx, struct
 from dnas.core.checkpoint import Checkpointer, resume
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write_json
-from dnas.data.datasets import augment, batch_indices, get_dataset, normalize, steps_per_epoch
+from dnas.data.datasets import DATASET_SHAPES, input_shape, augment, batch_indices, get_dataset, normalize, steps_per_epoch
 from dnas.estimate.inherit import check_init_from, inherit
 from dnas.estimate.supernet import load_supernet
 from dnas.hardware.counts import count_params, model_macs
@@ -38,6 +38,7 @@ from dnas.core.losses import cross_entropy
 from dnas.search.bilevel import darts_weight_optimizer
 from dnas.search.state import build_jitted, step_compiler_options
 from dnas.space import genotype as G
+from dnas.space.base import SPACES
 from dnas.space.nets import build_eval_network
 
 
@@ -87,12 +88,30 @@ def train_defaults() -> ml_collections.ConfigDict:
     return c
 
 
+def train_image_shape(c: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
+    """(H, W, C) of the images a train config's network sees (its dataset after
+    ``downsample``), known without loading the data; None for a dataset of unknown shape
+    or a ``downsample`` that is not a positive integer (validation says what is wrong)."""
+    d = c.downsample
+    if c.dataset not in DATASET_SHAPES or isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        return None
+    return input_shape(c.dataset, d)[0]
+
+
 def check_train(c: ml_collections.ConfigDict) -> None:
     """Validates a retraining config (the genotype must resolve)."""
     check_common(c)
     if isinstance(c.valid_examples, bool) or int(c.valid_examples) < 0:
         raise DnasError(f"config.valid_examples must be a non-negative integer, got {c.valid_examples!r}")
-    G.get(c.genotype)
+    if not isinstance(c.auxiliary, bool):
+        raise DnasError(f"config.auxiliary must be True or False, got {c.auxiliary!r}")
+    geno = G.get(c.genotype)
+    shape = train_image_shape(c)
+    # The genotype's network must be able to run on these images (e.g. DARTS' auxiliary head
+    # needs a 2x2 map), so that nothing is written for a run that cannot train.
+    if shape is not None:
+        SPACES[geno.space].check_network(geno, image_shape=shape, C=int(c.init_channels), layers=int(c.layers), dataset=c.dataset,
+                                         auxiliary=c.auxiliary)
     if c.init_from:
         check_init_from(c.init_from, c)
 

@@ -75,7 +75,12 @@ class SearchSpace:
     - ``network(genotype, *, C, layers, num_classes, in_channels, rngs, **options)``
       (a static method): the derived network, called as ``net(x, *, key, drop_prob) ->
       NetOutput``; ``options`` carries train-config values it may use (``dataset``,
-      ``auxiliary``) and must be accepted even when unused.
+      ``auxiliary``) and must be accepted even when unused;
+    - optionally ``check_network(genotype, *, image_shape, C, layers, **options)`` (a static
+      method; :meth:`SearchSpace.check_network` accepts everything): raises
+      :class:`DnasError` when ``network()`` of those options cannot run on images of
+      ``image_shape`` (H, W, C), so that a train config is refused before its run directory
+      is written.
 
     Args:
       choices: the choices; repeated labels are merged (and must list equal candidates).
@@ -89,6 +94,11 @@ class SearchSpace:
       >>> space.decode(space.encode({"l1/op": "b", "l2/op": 2}))  # values or indices
       {'l1/op': 1, 'l2/op': 2}
     """
+
+    @staticmethod
+    def check_network(genotype: Any, *, image_shape: tuple[int, int, int], C: int, layers: int, **options: Any) -> None:
+        """Refuses (:class:`DnasError`) a derived network that cannot run on ``image_shape``
+        images; by default every network can. Called by train-config validation."""
 
     def __init__(self, choices: Iterable[Choice], groups: Sequence[Sequence[str]] | None = None):
         merged: dict[str, Choice] = {}

@@ -66,25 +66,79 @@ class EvalCell(nnx.Module):
         return jnp.concatenate([states[i] for i in self.concat], axis=-1)
 
 
-class AuxHeadCIFAR(nnx.Module):
-    """Auxiliary head for 8x8 inputs: ReLU, 5x5 avgpool/3, 1x1 conv 128, BN, ReLU, 2x2 conv 768, BN, ReLU, linear."""
+AUX_MIN_SIDE = 2
+"""The smallest map side the auxiliary head takes: its last conv is 2x2 without padding."""
 
-    def __init__(self, c: int, num_classes: int, stride: int = 3, *, rngs: nnx.Rngs):
-        self.stride = stride
+
+def aux_pool(side: int) -> tuple[int, int]:
+    """Window and stride of the auxiliary head's average pool on a map of ``side`` pixels:
+    the pool leaves 2x2, which the head's 2x2 conv takes to 1x1.
+
+    DARTS (``model.py``) hard-codes 5x5 stride 3 for ``AuxiliaryHeadCIFAR`` ("assuming input
+    size 8x8": CIFAR's 32x32 after two reductions) and 5x5 stride 2 for
+    ``AuxiliaryHeadImageNet`` (its 7x7 map). Stride ``max(side // 2 - 1, 1)`` and window
+    ``side - stride`` give exactly those two and 2 outputs on every side >= 2 (identity on
+    2x2), so 8x8 digits (a 2x2 map) and 28x28 MNIST (7x7) get the same head design.
+    """
+    if side < AUX_MIN_SIDE:
+        raise DnasError(f"DARTS' auxiliary head needs a map of at least {AUX_MIN_SIDE}x{AUX_MIN_SIDE}, got {side}x{side}")
+    stride = max(side // 2 - 1, 1)
+    return side - stride, stride
+
+
+def aux_head_side(image_hw: tuple[int, int], layers: int, dataset: str = "cifar10") -> tuple[int, int]:
+    """Height and width of the map the auxiliary head sees: the output of cell
+    ``2 * layers // 3`` for ``image_hw`` inputs (after the ImageNet stem's three stride-2
+    convs for ``dataset="imagenet"``), every stride-2 step giving ``ceil(n / 2)`` as the
+    3x3/pad-1 convs and pools and :class:`FactorizedReduce` do."""
+    aux_cell = 2 * layers // 3
+    halvings = (3 if dataset == "imagenet" else 0) + sum(1 for r in reduction_layers(layers) if r <= aux_cell)
+    h, w = image_hw
+    for _ in range(halvings):
+        h, w = -(-h // 2), -(-w // 2)
+    return h, w
+
+
+def aux_head_problem(image_hw: tuple[int, int], layers: int, dataset: str = "cifar10") -> str | None:
+    """Why DARTS' auxiliary head cannot run on ``image_hw`` images with ``layers`` cells
+    (one clause, for an error or a note), or None when it can."""
+    h, w = aux_head_side(image_hw, layers, dataset)
+    if min(h, w) >= AUX_MIN_SIDE:
+        return None
+    return (
+        f"the auxiliary head after cell {2 * layers // 3} would see a {h}x{w} map of the {image_hw[0]}x{image_hw[1]} "
+        f"images, smaller than the {AUX_MIN_SIDE}x{AUX_MIN_SIDE} its last conv needs"
+    )
+
+
+class AuxHeadCIFAR(nnx.Module):
+    """DARTS' auxiliary head: ReLU, average pool to 2x2 (:func:`aux_pool`: DARTS' 5x5 stride
+    3 on an 8x8 map), 1x1 conv 128, BN, ReLU, 2x2 conv 768, BN, ReLU, linear.
+
+    The pool is chosen from the map it is called on (shapes are static under jit), so one
+    head serves 32x32 CIFAR (8x8 map), 28x28 MNIST (7x7) and 8x8 digits (2x2); a map under
+    2x2 raises :class:`DnasError` (:func:`aux_head_problem` refuses it in a config first).
+    """
+
+    def __init__(self, c: int, num_classes: int, *, rngs: nnx.Rngs):
         self.c1, self.b1 = Conv2d(c, 128, 1, rngs=rngs), batch_norm(128, True, rngs=rngs)
         self.c2, self.b2 = Conv2d(128, 768, 2, rngs=rngs), batch_norm(768, True, rngs=rngs)
         self.fc = nnx.Linear(768, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = avg_pool(jax.nn.relu(x), 5, self.stride, 0)
+        # The shorter side decides: both sides pool to >= 2, so the 2x2 conv always fits.
+        k, stride = aux_pool(min(x.shape[1], x.shape[2]))
+        x = avg_pool(jax.nn.relu(x), k, stride, 0)
         x = jax.nn.relu(self.b1(self.c1(x)))
         x = jax.nn.relu(self.b2(self.c2(x)))
         return self.fc(jnp.mean(x, axis=(1, 2)))
 
 
 def AuxHeadImageNet(c: int, num_classes: int, *, rngs: nnx.Rngs) -> AuxHeadCIFAR:
-    """Auxiliary head for 14x14 inputs (5x5 avgpool stride 2), as in DARTS ``model.py``."""
-    return AuxHeadCIFAR(c, num_classes, stride=2, rngs=rngs)
+    """Auxiliary head of the ImageNet network: on its 7x7 map :func:`aux_pool` gives DARTS'
+    5x5 stride 2 (``model.py`` says "assuming input size 14x14", but the head follows the
+    second reduction cell, whose output is 7x7 at 224x224)."""
+    return AuxHeadCIFAR(c, num_classes, rngs=rngs)
 
 
 class _DartsEval(nnx.Module):

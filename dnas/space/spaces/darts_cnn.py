@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,7 @@ from dnas.space.ops import FactorizedReduce, ReLUConvBN, check_ops
 from dnas.space.ops.layers import Conv2d, batch_norm
 from dnas.space.relax import DERIVE_WEIGHTS, derive_weights
 from dnas.space.base import Choice, SearchSpace, register_space
-from dnas.space.nets.darts import DartsCIFARNetwork, DartsImageNetNetwork, reduction_layers
+from dnas.space.nets.darts import DartsCIFARNetwork, DartsImageNetNetwork, aux_head_problem, reduction_layers
 from dnas.core.types import ArchInput, ArchVec, NetOutput, PRNGKey, Sampled
 
 DARTS_OPS = (
@@ -241,6 +242,17 @@ class DartsSpace(SearchSpace):
         ``NetworkCIFAR`` (auxiliary head when ``auxiliary``)."""
         cls = DartsImageNetNetwork if dataset == "imagenet" else DartsCIFARNetwork
         return cls(genotype, C, layers, num_classes, auxiliary, in_channels, rngs=rngs)
+
+    @staticmethod
+    def check_network(
+        genotype: DartsGenotype | MacroGenotype, *, image_shape: tuple[int, int, int], C: int, layers: int,
+        dataset: str = "cifar10", auxiliary: bool = True, **options: Any,
+    ) -> None:
+        """Refuses an auxiliary head whose map would be under 2x2 (the cells themselves run
+        on any size: their stride-2 steps stop at 1x1)."""
+        problem = aux_head_problem(image_shape[:2], layers, dataset) if auxiliary else None
+        if problem:
+            raise DnasError(f"{problem}; set --config.auxiliary=false")
 
 
 class DartsSearchCell(nnx.Module):
