@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dnas.cli.main import _split_overrides, main
+from dnas.cli.common import split_overrides as _split_overrides
+from dnas.cli.main import main
 from dnas.core.errors import DnasError
 
 ROOT = Path(__file__).resolve().parents[1]

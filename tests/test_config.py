@@ -74,7 +74,7 @@ def test_named_parts_and_their_kwargs_are_checked():
 def test_space_is_nb201_with_its_own_ops_when_only_the_name_changes():
     """Switching the space does not carry DARTS' op list over (it used to search a space
     that was not NB201)."""
-    from dnas.run.loop import build_space
+    from dnas.run.search import build_space
 
     c = validate(apply_overrides(_search(), ["--config.space=nb201", "--config.layers=1"]))
     space = build_space(c)
@@ -141,7 +141,7 @@ def test_second_order_darts_config_loads():
 
 
 def test_smoke_configs_contain_a_normal_cell():
-    from dnas.run.loop import build_space
+    from dnas.run.search import build_space
 
     for name in ("darts", "nb201"):
         space = build_space(load_config(f"experiments/{name}/config.py:smoke"))

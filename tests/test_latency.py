@@ -27,7 +27,7 @@ from dnas.hardware import (
     straight_through_latency,
     table_latency,
 )
-from dnas.cli.latency import main_latency
+from dnas.cli.main import main_latency
 from dnas.space.base import Choice, SearchSpace
 
 # A small space with a shared label (used at two positions) and unequal candidate counts.

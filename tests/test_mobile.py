@@ -13,7 +13,7 @@ from flax import nnx
 from dnas.space import genotype as G
 from dnas.hardware.counts import count_params, model_macs
 from dnas.core.errors import DnasError
-from dnas.hardware import load_fbnet_csv, load_yaml_lut, table_latency
+from dnas.hardware import load_fbnet_csv, load_yaml_lut, lut_term, table_latency
 from dnas.space.spaces.fbnet import FBNET_OPS, FBNetGenotype, FBNetSpace
 from dnas.space.spaces.proxylessnas import ProxylessSpace, published
 from dnas.search.state import build_jitted
@@ -71,7 +71,7 @@ def test_pixel1_table_prices_the_mobile_net_block_by_block(luts):
         hw = ho
     total += table.mean("Conv_1-input:7x7x320-output:7x7x1280") + table.mean("Logits-input:7x7x1280-output:1000")
     space = ProxylessSpace()
-    term = space.latency_term(table)
+    term = lut_term(space, table)
     got = float(table_latency(term, space.genotype_to_vec(published("mobile"))))
     assert got == pytest.approx(total, rel=1e-5)
     assert 70 < got < 90

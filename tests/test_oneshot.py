@@ -127,7 +127,7 @@ def rsps_run(tmp_path_factory):
     """The RSPS experiment's smoke run (4 steps): a supernet trained by sampled paths, α
     untouched; trained once for the tests that evaluate it."""
     from dnas.run.config import load_config
-    from dnas.run.loop import run_search
+    from dnas.run.search import run_search
 
     run = tmp_path_factory.mktemp("rsps") / "s"
     c = load_config("experiments/rsps_nb201/config.py:smoke", ["--config.max_steps=4"])
@@ -291,9 +291,9 @@ def test_enas_smoke_searches_and_resumes_bit_identically(tmp_path, capsys):
     reward baseline) as the uninterrupted one."""
     import shutil
 
-    from dnas.run.checkpoint import Checkpointer
+    from dnas.core.checkpoint import Checkpointer
     from dnas.run.config import load_config
-    from dnas.run.loop import build_search, run_search
+    from dnas.run.search import build_search, run_search
 
     c = load_config("experiments/enas/config.py:smoke", [])
     run_search(c, tmp_path / "full", log=lambda m: None)
@@ -341,7 +341,7 @@ def test_spos_smoke_supernet_then_evolution_over_it(tmp_path):
     import json
 
     from dnas.run.config import load_config
-    from dnas.run.loop import run_search
+    from dnas.run.search import run_search
     from dnas.run.multitrial import run_multitrial
 
     c = load_config("experiments/spos/config.py:smoke", ["--config.max_steps=2"])
@@ -372,10 +372,10 @@ def test_a_second_process_on_a_running_workdir_is_refused(tmp_path):
     import sys
 
     from dnas.core.errors import DnasError
-    from dnas.run.loop import WorkdirLock
+    from dnas.run.driver import WorkdirLock
 
     lock = WorkdirLock(tmp_path)
-    code = ("import sys; from dnas.run.loop import WorkdirLock; from dnas.core.errors import DnasError\n"
+    code = ("import sys; from dnas.run.driver import WorkdirLock; from dnas.core.errors import DnasError\n"
             "try:\n    WorkdirLock(sys.argv[1])\nexcept DnasError as e:\n    print(e); sys.exit(3)\n")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 3 and "in use by a running dnas process" in r.stdout and str(__import__("os").getpid()) in r.stdout
@@ -389,7 +389,7 @@ def test_a_second_process_on_a_running_workdir_is_refused(tmp_path):
     # The lock comes before the config: a run starting on a new directory another process
     # has just locked is refused without writing its config.json there.
     from dnas.run.search import search_defaults
-    from dnas.run.loop import run_search
+    from dnas.run.search import run_search
 
     fresh = tmp_path / "new"
     fresh.mkdir()

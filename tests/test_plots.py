@@ -11,8 +11,10 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from dnas.core.stats import pareto_front, pareto_mask
+
 from dnas.core.errors import DnasError
-from dnas.report.plots import (alpha_figures, data_ylim, metrics_figure, pareto_front, pareto_mask, plot_alpha, plot_metrics,
+from dnas.report.plots import (alpha_figures, data_ylim, metrics_figure, plot_alpha, plot_metrics,
                         plot_pareto, plot_run, read_jsonl)
 
 OPS = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"]
@@ -137,13 +139,13 @@ def test_plot_metrics_is_robust(tmp_path):
 
 def test_pareto_mask():
     pts = [(1.0, 0.5), (2.0, 0.7), (2.5, 0.6), (3.0, 0.9), (1.0, 0.4), (3.0, 0.9)]
-    assert pareto_mask(pts).tolist() == [True, True, False, True, False, True]
-    assert pareto_mask(pts, minimize_x=False).tolist() == [False, False, False, True, False, True]
+    assert pareto_mask(pts, maximize=(False, True)).tolist() == [True, True, False, True, False, True]
+    assert pareto_mask(pts, maximize=(True, True)).tolist() == [False, False, False, True, False, True]
 
 
 def test_plot_pareto(tmp_path):
     pts = np.array([(1.0, 0.5), (2.0, 0.7), (2.5, 0.6), (3.0, 0.9)])
-    paths = plot_pareto(pts, pareto_mask(pts), tmp_path / "front.png", "latency (ms)", "accuracy",
+    paths = plot_pareto(pts, pareto_mask(pts, maximize=(False, True)), tmp_path / "front.png", "latency (ms)", "accuracy",
                         labels=["a", "b", "c", "d"])
     assert [p.name for p in paths] == ["front.png", "front.svg"]
     _png_size(paths[0])
@@ -355,7 +357,7 @@ def test_show_multitrial_writes_and_prints_the_pareto_plot(tmp_path):
 
 
 def _search_dir(path, latency=True, epochs=4, steps_per_epoch=2):
-    """A search run directory as dnas.run.loop.run_search writes it: per-step lines, one
+    """A search run directory as dnas.run.search.run_search writes it: per-step lines, one
     ``"event": "epoch"`` line per epoch (with the latency term's two numbers when it is on),
     alpha.jsonl, genotype.json and config.json (its ``latency`` section)."""
     from dnas.space import genotype as G

@@ -5,7 +5,6 @@ import io
 
 import pytest
 
-from dnas.run import metrics
 from dnas.run.progress import Progress, format_seconds
 
 
@@ -25,10 +24,6 @@ class Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
 
-
-def test_metrics_reexports_progress():
-    # loop.py and retrain.py import Progress from dnas.run.metrics.
-    assert metrics.Progress is Progress
 
 
 @pytest.mark.parametrize("s,want", [(None, "?"), (float("nan"), "?"), (0.4, "0s"), (42.4, "42s"), (59.4, "59s"), (59.6, "1m00s"),

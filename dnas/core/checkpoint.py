@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -74,19 +75,42 @@ class Checkpointer:
 
     def restore_fields(self, step: int, fields: dict[str, Any]) -> dict[str, Any]:
         """Reads only the named top-level fields of the checkpoint at ``step`` (e.g. a
-        search state's ``alpha``, ``weights`` and ``stats``, without the optimizer states)
-        into the structures of ``fields`` (concrete or ``jax.ShapeDtypeStruct`` leaves)."""
-        abstract = jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)), _to_savable(fields)
-        )
+        search state's ``alpha``, ``weights`` and ``stats``, without the optimizer states,
+        whose structure depends on the run's optimizer settings) into the structures of
+        ``fields`` (concrete or ``jax.ShapeDtypeStruct`` leaves).
+
+        The checkpoint is read as stored (nested dicts) and each target leaf is found by its
+        key path; a missing or differently shaped leaf is one DnasError line.
+        """
         try:
-            restored = self._manager.restore(int(step), args=ocp.args.StandardRestore(abstract, strict=False))
+            raw = self._manager.restore(int(step), args=ocp.args.StandardRestore())
         except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged folder
             raise DnasError(
                 f"checkpoint {step} in {str(self.directory)!r} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
                 f"move {str(self.directory / str(step))!r} aside to use an older checkpoint"
             ) from None
-        return {k: restored[k] for k in fields}
+        out = {}
+        for name, like in fields.items():
+            leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+            values = []
+            for path, ref in leaves:
+                node: Any = raw.get(name) if isinstance(raw, dict) else None
+                for k in path:
+                    key = getattr(k, "key", getattr(k, "name", getattr(k, "idx", None)))
+                    if isinstance(node, dict):
+                        node = node.get(key, node.get(str(key)))
+                    elif isinstance(node, (list, tuple)) and isinstance(key, int) and key < len(node):
+                        node = node[key]
+                    else:
+                        node = None
+                if node is None or np.shape(node) != np.shape(ref):
+                    raise DnasError(
+                        f"checkpoint {step} in {str(self.directory)!r} has no {name}{jax.tree_util.keystr(path)} of shape "
+                        f"{np.shape(ref)}; it was written by another network than this config builds"
+                    )
+                values.append(jnp.asarray(node, dtype=ref.dtype))
+            out[name] = jax.tree_util.tree_unflatten(treedef, values)
+        return out
 
     def close(self) -> None:
         """Releases orbax's resources (call once the checkpointer is no longer needed)."""
