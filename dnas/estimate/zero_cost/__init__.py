@@ -2,6 +2,7 @@
 
 - :mod:`dnas.estimate.zero_cost.proxies`: the proxies as pure functions and the ``PROXIES`` registry;
 - :mod:`dnas.estimate.zero_cost.score`: many architectures of a space scored with one compilation;
+- :mod:`dnas.estimate.zero_cost.probes`: where Fisher's gates and NASWOT's ReLU codes sit in a network;
 - :mod:`dnas.cli.zero_cost`: ``dnas zero-cost`` (:func:`add_zero_cost_parser`, :func:`main_zero_cost`).
 """
 
