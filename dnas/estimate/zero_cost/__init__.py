@@ -9,7 +9,8 @@
 from dnas.estimate.zero_cost.proxies import PROXIES, ProxyNet, vote
 from dnas.estimate.zero_cost.score import ZeroCostScorer
 
-# Registers ESTIMATORS["zero_cost"] (until dnas.estimate imports it with the others).
-from dnas.estimate import zero_cost as _estimator  # noqa: E402,F401
+# Registers ESTIMATORS["zero_cost"] and ["smash"] (dnas.estimate imports this package with
+# the other estimators; the estimators themselves live in estimator.py).
+from dnas.estimate.zero_cost import estimator as _estimator  # noqa: E402,F401
 
 __all__ = ["PROXIES", "ProxyNet", "ZeroCostScorer", "vote"]
