@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.core.losses import cross_entropy
 from dnas.core.registry import Registry
 from dnas.core.types import Batch, PRNGKey
 
@@ -39,7 +40,8 @@ class ProxyNet(NamedTuple):
       apply: ``(params, x f32[B,H,W,C], gates=None) -> (logits f32[B,K], relu_kernel f[B,B])``
         with batch-statistics BatchNorm. ``gates`` (a pytree shaped like ``gates`` below,
         all ones by default) multiplies every prunable layer's output per sample and
-        channel, so its gradient is Fisher's per-channel ``sum_hw act * dL/dact``.
+        channel, so its gradient is Fisher's per-channel ``sum_hw act * dL/dact``; a gate
+        leaf is ``[..., B, C]``, leading axes stacking layers (the edges of a scan).
         ``relu_kernel`` is NASWOT's ``sum_l c_l c_l^T + (1-c_l)(1-c_l)^T`` over the binary
         codes ``c_l = [pre-activation > 0]`` of every ReLU that ran.
       apply_linear: ``(params, x) -> logits``: synflow's linearised network: BatchNorm off
@@ -48,12 +50,17 @@ class ProxyNet(NamedTuple):
       gates: all-ones gates for the batch size ``apply`` is called with.
       cost: ``{"params": f[], "flops": f[]}`` of the architecture (parameters, MACs of
         one image), read by the ``params``/``flops`` baselines.
+      stacked: per leaf of ``params`` (in ``jax.tree_util.tree_leaves`` order), how many
+        leading axes stack separate layers (an :class:`~dnas.space.mixed.EdgeScan`'s
+        edges share one kernel leaf), or None: every leaf is one layer. ``grad_norm``
+        takes one norm per layer.
     """
 
     apply: Callable[..., tuple[jax.Array, jax.Array]]
     apply_linear: Callable[[Params, jax.Array], jax.Array]
     gates: Params
     cost: Mapping[str, jax.Array]
+    stacked: tuple[int, ...] | None = None
 
 
 Proxy = Callable[[ProxyNet, Params, Batch, PRNGKey], jax.Array]
@@ -75,10 +82,6 @@ def _sum_all(tree: Params) -> jax.Array:
     return sum(jnp.sum(l.astype(wide())) for l in _leaves(tree))
 
 
-def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
-    """Mean cross-entropy (``F.cross_entropy``), in float32 or wider."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)))
-    return -jnp.mean(jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=1))
 
 
 def _loss_grad(net: ProxyNet, params: Params, batch: Batch) -> Params:
@@ -89,9 +92,12 @@ def _loss_grad(net: ProxyNet, params: Params, batch: Batch) -> Params:
 @PROXIES.decorator("grad_norm", lambda f: f)
 def grad_norm(net: ProxyNet, params: Params, batch: Batch, key: PRNGKey) -> jax.Array:
     """``sum_l ||dL/dθ_l||_2`` over layers (Abdelfattah et al. 2021, ``grad_norm.py``:
-    ``layer.weight.grad.norm()`` per layer, summed)."""
+    ``layer.weight.grad.norm()`` per layer, summed); a leaf stacking layers
+    (``net.stacked``) contributes one norm per layer."""
     del key
-    return sum(jnp.linalg.norm(g.astype(wide()).ravel()) for g in _leaves(_loss_grad(net, params, batch)))
+    grads = _leaves(_loss_grad(net, params, batch))
+    lead = net.stacked if net.stacked is not None else (0,) * len(grads)
+    return sum(jnp.sum(jnp.linalg.norm(g.astype(wide()).reshape(g.shape[:k] + (-1,)), axis=-1)) for g, k in zip(grads, lead))
 
 
 @PROXIES.decorator("snip", lambda f: f)
@@ -124,32 +130,47 @@ def fisher(net: ProxyNet, params: Params, batch: Batch, key: PRNGKey) -> jax.Arr
     """``sum_layers sum_c 0.5 * mean_b (sum_hw act ⊙ dL/dact)^2`` at every prunable layer's
     output (Theis et al. 2018 / Turner et al. 2020; zero-cost-nas ``fisher.py`` hooks the
     conv/linear output, ``del_k = (act*grad).sum([2,3])``, ``0.5 * del_k.pow(2).mean(0)``).
-    The per-sample gradient of a ones gate on the output is exactly ``del_k``."""
+    The per-sample gradient of a ones gate on the output is exactly ``del_k`` (the batch
+    is a gate's second-last axis; leading axes stack layers)."""
     del key
     x, y = batch
     dg = jax.grad(lambda g: cross_entropy(net.apply(params, x, g)[0], y))(net.gates)
-    return sum(jnp.sum(0.5 * jnp.mean(jnp.square(d.astype(wide())), axis=0)) for d in _leaves(dg))
+    return sum(jnp.sum(0.5 * jnp.mean(jnp.square(d.astype(wide())), axis=-2)) for d in _leaves(dg))
 
 
 @PROXIES.decorator("synflow", lambda f: f)
 def synflow(net: ProxyNet, params: Params, batch: Batch, key: PRNGKey) -> jax.Array:
     """``sum |θ| ⊙ dR/d|θ|`` with ``R = sum f(1; |θ|)`` (Tanaka et al. 2020, SynFlow;
     zero-cost-nas ``synflow.py``): every parameter in absolute value, float64, BatchNorm
-    off, one all-ones input image, ``R`` the sum of the logits."""
+    off, one all-ones input image, ``R`` the sum of the logits.
+
+    Always float64, also where the caller runs JAX in 32-bit mode: ``R`` is a product
+    over the network's depth of weight magnitudes and passes float32's 3.4e38 at
+    NAS-Bench-201 size (1e49 at C=16, N=5), where float32 would give ``inf``. Returns an
+    ``f64[]`` (under 32-bit mode, arithmetic on it outside this function rounds it to
+    float32 again: read it with ``float()`` or ``np.asarray``).
+    """
     del key
     x, _ = batch
-    dt = wide()
-    p = jax.tree_util.tree_map(lambda a: jnp.abs(a).astype(dt), params)
-    ones = jnp.ones((1,) + x.shape[1:], dt)
-    g = jax.grad(lambda q: jnp.sum(net.apply_linear(q, ones)))(p)
-    return _sum_all(jax.tree_util.tree_map(lambda a, d: jnp.abs(a * d), p, g))
+    # An x64 scope here, not the caller's: inside it every array this function creates is
+    # float64, whether it runs eagerly or is being traced by the caller's jit.
+    with jax.enable_x64(True):
+        p = jax.tree_util.tree_map(lambda a: jnp.abs(jnp.asarray(a, jnp.float64)), params)
+        ones = jnp.ones((1,) + tuple(x.shape[1:]), jnp.float64)
+        g = jax.grad(lambda q: jnp.sum(net.apply_linear(q, ones)))(p)
+        return sum(jnp.sum(jnp.abs(a * d)) for a, d in zip(_leaves(p), _leaves(g)))
 
 
 @PROXIES.decorator("jacob_cov", lambda f: f)
 def jacob_cov(net: ProxyNet, params: Params, batch: Batch, key: PRNGKey) -> jax.Array:
     """``-sum_i log(λ_i + k) + 1/(λ_i + k)``, ``k = 1e-5``, over the eigenvalues of the
     correlation matrix of the per-sample input gradients ``d(sum logits)/dx`` (Mellor et
-    al. 2020 v1; zero-cost-nas ``jacob_cov.py``, ``eval_score``)."""
+    al. 2020 v1; zero-cost-nas ``jacob_cov.py``, ``eval_score``).
+
+    Degenerate by that definition where the logits are linear in train-mode BatchNorm
+    outputs: a DARTS network whose last cell sums only BN-terminated ops (sep/dil convs,
+    strided skips) into every node has ``sum_b logits`` independent of ``x`` (BN outputs
+    sum to zero over the batch), so the Jacobian, and the score, is rounding noise."""
     del key
     x, _ = batch
     jac = jax.grad(lambda z: jnp.sum(net.apply(params, z)[0]))(x).reshape(x.shape[0], -1).astype(wide())

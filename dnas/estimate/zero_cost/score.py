@@ -15,17 +15,20 @@ default, BatchNorm at scale 1 / shift 0 / statistics 0 and 1; the search cells'
 affine-free BatchNorm equals the derived network's affine one at initialisation). The
 key is ``fold_in`` of the seed with each entry of the architecture vector, so a cell's
 score depends on (cell, seed) only, not on its position in a batch.
+:meth:`ZeroCostScorer.network_state` returns those weights.
 
-Probes: the freshly built network is given, before it is split into state pytrees,
-small wrapper modules around its convolutions and its head (our own module surgery on
-our own copy; ``dnas.space.ops`` and ``dnas.space.mixed`` are untouched): a per-sample channel gate
-(Fisher) on every convolution and the classifier, and NASWOT's ReLU-code kernel on
-every ReLU-conv-BN op's input and the final BN-ReLU. Both live in ``nnx.Variable``
-state, so they pass through ``nnx.switch`` like BatchNorm statistics do.
+What is scored is the *derived* network's function (``space.network(space.derive(...))``,
+the network a benchmark trains): given the same weights
+(:func:`dnas.estimate.inherit.inherit`), every proxy of the supernet in index mode equals
+the proxy of the derived network (``tests/test_zero_cost.py`` checks it on every
+registered space). For that the probed supernet (:mod:`dnas.estimate.zero_cost.probes`)
+drops DARTS' search-only BatchNorm after pools, and a PC-DARTS space
+(``partial_channels > 1``) is scored at full width, as its derived network runs.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import jax
@@ -34,81 +37,13 @@ import numpy as np
 from flax import nnx
 
 from dnas.core.errors import DnasError
-from dnas.space.ops.darts import ReLUConvBN
-from dnas.space.ops.layers import BatchNorm, Conv2d
-from dnas.space.base import SearchSpace
 from dnas.core.types import Batch, PRNGKey
+from dnas.estimate.zero_cost.probes import NEEDS_PROBES, Codes, Gate, attach_probes, code_kernel, linear_mode, stacked_axes, uncovered
 from dnas.estimate.zero_cost.proxies import PROXIES, ProxyNet
+from dnas.space.base import SearchSpace
 from dnas.hardware.counts import count_params, model_macs
 
-
-class Gate(nnx.Variable):
-    """Per-sample, per-channel ones multiplying a layer's output, ``f32[B, C]`` (Fisher)."""
-
-class Codes(nnx.Variable):
-    """NASWOT's accumulated ReLU-code kernel of one probe, ``f32[B, B]``."""
-
-def code_kernel(pre: jax.Array) -> jax.Array:
-    """``c c^T + (1-c)(1-c)^T`` for ``c = [pre > 0]`` flattened per sample: ``f32[B, B]``.
-
-    Computed as ``2 c c^T - r 1^T - 1 r^T + D`` (``r`` the row sums, ``D`` the code
-    length): one matrix product instead of two, exact in float32 below 2^24.
-    """
-    c = (pre > 0).reshape(pre.shape[0], -1).astype(jnp.float32)
-    r = jnp.sum(c, axis=1)
-    return 2.0 * (c @ c.T) - r[:, None] - r[None, :] + c.shape[1]
-
-
-class _Probe(nnx.Module):
-    """Wraps a layer: optionally records the ReLU codes of its input (``relu_in``) or of
-    its output (``relu_out``), and gates its output per sample and channel (``gate``)."""
-    def __init__(self, inner: nnx.Module, batch: int, channels: int, *, gate: bool, relu_in: bool = False, relu_out: bool = False):
-        self.inner, self.relu_in, self.relu_out = inner, relu_in, relu_out
-        self.gate = Gate(jnp.ones((batch, channels), jnp.float32)) if gate else None
-        self.codes = Codes(jnp.zeros((batch, batch), jnp.float32)) if (relu_in or relu_out) else None
-        self.active = True  # False in synflow's linearised network (batch of one, no probes)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.active and self.relu_in:
-            self.codes.set_value(self.codes.get_value() + code_kernel(x))
-        y = self.inner(x)
-        if self.active and self.relu_out:
-            self.codes.set_value(self.codes.get_value() + code_kernel(y))
-        if self.active and self.gate is not None:
-            g = self.gate.get_value().astype(y.dtype)
-            y = y * g.reshape(g.shape[:1] + (1,) * (y.ndim - 2) + g.shape[1:])
-        return y
-
-
-def _attach_probes(model: nnx.Module, batch: int) -> None:
-    """Wraps every ``Conv2d`` (gate; ReLU codes when it is a ReLU-conv-BN's conv, whose
-    input is ``relu(x)`` and so has ``x``'s codes), the classifier (gate) and the final
-    BatchNorm before the head's ReLU (codes)."""
-    targets = []
-    for _, m in nnx.iter_modules(model):
-        for name, child in list(vars(m).items()):
-            if isinstance(child, Conv2d):
-                targets.append((m, name, _Probe(child, batch, child.kernel.shape[-1], gate=True, relu_in=isinstance(m, ReLUConvBN))))
-            elif isinstance(child, nnx.Linear) and name == "classifier":
-                targets.append((m, name, _Probe(child, batch, child.kernel.shape[-1], gate=True)))
-            elif isinstance(child, BatchNorm) and name == "last_bn":
-                targets.append((m, name, _Probe(child, batch, 1, gate=False, relu_out=True)))
-    for m, name, probe in targets:
-        setattr(m, name, probe)
-
-
-def _prunable(path, value) -> bool:
-    return isinstance(value, nnx.Param) and path[-1] == "kernel"
-
-
-def _linear_mode(model: nnx.Module) -> None:
-    """Synflow's network: BatchNorm as the identity (no batch statistics; statistics at
-    their initial 0/1 and eps 0) and the probes off."""
-    for _, m in nnx.iter_modules(model):
-        if isinstance(m, BatchNorm):
-            m.use_running_average, m.eps = True, 0.0
-        elif isinstance(m, _Probe):
-            m.active = False
+__all__ = ["ZeroCostScorer", "arch_key", "arch_keys", "build_probe_net", "code_kernel", "cost_tables", "derived_network", "genotype_of", "lookup_cost", "network_depth", "probe_net", "scored_space"]
 
 
 def arch_key(key: PRNGKey, vec: jax.Array) -> PRNGKey:
@@ -118,13 +53,58 @@ def arch_key(key: PRNGKey, vec: jax.Array) -> PRNGKey:
     return key
 
 
+def arch_keys(key: PRNGKey, vec: jax.Array) -> tuple[PRNGKey, PRNGKey]:
+    """``(k_init, k_proxy)``: the keys of an architecture's weights and of its proxies.
+
+    ``k_init`` is an RBG key: XLA compiles the supernet's few hundred draws 4x faster
+    than threefry's (NB201 N=1: 31 s -> 8 s); same distributions.
+    """
+    k_init, k_proxy = jax.random.split(arch_key(key, vec))
+    return jax.random.wrap_key_data(jax.random.bits(k_init, (4,), jnp.uint32), impl="unsafe_rbg"), k_proxy
+
+
+def scored_space(space: SearchSpace) -> SearchSpace:
+    """The space whose supernet the scorer builds: ``space`` itself, or for PC-DARTS
+    (``partial_channels > 1``, whose supernet runs the candidates on ``C/K`` channels) a
+    copy at full width, the width of its derived networks."""
+    if getattr(space, "partial_channels", 1) == 1:
+        return space
+    full = copy.copy(space)
+    full.partial_channels = 1
+    return full
+
+
+def network_depth(space: SearchSpace) -> int:
+    """The ``layers`` a derived network of ``space`` needs to match its supernet's depth:
+    NB201's cells per stage ``N``, DARTS' cell count; the layer-wise spaces (ProxylessNAS,
+    FBNet) take their depth from the genotype and ignore it."""
+    return int(getattr(space, "N", getattr(space, "layers", 1)))
+
+
+def genotype_of(space: SearchSpace, vec: np.ndarray) -> object:
+    """The genotype of the architecture ``vec``: ``space.derive`` of its one-hot α."""
+    return space.derive({c.label: jnp.asarray(np.eye(c.n)[int(vec[i])], jnp.float32) for i, c in enumerate(space.choices)})
+
+
+def derived_network(space: SearchSpace, genotype: object, *, C: int, num_classes: int, in_channels: int, rngs: nnx.Rngs) -> nnx.Module:
+    """``space.network(genotype)`` at the supernet's width and depth (:func:`network_depth`),
+    without DARTS' auxiliary head (a training-only branch; DARTS counts parameters
+    without it): the network whose proxies the scorer computes."""
+    return space.network(genotype, C=C, layers=network_depth(space), num_classes=num_classes, in_channels=in_channels, rngs=rngs, auxiliary=False)
+
+
+def _prunable(path, value) -> bool:
+    return isinstance(value, nnx.Param) and path[-1] == "kernel"
+
+
 def build_probe_net(
     space: SearchSpace, vec: jax.Array, key: PRNGKey, *, C: int, num_classes: int, in_channels: int, batch: int, cost: dict
 ) -> tuple[ProxyNet, dict]:
     """One freshly initialised network of ``vec`` as a :class:`ProxyNet` (jittable).
 
     Args:
-      space: the search space; its supernet runs in index mode.
+      space: the search space (:func:`scored_space` of it is built); its supernet runs in
+        index mode (``vec`` traced) or calls the chosen ops (``vec`` concrete).
       vec: ``int32[n]`` the architecture.
       key: its weights' key.
       C, num_classes, in_channels: the supernet's size.
@@ -133,17 +113,30 @@ def build_probe_net(
     Returns:
       ``(net, params)``, ``params`` the convolution and linear kernels.
     """
+    space = scored_space(space)
     model = space.supernet(C=C, num_classes=num_classes, in_channels=in_channels, rngs=nnx.Rngs(params=key))
-    _attach_probes(model, batch)
+    return probe_net(model, space, vec, batch=batch, cost=cost)
+
+
+def probe_net(model: nnx.Module, space: SearchSpace, vec: jax.Array, *, batch: int, cost: dict) -> tuple[ProxyNet, dict]:
+    """A supernet of ``space`` with its current weights as the :class:`ProxyNet` of ``vec``.
+
+    ``model`` becomes the probed network (:func:`dnas.estimate.zero_cost.probes.attach_probes`,
+    in place); arguments otherwise as :func:`build_probe_net`.
+    """
+    attach_probes(model, batch)
     gd, params, gates, codes, rest = nnx.split(model, _prunable, Gate, Codes, ...)
-    _linear_mode(model)
+    stacked = stacked_axes(model, params)
+    linear_mode(model)
     gd_lin = nnx.graphdef(model)
     arch = space.to_inputs(vec)
 
     def apply(p, x, g=None):
         m = nnx.merge(gd, p, gates if g is None else g, codes, rest, copy=True)
         logits = m(x, arch).logits
-        kern = sum(jax.tree_util.tree_leaves(nnx.state(m, Codes)), jnp.zeros((x.shape[0],) * 2, jnp.float32))
+        b = x.shape[0]
+        # Stacked probes (an EdgeScan's edges) hold one kernel per layer on leading axes.
+        kern = sum((jnp.sum(c.reshape((-1, b, b)), 0) for c in jax.tree_util.tree_leaves(nnx.state(m, Codes))), jnp.zeros((b, b), jnp.float32))
         return logits, kern
 
     def apply_linear(p, x):
@@ -151,27 +144,25 @@ def build_probe_net(
         m = nnx.merge(gd_lin, p, gates, codes, absrest, copy=True)
         return m(x, arch).logits
 
-    return ProxyNet(apply, apply_linear, gates, cost), params
+    return ProxyNet(apply, apply_linear, gates, cost, stacked), params
 
 
 def cost_tables(space: SearchSpace, *, C: int, num_classes: int, in_channels: int, hw: tuple[int, int]) -> dict[str, np.ndarray]:
     """Per-choice parameter and MAC tables: ``cost(vec) = base + sum_l table[l, vec[l]]``.
 
-    Measured on the *derived* networks (``space.network(space.derive(one-hot))``, the
-    networks a benchmark trains), by differences from the all-first-candidate
-    architecture: one change of one choice at a time, ``1 + sum_l (n_l - 1)`` networks.
-    Exact when each choice's cost does not depend on the others (NB201 and layer-wise
-    spaces: every op's shape is fixed by its position).
+    Measured on the *derived* networks (:func:`derived_network`, the networks a benchmark
+    trains), by differences from the all-first-candidate architecture: one change of one
+    choice at a time, ``1 + sum_l (n_l - 1)`` networks. Exact when each choice's cost does
+    not depend on the others (NB201 and layer-wise spaces: every op's shape is fixed by
+    its position; DARTS with ``none`` among its ops: an edge's op costs the same whichever
+    other edges its node keeps).
 
     Returns:
       ``{"params": f64[n+1, k], "flops": f64[n+1, k]}``; row 0 column 0 holds the base.
     """
     def measure(vec: np.ndarray) -> tuple[float, float]:
-        alpha = {c.label: jnp.asarray(np.eye(c.n)[vec[i]], jnp.float32) for i, c in enumerate(space.choices)}
-        geno = space.derive(alpha)
-        net = nnx.eval_shape(
-            lambda: space.network(geno, C=C, layers=getattr(space, "N", 1), num_classes=num_classes, in_channels=in_channels, rngs=nnx.Rngs(0))
-        )
+        geno = genotype_of(space, vec)
+        net = nnx.eval_shape(lambda: derived_network(space, geno, C=C, num_classes=num_classes, in_channels=in_channels, rngs=nnx.Rngs(0)))
         return float(count_params(net)), float(model_macs(net, (1, *hw, in_channels)))
 
     n, k = len(space), int(space.num_candidates.max())
@@ -225,6 +216,18 @@ class ZeroCostScorer:
         for n in self.names:
             PROXIES[n]
         self.C, self.num_classes, self.in_channels, self.batch_shape = C, num_classes, in_channels, tuple(batch_shape)
+        probed = sorted(NEEDS_PROBES.intersection(self.names))
+        if probed:
+            # Checked on an abstract supernet (no weights drawn, nothing compiled): a
+            # module class the probes do not know could hide ReLUs or convolutions from
+            # them, and the scores would be silently wrong.
+            unknown = uncovered(nnx.eval_shape(lambda: self._supernet(jax.random.key(0))))
+            if unknown:
+                raise DnasError(
+                    f"{', '.join(probed)} cannot score space {getattr(space, 'space_name', type(space).__name__)!r}: the zero-cost "
+                    f"probes do not know its modules {', '.join(unknown)} (add their ReLU sites to "
+                    "dnas.estimate.zero_cost.probes.RELU_SITES, or the class to RELU_FREE if it has none)"
+                )
         need_cost = any(n in ("params", "flops") for n in self.names)
         k = int(space.num_candidates.max())
         zeros = {"params": np.zeros((len(space) + 1, k)), "flops": np.zeros((len(space) + 1, k))}
@@ -235,16 +238,27 @@ class ZeroCostScorer:
 
     def _score_one(self, vec: jax.Array, x: jax.Array, y: jax.Array, key: PRNGKey, names: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
         self.compiles += 1  # runs only when JAX traces, i.e. once per compilation
-        k_init, k_proxy = jax.random.split(arch_key(key, vec))
-        # The initialisers draw from an RBG key: XLA compiles the supernet's few hundred
-        # draws 4x faster than threefry's (NB201 N=1: 31 s -> 8 s); same distributions.
-        k_init = jax.random.wrap_key_data(jax.random.bits(k_init, (4,), jnp.uint32), impl="unsafe_rbg")
+        k_init, k_proxy = arch_keys(key, vec)
         net, params = build_probe_net(
             self.space, vec, k_init, C=self.C, num_classes=self.num_classes, in_channels=self.in_channels,
             batch=x.shape[0], cost=lookup_cost(self.tables, vec),
         )
         # A proxy's key depends on its name's position in the full list, fused or not.
         return {n: PROXIES[n](net, params, (x, y), jax.random.fold_in(k_proxy, self.names.index(n))) for n in (names or self.names)}
+
+    def _supernet(self, k_init: PRNGKey) -> nnx.Module:
+        return scored_space(self.space).supernet(C=self.C, num_classes=self.num_classes, in_channels=self.in_channels, rngs=nnx.Rngs(params=k_init))
+
+    def network_state(self, vec: np.ndarray | jax.Array, key: PRNGKey) -> nnx.State:
+        """The weights the scorer draws for architecture ``vec`` with ``key``: the
+        supernet's ``(nnx.Param, nnx.BatchStat)`` state before any probe is attached.
+
+        With :func:`dnas.estimate.inherit.inherit` it initialises the derived network
+        (:func:`derived_network`) that the scores describe.
+        """
+        fn = jax.jit(lambda v, k: nnx.state(self._supernet(arch_keys(k, v)[0]), (nnx.Param, nnx.BatchStat)))
+        with jax.enable_x64(True):  # as in score(): the same program draws the same bits
+            return fn(jnp.asarray(vec, jnp.int32), key)
 
     def score(self, archs: np.ndarray | jax.Array, batch: Batch, key: PRNGKey) -> dict[str, np.ndarray]:
         """Scores ``archs int32[P, n]`` on ``batch``: ``{proxy: f64[P]}`` (one call per
