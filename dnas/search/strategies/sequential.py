@@ -17,6 +17,7 @@ the joint search's loop, budget and resume are the multi-trial ones unchanged.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -55,7 +56,7 @@ def baseline_vector(space: JointSpace, baseline: Mapping[str, Any] | None) -> np
 
 def sequential(space: SearchSpace, network_evals: int = 100, network_strategy: str = "rea", network_kwargs: Mapping[str, Any] | None = None,
                hardware_strategy: str = "nsga2", hardware_kwargs: Mapping[str, Any] | None = None, baseline: Mapping[str, Any] | None = None,
-               num_objectives: int = 1) -> Strategy:
+               num_objectives: int = 1, batch: int = 10) -> Strategy:
     """Network search on a baseline accelerator, then accelerator search for the best network.
 
     Args:
@@ -68,6 +69,8 @@ def sequential(space: SearchSpace, network_evals: int = 100, network_strategy: s
       baseline: the accelerator of phase one, ``{label: value}`` (missing labels: their
         first candidate).
       num_objectives: m, columns of the told fitness (the multi-trial build sets it).
+      batch: architectures per step of both phases, for each inner strategy that takes a
+        ``batch`` and is not given one.
     Returns:
       a :class:`~dnas.search.strategies.Strategy` over :class:`SequentialState`.
     """
@@ -76,9 +79,14 @@ def sequential(space: SearchSpace, network_evals: int = 100, network_strategy: s
     if int(network_evals) < 1:
         raise DnasError(f"sequential: network_evals must be >= 1, got {network_evals}")
     m = max(int(num_objectives), 1)
+    base = jnp.asarray(baseline_vector(space, baseline), jnp.int32)
     net_kw, hw_kw = dict(network_kwargs or {}), dict(hardware_kwargs or {})
-    if hardware_strategy == "nsga2":
-        hw_kw.setdefault("num_objectives", m)
+    for name, kw in ((network_strategy, net_kw), (hardware_strategy, hw_kw)):
+        params = inspect.signature(STRATEGIES[name]).parameters
+        if "batch" in params:
+            kw.setdefault("batch", int(batch))
+        if "num_objectives" in params and kw is hw_kw:
+            kw.setdefault("num_objectives", m)
     inner_net = STRATEGIES[network_strategy](space.net_space, **net_kw)
     inner_hw = STRATEGIES[hardware_strategy](space.hw_space, **hw_kw)
     shape = lambda st: jax.eval_shape(st.ask, jax.eval_shape(st.init, jax.random.key(0)), jax.random.key(0))[0].shape
@@ -86,7 +94,6 @@ def sequential(space: SearchSpace, network_evals: int = 100, network_strategy: s
     if p_net != p_hw:
         raise DnasError(f"sequential: both strategies must ask as many architectures per step; {network_strategy} asks {p_net}, "
                         f"{hardware_strategy} {p_hw} (set their batch)")
-    base = jnp.asarray(baseline_vector(space, baseline), jnp.int32)
     n_net = space.num_network
 
     def first(fitness: jax.Array) -> jax.Array:
@@ -122,7 +129,8 @@ def sequential(space: SearchSpace, network_evals: int = 100, network_strategy: s
                                   best_fit=jnp.where(better, f[i], state.best_fit))
 
         def hw_tell():
-            return state._replace(hw=inner_hw.tell(state.hw, hws, fitness if m > 1 and hardware_strategy == "nsga2" else first(fitness)))
+            takes_all = "num_objectives" in inspect.signature(STRATEGIES[hardware_strategy]).parameters
+            return state._replace(hw=inner_hw.tell(state.hw, hws, fitness if takes_all else first(fitness)))
 
         new = jax.lax.cond(phase_one, net_tell, hw_tell)
         return new._replace(count=state.count + archs.shape[0])
