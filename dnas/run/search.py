@@ -350,7 +350,9 @@ def final_report(setup: "SearchSetup", config: ml_collections.ConfigDict, alpha:
     if setup.latency is not None:
         point.update({k: float(v) for k, v in setup.latency.cost.cost(vec).items()})
     if s.table:
-        point["accuracy"] = float(table_row(s.table, geno.arch_str())[s.accuracy])
+        row = table_row(s.table, geno.arch_str())
+        point["accuracy"] = float(row[s.accuracy])
+        point.update({k.lstrip("-"): float(row[k.lstrip("-")]) for k in s.objectives if k.lstrip("-") in row})
     out: dict[str, Any] = {"genotype": str(geno), "pareto": [point]}
     if len(s.objectives):
         missing = [k.lstrip("-") for k in s.objectives if k.lstrip("-") not in point]
