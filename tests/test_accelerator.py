@@ -218,3 +218,20 @@ def test_bad_input_is_one_clear_error(nb201_models):
     with pytest.raises(DnasError, match="not a hardware space alone"):
         build_cost_model("accelerator", SystolicSpace(), {})
     assert isinstance(net_model, AcceleratorCost)
+
+
+def test_proxylessnas_keyed_space_joint_and_macs():
+    net = build_space("proxylessnas", 1, {"ops": ("mb_k3_e3", "mb_k5_e6")})
+    joint = _Joint(net, SystolicSpace(rows=(8, 32), cols=(16,), dataflow=("ws", "os")))
+    model = build_cost_model("accelerator", joint, {"resolution": 32})
+    n = len(net.labels)
+    vec = np.concatenate([np.arange(n) % np.asarray(net.num_candidates), [1, 0, 1, 2, 0, 3, 1, 2]]).astype(np.int32)
+    cost = jax.jit(model.cost)
+    got = cost(vec)
+    assert float(got["cycles"]) > 0 and float(got["area_mm2"]) == pytest.approx(32 * 16 * 630e-6 + (64 + 16 + 128) * 0.0047)
+    # the layer table's MACs are the counter's, key by key (the ZERO candidate runs nothing)
+    counts = build_cost_model("counts", net, {"resolution": 32})
+    macs = jnp.sum(model.counts(model.one_hot(vec)) * _costs(model.gemms, make_accelerator()).macs)
+    assert float(macs) / 1e6 == pytest.approx(float(counts.cost(vec[:n])["macs_m"]), rel=1e-5)
+    grad = jax.grad(lambda p: model.price(p)["edp"])(model.one_hot(vec) * 0.5 + 0.5 * jnp.asarray(model.mask()) / model.mask().sum(-1, keepdims=True))
+    assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.abs(grad[:n]).sum()) > 0 and float(jnp.abs(grad[n:]).sum()) > 0
