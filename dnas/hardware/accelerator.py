@@ -226,7 +226,8 @@ def st_step(margin_log: jax.Array, tau: float = FIT_TAU) -> jax.Array:
     return soft + jax.lax.stop_gradient((margin_log >= 0).astype(soft.dtype) - soft)
 
 
-def _onehots(*cols: float) -> np.ndarray:
+def _per_dataflow(*cols: float) -> np.ndarray:
+    """``f32[3]``: one value per dataflow (os, ws, is), to select or weight per-dataflow terms."""
     return np.asarray(cols, np.float32)
 
 
@@ -253,12 +254,12 @@ def layer_costs(gemms: jax.Array | np.ndarray, hw: Accelerator, *, mac_pj: float
     SC = jnp.concatenate([M, M, Np], -1)
     T = jnp.concatenate([K, Np, M], -1)
     rf, cf = st_ceil(SR / R), st_ceil(SC / C)
-    per_fold = T + R + C - 2 + R * _onehots(0, 1, 1)  # WS/IS preload the stationary operand
+    per_fold = T + R + C - 2 + R * _per_dataflow(0, 1, 1)  # WS/IS preload the stationary operand
     compute = rf * cf * per_fold - 1  # SCALE-Sim reports the last demand row's index
     # SRAM accesses per GEMM (SCALE-Sim's counts): which operand is re-read over which folds.
-    ifmap_reads = Np * K * (cf * _onehots(1, 1, 0) + _onehots(0, 0, 1))
-    filter_reads = K * M * (rf * _onehots(1, 0, 0) + _onehots(0, 1, 0) + cf * _onehots(0, 0, 1))
-    ofmap_writes = Np * M * (_onehots(1, 0, 0) + rf * _onehots(0, 1, 1))
+    ifmap_reads = Np * K * (cf * _per_dataflow(1, 1, 0) + _per_dataflow(0, 0, 1))
+    filter_reads = K * M * (rf * _per_dataflow(1, 0, 0) + _per_dataflow(0, 1, 0) + cf * _per_dataflow(0, 0, 1))
+    ofmap_writes = Np * M * (_per_dataflow(1, 0, 0) + rf * _per_dataflow(0, 1, 1))
     active = lambda kb: ex(kb) * (1024.0 * ACTIVE_FRACTION / WORD_BYTES)  # noqa: E731  words in the active half
     a_i, a_f, a_o = active(hw.ifmap_kb), active(hw.filter_kb), active(hw.ofmap_kb)
     fit_i = st_step(jnp.log(a_i) - jnp.log(Np * K))
