@@ -135,7 +135,7 @@ def test_joint_vector_costs_its_one_hot_and_the_plain_model(nb201_models):
     joint_cost, plain_cost = jax.jit(joint_model.cost), jax.jit(net_model.cost)
     key = jax.random.key(0)
     for k in jax.random.split(key, 3):
-        vec = np.asarray(joint_model_sample(joint_model, k))
+        vec = np.asarray(_sample(joint_model, k))
         by_vec = joint_cost(vec)
         by_onehot = joint_cost(joint_model.one_hot(vec))
         acc = hw.accelerator(vec[len(net.labels):])
@@ -146,7 +146,8 @@ def test_joint_vector_costs_its_one_hot_and_the_plain_model(nb201_models):
         assert float(by_vec["latency_ms"]) > 0 and float(by_vec["area_mm2"]) > 0
 
 
-def joint_model_sample(model, key):
+def _sample(model, key):
+    """A uniformly random architecture vector of a cost model's space."""
     return jax.random.randint(key, (len(model.labels),), 0, jnp.asarray(model.num_candidates))
 
 
