@@ -12,9 +12,9 @@ from dnas.hardware.accelerator import accelerator_metrics, as_accelerator, conv_
 from dnas.hardware.codesign import AcceleratorCost, supernet_gemm_tables
 from dnas.hardware.counts import model_macs
 from dnas.hardware.cost_model import build_cost_model
-from dnas.space.base import SearchSpace, build_space
+from dnas.space.base import HARDWARE_SPACES, JointSpace, SearchSpace, build_space
 from dnas.space.ops.layers import Conv2d
-from dnas.space.spaces.hardware import DATAFLOWS, HARDWARE_SPACES, SystolicSpace, make_accelerator
+from dnas.space.spaces.hardware import DATAFLOWS, SystolicSpace, make_accelerator
 
 # SCALE-Sim 3.0.0's compute cycles ("Total Cycles" - "Stall Cycles", USER bandwidth 10,
 # 64 KB SRAMs, no stalls) of two layers, measured with dnas.hardware.scalesim_ref:
@@ -96,12 +96,9 @@ def test_gemms_from_traced_program_equal_formulas():
     assert conv_gemm(2, 6, 6, 8, 8, 5, 5, padding=2, groups=8) == (72, 25, 1, 8)
 
 
-class _Joint(SearchSpace):
-    """A stand-in for the joint space: network labels first, then the hardware's."""
-
-    def __init__(self, network, hardware):
-        self.network, self.hardware = network, hardware
-        super().__init__(list(network.choices) + list(hardware.choices))
+def _Joint(network, hardware):
+    """The joint space of a network space and a hardware space (network labels first)."""
+    return JointSpace(network, hardware, "systolic")
 
 
 @pytest.fixture(scope="module")

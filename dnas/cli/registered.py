@@ -10,7 +10,7 @@ from dnas.core.imports import import_files
 from dnas.run.config import RUN_KINDS
 from dnas.search.bilevel import HYPERGRADIENTS
 from dnas.space import genotype as G
-from dnas.space.base import SPACES
+from dnas.space.base import HARDWARE_SPACES, SPACES
 from dnas.space.ops import OPS
 from dnas.space.relax import RELAXATIONS
 
@@ -29,7 +29,8 @@ def registries(what: str, imports: Sequence[str] = ()) -> list[str]:
     tables = {
         "ops": [f"{n}{'  (parametric)' if OPS[n].parametric else ''}" for n in OPS],
         "relaxations": [f"{n}  {(RELAXATIONS[n].__doc__ or '').strip().splitlines()[0]}" for n in RELAXATIONS],
-        "spaces": [f"{n}  ({SPACES[n].__name__})" for n in SPACES],
+        "spaces": [f"{n}  ({SPACES[n].__name__})" for n in SPACES]
+        + [f"{n}  (hardware: {HARDWARE_SPACES[n].__name__}; compose with space_kwargs.hardware={n!r})" for n in HARDWARE_SPACES],
         "genotypes": [f"{n}  (published)" for n in G.published_names()] + [f"kind {k}  ({G.GENOTYPES[k].__name__})" for k in G.GENOTYPES],
         "hypergradients": list(HYPERGRADIENTS),
         "kinds": [f"{k}  (dnas {RUN_KINDS[k].command})" for k in RUN_KINDS],

@@ -14,10 +14,10 @@ evaluated at its mean encoding (:meth:`SystolicSpace.params`: expected knob valu
 dataflow probabilities; exact for a discrete design), the first-order estimate the module
 docstring of :mod:`dnas.hardware.cost_model` names for non-linear models.
 
-A joint space is recognised by duck typing, so the space layer need not know this module:
-``space.hardware`` is a :class:`~dnas.space.spaces.hardware.SystolicSpace` and
-``space.network`` the network space, whose labels come first; the hardware's rows are the
-last ``len(space.hardware.labels)`` rows of the padded matrix.
+A joint space (:class:`~dnas.space.base.JointSpace` whose ``hw_space`` is a
+:class:`~dnas.space.spaces.hardware.SystolicSpace`) is priced from one vector: the network's
+labels come first, the hardware's rows are the last ``len(space.hw_space.labels)`` rows of
+the padded matrix.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ from flax import nnx
 from dnas.core.errors import DnasError
 from dnas.hardware.accelerator import accelerator_metrics, area_mm2, as_accelerator, gemm_array, gemm_layers, layer_costs
 from dnas.hardware.cost_model import CostModel
-from dnas.space.base import SearchSpace
+from dnas.space.base import JointSpace, SearchSpace
 from dnas.space.keys import KeyedSpace
 from dnas.space.spaces.hardware import Accelerator, SystolicSpace, make_accelerator
 
-METRICS = ("latency_ms", "energy_mj", "area_mm2", "cycles", "edp")
-"""What :class:`AcceleratorCost` returns (``edp`` in mJ·ms)."""
+METRICS = ("latency_ms", "energy_mj", "area_mm2", "cycles", "edp", "edap")
+"""What :class:`AcceleratorCost` returns (``edp`` in mJ·ms, ``edap`` in mJ·ms·mm²)."""
 
 
 def _space_name(space: SearchSpace) -> str:
@@ -133,14 +133,14 @@ class AcceleratorCost(CostModel):
     """A network priced on a systolic-array accelerator (module docstring).
 
     Args:
-      space: a network space, or a joint space (``.network``, ``.hardware``: a
+      space: a network space, or a joint space (:class:`~dnas.space.base.JointSpace` whose ``hw_space`` is a
         :class:`SystolicSpace`; labels network-first).
       base: GEMMs every architecture runs, ``Counter[(Np, K, M, G)]``.
       per: ``label -> per-candidate GEMM counts`` (changes, may be negative) of the network labels.
       hardware: the accelerator of a plain network space when :meth:`cost` gets ``hw=None``;
         must be None for a joint space (the hardware comes from the vector).
 
-    Metrics: ``latency_ms``, ``energy_mj``, ``area_mm2``, ``cycles``, ``edp`` (mJ·ms), each
+    Metrics: ``latency_ms``, ``energy_mj``, ``area_mm2``, ``cycles``, ``edp`` (mJ·ms), ``edap`` (mJ·ms·mm²), each
     ``f32[...]``; jittable, differentiable in the network's and the hardware's probabilities.
     """
 
@@ -188,20 +188,22 @@ class AcceleratorCost(CostModel):
         latency = cycles / (acc.clock_mhz * 1e3)
         energy = jnp.sum(counts * costs.energy_pj, -1) * 1e-9
         area = jnp.broadcast_to(area_mm2(acc), cycles.shape)
-        return {"latency_ms": latency, "energy_mj": energy, "area_mm2": area, "cycles": cycles, "edp": energy * latency}
+        # edap (energy x delay x area) is the one-number codesign objective no single knob can
+        # drive down alone: more PEs cut the delay but add area, bigger buffers cut DRAM energy
+        # but add area (the α-loss term of the differentiable codesign variant).
+        return {"latency_ms": latency, "energy_mj": energy, "area_mm2": area, "cycles": cycles, "edp": energy * latency,
+                "edap": energy * latency * area}
 
 
 def _split_joint(space: SearchSpace) -> tuple[SystolicSpace | None, SearchSpace]:
     """``(hardware space or None, network space)`` of a joint or plain network space."""
-    hw = getattr(space, "hardware", None)
-    if not isinstance(hw, SystolicSpace):
-        if isinstance(space, SystolicSpace):
-            raise DnasError("the accelerator cost model prices a network space or a joint (network + hardware) space, not a hardware space alone")
+    if isinstance(space, SystolicSpace):
+        raise DnasError("the accelerator cost model prices a network space or a joint (network + hardware) space, not a hardware space alone")
+    if not isinstance(space, JointSpace):
         return None, space
-    net = getattr(space, "network", None)
-    if not isinstance(net, SearchSpace) or tuple(space.labels) != tuple(net.labels) + tuple(hw.labels):
-        raise DnasError("a joint space must have .network and .hardware spaces and labels network.labels + hardware.labels, in that order")
-    return hw, net
+    if not isinstance(space.hw_space, SystolicSpace):
+        raise DnasError(f"the accelerator cost model prices a systolic array; this joint space's hardware is {type(space.hw_space).__name__}")
+    return space.hw_space, space.net_space
 
 
 def accelerator_cost(space: SearchSpace, resolution: int = 32, batch: int = 1, C: int = 16, num_classes: int = 10,
@@ -209,7 +211,7 @@ def accelerator_cost(space: SearchSpace, resolution: int = 32, batch: int = 1, C
     """The ``accelerator`` cost model of a network or joint space (module docstring).
 
     Args:
-      space: a network space, or a joint space (``.network`` + ``.hardware`` a :class:`SystolicSpace`).
+      space: a network space, or a joint space (:class:`~dnas.space.base.JointSpace`, ``hw_space`` a :class:`SystolicSpace`).
       resolution: input height = width of the traced network.
       batch: images per inference (``N`` of ``Np = N·Hout·Wout``).
       C, num_classes, in_channels: the supernet's width, classes and input channels (a

@@ -168,3 +168,6 @@ def accelerator(space: SearchSpace, resolution: int = 32, batch: int = 1, C: int
     network + :class:`~dnas.space.spaces.hardware.SystolicSpace` space priced from one vector."""
     return accelerator_cost(space, resolution=resolution, batch=batch, C=C, num_classes=num_classes, in_channels=in_channels,
                             hardware=hardware, check=check)
+
+
+accelerator.joint = True  # prices a joint space's hardware labels itself (build_cost_model passes the joint space)

@@ -94,6 +94,11 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
         lines.append("  " + "label".ljust(22) + " ".join(n[:12].rjust(12) for n in op_names))
         for label, probs in last.items():
             lines.append("  " + label.ljust(22) + " ".join(f"{p:12.3f}" for p in probs))
+    if path.is_dir() and (path / "summary.json").is_file():  # a search's derived pair (codesign: its accelerator)
+        try:
+            lines += front_lines(json.loads((path / "summary.json").read_text()))
+        except json.JSONDecodeError:
+            raise DnasError(f"{str(path / 'summary.json')!r} is not valid JSON; delete it and run the search command again to rewrite it") from None
     if path.is_dir() and (path / "metrics.jsonl").exists():
         lines += diagnostic_lines([json.loads(l) for l in (path / "metrics.jsonl").read_text().splitlines() if l.strip()])
     if path.is_dir():
@@ -121,12 +126,37 @@ def show_multitrial(path: Path, out: Path, config: dict) -> list[str]:
         lines.append(f"multi-trial run ({s.get('strategy', config.get('strategy'))}, {s.get('runs')} runs): "
                      f"{s.get('test_metric')} {s.get('test_acc_mean', float('nan')):.3f} ± {s.get('test_acc_std', float('nan')):.3f} "
                      f"of the chosen architectures; most chosen: {s.get('most_chosen')} ({s.get('most_chosen_runs')} runs)")
+        lines += front_lines(s)
     else:
         lines.append(f"multi-trial run ({config.get('strategy')}, {config.get('runs')} runs), not finished (no summary.json)")
     out.mkdir(parents=True, exist_ok=True)
     files = plot_run_pareto(path, out)
+    if (path / "pareto.png").is_file():  # the run's own front (every objective; accelerators named on a joint space)
+        if out.resolve() != path.resolve():
+            shutil.copyfile(path / "pareto.png", out / "pareto.png")
+        files.append(out / "pareto.png")
     lines.append("wrote: " + ", ".join(str(f) for f in files) if files else
                  "no accuracy-vs-latency plot: the estimator gives no latency metric (lat_ms_* or latency_ms)")
+    return lines
+
+
+def front_lines(summary: dict, limit: int = 12) -> list[str]:
+    """The hypervolume and Pareto front of a ``summary.json`` (multi-objective or codesign
+    runs), one line per point with its accelerator; empty when it has none."""
+    pts = summary.get("pareto") or []
+    if not pts:
+        return []
+    lines = []
+    if "hypervolume_mean" in summary:
+        lines.append(f"hypervolume {summary['hypervolume_mean']:.4f} ± {summary.get('hypervolume_std', 0.0):.4f} over {summary.get('runs')} runs "
+                     f"(normalised to reference {summary.get('hv_reference')} and ideal {summary.get('hv_ideal')})")
+    elif "hypervolume" in summary:
+        lines.append(f"hypervolume {summary['hypervolume']:.4f} (normalised to reference {summary.get('hv_reference')} and ideal {summary.get('hv_ideal')})")
+    lines.append(f"Pareto front ({len(pts)} points" + (f", first {limit}" if len(pts) > limit else "") + "):")
+    for p in pts[:limit]:
+        nums = ", ".join(f"{k} {v:.4g}" for k, v in p.items() if isinstance(v, float))
+        hw = " ".join(f"{k}={v}" for k, v in (p.get("hardware") or {}).items())
+        lines.append(f"  {p.get('arch', '')}" + (f" @ {hw}" if hw else "") + f": {nums}")
     return lines
 
 

@@ -29,8 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
-from dnas.core.registry import Registry
-from dnas.space.base import Choice, SearchSpace
+from dnas.space.base import HARDWARE_SPACES, Choice, SearchSpace
 
 DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")
 """Output, weight and input stationary, in the order of :attr:`Accelerator.dataflow`."""
@@ -187,6 +186,4 @@ class SystolicSpace(SearchSpace):
         return {k.split("/", 1)[1]: v for k, v in self.names(vec).items()}
 
 
-HARDWARE_SPACES: Registry[type] = Registry("hardware space", builtins="dnas.space.spaces.hardware")
-"""Hardware search spaces by name (composed with a network space into a joint space)."""
 HARDWARE_SPACES.add("systolic", SystolicSpace)
