@@ -51,6 +51,7 @@ def test_differentiable_smoke_derives_a_network_and_an_accelerator(tmp_path, tab
     s = json.loads((run / "summary.json").read_text())
     (p,) = s["pareto"]
     assert p["hardware"] == hw and p["latency_ms"] > 0 and 0 <= s["hypervolume"] <= 1
+    assert p["area_mm2"] <= 3.0  # the area budget: the most likely design within it
     # The pair's cost is the accelerator model's price of the derived joint vector.
     space = build_space("nb201", None, {"hardware": "systolic"})
     model = build_cost_model("accelerator", space, {"resolution": 32, "C": 16, "batch": 1})

@@ -113,6 +113,7 @@ def _differentiable(variant: str, smoke: bool) -> ml_collections.ConfigDict:
         c.summary.accuracy = "cifar10_test_200ep"
         c.summary.objectives = list(OBJECTIVES)
         c.summary.hv_reference, c.summary.hv_ideal = list(HV_REFERENCE), list(HV_IDEAL)
+    c.summary.limits = ml_collections.ConfigDict({"area_mm2": AREA_LIMIT_MM2})  # the same area budget: the most likely design within it
     c.data_dir = shared_data("images", "cifar10_subset")
     c.dataset = "cifar10" if c.data_dir else "digits"
     c.max_train_examples = 2048
