@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 
 from dnas.core.errors import DnasError
-from dnas.run.config import RUN_KINDS, apply_overrides, from_json, load_config, validate
+from dnas.run.config import RUN_KINDS, apply_overrides, load_config, read_config, validate
 from dnas.run.driver import Interrupted, prepare_workdir
 from dnas.run.parallel import maybe_initialize_distributed
 
@@ -67,6 +67,8 @@ def resolve(args: argparse.Namespace, command: str, defaults) -> tuple[Path, obj
     maybe_initialize_distributed()
     enable_compilation_cache(args.jax_cache)
     workdir = Path(args.workdir) if args.workdir else Path("runs") / time.strftime(f"{command}-%Y%m%d-%H%M%S")
+    if workdir.exists() and not workdir.is_dir():
+        raise DnasError(f"--workdir {str(workdir)!r} is a file, not a run directory; name a new or existing folder")
     if args.config:
         return workdir, load_config(args.config, args.overrides, kind=command)
     if (workdir / "config.json").exists():
@@ -83,7 +85,7 @@ def run_kind(kind_command: str, workdir: Path, config) -> object | None:
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
 
     if config is None:
-        config = from_json((workdir / "config.json").read_text())
+        config = read_config(workdir / "config.json")
     kind = RUN_KINDS[config.get("kind", "search")]
     if kind.command != kind_command:
         raise DnasError(f"a config of kind {config.kind!r} runs with 'dnas {kind.command}', not 'dnas {kind_command}'")

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 import time
 from pathlib import Path
 
@@ -34,13 +34,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.core.io import atomic_write, check_output_file
 from dnas.core.stats import rank_quality
 from dnas.space.base import SearchSpace
 from dnas.estimate.nb201_table import table_path, table_values
 from dnas.space.genotype import NB201_OPS
 from dnas.space.spaces import NB201Space
 from dnas.estimate.oneshot import OneShotEvaluator
-from dnas.run.config import kwargs_of, from_json
+from dnas.run.config import kwargs_of, read_config
 from dnas.space.relax import make_relaxation
 from dnas.search.state import alpha_dict
 
@@ -78,12 +79,18 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise DnasError("--bn-recalib must be >= 0 and --val-batches >= 1")
     if args.bn_batch and args.bn_recalib:
         raise DnasError("--bn-batch and --bn-recalib exclude each other: batch statistics need no recalibration")
-    if args.out and Path(args.out).exists() and Path(args.out).is_dir():
-        raise DnasError(f"--out {args.out!r} is a folder; give a CSV file path")
+    if args.chunk < 1:
+        raise DnasError(f"--chunk must be >= 1 (architectures per compiled call), got {args.chunk}")
+    if args.batch_size < 0:
+        raise DnasError(f"--batch-size must be >= 0 (0: the run's), got {args.batch_size}")
+    if args.out:
+        check_output_file(args.out, "--out")  # before the work: its results are never lost to a bad path
+    if args.table:
+        table_path(args.table)  # a missing table is refused before the supernet is loaded
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
                                    seed=args.seed, chunk=args.chunk, batch_stats=args.bn_batch)
     if args.sample == "policy":
-        config = from_json((run / "config.json").read_text())
+        config = read_config(run / "config.json")
         relax = make_relaxation(config.relax, kwargs_of(config.relax_kwargs), epochs=config.epochs)
         vecs = sample_policy(ev.space, alpha_dict(ev.alpha), getattr(relax, "log_policy", jax.nn.log_softmax), args.archs,
                              jax.random.key(args.seed))
@@ -106,13 +113,12 @@ def run_eval(args: argparse.Namespace) -> dict:
         by_loss = rank_quality(-out["loss"], truth)
         summary.update(kendall_tau_by_loss=by_loss["kendall_tau"], spearman_by_loss=by_loss["spearman"])
     if args.out:
-        tmp = Path(args.out).with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["arch", "oneshot_acc", "oneshot_loss"] + ([args.metric] if truth is not None else []))
-            for i, name in enumerate(names):
-                w.writerow([name, f"{acc[i]:.6f}", f"{out['loss'][i]:.6f}"] + ([f"{truth[i]:.4f}"] if truth is not None else []))
-        os.replace(tmp, args.out)
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        w.writerow(["arch", "oneshot_acc", "oneshot_loss"] + ([args.metric] if truth is not None else []))
+        for i, name in enumerate(names):
+            w.writerow([name, f"{acc[i]:.6f}", f"{out['loss'][i]:.6f}"] + ([f"{truth[i]:.4f}"] if truth is not None else []))
+        atomic_write(args.out, buf.getvalue())
     return summary
 
 

@@ -9,6 +9,8 @@ leaves a half-written checkpoint that looks whole.
 
 from __future__ import annotations
 
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,35 @@ def _from_savable(tree: Any, like: Any) -> Any:
         tree,
         like,
     )
+
+
+def _is_closed_loop_noise(exc: BaseException | None) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _silence_abandoned_reads() -> None:
+    """Drops the "Event loop is closed" errors of reads a failed restore abandoned.
+
+    Why: orbax runs a restore's reads with ``asyncio.gather`` in a fresh event loop and
+    closes that loop as soon as the first read fails; the reads still in flight in
+    TensorStore complete later and call back into the closed loop, so a damaged checkpoint
+    printed our one error line and then, racily, an asyncio traceback. Only that exact
+    error is dropped (both hooks it can surface through), and only after a failed restore.
+    """
+    if getattr(sys.unraisablehook, "_dnas", False):
+        return
+    old_unraisable, old_thread = sys.unraisablehook, threading.excepthook
+
+    def unraisable(args: Any) -> None:
+        if not _is_closed_loop_noise(args.exc_value):
+            old_unraisable(args)
+
+    def thread_hook(args: Any) -> None:
+        if not _is_closed_loop_noise(args.exc_value):
+            old_thread(args)
+
+    unraisable._dnas = thread_hook._dnas = True  # type: ignore[attr-defined]
+    sys.unraisablehook, threading.excepthook = unraisable, thread_hook
 
 
 class Checkpointer:
@@ -67,6 +98,7 @@ class Checkpointer:
         try:
             restored = self._manager.restore(int(step), args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged folder
+            _silence_abandoned_reads()
             raise DnasError(
                 f"checkpoint {step} in {str(self.directory)!r} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
                 f"move {str(self.directory / str(step))!r} aside to resume from an older checkpoint"
@@ -85,6 +117,7 @@ class Checkpointer:
         try:
             raw = self._manager.restore(int(step), args=ocp.args.StandardRestore())
         except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged folder
+            _silence_abandoned_reads()
             raise DnasError(
                 f"checkpoint {step} in {str(self.directory)!r} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
                 f"move {str(self.directory / str(step))!r} aside to use an older checkpoint"

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from dnas.core.errors import DnasError
+from dnas.core.io import read_text
 from dnas.core.stats import pareto_front
 from dnas.run.config import from_json
 from dnas.search.multitrial import build, metrics_of
@@ -52,7 +53,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    lines = [l for l in read_text(path, "run file").splitlines() if l.strip()]
     out: list[dict[str, Any]] = []
     for i, line in enumerate(lines):
         try:

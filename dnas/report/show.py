@@ -14,7 +14,8 @@ from pathlib import Path
 
 from dnas.space import genotype as G
 from dnas.core.errors import DnasError
-from dnas.run.config import from_json
+from dnas.core.io import read_json
+from dnas.run.config import read_config
 from dnas.run.search import build_space
 from dnas.core.imports import import_files
 from dnas.estimate.nb201_table import table_row
@@ -39,7 +40,7 @@ def _render(dot_path: Path) -> list[Path]:
 def _run_candidates(run: Path) -> list[str] | None:
     """The op names of a run's space when every label offers the same ones (plot legends)."""
     try:
-        space = build_space(from_json((run / "config.json").read_text()))
+        space = build_space(read_config(run / "config.json"))
     except (DnasError, OSError):
         return None
     first = space.choices[0].candidates
@@ -59,7 +60,9 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
     history: list[dict] = []
     ops = None
     if path.is_dir():
-        saved = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        saved = read_json(path / "config.json", "saved config") if (path / "config.json").is_file() else {}
+        if not isinstance(saved, dict):
+            raise DnasError(f"saved config {str(path / 'config.json')!r} must hold a JSON object; is {target!r} a dnas run directory?")
         if saved:
             import_files(saved.get("imports", []))
         if saved.get("kind") == "multitrial":  # no genotype: one per run, summarised instead
@@ -69,9 +72,12 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
         geno = G.load(path / "genotype.json")
         out = out or path
         if (path / "alpha.jsonl").exists():
-            history = [json.loads(l) for l in (path / "alpha.jsonl").read_text().splitlines() if l.strip()]
+            history = read_jsonl(path / "alpha.jsonl")
         ops = _run_candidates(path) if (path / "config.json").is_file() else None
     else:
+        if not path.exists() and (path.suffix == ".json" or "/" in target or target.startswith(".")):
+            # It reads as a path: say it is missing rather than list what else it might be.
+            raise DnasError(f"{target!r} does not exist: no such run directory or genotype file")
         geno = G.get(target)
         out = out or Path("show-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem if path.suffix == ".json" else target).strip("_")[:60] or "genotype"))
     out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +101,7 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
         for label, probs in last.items():
             lines.append("  " + label.ljust(22) + " ".join(f"{p:12.3f}" for p in probs))
     if path.is_dir() and (path / "metrics.jsonl").exists():
-        lines += diagnostic_lines([json.loads(l) for l in (path / "metrics.jsonl").read_text().splitlines() if l.strip()])
+        lines += diagnostic_lines(read_jsonl(path / "metrics.jsonl"))
     if path.is_dir():
         files += plot_metrics(read_jsonl(path / "metrics.jsonl"), out) if (path / "metrics.jsonl").exists() else []
         files += plot_alpha(history, out, ops) if history else []

@@ -26,6 +26,7 @@ import difflib
 import importlib.util
 import inspect
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import ml_collections
 
 from dnas.core.errors import DnasError
 from dnas.core.imports import import_file, import_files
+from dnas.core.io import read_json
 from dnas.core.registry import Registry
 from dnas.data.datasets import DATASET_SHAPES, check_dataset, shared_data
 from dnas.search.methods import ARCH_PENALTIES
@@ -123,9 +125,51 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     missing = [k for k in schema.keys() if k not in config]
     if missing:
         raise DnasError(f"config lacks key {missing[0]!r}; start from the defaults of kind {config.get('kind', 'search')!r}")
+    _check_types(config, schema)
     import_files(config.get("imports", []))
     kind.check(config)
     return config
+
+
+INT_MAX = 2**31 - 1
+"""The largest count a config may hold: steps, epochs and seeds live in int32 on the device."""
+
+
+def _check_types(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> None:
+    """Each top-level value has its default's type; numbers are finite, not negative (no
+    schema default is, and none means anything when negative; ``seed`` may be) and at most
+    :data:`INT_MAX`.
+
+    Why here: a saved ``config.json`` (or a config file) reaches the kind's checks without
+    the typed parsing of overrides, so ``"epochs": "abc"`` raised ValueError, and
+    ``--config.epochs=100000000000000000000000`` or ``--config.w_lr=nan`` ran.
+    """
+    for k in schema.keys():
+        d, v = schema[k], config[k]
+        if d is None or isinstance(d, (ml_collections.ConfigDict, dict)):
+            if isinstance(d, (ml_collections.ConfigDict, dict)) and not isinstance(v, (ml_collections.ConfigDict, dict)):
+                raise DnasError(f"config.{k} must be a group of NAME=VALUE settings, got {v!r}")
+            continue
+        if isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise DnasError(f"config.{k} must be true or false, got {v!r}")
+        elif isinstance(d, (int, float)):
+            kind = "an integer" if isinstance(d, int) else "a number"
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(d, int) and not isinstance(v, int)):
+                raise DnasError(f"config.{k} must be {kind}, got {v!r}")
+            if not math.isfinite(v):
+                raise DnasError(f"config.{k} must be a finite number, got {v!r}")
+            low = -INT_MAX - 1 if k == "seed" else 0
+            if v < low:
+                raise DnasError(f"config.{k} must not be negative, got {v!r}")
+            if v > INT_MAX:
+                raise DnasError(f"config.{k} is absurdly large ({v!r}); it must be at most {INT_MAX}")
+        elif isinstance(d, str):
+            if not isinstance(v, str):
+                raise DnasError(f"config.{k} must be text, got {v!r}")
+        elif isinstance(d, (list, tuple)):
+            if not isinstance(v, (list, tuple)):
+                raise DnasError(f"config.{k} must be a list, got {v!r}")
 
 
 def _parse_value(text: str, old: Any) -> Any:
@@ -307,6 +351,16 @@ def from_json(text: str) -> ml_collections.ConfigDict:
     if not isinstance(raw, dict):
         raise DnasError("config.json must hold a JSON object")
     return validate(ml_collections.ConfigDict(_migrate(raw)))
+
+
+def read_config(path: str | Path) -> ml_collections.ConfigDict:
+    """A run's saved ``config.json`` (:func:`from_json`), errors naming the file: missing,
+    not UTF-8, not JSON or not a valid config is one DnasError line."""
+    raw = read_json(path, "saved config")
+    try:
+        return from_json(json.dumps(raw))
+    except DnasError as e:
+        raise DnasError(f"saved config {str(path)!r}: {e}") from None
 
 
 def apply_smoke(c: ml_collections.ConfigDict, **extra: Any) -> ml_collections.ConfigDict:

@@ -26,7 +26,7 @@ import numpy as np
 from dnas.core.checkpoint import Checkpointer
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write
-from dnas.run.config import differing_keys, from_json, to_json
+from dnas.run.config import differing_keys, read_config, to_json
 from dnas.run.parallel import shard_batch
 from dnas.run.progress import Progress
 from dnas.search.state import compile_then_trim, release_free_memory
@@ -82,7 +82,7 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict | Non
     workdir = Path(workdir)
     saved = workdir / "config.json"
     if saved.exists():
-        old = from_json(saved.read_text())
+        old = read_config(saved)
         if config is not None and to_json(config) != to_json(old):
             diff = differing_keys(config, old)
             shown = ", ".join(f"{k} (saved {_get(old, k)!r}, given {_get(config, k)!r})" for k in diff[:3])
