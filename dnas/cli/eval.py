@@ -8,7 +8,7 @@ from the search's α instead, repeats allowed; ENAS picks its final cell so, the
 100 controller samples), evaluates them with the
 supernet of the run's newest checkpoint (:class:`dnas.estimate.oneshot.OneShotEvaluator`: one
 compilation for all of them; the supernet may have been trained by SPOS, RSPS, ENAS or any
-differentiable search), and prints one JSON line last::
+differentiable search), and prints a short table (unless ``--json``) and one JSON line last::
     {"archs": N, "compiles": 1, "archs_per_s": ..., "seconds": ..., "recalibrate": K,
      "best": "<arch>", "best_oneshot_acc": ...,
      "kendall_tau": ..., "spearman": ..., "top10pct_precision": ..., "true_acc_of_best": ...}
@@ -26,6 +26,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     if args.out:
         check_output_file(args.out, "--out")  # before the work: its results are never lost to a bad path
     if args.table:
+        if args.archs < 2:
+            raise DnasError("--table compares rankings: it needs --archs >= 2")
         table_path(args.table)  # a missing table is refused before the supernet is loaded
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
                                    seed=args.seed, chunk=args.chunk, batch_stats=args.bn_batch)
@@ -97,6 +100,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     else:
         vecs = ev.space.distinct_samples(args.archs, jax.random.key(args.seed))
     truth = table_truth(ev.space, vecs, args.table, args.metric) if args.table else None
+    print(f"evaluating {len(vecs)} architectures with the supernet of {str(run)!r} (compiling once, then {args.chunk} per call)...",
+          file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     out = ev.evaluate(vecs)
     secs = time.perf_counter() - t0
@@ -129,9 +134,23 @@ def _readable(space: SearchSpace, vec: np.ndarray) -> str:
     return json.dumps({k: str(v) for k, v in space.names(vec).items()})
 
 
+def summary_table(summary: dict) -> list[str]:
+    """The short human table of a ``dnas eval`` summary (the JSON line follows it)."""
+    lines = [f"{summary['archs']} architectures in {summary['seconds']:.1f} s ({summary['archs_per_s']:.1f}/s, "
+             f"{summary['compiles']} compile(s)), BatchNorm {summary['bn']}, {summary['val_examples']} validation examples",
+             f"  best one-shot accuracy  {summary['best_oneshot_acc']:.4f}  {summary['best']}",
+             f"  mean one-shot accuracy  {summary['oneshot_acc_mean']:.4f}"]
+    if "kendall_tau" in summary:
+        lines.append(f"  against {summary['metric']}: Kendall τ {summary['kendall_tau']:.3f}, Spearman {summary['spearman']:.3f} "
+                     f"(by loss {summary['kendall_tau_by_loss']:.3f}, {summary['spearman_by_loss']:.3f})")
+    return lines
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    """``dnas eval``: prints the summary as the last line."""
+    """``dnas eval``: a short table (unless ``--json``), then the summary as the last line."""
     summary = run_eval(args)
+    if not args.json:
+        print("\n".join(summary_table(summary)))
     print(json.dumps(summary), flush=True)
     return 0
 
@@ -156,4 +175,5 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk", type=int, default=32, help="architectures per compiled call")
     p.add_argument("--seed", type=int, default=0, help="draws the architectures and the batches")
     p.add_argument("--out", default="", help="also write every architecture's accuracies to this CSV")
+    p.add_argument("--json", action="store_true", help="print only the JSON summary line (no table)")
     p.set_defaults(fn=cmd_eval)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dnas.space import genotype as G
 from dnas.core.errors import DnasError
-from dnas.core.io import read_json
+from dnas.core.io import atomic_write, read_json
 from dnas.run.config import read_config
 from dnas.run.search import build_space
 from dnas.core.imports import import_files
@@ -89,7 +89,7 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
     files: list[Path] = []
     for name, dot in geno.dot_graphs().items():
         p = out / f"{name}.dot"
-        p.write_text(dot)
+        atomic_write(p, dot)
         files += [p] + _render(p)
     if shutil.which("dot") is None:
         lines.append(GRAPHVIZ_HINT)

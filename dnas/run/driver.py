@@ -91,11 +91,29 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict | Non
                 "or use a new --workdir"
             )
         return old
+    found = run_files(workdir)
+    if found:
+        # Writing a config here would start a new run over this one's files (and its
+        # metrics.jsonl, alpha.jsonl, genotype.json would be overwritten): never do that.
+        raise DnasError(
+            f"{str(workdir)!r} holds a run's files ({', '.join(found)}) but no config.json, so dnas will not start a run "
+            f"in it; put its config.json back (e.g. dnas config PATH[:ARG] > {str(workdir / 'config.json')!r} with the "
+            "config it was started with) to resume it, or use a new --workdir"
+        )
     if config is None:
         raise DnasError(f"{str(workdir)!r} holds no run; pass --config (or omit --workdir for the default search)")
     workdir.mkdir(parents=True, exist_ok=True)
     atomic_write(saved, to_json(config) + "\n")
     return config
+
+
+RUN_FILES = ("checkpoints", "metrics.jsonl", "alpha.jsonl", "genotype.json", "result.json", "summary.json")
+"""What a run writes besides ``config.json``; a folder holding any of them is a run."""
+
+
+def run_files(workdir: str | Path) -> list[str]:
+    """The entries of :data:`RUN_FILES` present in ``workdir``."""
+    return [n for n in RUN_FILES if (Path(workdir) / n).exists()]
 
 
 class WorkdirLock:
