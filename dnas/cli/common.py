@@ -17,7 +17,7 @@ import jax
 
 from dnas.core.errors import DnasError
 from dnas.run.config import RUN_KINDS, apply_overrides, load_config, read_config, validate
-from dnas.run.driver import Interrupted, prepare_workdir
+from dnas.run.driver import Interrupted, prepare_workdir, run_files
 from dnas.run.parallel import maybe_initialize_distributed
 
 
@@ -90,7 +90,7 @@ def run_kind(kind_command: str, workdir: Path, config) -> object | None:
     if kind.command != kind_command:
         raise DnasError(f"a config of kind {config.kind!r} runs with 'dnas {kind.command}', not 'dnas {kind_command}'")
     saved = workdir / "config.json"
-    if saved.exists():  # refuse a different config before printing anything else
+    if saved.exists() or run_files(workdir):  # refuse a different config (or a config-less run's folder) before printing anything else
 
         prepare_workdir(workdir, config)
     log(f"workdir: {workdir} (interrupt with Ctrl-C; resume with: {resume_hint(kind_command, workdir)})")

@@ -120,6 +120,8 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(data) < 8 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DnasError(f"{str(path)!r} is not a uint8 IDX file (bad magic number); re-download it")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:  # a header cut short (np.frombuffer raised ValueError here)
+        raise DnasError(f"{str(path)!r} is truncated inside its IDX header; re-download it")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):

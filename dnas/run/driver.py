@@ -150,12 +150,13 @@ def open_run(workdir: str | Path, prepare: Callable[[], Any], *, must_exist: boo
 
     Why in this order: two processes started at once on a new directory would otherwise
     both find no ``config.json`` and both write one before either takes the lock. The
-    directory is created first only so that the lock file has a place; ``must_exist``
-    runs ``prepare`` unlocked when the directory holds no config (it can only refuse).
+    directory is created first only so that the lock file has a place; ``must_exist`` (or a
+    folder holding a run's files, :func:`run_files`) runs ``prepare`` unlocked when the
+    directory holds no config (it can only refuse).
     """
     workdir = Path(workdir)
-    if must_exist and not (workdir / "config.json").exists():
-        prepare()
+    if (must_exist or run_files(workdir)) and not (workdir / "config.json").exists():
+        prepare()  # it can only refuse: not even a lock file goes into a config-less run's folder
     workdir.mkdir(parents=True, exist_ok=True)
     lock = WorkdirLock(workdir)
     try:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dnas.core.errors import DnasError
+from dnas.core.io import read_json
 from dnas.space.ops import OPS
 from dnas.core.registry import Registry
 
@@ -344,11 +345,7 @@ def load(path: str | Path) -> Genotype:
     path = Path(path)
     if not path.is_file():
         raise DnasError(f"genotype file {str(path)!r} does not exist")
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DnasError(f"genotype file {str(path)!r} is not valid JSON: {e}") from None
-    return from_json(obj)
+    return from_json(read_json(path, "genotype file"))  # not UTF-8 or not JSON: one line naming the file
 
 
 def _published() -> dict[str, dict[str, Any]]:
