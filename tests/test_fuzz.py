@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from dnas.cli.latency import _floats, _read_csv, _vectors, unique_rows
@@ -329,7 +329,9 @@ def test_fuzz_genotype_strings(data):
         g = G.get(text)
     except DnasError as e:
         assert "\n" not in str(e)
+        event("clean error")
     else:  # accepted: a real cell whose string reads back to itself
+        event("accepted")
         assert G.get(str(g)) == g
 
 
@@ -345,6 +347,9 @@ def test_fuzz_genotype_json(obj):
         G.from_json(obj)
     except DnasError as e:
         assert "\n" not in str(e)
+        event("clean error")
+    else:
+        event("accepted")
 
 
 SCHEMA = default_search_config()
@@ -362,7 +367,9 @@ def test_fuzz_overrides(tmp_path_factory, pairs):
         c = validate(apply_overrides(default_search_config(), overrides))
     except DnasError as e:
         assert "\n" not in str(e)
+        event("clean error")
     else:
+        event("accepted")
         assert json.loads(to_json(from_json(to_json(c)))) == json.loads(to_json(c))  # what is accepted also resumes
     finally:
         os.chdir(old)
@@ -385,6 +392,9 @@ def test_fuzz_saved_config_json(tmp_path_factory, data):
         read_config(path)
     except DnasError as e:
         assert "\n" not in str(e) and "config" in str(e)
+        event("clean error")
+    else:
+        event("accepted")
 
 
 @FUZZ
@@ -397,6 +407,9 @@ def test_fuzz_lut_json(tmp_path_factory, raw):
         LatencyTable.load(p)
     except DnasError as e:
         assert "\n" not in str(e)
+        event("clean error")
+    else:
+        event("accepted")
 
 
 @FUZZ
@@ -408,6 +421,9 @@ def test_fuzz_lut_yaml(tmp_path_factory, raw):
         load_yaml_lut(p)
     except DnasError as e:
         assert "\n" not in str(e)
+        event("clean error")
+    else:
+        event("accepted")
 
 
 CSV_CELL = st.one_of(st.just(CELL), st.sampled_from(["1.5", "abc", "nan", "", "-inf", '"q,uote"', "1e400"]), st.text(max_size=6))
@@ -429,6 +445,7 @@ def test_fuzz_nb201_tables(tmp_path_factory, data):
     with pytest.raises(DnasError) as e:  # never accepted: the whole table has 15,625 rows
         load_table(str(p))
     assert "\n" not in str(e.value) and str(p) in str(e.value)
+    event("clean error")
 
 
 @FUZZ
@@ -444,7 +461,9 @@ def test_fuzz_latency_csvs(tmp_path_factory, data):
         vecs, lat = unique_rows(vecs, lat, cols["arch_str"], str(p), "arch_str")
     except DnasError as e:
         assert "\n" not in str(e)
+        event("clean error")
     else:
+        event("accepted")
         assert len(np.unique(vecs, axis=0)) == len(vecs) and np.isfinite(lat).all()
 
 
@@ -504,4 +523,7 @@ def test_fuzz_damaged_run_directories(tmp_path_factory, monkeypatch, damage):
             call()
         except DnasError as e:
             assert "\n" not in str(e)
+            event("clean error")
+        else:
+            event("accepted")
     assert tree(run) == before
