@@ -5,13 +5,15 @@ with one line on interrupt."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -108,13 +110,20 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def keys_epilog(kind: str) -> str:
+def keys_epilog(kind: str, defaults: Callable[[], Any] | None = None) -> str:
+    """The ``--help`` epilog: every config key with the default that runs without
+    ``--config`` (``defaults``; the kind's schema defaults when None), and how to override.
 
-    c = RUN_KINDS[kind].defaults()
-    keys = ", ".join(f"{k}={c[k]!r}" if not hasattr(c[k], "to_dict") else f"{k}={{}}" for k in c.keys())
+    Why ``defaults``: ``dnas search --help`` showed the paper's defaults while a plain
+    ``dnas search`` runs the digits defaults.
+    """
+    c = (defaults or RUN_KINDS[kind].defaults)()
+    keys = ", ".join(f"{k}={c[k]!r}" if not hasattr(c[k], "to_dict") else f"{k}={json.dumps(c[k].to_dict())}" for k in c.keys())
     return (
-        f"config keys ({kind}, override with --config.KEY=VALUE; kwargs with --config.GROUP.NAME=VALUE): {keys}. "
-        "See the resolved config with 'dnas config [PATH[:ARG]]' and registered names with 'dnas list all'."
+        f"config keys, with the defaults 'dnas {RUN_KINDS[kind].command}' runs without --config (override with --config.KEY=VALUE; "
+        f"a part's arguments with --config.PART_kwargs.NAME=VALUE, e.g. --config.space_kwargs.nodes=2; a group's entries with "
+        f"--config.GROUP.NAME=VALUE): {keys}. See the resolved config with 'dnas config [PATH[:ARG]]', registered names with "
+        "'dnas list all' and the experiment configs with 'dnas list experiments'."
     )
 
 

@@ -43,6 +43,6 @@ def multitrial_table(s: dict) -> list[str]:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Adds ``search`` to the ``dnas`` command's subparsers."""
     helptext = "run or resume an architecture search"
-    sp = sub.add_parser("search", help=helptext, description=f"{helptext}. Override config keys with --config.KEY=VALUE.", epilog=keys_epilog("search"))
+    sp = sub.add_parser("search", help=helptext, description=f"{helptext}. Override config keys with --config.KEY=VALUE.", epilog=keys_epilog("search", default_search_config))
     add_run_arguments(sp)
     sp.set_defaults(fn=cmd_search)

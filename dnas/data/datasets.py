@@ -12,6 +12,7 @@ to continue with exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import gzip
 import os
 import pickle
@@ -233,8 +234,6 @@ def check_dataset(name: str, path: str | None = None) -> None:
     """Refuses an unknown dataset or a missing data folder, without loading anything (so
     a run can be refused before its directory is written)."""
     if name not in DATASETS:
-        import difflib
-
         close = difflib.get_close_matches(name, DATASETS, n=1)
         raise DnasError(f"unknown dataset {name!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f" known datasets: {', '.join(DATASETS)}")
     if name in ("mnist", "cifar10") and not path:
@@ -261,7 +260,8 @@ def get_dataset(name: str, path: str | None = None) -> Dataset:
         if not path:
             raise DnasError(f"dataset {name!r} needs a path (config key data_dir / --config.data_dir=...)")
         return load_idx_folder(path, "mnist") if name == "mnist" else load_cifar10(path)
-    raise DnasError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    close = difflib.get_close_matches(name, DATASETS, n=1) if isinstance(name, str) else []
+    raise DnasError(f"unknown dataset {name!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f" known datasets: {', '.join(DATASETS)}")
 
 
 def search_split(n_train: int, portion: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

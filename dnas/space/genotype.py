@@ -55,7 +55,7 @@ def register_genotype(kind: str):
 
 def _check_op(name: Any, where: str) -> str:
     if not isinstance(name, str) or name not in OPS:
-        raise DnasError(f"{where}: unknown op {name!r}; known ops: {', '.join(OPS.names())}")
+        raise DnasError(f"{where}: {OPS.unknown(name)}")
     return name
 
 
