@@ -487,7 +487,7 @@ def _run_dir(root: Path) -> Path:
     return run
 
 
-DAMAGE = st.sampled_from(["delete", "empty", "truncate", "garbage", "latin1", "folder", "json-list"])
+DAMAGE = st.sampled_from(["delete", "empty", "truncate", "garbage", "latin1", "folder", "json-list", "other-record"])
 
 
 @settings(max_examples=int(os.environ.get("DNAS_FUZZ_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -516,6 +516,8 @@ def test_fuzz_damaged_run_directories(tmp_path_factory, monkeypatch, damage):
             p.mkdir()
         elif how == "json-list":
             p.write_text("[1, 2]\n")
+        elif how == "other-record":  # valid JSON lines of the wrong shape
+            p.write_text('{"epoch": "x", "softmax": [1], "event": "epoch", "param_free_ops": 3, "kind": "train"}\n')
     before = tree(run)
     for call in (lambda: show(str(run), run.parent / "out"), lambda: read_config(run / "config.json"),
                  lambda: read_json(run / "genotype.json")):
@@ -527,3 +529,81 @@ def test_fuzz_damaged_run_directories(tmp_path_factory, monkeypatch, damage):
         else:
             event("accepted")
     assert tree(run) == before
+
+
+# ---------------------------------------------------------------- the second hour
+
+
+def test_show_understands_a_train_run(tmp_path, monkeypatch):
+    from dnas.run.train import train_defaults
+
+    monkeypatch.setattr("dnas.report.show.plot_metrics", lambda *a, **k: [])
+    run = tmp_path / "train-run"
+    run.mkdir()
+    c = train_defaults()
+    c.genotype = CELL
+    (run / "config.json").write_text(to_json(c))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 5, "event": "epoch", "epoch": 1, "epoch_test_acc": 0.5}) + "\n")
+    lines = show(str(run), tmp_path / "out")
+    assert "not finished" in lines[0] and "dnas train --workdir" in lines[0] and CELL in lines[1]
+    (run / "result.json").write_text(json.dumps({"test_acc": 0.9375, "test_loss": 0.25}))
+    lines = show(str(run), tmp_path / "out")
+    assert "test_acc 0.9375" in lines[0]
+
+
+def test_multitrial_pareto_title_counts_every_run(tmp_path):
+    from dnas.report.plots import multitrial_pareto_data
+
+    config = {"kind": "multitrial", "runs": 4, "strategy": "rea", "report_metric": "acc", "valid_metric": "acc"}
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"run": 0, "eval": e, "acc": 90.0 + e, "lat_ms_x": 1.0 + e}) + "\n" for e in range(3)))
+    data = multitrial_pareto_data(tmp_path, config)
+    assert data is not None and "1 logged run of 4" in data.title
+
+
+def test_registry_lookups_say_did_you_mean():
+    from dnas.search.strategies import STRATEGIES
+    from dnas.space.base import SPACES
+
+    for reg, typo, meant in ((SPACES, "nb210", "nb201"), (STRATEGIES, "raa", "rea")):
+        with pytest.raises(DnasError) as e:
+            reg[typo]
+        assert f"did you mean {meant!r}" in one_line(e)
+    with pytest.raises(DnasError):
+        SPACES[["not", "hashable"]]
+
+
+def test_list_covers_every_registry_and_the_experiments():
+    from dnas.cli.registered import WHAT, registries
+
+    lines = registries("all")
+    for what in WHAT:
+        assert f"{what}:" in lines
+    assert "  rea  Aging evolution (Real et al. 2019), mutation by ``space.mutate``." in lines
+    multitrial = next(i for i, l in enumerate(lines) if "nb201_multitrial/config.py" in l)
+    assert "rs" in lines[multitrial + 1] and "reinforce" in lines[multitrial + 1]
+    with pytest.raises(DnasError) as e:
+        registries("strategy")
+    assert "did you mean 'strategies'" in one_line(e)
+
+
+def test_eval_and_multitrial_tables_keep_json_last():
+    from dnas.cli.eval import summary_table as eval_table
+    from dnas.cli.search import multitrial_table
+    from dnas.cli.zero_cost import summary_table as zero_cost_table
+
+    ev = {"archs": 3, "seconds": 2.0, "archs_per_s": 1.5, "compiles": 1, "bn": "running", "val_examples": 64,
+          "best_oneshot_acc": 0.5, "best": CELL, "oneshot_acc_mean": 0.25, "kendall_tau": 0.1, "spearman": 0.2,
+          "kendall_tau_by_loss": 0.3, "spearman_by_loss": 0.4, "metric": "cifar10_test_200ep"}
+    assert CELL in eval_table(ev)[1] and "Kendall τ 0.100" in eval_table(ev)[3]
+    zc = {"archs": 5, "compiles": 1, "archs_per_s": 2.0, "compile_and_first_s": 1.0, "proxies": {"synflow": {"spearman": 0.5, "kendall": 0.4}}}
+    assert "synflow" in zero_cost_table(zc)[2] and "0.5000" in zero_cost_table(zc)[2]
+    mt = {"runs": 4, "strategy": "rea", "evals_mean": 10, "test_metric": "t", "test_acc_mean": 93.9, "test_acc_std": 0.3,
+          "valid_metric": "v", "valid_acc_mean": 91.0, "valid_acc_std": 0.2, "most_chosen": CELL, "most_chosen_runs": 2}
+    assert "4 runs of rea" in multitrial_table(mt)[0] and "93.900 ± 0.300" in multitrial_table(mt)[1]
+
+
+def test_search_help_shows_the_defaults_that_run():
+    from dnas.cli.common import keys_epilog
+
+    epilog = keys_epilog("search", default_search_config)
+    assert "dataset='digits'" in epilog and "init_channels=8" in epilog

@@ -37,14 +37,37 @@ def _render(dot_path: Path) -> list[Path]:
 
 
 
-def _run_candidates(run: Path) -> list[str] | None:
-    """The op names of a run's space when every label offers the same ones (plot legends)."""
+def _run_candidates(run: Path) -> dict[str, list[str]] | None:
+    """Each label's candidate names in the run's space (α tables and plot legends), or None
+    when the space cannot be built from the run's config."""
     try:
         space = build_space(read_config(run / "config.json"))
     except (DnasError, OSError):
         return None
-    first = space.choices[0].candidates
-    return [str(c) for c in first] if all(c.candidates == first for c in space.choices) else None
+    return {c.label: [str(x) for x in c.candidates] for c in space.choices}
+
+
+def _common(per_label: dict[str, list[str]] | None) -> list[str] | None:
+    """The candidate names every label shares, or None (a layer-wise space's labels differ)."""
+    if not per_label:
+        return None
+    first = next(iter(per_label.values()))
+    return first if all(v == first for v in per_label.values()) else None
+
+
+def alpha_table(last: dict[str, list[float]], per_label: dict[str, list[str]] | None) -> list[str]:
+    """Lines of the softmax(α) table: one column per op when every label has the same ops;
+    otherwise (a layer-wise space) each row names its own ops, never bare column numbers."""
+    shared = _common(per_label)
+    if shared is not None or not per_label:
+        names = shared or [str(i) for i in range(len(next(iter(last.values()))))]
+        out = ["  " + "label".ljust(22) + " ".join(n[:12].rjust(12) for n in names)]
+        return out + ["  " + label.ljust(22) + " ".join(f"{p:12.3f}" for p in probs) for label, probs in last.items()]
+    rows = []
+    for label, probs in last.items():
+        names = per_label.get(label) or [str(i) for i in range(len(probs))]
+        rows.append("  " + label.ljust(22) + "  ".join(f"{n} {p:.3f}" for n, p in zip(names, probs)))
+    return rows
 
 
 def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
@@ -67,9 +90,13 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
             import_files(saved.get("imports", []))
         if saved.get("kind") == "multitrial":  # no genotype: one per run, summarised instead
             return show_multitrial(path, out or path, saved)
-        if not (path / "genotype.json").exists():
+        if saved.get("kind") == "train":  # a retraining run: its genotype is in its config
+            geno = _train_genotype(path, saved)
+            lines += train_lines(path, saved)
+        elif not (path / "genotype.json").exists():
             raise DnasError(f"{target!r} is a folder without genotype.json; is it a dnas run directory (finished one epoch)?")
-        geno = G.load(path / "genotype.json")
+        else:
+            geno = G.load(path / "genotype.json")
         out = out or path
         if (path / "alpha.jsonl").exists():
             history = read_jsonl(path / "alpha.jsonl")
@@ -94,20 +121,45 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
     if shutil.which("dot") is None:
         lines.append(GRAPHVIZ_HINT)
     if history:
-        last = history[-1]["softmax"]
-        op_names = ops or [str(i) for i in range(len(next(iter(last.values()))))]
+        last = history[-1].get("softmax")
+        if not isinstance(last, dict) or not all(isinstance(v, list) and v for v in last.values()) or not last:
+            raise DnasError(f"{str(path / 'alpha.jsonl')!r}: its last record has no 'softmax' table of label -> probabilities; "
+                            "is it a dnas alpha.jsonl?")
         lines.append(f"α after epoch {history[-1]['epoch']} (softmax per edge):")
-        lines.append("  " + "label".ljust(22) + " ".join(n[:12].rjust(12) for n in op_names))
-        for label, probs in last.items():
-            lines.append("  " + label.ljust(22) + " ".join(f"{p:12.3f}" for p in probs))
+        lines += alpha_table(last, ops)
     if path.is_dir() and (path / "metrics.jsonl").exists():
         lines += diagnostic_lines(read_jsonl(path / "metrics.jsonl"))
     if path.is_dir():
         files += plot_metrics(read_jsonl(path / "metrics.jsonl"), out) if (path / "metrics.jsonl").exists() else []
-        files += plot_alpha(history, out, ops) if history else []
+        files += plot_alpha(history, out, _common(ops)) if history else []
         files += plot_run_pareto(path, out)  # nothing unless the search had a latency term
     lines.append("wrote: " + ", ".join(str(f) for f in files))
     return lines
+
+
+def _train_genotype(path: Path, config: dict) -> G.Genotype:
+    """The genotype a ``dnas train`` run trains (``config.genotype``: a name, a genotype
+    file, a search run or an NB201 arch_str)."""
+    name = config.get("genotype")
+    if not isinstance(name, str) or not name:
+        raise DnasError(f"the train run {str(path)!r} names no genotype in its config.json")
+    try:
+        return G.get(name)
+    except DnasError as e:
+        raise DnasError(f"the genotype of train run {str(path)!r} ({name!r}) is no longer readable: {e}") from None
+
+
+def train_lines(path: Path, config: dict) -> list[str]:
+    """The lines of a ``dnas train`` run: its result (``result.json``) or how far it got."""
+    if (path / "result.json").is_file():
+        r = read_json(path / "result.json", "train result")
+        if isinstance(r, dict):
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in r.items() if isinstance(v, float))
+            return [f"train run ({config.get('epochs')} epochs): {shown}"]
+    done = [x for x in read_jsonl(path / "metrics.jsonl") if x.get("event") == "epoch" or "epoch" in x]
+    last = done[-1].get("epoch") if done else 0
+    return [f"train run, not finished (no result.json; last logged epoch {last} of {config.get('epochs')}); "
+            f"resume with: dnas train --workdir {str(path)!r}"]
 
 
 def show_multitrial(path: Path, out: Path, config: dict) -> list[str]:
@@ -141,17 +193,23 @@ def diagnostic_lines(records: list[dict]) -> list[str]:
     one line per epoch: supernet val accuracy, top Hessian eigenvalue (when logged),
     parameter-free ops per derived cell, α entropy; and the DARTS-ES stop, if any.
     Empty when the run logged none (runs from before the diagnostics)."""
-    epochs = [r for r in records if r.get("event") == "epoch" and "param_free_ops" in r]
+    # Records of another shape (a hand-edited or foreign file) are skipped, not a traceback.
+    epochs = [r for r in records if r.get("event") == "epoch" and isinstance(r.get("param_free_ops"), dict) and isinstance(r.get("epoch"), int)]
     if not epochs:
         return []
     cells = list(epochs[-1]["param_free_ops"])
     out = ["collapse diagnostics per epoch (RobustDARTS: a rising λ_max and more parameter-free ops signal collapse):",
            "  epoch  val_acc      λ_max  " + " ".join(f"free({c})".rjust(12) for c in cells) + "  α-entropy"]
     for r in epochs:
-        lam = f"{r['hessian_eigenvalue']:10.4g}" if "hessian_eigenvalue" in r else "         -"
+        lam = f"{_num(r['hessian_eigenvalue']):10.4g}" if "hessian_eigenvalue" in r else "         -"
         free = " ".join(str(r["param_free_ops"].get(c, "-")).rjust(12) for c in cells)
-        out.append(f"  {r['epoch']:5d}  {r.get('epoch_val_acc', float('nan')):7.3f} {lam}  {free}  {r.get('epoch_alpha_entropy', float('nan')):9.3f}")
+        out.append(f"  {r['epoch']:5d}  {_num(r.get('epoch_val_acc')):7.3f} {lam}  {free}  {_num(r.get('epoch_alpha_entropy')):9.3f}")
     for r in records:
         if r.get("event") == "early_stop":
-            out.append(f"DARTS-ES stopped the search after epoch {r['epoch']}; result: the genotype of epoch {r['stop_epoch']}")
+            out.append(f"DARTS-ES stopped the search after epoch {r.get('epoch')}; result: the genotype of epoch {r.get('stop_epoch')}")
     return out
+
+
+def _num(x: object) -> float:
+    """``x`` as a float for a table cell; NaN when it is not a number."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else float("nan")
