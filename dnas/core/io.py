@@ -57,7 +57,7 @@ def read_text(path: str | Path, what: str = "file") -> str:
     except IsADirectoryError:
         raise DnasError(f"{what} {str(path)!r} is a folder, not a file") from None
     except FileNotFoundError:
-        raise DnasError(f"{what} {str(path)!r} does not exist") from None
+        raise DnasError(f"cannot read {what} {str(path)!r}: it does not exist") from None
     except OSError as e:
         raise DnasError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
     try:

@@ -66,14 +66,14 @@ class Registry(Generic[T]):
             raise DnasError(self.unknown(name)) from None
 
     def unknown(self, name: object) -> str:
-        """The one-line message for an unknown ``name``: the closest registered name first
-        ("did you mean"), then every name. One place, so every registry lookup says it."""
+        """The one-line message for an unknown ``name``: every registered name, then the
+        closest one ("did you mean"). One place, so every registry lookup says it."""
         self._load()
         names = sorted(self._items)
         close = difflib.get_close_matches(name, names, n=1) if isinstance(name, str) else []
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
-        return f"unknown {self.kind} {name!r}; {hint}known {plural}: {', '.join(names)}"
+        return f"unknown {self.kind} {name!r}; known {plural}: {', '.join(names)}{hint}"
 
     def __contains__(self, name: object) -> bool:
         self._load()

@@ -168,7 +168,7 @@ def _check_types(config: ml_collections.ConfigDict, schema: ml_collections.Confi
             continue
         if isinstance(d, bool):
             if not isinstance(v, bool):
-                raise DnasError(f"{prefix}{k} must be true or false, got {_shown(v)}")
+                raise DnasError(f"{prefix}{k} must be True or False, got {_shown(v)}")
         elif isinstance(d, (int, float)):
             kind = "an integer" if isinstance(d, int) else "a number"
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(d, int) and not isinstance(v, int)):
