@@ -83,6 +83,9 @@ def test_non_utf8_csvs_name_the_file_and_encoding(tmp_path):
         with pytest.raises(DnasError) as e:
             call()
         assert "is not UTF-8" in one_line(e) and str(bad) in str(e.value)
+    with pytest.raises(DnasError):
+        show(CELL, tmp_path / "pictures", table=str(bad))
+    assert not (tmp_path / "pictures").exists()  # refused before the first picture
 
 
 def test_a_utf8_bom_is_read_as_text(tmp_path):

@@ -26,6 +26,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write, check_output_file
 from dnas.core.stats import rank_quality
 from dnas.space.base import SearchSpace
-from dnas.estimate.nb201_table import table_path, table_values
+from dnas.estimate.nb201_table import load_table, table_path, table_values
 from dnas.space.genotype import NB201_OPS
 from dnas.space.spaces import NB201Space
 from dnas.estimate.oneshot import OneShotEvaluator
@@ -89,7 +90,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     if args.table:
         if args.archs < 2:
             raise DnasError("--table compares rankings: it needs --archs >= 2")
-        table_path(args.table)  # a missing table is refused before the supernet is loaded
+        path = table_path(args.table)
+        load_table(path, os.path.getmtime(path))  # a bad table is refused before the supernet loads (the read is cached)
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
                                    seed=args.seed, chunk=args.chunk, batch_stats=args.bn_batch)
     if args.sample == "policy":

@@ -107,12 +107,12 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
             raise DnasError(f"{target!r} does not exist: no such run directory or genotype file")
         geno = G.get(target)
         out = out or Path("show-" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem if path.suffix == ".json" else target).strip("_")[:60] or "genotype"))
-    out.mkdir(parents=True, exist_ok=True)
     lines.append(f"genotype ({geno.kind}, {geno.space} space): {geno}")
-    if table and isinstance(geno, G.NB201Genotype):
+    if table and isinstance(geno, G.NB201Genotype):  # read (and refused) before any picture is written
         row = table_row(table, geno.arch_str())
         accs = {k: row[k] for k in ("cifar10_test_200ep", "cifar100_test_200ep", "imagenet16_120_test_200ep") if k in row}
         lines.append("NAS-Bench-201 (200 epochs, test accuracy %): " + ", ".join(f"{k.split('_test')[0]} {v:.2f}" for k, v in accs.items()))
+    out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     for name, dot in geno.dot_graphs().items():
         p = out / f"{name}.dot"
