@@ -520,7 +520,8 @@ def test_fuzz_damaged_run_directories(tmp_path_factory, monkeypatch, damage):
         elif how == "json-list":
             p.write_text("[1, 2]\n")
         elif how == "other-record":  # valid JSON lines of the wrong shape
-            p.write_text('{"epoch": "x", "softmax": [1], "event": "epoch", "param_free_ops": 3, "kind": "train"}\n')
+            p.write_text('{"epoch": "x", "softmax": [1], "event": "epoch", "param_free_ops": 3, "kind": "train", '
+                         '"pareto": [1, {"hardware": 2, "acc": 0.5}], "hypervolume": "x"}\n')
     before = tree(run)
     for call in (lambda: show(str(run), run.parent / "out"), lambda: read_config(run / "config.json"),
                  lambda: read_json(run / "genotype.json")):

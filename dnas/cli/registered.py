@@ -24,7 +24,7 @@ from dnas.search.strategies.predictor import PREDICTORS
 from dnas.run.config import RUN_KINDS
 from dnas.search.bilevel import HYPERGRADIENTS
 from dnas.space import genotype as G
-from dnas.space.base import SPACES
+from dnas.space.base import HARDWARE_SPACES, SPACES
 from dnas.space.ops import OPS
 from dnas.space.relax import RELAXATIONS
 
@@ -95,7 +95,8 @@ def registries(what: str, imports: Sequence[str] = ()) -> list[str]:
     tables: dict[str, Callable[[], list[str]]] = {
         "ops": lambda: [f"{n}{'  (parametric)' if OPS[n].parametric else ''}" for n in OPS],
         "relaxations": lambda: [f"{n}  {_doc(RELAXATIONS[n])}".rstrip() for n in RELAXATIONS],
-        "spaces": lambda: [f"{n}  ({SPACES[n].__name__})" for n in SPACES],
+        "spaces": lambda: [f"{n}  ({SPACES[n].__name__})" for n in SPACES]
+        + [f"{n}  (hardware: {HARDWARE_SPACES[n].__name__}; compose with space_kwargs.hardware={n!r})" for n in HARDWARE_SPACES],
         "genotypes": lambda: [f"{n}  (published)" for n in G.published_names()] + [f"kind {k}  ({G.GENOTYPES[k].__name__})" for k in G.GENOTYPES],
         "hypergradients": lambda: list(HYPERGRADIENTS),
         "kinds": lambda: [f"{k}  (dnas {RUN_KINDS[k].command})" for k in RUN_KINDS],

@@ -124,3 +124,30 @@ def pareto_front(acc: np.ndarray, lat: np.ndarray) -> np.ndarray:
     _, first = np.unique(np.stack([acc[on], lat[on]], 1), axis=0, return_index=True)
     on = on[np.sort(first)]
     return on[np.argsort(lat[on], kind="stable")].astype(np.int64)
+
+
+def hypervolume(points: np.ndarray, reference: Sequence[float], ideal: Sequence[float]) -> float:
+    """The normalised hypervolume of ``points f[N, m]`` (every objective maximised).
+
+    Each objective is mapped to ``[0, 1]`` by ``(ideal - f) / (ideal - reference)`` and the
+    volume the points dominate in the box ``[0, 1]^m`` is measured with pymoo's exact
+    indicator (Blank & Deb, "pymoo: Multi-objective Optimization in Python", IEEE Access
+    2020; the S-metric of Zitzler & Thiele, PPSN 1998). 1 means the ideal point was found;
+    points no better than the reference in some objective dominate nothing. Comparable
+    across runs that share ``reference`` and ``ideal``.
+
+    Raises:
+      DnasError: ``reference``/``ideal`` not one value per objective, or pymoo missing.
+    """
+    try:
+        from pymoo.indicators.hv import HV  # optional and heavy (numba): only multi-objective reports import it
+    except ImportError:
+        raise DnasError("the hypervolume needs pymoo: pip install 'dnas[codesign]'") from None
+    pts = np.asarray(points, np.float64).reshape(-1, np.shape(reference)[0] if np.ndim(reference) else 1)
+    ref, best = np.asarray(reference, np.float64), np.asarray(ideal, np.float64)
+    if ref.shape != best.shape or ref.shape != pts.shape[1:]:
+        raise DnasError(f"the hypervolume needs one reference and one ideal value per objective ({pts.shape[1]}), got {ref.tolist()} and {best.tolist()}")
+    span = np.where(best - ref > 0, best - ref, 1.0)
+    f = (best - pts) / span
+    f = f[np.all(f < 1.0, axis=1)]
+    return float(HV(ref_point=np.ones(ref.shape[0]))(f)) if len(f) else 0.0

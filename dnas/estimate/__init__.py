@@ -9,12 +9,15 @@ over it runs many seeds as one vmapped program.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 
 from dnas.core.registry import Registry
+from dnas.space.base import JointSpace, SearchSpace
 
 
 class Estimator(NamedTuple):
@@ -34,8 +37,49 @@ class Estimator(NamedTuple):
 
 
 ESTIMATORS: Registry[Callable[..., Estimator]] = Registry("estimator")
-"""Name -> factory ``(space, **kwargs) -> Estimator``."""
+"""Name -> factory ``(space, **kwargs) -> Estimator``. A factory that understands joint
+(network + hardware) spaces itself sets ``joint = True`` on itself; any other is built on
+the network part (:func:`for_space`)."""
+
+
+def hardware_names(space: JointSpace, hw_vec: Any) -> str:
+    """A hardware vector as ``rows=16 cols=32 dataflow=ws ...`` (labels without ``hw/``)."""
+    return " ".join(f"{l.split('/', 1)[-1]}={v}" for l, v in space.hw_space.names(np.asarray(hw_vec)).items())
+
+
+def network_part(inner: Estimator, space: JointSpace) -> Estimator:
+    """``inner``, an estimator of ``space.net_space``, evaluating joint vectors by their
+    network part: accuracy does not depend on the accelerator the network runs on."""
+    n = space.num_network
+
+    def evaluate(archs: jax.Array, key: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+        return inner.evaluate(archs[..., :n], key)
+
+    def describe(vec: Any) -> str:
+        v = np.asarray(vec)
+        return f"{inner.describe(v[:n])} @ {hardware_names(space, v[n:])}"
+
+    return Estimator(evaluate, inner.metrics, inner.pure, inner.min_cost, describe)
+
+
+def for_space(factory: Callable[..., Estimator], space: SearchSpace) -> Callable[..., Estimator]:
+    """``factory`` adapted to ``space``: on a :class:`~dnas.space.base.JointSpace`, a factory
+    without ``joint = True`` is built on the network space and wrapped by
+    :func:`network_part`; otherwise ``factory`` itself."""
+    if not isinstance(space, JointSpace) or getattr(factory, "joint", False):
+        return factory
+
+    @functools.wraps(factory)
+    def build(_space: SearchSpace, **kwargs: Any) -> Estimator:
+        return network_part(factory(space.net_space, **kwargs), space)
+
+    return build
+
+
+def build_estimator(name: str, space: SearchSpace, kwargs: Mapping[str, Any] | None = None) -> Estimator:
+    """The registered estimator ``name`` for ``space`` (joint spaces: :func:`for_space`)."""
+    return for_space(ESTIMATORS[name], space)(space, **dict(kwargs or {}))
 
 from dnas.estimate import hardware, nb201_table, oneshot, zero_cost  # noqa: E402,F401  (registers them)
 
-__all__ = ["ESTIMATORS", "Estimator"]
+__all__ = ["ESTIMATORS", "Estimator", "build_estimator", "for_space", "hardware_names", "network_part"]

@@ -22,12 +22,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dnas.core.errors import DnasError
-from dnas.estimate import ESTIMATORS, Estimator
+from dnas.estimate import ESTIMATORS, Estimator, build_estimator, hardware_names
 from dnas.hardware.cost_model import CombinedCost, CostModel, build_cost_model
 from dnas.hardware.cost_models import legacy_cost_model
-from dnas.space.base import SearchSpace
+from dnas.space.base import JointSpace, SearchSpace
 
 
 def hardware(space: SearchSpace, base: str = "", base_kwargs: Mapping[str, Any] | None = None, table: str = "", device: str = "",
@@ -61,7 +62,7 @@ def hardware(space: SearchSpace, base: str = "", base_kwargs: Mapping[str, Any] 
     if not models and not base:
         raise DnasError("the hardware estimator needs a cost_model, a table, counts=True or a base estimator")
     model = CombinedCost(models) if models else None
-    inner = ESTIMATORS[base](space, **dict(base_kwargs or {})) if base else None
+    inner = build_estimator(base, space, base_kwargs) if base else None
     clash = [m for m in (model.metrics if model else ()) if inner is not None and m in inner.metrics]
     if clash:
         raise DnasError(f"the base estimator {base!r} already gives {clash[0]!r}")
@@ -72,8 +73,14 @@ def hardware(space: SearchSpace, base: str = "", base_kwargs: Mapping[str, Any] 
         return {**metrics, **(model.cost(archs) if model else {})}, cost
 
     names = (inner.metrics if inner is not None else ()) + (model.metrics if model else ())
-    describe = inner.describe if inner is not None else (lambda v: str(space.names(v)))
+    if inner is not None:
+        describe = inner.describe
+    elif isinstance(space, JointSpace):
+        describe = lambda v: f"{space.net_space.names(np.asarray(v)[: space.num_network])} @ {hardware_names(space, np.asarray(v)[space.num_network :])}"
+    else:
+        describe = lambda v: str(space.names(v))
     return Estimator(evaluate, names, inner.pure if inner is not None else True, inner.min_cost if inner is not None else cost_s, describe)
 
 
+hardware.joint = True  # prices joint (network + accelerator) vectors itself; its base sees the network part
 ESTIMATORS.add("hardware", hardware)

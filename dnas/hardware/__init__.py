@@ -2,7 +2,10 @@
 
 - :mod:`dnas.hardware.cost_model`: the :class:`CostModel` seam (``cost(probs_or_arch, hw)
   -> {metric: f32}``), :data:`COST_MODELS`, additive and combined models.
-- :mod:`dnas.hardware.cost_models`: the built-ins ``lut``, ``fbnet_lut``, ``predictor``, ``counts``.
+- :mod:`dnas.hardware.cost_models`: the built-ins ``lut``, ``fbnet_lut``, ``predictor``, ``counts``, ``accelerator``.
+- :mod:`dnas.hardware.accelerator`: the analytical systolic-array model (SCALE-Sim cycles, bandwidth
+  bound, Eyeriss-style energy, area) over GEMMs read from traced programs.
+- :mod:`dnas.hardware.codesign`: the ``accelerator`` cost model of a network or joint network + hardware space.
 - :mod:`dnas.hardware.lut`: the table schema (:class:`LutKey`, :class:`LatencyTable`), JSON, validation.
 - :mod:`dnas.hardware.loaders`: ProxylessNAS / once-for-all YAML, HW-NAS-Bench's FBNet CSV.
 - :mod:`dnas.hardware.penalties`: :class:`LatencyTerm` (per-candidate entries), expected and
@@ -12,6 +15,8 @@
 - :mod:`dnas.cli.latency`: ``dnas latency fit``.
 """
 
+from dnas.hardware.accelerator import accelerator_metrics, conv_gemm, gemm_layers, layer_costs
+from dnas.hardware.codesign import AcceleratorCost, accelerator_cost
 from dnas.hardware.cost_model import (
     COST_MODELS,
     AdditiveCost,
@@ -38,6 +43,12 @@ from dnas.hardware.penalties import (
 from dnas.hardware.predictor import LatencyPredictor, fit_latency_predictor, latency_metrics
 
 __all__ = [
+    "AcceleratorCost",
+    "accelerator_cost",
+    "accelerator_metrics",
+    "conv_gemm",
+    "gemm_layers",
+    "layer_costs",
     "COST_MODELS",
     "PENALTIES",
     "AdditiveCost",

@@ -54,7 +54,7 @@ import numpy as np
 from dnas.core.errors import DnasError
 from dnas.core.registry import Registry
 from dnas.hardware.penalties import LatencyTerm
-from dnas.space.base import SearchSpace
+from dnas.space.base import JointSpace, SearchSpace
 
 ProbsOrArch = Union[Mapping[str, Any], jax.Array, np.ndarray]
 """``{label: f32[..., k]}``, ``f32[..., n, K]``, ``int32[..., n]`` or ``{label: int}`` (module docstring)."""
@@ -232,6 +232,30 @@ def straight_through_cost(model: CostModel, probs: ProbsOrArch, hw: Any = None) 
     return {k: soft[k] + jax.lax.stop_gradient(hard[k] - soft[k]) for k in soft}
 
 
+class NetworkPartCost(CostModel):
+    """A model of a joint space's network part, pricing joint inputs: the hardware rows are
+    dropped, so a fixed-device model (a LUT, MAC counts) prices the network of a joint
+    (network + accelerator) vector and ignores the accelerator.
+
+    Args:
+      model: a cost model of ``space.net_space``.
+      space: the :class:`~dnas.space.base.JointSpace`.
+    """
+
+    def __init__(self, model: CostModel, space: JointSpace):
+        super().__init__(space.labels, [int(k) for k in space.num_candidates], model.metrics)
+        self.model, self.num_network = model, space.num_network
+
+    def price(self, probs: jax.Array, hw: Any = None) -> dict[str, jax.Array]:
+        return self.model.price(probs[..., : self.num_network, : self.model.width], hw)
+
+    def additive(self, metric: str) -> LatencyTerm:
+        t = self.model.additive(metric)
+        # Hardware labels cost nothing in a fixed-device model: zero rows, padded to the joint width.
+        lat = jnp.pad(jnp.asarray(t.lat), [(0, len(self.labels) - self.num_network), (0, self.width - t.lat.shape[1])])
+        return LatencyTerm(lat, t.fixed, self.labels, self.num_candidates)
+
+
 # ----- registry ---------------------------------------------------------------------------------
 
 CostModelFactory = Callable[..., CostModel]
@@ -258,8 +282,14 @@ def build_cost_model(name: str, space: SearchSpace, kwargs: Mapping[str, Any] | 
     bad = [k for k in kwargs if k not in params]
     if bad:
         raise DnasError(f"cost model {name!r} takes no argument {bad[0]!r}; it accepts: {', '.join(params) or 'nothing'}")
+    # A joint (network + hardware) space: a model that does not price hardware itself (all
+    # but the accelerator models, which set ``joint = True`` on their factory) prices the
+    # network part.
+    joint = isinstance(space, JointSpace) and not getattr(factory, "joint", False)
     try:
-        model = factory(space, **kwargs)
+        model = factory(space.net_space if joint else space, **kwargs)
+        if joint:
+            model = NetworkPartCost(model, space)
     except TypeError as e:
         raise DnasError(f"cost model {name!r}: {e}") from None
     if not isinstance(model, CostModel):

@@ -17,11 +17,16 @@ counts        ``macs_m``, ``params_m``: multiply-adds and          ``resolution`
               parameters in millions, counted from traced          keys ``C``,
               programs (:mod:`dnas.hardware.counts`) per key       ``num_classes``,
               of a keyed space, or per candidate on the supernet   ``in_channels``, ``check``
+accelerator   ``latency_ms``, ``energy_mj``, ``area_mm2``,         ``resolution``, ``batch``,
+              ``cycles``, ``edp`` on a systolic-array accelerator  ``C``, ``num_classes``,
+              (:mod:`dnas.hardware.codesign`); of a joint          ``in_channels``,
+              network + hardware space, its hardware labels        ``hardware``, ``check``
 ============  ===================================================  ==========================
 
-All four are :class:`~dnas.hardware.cost_model.AdditiveCost`: per-candidate tables, so the
-expected cost of a distribution is exact and a discrete architecture costs what its one-hot
-distribution costs.
+The first four are :class:`~dnas.hardware.cost_model.AdditiveCost`: per-candidate tables, so
+the expected cost of a distribution is exact and a discrete architecture costs what its
+one-hot distribution costs. ``accelerator`` is additive over the network's layers for a
+fixed accelerator and evaluates the accelerator at its mean encoding.
 
 :func:`legacy_cost_model` maps the older ``config.latency.table`` path onto them
 (``.json``/``.yaml`` -> ``lut``, ``.csv`` -> ``fbnet_lut``), so configs written before the
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dnas.core.errors import DnasError
+from dnas.hardware.codesign import AcceleratorCost, accelerator_cost
 from dnas.hardware.cost_model import AdditiveCost, register_cost_model
 from dnas.hardware.counts import count_terms, supernet_count_terms
 from dnas.hardware.loaders import FBNetLayerTable, load_fbnet_csv, load_yaml_lut
@@ -42,6 +48,7 @@ from dnas.hardware.penalties import LatencyTerm, lut_term
 from dnas.hardware.predictor import LatencyPredictor
 from dnas.space.base import SearchSpace
 from dnas.space.keys import KeyedSpace
+from dnas.space.spaces.hardware import Accelerator
 
 _TO_MS = {"ms": 1.0, "us": 1e-3, "s": 1e3}
 
@@ -150,3 +157,17 @@ def counts(space: SearchSpace, resolution: int = 224, C: int = 16, num_classes: 
         macs, params = supernet_count_terms(space, C=int(C), num_classes=int(num_classes), in_channels=int(in_channels),
                                             resolution=int(resolution), check=int(check))
     return AdditiveCost({"macs_m": macs, "params_m": params})
+
+
+@register_cost_model("accelerator")
+def accelerator(space: SearchSpace, resolution: int = 32, batch: int = 1, C: int = 16, num_classes: int = 10, in_channels: int = 3,
+                hardware: Accelerator | dict[str, Any] | None = None, check: int = 2) -> AcceleratorCost:
+    """Latency, energy, area, cycles and EDP on a SCALE-Sim-style systolic array
+    (:func:`dnas.hardware.codesign.accelerator_cost`, whose docstring has the arguments): a
+    network space priced on ``hardware`` (or on ``hw`` passed to ``cost``), or a joint
+    network + :class:`~dnas.space.spaces.hardware.SystolicSpace` space priced from one vector."""
+    return accelerator_cost(space, resolution=resolution, batch=batch, C=C, num_classes=num_classes, in_channels=in_channels,
+                            hardware=hardware, check=check)
+
+
+accelerator.joint = True  # prices a joint space's hardware labels itself (build_cost_model passes the joint space)

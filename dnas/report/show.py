@@ -6,7 +6,6 @@ accuracies for it; a multi-trial run prints its summary."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -127,6 +126,11 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
                             "is it a dnas alpha.jsonl?")
         lines.append(f"α after epoch {history[-1]['epoch']} (softmax per edge):")
         lines += alpha_table(last, ops)
+    if path.is_dir() and (path / "summary.json").is_file():  # a search's derived pair (codesign: its accelerator)
+        summary = read_json(path / "summary.json", "run summary")
+        if not isinstance(summary, dict):
+            raise DnasError(f"{str(path / 'summary.json')!r} must hold a JSON object; delete it and run the search command again to rewrite it")
+        lines += front_lines(summary)
     if path.is_dir() and (path / "metrics.jsonl").exists():
         lines += diagnostic_lines(read_jsonl(path / "metrics.jsonl"))
     if path.is_dir():
@@ -175,16 +179,47 @@ def show_multitrial(path: Path, out: Path, config: dict) -> list[str]:
     """
     lines = []
     if (path / "summary.json").is_file():
-        s = json.loads((path / "summary.json").read_text())
+        s = read_json(path / "summary.json", "run summary")
+        if not isinstance(s, dict):
+            raise DnasError(f"{str(path / 'summary.json')!r} must hold a JSON object; delete it and run the same command again to rewrite it")
         lines.append(f"multi-trial run ({s.get('strategy', config.get('strategy'))}, {s.get('runs')} runs): "
-                     f"{s.get('test_metric')} {s.get('test_acc_mean', float('nan')):.3f} ± {s.get('test_acc_std', float('nan')):.3f} "
+                     f"{s.get('test_metric')} {_num(s.get('test_acc_mean')):.3f} ± {_num(s.get('test_acc_std')):.3f} "
                      f"of the chosen architectures; most chosen: {s.get('most_chosen')} ({s.get('most_chosen_runs')} runs)")
+        lines += front_lines(s)
     else:
         lines.append(f"multi-trial run ({config.get('strategy')}, {config.get('runs')} runs), not finished (no summary.json)")
     out.mkdir(parents=True, exist_ok=True)
     files = plot_run_pareto(path, out)
+    if (path / "pareto.png").is_file():  # the run's own front (every objective; accelerators named on a joint space)
+        if out.resolve() != path.resolve():
+            shutil.copyfile(path / "pareto.png", out / "pareto.png")
+        files.append(out / "pareto.png")
     lines.append("wrote: " + ", ".join(str(f) for f in files) if files else
                  "no accuracy-vs-latency plot: the estimator gives no latency metric (lat_ms_* or latency_ms)")
+    return lines
+
+
+def front_lines(summary: dict, limit: int = 12) -> list[str]:
+    """The hypervolume and Pareto front of a ``summary.json`` (multi-objective or codesign
+    runs), one line per point with its accelerator; empty when it has none."""
+    pts = summary.get("pareto") or []
+    if not isinstance(pts, list):  # a damaged summary: points of another shape are not shown
+        return []
+    pts = [p for p in pts if isinstance(p, dict)]
+    if not pts:
+        return []
+    lines = []
+    if "hypervolume_mean" in summary:
+        lines.append(f"hypervolume {_num(summary['hypervolume_mean']):.4f} ± {_num(summary.get('hypervolume_std', 0.0)):.4f} over {summary.get('runs')} runs "
+                     f"(normalised to reference {summary.get('hv_reference')} and ideal {summary.get('hv_ideal')})")
+    elif "hypervolume" in summary:
+        lines.append(f"hypervolume {_num(summary['hypervolume']):.4f} (normalised to reference {summary.get('hv_reference')} and ideal {summary.get('hv_ideal')})")
+    lines.append(f"Pareto front ({len(pts)} points" + (f", first {limit}" if len(pts) > limit else "") + "):")
+    for p in pts[:limit]:
+        nums = ", ".join(f"{k} {v:.4g}" for k, v in p.items() if isinstance(v, float))
+        hw = p.get("hardware") if isinstance(p.get("hardware"), dict) else {}
+        hw = " ".join(f"{k}={v}" for k, v in hw.items())
+        lines.append(f"  {p.get('arch', '')}" + (f" @ {hw}" if hw else "") + f": {nums}")
     return lines
 
 

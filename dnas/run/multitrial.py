@@ -67,6 +67,8 @@ def multitrial_defaults() -> ml_collections.ConfigDict:
     c.runs = 500
     c.runs_per_chunk = 100  # runs per compiled call; each finished chunk is saved
     c.log_runs = 1  # runs whose every evaluation goes to metrics.jsonl
+    c.hv_reference = []  # several objectives: the hypervolume's worst point, one value per objective (maximised); [] = worst seen
+    c.hv_ideal = []  # and its best point (normalises each objective to [0, 1]); [] = best seen
     c.seed = 0
     return c
 

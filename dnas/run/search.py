@@ -35,6 +35,9 @@ from flax import nnx
 
 from dnas.core.checkpoint import Checkpointer, resume
 from dnas.core.errors import DnasError
+from dnas.core.io import atomic_write_json
+from dnas.core.stats import hypervolume
+from dnas.estimate.nb201_table import table_path, table_row
 from dnas.data.datasets import Dataset, augment, batch_indices, get_dataset, normalize, search_split, steps_per_epoch
 from dnas.run.config import RUN_KINDS, RunKind, apply_smoke, check_common, kwargs_of
 from dnas.run.driver import SignalFlag, StepLoop, evaluate_split, run_in_workdir
@@ -48,9 +51,10 @@ from dnas.search.methods import apply_method, delayed, make_arch_penalty
 from dnas.search.plans import with_reward_baseline
 from dnas.search.state import SearchState, alpha_dict, build_jitted, init_search_state, step_compiler_options
 from dnas.space import genotype as G
-from dnas.space.base import SearchSpace
+from dnas.space.base import JointSpace, SearchSpace
 from dnas.space.base import build_space as _build_space
 from dnas.space.genotype import NB201_OPS
+from dnas.space.spaces.nb201 import NB201Space
 from dnas.space.ops.layers import depthwise_impl
 from dnas.space.relax import make_relaxation, relax_all
 
@@ -250,6 +254,16 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.tensorboard = False  # also write TensorBoard event files to <workdir>/tensorboard (pip install tensorboardX)
     c.latency = latency_defaults()  # the latency term (dnas.search.latency): off while latency.table is ""
+    # What summary.json reports on the derived architecture (written when the run ends, for a
+    # joint network + hardware space or when objectives are named): its cost-model metrics,
+    # its accuracy in a benchmark table (NB201), and with objectives its hypervolume.
+    c.summary = ml_collections.ConfigDict({
+        "table": "",  # an NB201 table CSV: the derived cell's accuracy ('' = none)
+        "accuracy": "cifar10_test_200ep",  # the table's column reported as "accuracy"
+        "objectives": [],  # e.g. ["accuracy", "-latency_ms", "-energy_mj", "-area_mm2"]: the hypervolume's axes
+        "hv_reference": [],  # worst point, one value per objective (maximised)
+        "hv_ideal": [],  # best point
+    })
     return c
 
 
@@ -292,6 +306,7 @@ def check_search(c: ml_collections.ConfigDict) -> None:
         raise DnasError(f"config.train_portion must be in (0, 1), got {c.train_portion}")
     space = _build_space(c.space, c.layers, kwargs_of(c.space_kwargs))
     check_latency(c, space)
+    _check_summary(c, space)
     relax = make_relaxation(c.relax, kwargs_of(c.relax_kwargs), epochs=c.epochs)
     _check_alpha_grad(c, relax)
     make_arch_penalty(c.arch_penalty, kwargs_of(c.arch_penalty_kwargs))
@@ -302,6 +317,66 @@ def check_search(c: ml_collections.ConfigDict) -> None:
         raise DnasError(f"config.early_stop must be True or False, got {c.early_stop!r}")
     if c.early_stop and int(c.hessian_iters) <= 0:
         raise DnasError("config.early_stop (DARTS-ES) reads the Hessian eigenvalue: set config.hessian_iters > 0 (e.g. 20)")
+
+
+def _check_summary(c: ml_collections.ConfigDict, space: SearchSpace) -> None:
+    s = c.summary
+    if s.table:
+        if not isinstance(space.net_space if isinstance(space, JointSpace) else space, NB201Space):
+            raise DnasError("config.summary.table reads an NB201 table: it needs space='nb201' (the derived cell is looked up)")
+        table_path(s.table)
+    objs = list(s.objectives)
+    if objs:
+        for k in (s.hv_reference, s.hv_ideal):
+            if len(k) and len(k) != len(objs):
+                raise DnasError(f"config.summary.hv_reference and hv_ideal need one value per objective ({len(objs)})")
+        if not (len(s.hv_reference) and len(s.hv_ideal)):
+            raise DnasError("config.summary.objectives needs hv_reference and hv_ideal (one run's single point has no range of its own)")
+
+
+def final_report(setup: "SearchSetup", config: ml_collections.ConfigDict, alpha: dict[str, Any], geno: Any) -> dict[str, Any]:
+    """What ``summary.json`` says about the derived architecture: the genotype, on a joint
+    space the derived accelerator (the argmax of its α), the cost model's metrics of the
+    pair, the accuracy from ``config.summary.table``, and with ``config.summary.objectives``
+    the one-point Pareto front and its normalised hypervolume
+    (:func:`dnas.core.stats.hypervolume`), comparable with a multi-trial run's under the
+    same reference and ideal points."""
+    space, s = setup.space, config.summary
+    derived = derive_alpha(setup.latency, alpha)
+    vec = np.array([int(np.argmax(np.asarray(derived[l]))) for l in space.labels], np.int32)
+    point: dict[str, Any] = {"arch": str(geno)}
+    if isinstance(space, JointSpace):
+        point["hardware"] = {l.split("/", 1)[-1]: (v.item() if isinstance(v, np.generic) else v) for l, v in space.derive_hardware(derived).items()}
+    if setup.latency is not None:
+        point.update({k: float(v) for k, v in setup.latency.cost.cost(vec).items()})
+    if s.table:
+        row = table_row(s.table, geno.arch_str())
+        point["accuracy"] = float(row[s.accuracy])
+        point.update({k.lstrip("-"): float(row[k.lstrip("-")]) for k in s.objectives if k.lstrip("-") in row})
+    out: dict[str, Any] = {"genotype": str(geno), "pareto": [point]}
+    if len(s.objectives):
+        missing = [k.lstrip("-") for k in s.objectives if k.lstrip("-") not in point]
+        if missing:
+            raise DnasError(f"config.summary.objectives names {missing[0]!r}, which the run does not report; it has {', '.join(k for k in point if k not in ('arch', 'hardware'))}")
+        objs = np.array([[-point[k[1:]] if k.startswith("-") else point[k] for k in s.objectives]])
+        point["objectives"] = objs[0].tolist()
+        out.update({"hypervolume": hypervolume(objs, list(s.hv_reference), list(s.hv_ideal)), "hv_reference": list(s.hv_reference),
+                    "hv_ideal": list(s.hv_ideal), "objectives": list(s.objectives)})
+    return out
+
+
+def _write_final(setup: "SearchSetup", config: ml_collections.ConfigDict, workdir: Path, alpha: dict[str, Any], geno: Any, log: Callable[[str], None]) -> None:
+    if not (isinstance(setup.space, JointSpace) or config.summary.table or len(config.summary.objectives)):
+        return
+    report = final_report(setup, config, alpha, geno)
+    atomic_write_json(workdir / "summary.json", report)
+    pt = report["pareto"][0]
+    if "hardware" in pt:
+        atomic_write_json(workdir / "hardware.json", pt["hardware"])
+        log("search: derived accelerator " + " ".join(f"{k}={v}" for k, v in pt["hardware"].items()))
+    shown = {k: v for k, v in pt.items() if isinstance(v, float)}
+    log("search: derived pair " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+        + (f"; hypervolume {report['hypervolume']:.4f}" if "hypervolume" in report else "") + f" (summary.json)")
 
 
 _REINFORCE_KWARGS = {"entropy_weight": float, "baseline_decay": float, "aggregate": int}
@@ -437,8 +512,10 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
         loop.close()
         metrics.close()
         alphas.close()
-    geno = setup.space.derive(derive_alpha(setup.latency, alpha_dict(jax.device_get(state.alpha))))
+    final_alpha = alpha_dict(jax.device_get(state.alpha))
+    geno = setup.space.derive(derive_alpha(setup.latency, final_alpha))
     G.save(geno, workdir / "genotype.json")
+    _write_final(setup, config, workdir, final_alpha, geno, log)
     return geno
 
 

@@ -15,8 +15,9 @@ import ml_collections
 import numpy as np
 
 from dnas.core.io import atomic_write
-from dnas.core.stats import pareto_mask
+from dnas.core.stats import hypervolume, pareto_mask
 from dnas.search.multitrial import Built, History
+from dnas.space.base import JointSpace
 
 
 def summarize(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> dict[str, Any]:
@@ -45,7 +46,11 @@ def summarize(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[s
     }
     _write_jsonl(b, config, h, M, workdir)
     if b.m:
-        summary["pareto_size"] = _write_pareto(b, config, h, M, workdir)
+        pts = _write_pareto(b, config, h, M, workdir)
+        hv, ref, ideal = hypervolumes(config, h)
+        summary.update({"pareto_size": len(pts), "hypervolume": float(hv.mean()), "hypervolume_mean": float(hv.mean()),
+                        "hypervolume_std": float(hv.std()), "hypervolume_runs": hv.tolist(), "hv_reference": ref, "hv_ideal": ideal,
+                        "pareto": pts})
     return summary
 
 
@@ -67,38 +72,92 @@ def _write_jsonl(b: Built, config: ml_collections.ConfigDict, h: History, M: dic
 
 
 
-def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> int:
-    """The front of run 0's evaluated architectures -> ``pareto.json`` and ``pareto.png``."""
+def _objective_names(config: ml_collections.ConfigDict, m: int) -> list[str]:
+    """The objectives' metric names as configured (``-latency_ms`` for a minimised one)."""
+    return list(config.objective_kwargs.to_dict().get("metrics", [f"objective {i}" for i in range(m)]))
+
+
+def _feasible(config: ml_collections.ConfigDict, objs: np.ndarray) -> np.ndarray:
+    """``bool[...]``: rows the objective did not reject (a ``multi`` objective with hard
+    ``limits`` gives a rejected architecture ``penalty`` in every column)."""
+    kw = config.objective_kwargs.to_dict()
+    if not kw.get("limits"):
+        return np.ones(objs.shape[:-1], bool)
+    return ~np.all(objs == np.float32(kw.get("penalty", -1e6)), axis=-1)
+
+
+def hypervolumes(config: ml_collections.ConfigDict, h: History) -> tuple[np.ndarray, list[float], list[float]]:
+    """The normalised hypervolume (:func:`dnas.core.stats.hypervolume`) of each run's
+    evaluated feasible points, ``f64[R]``, with the reference and ideal points used
+    (objective space, all maximised): ``config.hv_reference`` / ``config.hv_ideal``, or
+    when unset the worst and best values over every run's feasible evaluations
+    (comparable within this run directory only)."""
+    R, m = h.fitness.shape[0], h.fitness.shape[-1]
+    seen = (np.arange(h.fitness.shape[1])[None] < h.count[:, None]) & _feasible(config, h.fitness)
+    pts = h.fitness[seen].astype(np.float64)
+    ref = list(config.hv_reference) if len(config.hv_reference) else (pts.min(0) if len(pts) else np.zeros(m)).tolist()
+    ideal = list(config.hv_ideal) if len(config.hv_ideal) else (pts.max(0) if len(pts) else np.ones(m)).tolist()
+    return np.array([hypervolume(h.fitness[r][seen[r]], ref, ideal) for r in range(R)]), ref, ideal
+
+
+def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> list[dict[str, Any]]:
+    """The front of run 0's evaluated architectures -> ``pareto.json`` and ``pareto.png``;
+    returns the front as ``[{arch, hardware (joint spaces), accuracy, <objective metrics>,
+    objectives}]``, best first objective first."""
     n = int(h.count[0])
     archs, objs = h.archs[0, :n], h.fitness[0, :n]
     _, idx = np.unique(archs, axis=0, return_index=True)
     idx = np.sort(idx)
+    idx = idx[_feasible(config, objs[idx])]
     archs, objs = archs[idx], objs[idx]
-    front = pareto_mask(objs)
+    front = pareto_mask(objs) if len(objs) else np.zeros(0, bool)
     order = np.argsort(-objs[front, 0])
     metrics = {k: v[0, :n][idx][front][order] for k, v in M.items()}
-    pts = [
-        {"arch": a.tolist(), "arch_str": b.estimator.describe(a), "objectives": o.tolist(), **{k: float(v[i]) for k, v in metrics.items()}}
-        for i, (a, o) in enumerate(zip(archs[front][order], objs[front][order]))
-    ]
+    names = _objective_names(config, objs.shape[1])
+    joint = isinstance(b.space, JointSpace)
+    pts = []
+    for i, (a, o) in enumerate(zip(archs[front][order], objs[front][order])):
+        pt: dict[str, Any] = {"arch": b.estimator.describe(a).split(" @ ")[0] if joint else b.estimator.describe(a), "vector": a.tolist()}
+        if joint:
+            pt["hardware"] = {l.split("/", 1)[-1]: _plain(v) for l, v in b.space.hw_space.names(a[b.space.num_network :]).items()}
+        if config.report_metric in metrics:
+            pt["accuracy"] = float(metrics[config.report_metric][i])
+        pt.update({k.lstrip("-"): float(metrics[k.lstrip("-")][i]) for k in names if k.lstrip("-") in metrics})
+        pt["objectives"] = o.tolist()
+        pts.append(pt)
     atomic_write(workdir / "pareto.json", (json.dumps({"objective_kwargs": config.objective_kwargs.to_dict(), "front": pts}, indent=1) + "\n").encode())
+    _plot_front(config, objs, front, order, pts, names, n, joint, workdir)
+    return pts
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _plot_front(config: ml_collections.ConfigDict, objs: np.ndarray, front: np.ndarray, order: np.ndarray, pts: list[dict[str, Any]],
+                names: list[str], n: int, joint: bool, workdir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(config.objective_kwargs.to_dict().get("metrics", [f"objective {i}" for i in range(objs.shape[1])]))
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.scatter(objs[:, 1], objs[:, 0], s=8, c="0.7", label="evaluated")
+    fig, ax = plt.subplots(figsize=(6, 4.5) if joint else (5, 4))
+    x = 1 if objs.shape[1] > 1 else 0
+    sx = -1.0 if names[x].startswith("-") else 1.0  # plot a minimised metric as itself, not negated
+    ax.scatter(sx * objs[:, x], objs[:, 0], s=8, c="0.7", label="evaluated")
     f = objs[front][order]
-    ax.plot(f[:, 1], f[:, 0], "o-", c="C3", ms=4, label="Pareto front")
-    ax.set_xlabel(names[1] if len(names) > 1 else "objective 1")
+    ax.plot(sx * f[:, x], f[:, 0], "o", c="C3", ms=4, label="Pareto front" + (" (all objectives)" if objs.shape[1] > 2 else ""))
+    if joint:  # name the accelerator of a few front points: the codesign answer is the pair
+        for p, (xv, yv) in list(zip(pts, zip(sx * f[:, x], f[:, 0])))[:: max(1, len(pts) // 6)]:
+            hw = p.get("hardware", {})
+            label = f"{hw.get('rows', '?')}x{hw.get('cols', '?')} {hw.get('dataflow', '')}".strip()
+            ax.annotate(label, (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(names[x].lstrip("-"))
     ax.set_ylabel(names[0])
-    ax.legend()
-    ax.set_title(f"{config.strategy}: run 0, {n} evaluations")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{config.strategy}: run 0 of {int(config.runs)}, {n} evaluations")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     atomic_write(workdir / "pareto.png", buf.getvalue())
-    return int(front.sum())

@@ -23,10 +23,10 @@ import ml_collections
 import numpy as np
 
 from dnas.core.errors import DnasError
-from dnas.estimate import ESTIMATORS, Estimator
+from dnas.estimate import ESTIMATORS, Estimator, for_space
 from dnas.search.objectives import OBJECTIVES, Objective
 from dnas.search.strategies import STRATEGIES, Strategy
-from dnas.space.base import SPACES, SearchSpace
+from dnas.space.base import SearchSpace, build_space
 
 
 def _make(kind: str, name: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -36,7 +36,7 @@ def _make(kind: str, name: str, factory: Callable[..., Any], *args: Any, **kwarg
         bad = [k for k in kwargs if k not in params]
         if bad:
             known = [p for p in params if p != "space"]
-            raise DnasError(f"{kind} {name!r} takes no argument {bad[0]!r} (config.{kind}kwargs_of); it accepts: {', '.join(known)}")
+            raise DnasError(f"{kind} {name!r} takes no argument {bad[0]!r} (config.{kind}_kwargs); it accepts: {', '.join(known)}")
     return factory(*args, **kwargs)
 
 
@@ -54,13 +54,13 @@ class Built(NamedTuple):
 def build(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> Built:
     """Instantiates the registry entries a (checked) config names; a ``train`` estimator
     without its own ``workdir`` trains under ``<workdir>/trained``."""
-    space = SPACES[config.space](**config.space_kwargs.to_dict())
+    space = build_space(config.space, None, config.space_kwargs.to_dict())
     est_kw = config.estimator_kwargs.to_dict()
     if config.estimator == "nb201_table":
         est_kw.setdefault("table", config.table)
     if config.estimator == "train" and not est_kw.get("workdir") and workdir is not None:
         est_kw["workdir"] = str(Path(workdir) / "trained")
-    estimator = _make("estimator", config.estimator, ESTIMATORS[config.estimator], space, **est_kw)
+    estimator = _make("estimator", config.estimator, for_space(ESTIMATORS[config.estimator], space), space, **est_kw)
     objective = _make("objective", config.objective, OBJECTIVES[config.objective], **config.objective_kwargs.to_dict())
     fake = {k: jax.ShapeDtypeStruct((2,), jnp.float32) for k in estimator.metrics}
     shape = jax.eval_shape(objective, fake).shape
@@ -69,10 +69,11 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path | None = None) 
         if k not in estimator.metrics:
             raise DnasError(f"metric {k!r} is not one the estimator gives: {', '.join(estimator.metrics)}")
     st_kw = config.strategy_kwargs.to_dict()
-    if config.strategy == "nsga2":
+    if "num_objectives" in inspect.signature(STRATEGIES[config.strategy]).parameters:
         st_kw.setdefault("num_objectives", max(m, 1))
     elif m:
-        raise DnasError(f"objective {config.objective!r} gives {m} objectives; only nsga2 takes several")
+        multi = [n for n in STRATEGIES if "num_objectives" in inspect.signature(STRATEGIES[n]).parameters]
+        raise DnasError(f"objective {config.objective!r} gives {m} objectives; only {', '.join(multi)} take several")
     return Built(space, _make("strategy", config.strategy, STRATEGIES[config.strategy], space, **st_kw), estimator, objective, m)
 
 

@@ -12,7 +12,8 @@
   Weight Sharing Outperform Random Architecture Search?", CVPR 2020, the absolute-value
   reward; -0.07 there for the accuracy as a fraction).
 - ``weighted``: ``sum_i w_i * metric_i``.
-- ``multi``: several metrics stacked, ``"-name"`` to minimise one (NSGA-II maximises).
+- ``multi``: several metrics stacked, ``"-name"`` to minimise one (NSGA-II maximises);
+  optional hard ``limits`` reject an architecture from the front.
 """
 
 from __future__ import annotations
@@ -85,12 +86,31 @@ def weighted(weights: Mapping[str, float] | None = None) -> Objective:
     return lambda m: sum(w * _get(m, k) for k, w in weights.items())
 
 
-def multi(metrics: Sequence[str] = ("cifar10_val_12ep", "-lat_ms_pixel3")) -> Objective:
-    """Several objectives ``f32[P, m]``, all to maximise; a leading ``-`` negates a metric."""
+def multi(metrics: Sequence[str] = ("cifar10_val_12ep", "-lat_ms_pixel3"), limits: Mapping[str, float] | None = None,
+          penalty: float = -1e6) -> Objective:
+    """Several objectives ``f32[P, m]``, all to maximise; a leading ``-`` negates a metric.
+
+    Args:
+      metrics: the objectives, e.g. ``["cifar10_val_12ep", "-latency_ms", "-area_mm2"]``.
+      limits: hard constraints ``{metric: upper bound}`` (an area or power budget): an
+        architecture over any limit gets ``penalty`` in every objective, so it is dominated
+        by every feasible one and never on the front (rejection, as :func:`hard`).
+      penalty: the objectives of a rejected architecture; finite, so crowding distances
+        and predictors stay finite.
+    """
     if len(metrics) < 1:
         raise DnasError("the multi objective needs at least one metric")
     spec = [(k[1:], -1.0) if k.startswith("-") else (k, 1.0) for k in metrics]
-    return lambda m: jnp.stack([s * _get(m, k) for k, s in spec], axis=-1)
+    limits = dict(limits or {})
+
+    def fn(m):
+        objs = jnp.stack([s * _get(m, k) for k, s in spec], axis=-1)
+        if not limits:
+            return objs
+        ok = jnp.all(jnp.stack([_get(m, k) <= v for k, v in limits.items()]), axis=0)
+        return jnp.where(ok[..., None], objs, penalty)
+
+    return fn
 
 
 for _name, _fn in (("accuracy", accuracy), ("hard", hard), ("mnasnet", mnasnet), ("tunas", tunas), ("weighted", weighted), ("multi", multi)):

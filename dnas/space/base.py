@@ -312,20 +312,148 @@ def register_space(name: str):
     return deco
 
 
-def build_space(name: str, layers: int, kwargs: Mapping[str, Any] | None = None) -> SearchSpace:
-    """The registered space ``name`` built with ``layers`` and ``kwargs`` (one-line errors
-    for unknown names and arguments)."""
+HARDWARE_SPACES: Registry[type] = Registry("hardware space", builtins="dnas.space.spaces")
+"""Registered hardware search spaces by name (``systolic``): spaces of accelerator
+parameters with no network of their own, composed with a network space by
+``config.space_kwargs.hardware`` (:class:`JointSpace`)."""
+
+
+class JointSpace(SearchSpace):
+    """A network space and a hardware space searched as one (codesign NAS).
+
+    The labels are the network's followed by the hardware's, so one ``int32[n_net + n_hw]``
+    vector describes a network *and* the accelerator it runs on, and every discrete
+    strategy (random, REA, REINFORCE, predictor, NSGA-II) mutates and crosses both with no
+    code of its own: the groups are the network's groups followed by the hardware's. This
+    is the joint space of NAAS (Lin et al., "NAAS: Neural Accelerator Architecture Search",
+    DAC 2021) and DANCE (Choi et al., DAC 2021): accelerator sizing and dataflow as choices
+    beside the ops.
+
+    Everything that builds or derives a *network* (``supernet``, ``derive``, ``network``,
+    the genotype) is the network space's; the supernet also owns one α per hardware label,
+    so a differentiable search learns a distribution over accelerators beside the one over
+    ops, trained by the α-loss cost term (:meth:`supernet`).
+
+    Args:
+      net_space: the network space (any :class:`SearchSpace` with a supernet).
+      hw_space: the hardware space (an instance of a :data:`HARDWARE_SPACES` class).
+      hardware_name: the hardware space's registry name (recorded for readable output).
+    """
+
+    def __init__(self, net_space: SearchSpace, hw_space: SearchSpace, hardware_name: str = ""):
+        clash = sorted(set(net_space.labels) & set(hw_space.labels))
+        if clash:
+            raise DnasError(f"the network and hardware spaces share the label {clash[0]!r}; hardware labels must differ (they start with 'hw/')")
+        self.net_space, self.hw_space, self.hardware_name = net_space, hw_space, hardware_name
+        self.num_network = len(net_space.labels)
+        groups = [[net_space.labels[i] for i in g] for g in net_space.groups] + [[hw_space.labels[i] for i in g] for g in hw_space.groups]
+        super().__init__(list(net_space.choices) + list(hw_space.choices), groups)
+        self.space_name = getattr(net_space, "space_name", type(net_space).__name__)
+
+    def __getattr__(self, name: str) -> Any:
+        # Space-specific helpers (NB201's arch_str, ProxylessNAS' lut_keys...) are the network's;
+        # guarded so that a missing attribute during __init__ does not recurse.
+        if name.startswith("__") or "net_space" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.net_space, name)
+
+    def split(self, vec: Any) -> tuple[Any, Any]:
+        """``int32[..., n_net + n_hw]`` -> (network part ``[..., n_net]``, hardware part ``[..., n_hw]``)."""
+        return vec[..., : self.num_network], vec[..., self.num_network :]
+
+    def join(self, net_vec: Any, hw_vec: Any) -> np.ndarray:
+        """The joint vector of a network vector and a hardware vector (numpy, ``int32``)."""
+        net_vec, hw_vec = np.asarray(net_vec, np.int32), np.asarray(hw_vec, np.int32)
+        return np.concatenate([net_vec, np.broadcast_to(hw_vec, net_vec.shape[:-1] + hw_vec.shape[-1:])], axis=-1)
+
+    def size(self) -> int:
+        """Valid networks times hardware configurations."""
+        return self.net_space.size() * self.hw_space.size()
+
+    def is_valid(self, vec: ArchVec | np.ndarray) -> bool:
+        """Both parts valid in their own space."""
+        vec = np.asarray(vec)
+        if vec.shape != (len(self.labels),):
+            return False
+        net, hw = self.split(vec)
+        return self.net_space.is_valid(net) and self.hw_space.is_valid(hw)
+
+    def sample(self, key: PRNGKey) -> ArchVec:
+        """A valid network (its space's own sampler) and a uniform hardware configuration."""
+        k_net, k_hw = jax.random.split(key)
+        return jnp.concatenate([jnp.asarray(self.net_space.sample(k_net), jnp.int32), jnp.asarray(self.hw_space.sample(k_hw), jnp.int32)])
+
+    def mutation_weights(self) -> np.ndarray:
+        """The network's weights (its benchmark's mutation), then the hardware's, scaled so
+        both parts keep their share by group count."""
+        net, hw = np.asarray(self.net_space.mutation_weights(), np.int64), np.asarray(self.hw_space.mutation_weights(), np.int64)
+        # Scaled so each part is picked in proportion to its group count (as under uniform
+        # weights) while the weights within a part keep their ratios.
+        return np.concatenate([net * int(hw.sum()) * len(net), hw * int(net.sum()) * len(hw)])
+
+    def supernet(self, *, C: int, num_classes: int, in_channels: int, rngs: nnx.Rngs) -> nnx.Module:
+        """The network space's supernet, whose α also holds one logit vector per hardware
+        label (initialised as DARTS initialises α). The network reads only its own labels, so
+        the hardware α moves only through the α-loss cost term: the expected cost of the
+        accelerator model under both distributions (DANCE, EDD's hardware α)."""
+        net = self.net_space.supernet(C=C, num_classes=num_classes, in_channels=in_channels, rngs=rngs)
+        alpha = getattr(net, "alpha", None)
+        if alpha is None:
+            raise DnasError(f"the supernet of {self.space_name!r} has no .alpha; a joint space needs one to add the hardware's")
+        key = rngs.params()
+        for i, c in enumerate(self.hw_space.choices):
+            alpha[c.label] = type(next(iter(alpha.values())))(1e-3 * jax.random.normal(jax.random.fold_in(key, i), (c.n,), jnp.float32))
+        return net
+
+    def derive(self, alpha: Mapping[str, Any]) -> Any:
+        """The network space's genotype (the hardware's choice: :meth:`derive_hardware`)."""
+        return self.net_space.derive(alpha)
+
+    def derive_hardware(self, alpha: Mapping[str, Any]) -> dict[str, Any]:
+        """The most likely hardware configuration under α, ``{label: value}``."""
+        return {c.label: c.candidates[int(np.argmax(np.asarray(alpha[c.label])))] for c in self.hw_space.choices}
+
+    def network(self, genotype: Any, **kwargs: Any) -> nnx.Module:
+        """The network space's derived network."""
+        return self.net_space.network(genotype, **kwargs)
+
+    def check_network(self, genotype: Any, **kwargs: Any) -> None:
+        """The network space's check."""
+        return self.net_space.check_network(genotype, **kwargs)
+
+
+def compose_space(net_space: SearchSpace, hardware: str = "", hardware_kwargs: Mapping[str, Any] | None = None) -> SearchSpace:
+    """``net_space`` alone, or joined with the registered hardware space ``hardware``."""
+    if not hardware:
+        if hardware_kwargs:
+            raise DnasError("space_kwargs.hardware_kwargs given without space_kwargs.hardware; name a hardware space (dnas list spaces)")
+        return net_space
+    cls = HARDWARE_SPACES[hardware]
+    try:
+        hw = cls(**dict(hardware_kwargs or {}))
+    except TypeError as e:
+        raise DnasError(f"hardware space {hardware!r}: {e}") from None
+    return JointSpace(net_space, hw, hardware)
+
+
+def build_space(name: str, layers: int | None, kwargs: Mapping[str, Any] | None = None) -> SearchSpace:
+    """The registered space ``name`` built with ``layers`` (None = its default) and
+    ``kwargs`` (one-line errors for unknown names and arguments). ``kwargs["hardware"]``
+    (+ ``hardware_kwargs``) joins it with a registered hardware space (:class:`JointSpace`)."""
     import inspect
 
     cls = SPACES[name]
     kwargs = dict(kwargs or {})
+    hardware, hardware_kwargs = kwargs.pop("hardware", ""), kwargs.pop("hardware_kwargs", None)
+    if hardware or hardware_kwargs:
+        return compose_space(build_space(name, layers, kwargs), hardware, hardware_kwargs)
     params = inspect.signature(cls.__init__).parameters
     bad = [k for k in kwargs if k not in params or k == "self"]
     if bad:
         accepted = [p for p in params if p not in ("self", "layers")]
         raise DnasError(f"space {name!r} takes no argument {bad[0]!r} in config.space_kwargs; it accepts: {', '.join(accepted)}")
     try:
-        return cls(layers=int(layers), **kwargs)
+        return cls(**kwargs) if layers is None else cls(layers=int(layers), **kwargs)
     except TypeError as e:
         raise DnasError(f"space {name!r}: {e}") from None
 

@@ -41,6 +41,6 @@ STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy")
 """Name -> factory ``(space, **kwargs) -> Strategy``."""
 
 # Importing the modules registers the strategies (each file is one strategy).
-from dnas.search.strategies import evolution, grid, nsga2, predictor, random_search, reinforce  # noqa: E402,F401
+from dnas.search.strategies import evolution, grid, nsga2, predictor, random_search, reinforce, sequential  # noqa: E402,F401
 
 __all__ = ["STRATEGIES", "Strategy"]
