@@ -193,7 +193,8 @@ def show_multitrial(path: Path, out: Path, config: dict) -> list[str]:
     if (path / "pareto.png").is_file():  # the run's own front (every objective; accelerators named on a joint space)
         if out.resolve() != path.resolve():
             shutil.copyfile(path / "pareto.png", out / "pareto.png")
-        files.append(out / "pareto.png")
+        if out / "pareto.png" not in files:  # plot_run_pareto may have just written it (listed once)
+            files.append(out / "pareto.png")
     lines.append("wrote: " + ", ".join(str(f) for f in files) if files else
                  "no accuracy-vs-latency plot: the estimator gives no latency metric (lat_ms_* or latency_ms)")
     return lines

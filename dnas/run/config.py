@@ -148,8 +148,8 @@ def _structured(name: str, default: Any) -> bool:
 
 def _check_types(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, prefix: str = "config.") -> None:
     """Each value has its default's type (inside fixed groups such as ``latency`` too);
-    numbers are finite, not negative (no schema default is, and none means anything when
-    negative; ``seed`` may be) and at most :data:`INT_MAX`.
+    numbers are finite and not negative (no schema default is, and none means anything when
+    negative; ``seed`` may be); integers are at most :data:`INT_MAX`.
 
     Why here: a saved ``config.json`` (or a config file) reaches the kind's checks without
     the typed parsing of overrides, so ``"epochs": "abc"`` raised ValueError, and
@@ -178,7 +178,7 @@ def _check_types(config: ml_collections.ConfigDict, schema: ml_collections.Confi
             low = -INT_MAX - 1 if k == "seed" else 0
             if v < low:
                 raise DnasError(f"{prefix}{k} must not be negative, got {_shown(v)}")
-            if v > INT_MAX:
+            if isinstance(d, int) and v > INT_MAX:  # a float (a budget of 1e12 s: no limit) need only be finite
                 raise DnasError(f"{prefix}{k} is absurdly large ({_shown(v)}); it must be at most {INT_MAX}")
         elif isinstance(d, str):
             if not isinstance(v, str):
