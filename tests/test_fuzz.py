@@ -611,3 +611,20 @@ def test_search_help_shows_the_defaults_that_run():
 
     epilog = keys_epilog("search", default_search_config)
     assert "dataset='digits'" in epilog and "init_channels=8" in epilog
+
+
+def test_a_torn_metrics_line_does_not_stop_a_resume(tmp_path):
+    from dnas.run.metrics import MetricWriter
+
+    w = MetricWriter(tmp_path / "metrics.jsonl")
+    for s in (1, 2, 3):
+        w.write({"step": s, "train_loss": 1.0 / s})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "train_lo')  # killed mid-write
+    w.truncate_after(2)
+    assert [r["step"] for r in w.read()] == [1, 2]
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    before = (tmp_path / "metrics.jsonl").read_bytes()
+    with pytest.raises(DnasError) as e:
+        w.truncate_after(1)
+    assert "line 2" in one_line(e) and (tmp_path / "metrics.jsonl").read_bytes() == before

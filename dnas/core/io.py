@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a resumed run) never sees a half-written file.
+"""Files in and out: atomic writes (a reader, or a resumed run, never sees a half-written
+file) and reads that fail in one line.
 
 Reading goes through here too (:func:`read_text`, :func:`read_json`, :func:`read_csv`): a
 file that is missing, a folder, unreadable, not UTF-8 or not JSON becomes one DnasError
