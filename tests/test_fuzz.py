@@ -628,3 +628,46 @@ def test_a_torn_metrics_line_does_not_stop_a_resume(tmp_path):
     with pytest.raises(DnasError) as e:
         w.truncate_after(1)
     assert "line 2" in one_line(e) and (tmp_path / "metrics.jsonl").read_bytes() == before
+
+
+PREDICTOR = st.fixed_dictionaries({"schema": st.just("dnas.latency_predictor"), "version": st.just(1)}, optional={
+    "model": JSON, "features": JSON, "num_candidates": JSON, "ids": JSON, "source_mean": JSON, "source_std": JSON})
+
+
+@FUZZ
+@given(st.binary(max_size=120) | st.builds(lambda o: json.dumps(o).encode(), PREDICTOR | JSON))
+def test_fuzz_other_hardware_files(tmp_path_factory, raw):
+    """A latency predictor, an FBNet layer table and a ProxylessNAS network config, each
+    from the same bytes: one line or success, whatever the bytes."""
+    from dnas.hardware.predictor import LatencyPredictor
+    from dnas.space.spaces.proxylessnas import ProxylessGenotype
+
+    folder = tmp_path_factory.mktemp("hw")
+    for name, load in (("p.json", LatencyPredictor.load), ("t.csv", load_fbnet_csv), ("n.json", ProxylessGenotype.from_net_config)):
+        (folder / name).write_bytes(raw)
+        try:
+            load(folder / name)
+        except DnasError as e:
+            assert "\n" not in str(e)
+            event("clean error")
+        else:
+            event("accepted")
+
+
+FBNET_ROW = st.tuples(st.sampled_from(["s8", "pixel"]), st.sampled_from(["-1", "0", "1", "x", ""]), st.sampled_from(["0", "1", "-1", "2"]),
+                      st.sampled_from(["k3_e1", "k5_e1", ""]), st.sampled_from(["0", "1.5", "2", "nan", "-1", "abc"]))
+
+
+@FUZZ
+@given(st.lists(FBNET_ROW, max_size=8))
+def test_fuzz_fbnet_tables(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("fbnet") / "t.csv"
+    path.write_text("device,layer,op_idx,op,delta_ms_vs_k3_e1_same_layer\n" + "".join(",".join(r) + "\n" for r in rows))
+    try:
+        tables = load_fbnet_csv(path)
+    except DnasError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+        event("clean error")
+    else:
+        event("accepted")
+        assert all(np.isfinite(t.delta).all() and (t.delta[:, 0] == 0).all() for t in tables.values())
