@@ -671,3 +671,13 @@ def test_fuzz_fbnet_tables(tmp_path_factory, rows):
     else:
         event("accepted")
         assert all(np.isfinite(t.delta).all() and (t.delta[:, 0] == 0).all() for t in tables.values())
+
+
+def test_layerwise_alpha_tables_name_each_rows_ops():
+    from dnas.report.show import alpha_table
+
+    last = {"layer0/op": [0.7, 0.3], "layer1/op": [0.1, 0.2, 0.7]}
+    rows = alpha_table(last, {"layer0/op": ["skip", "conv3"], "layer1/op": ["skip", "conv3", "conv5"]})
+    assert "skip 0.700" in rows[0] and "conv5 0.700" in rows[1]  # not bare columns "0 1 2"
+    shared = alpha_table({"a": [0.5, 0.5]}, {"a": ["none", "skip"]})
+    assert shared[0].split()[1:] == ["none", "skip"]
