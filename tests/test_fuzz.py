@@ -150,8 +150,9 @@ def test_a_corrupt_checkpoint_is_one_line_and_silences_abandoned_reads(tmp_path,
         ck.close()
     time.sleep(0.5)  # the abandoned reads land now, while this test's unraisable hook is watching
     assert "unreadable" in one_line(e)
-    # Reads still in flight when orbax closed its loop report "Event loop is closed" later:
-    # after a failed restore that (and only that) is dropped.
+    # Reads still in flight when orbax closed its loop report "Event loop is closed" later
+    # (the filterwarnings mark fails the test if one reaches pytest): that error, and only
+    # that one, is dropped.
     assert getattr(sys.unraisablehook, "_dnas", False) and getattr(threading.excepthook, "_dnas", False)
     capsys.readouterr()
     sys.unraisablehook(types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed")))

@@ -47,8 +47,10 @@ def _silence_abandoned_reads() -> None:
     Why: orbax runs a restore's reads with ``asyncio.gather`` in a fresh event loop and
     closes that loop as soon as the first read fails; the reads still in flight in
     TensorStore complete later and call back into the closed loop, so a damaged checkpoint
-    printed our one error line and then, racily, an asyncio traceback. Only that exact
-    error is dropped (both hooks it can surface through), and only after a failed restore.
+    printed our one error line and then, racily, an asyncio traceback (sometimes before the
+    failure reached our ``except``). So the hooks are wrapped before each restore (once per
+    process, or again where a test harness put its own back); only that exact error is
+    dropped, through either hook it can surface by.
     """
     if getattr(sys.unraisablehook, "_dnas", False):
         return
@@ -95,10 +97,10 @@ class Checkpointer:
         abstract = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)), savable
         )
+        _silence_abandoned_reads()  # before the read: the noise can come before our except clause runs
         try:
             restored = self._manager.restore(int(step), args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged folder
-            _silence_abandoned_reads()
             raise DnasError(
                 f"checkpoint {step} in {str(self.directory)!r} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
                 f"move {str(self.directory / str(step))!r} aside to resume from an older checkpoint"
@@ -114,10 +116,10 @@ class Checkpointer:
         The checkpoint is read as stored (nested dicts) and each target leaf is found by its
         key path; a missing or differently shaped leaf is one DnasError line.
         """
+        _silence_abandoned_reads()  # before the read: the noise can come before our except clause runs
         try:
             raw = self._manager.restore(int(step), args=ocp.args.StandardRestore())
         except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged folder
-            _silence_abandoned_reads()
             raise DnasError(
                 f"checkpoint {step} in {str(self.directory)!r} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
                 f"move {str(self.directory / str(step))!r} aside to use an older checkpoint"
