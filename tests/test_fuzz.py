@@ -589,6 +589,9 @@ def test_list_covers_every_registry_and_the_experiments():
     with pytest.raises(DnasError) as e:
         registries("strategy")
     assert "did you mean 'strategies'" in one_line(e)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = next(l for l in readme.splitlines() if l.startswith("dnas list "))
+    assert shown.split("[", 1)[1].rstrip("]").split("|") == [*WHAT, "all"]  # the README names what dnas list takes
 
 
 def test_eval_and_multitrial_tables_keep_json_last():
