@@ -13,6 +13,7 @@ from dnas.core.stats import hypervolume
 from dnas.estimate import ESTIMATORS, Estimator, build_estimator
 from dnas.hardware.cost_model import AdditiveCost, COST_MODELS, build_cost_model
 from dnas.hardware.penalties import latency_term
+from dnas.search.latency import derive_hardware
 from dnas.search.objectives import OBJECTIVES
 from dnas.search.strategies import STRATEGIES
 from dnas.space.base import HARDWARE_SPACES, Choice, JointSpace, SearchSpace, build_space
@@ -122,3 +123,19 @@ def test_normalised_hypervolume():
     assert hypervolume(np.array([[-1.0, 1.0]]), [0.0, 0.0], [1.0, 1.0]) == 0.0
     with pytest.raises(DnasError, match="one reference and one ideal value per objective"):
         hypervolume(np.array([[0.5, 0.5]]), [0.0], [1.0, 1.0])
+
+
+def test_derived_hardware_is_the_most_likely_design_within_the_limits(joint):
+    # "area" grows with the rows index; the dataflow costs nothing.
+    area = {l: (np.array([1.0, 2.0, 4.0]) if l == "hw/rows" else np.zeros(joint.choice(l).n)) for l in joint.labels}
+    model = AdditiveCost({"area_mm2": latency_term(joint, area)})
+    alpha = {l: np.zeros(joint.choice(l).n) for l in joint.labels}
+    alpha["hw/rows"] = np.array([0.0, 1.0, 3.0])  # prefers 32 rows
+    alpha["hw/dataflow"] = np.array([0.0, 2.0, 1.0])  # prefers ws
+    net = np.zeros(6, np.int32)
+    assert derive_hardware(joint, model, alpha, net).tolist() == [2, 1]
+    assert derive_hardware(joint, model, alpha, net, {"area_mm2": 2.5}).tolist() == [1, 1]  # 32 rows is over the budget
+    with pytest.raises(DnasError, match="no design"):
+        derive_hardware(joint, model, alpha, net, {"area_mm2": 0.5})
+    with pytest.raises(DnasError, match="hardware limit on 'power_w'"):
+        derive_hardware(joint, model, alpha, net, {"power_w": 1.0})

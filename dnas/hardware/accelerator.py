@@ -25,19 +25,22 @@ cycle's index). The ``2R + C + T - 2`` of the paper for OS is what SCALE-Sim v1 
 overlaps the output drain with the next fold's skew, so this model follows v3. With these
 conventions the compute cycles equal SCALE-Sim 3.0's exactly (tested).
 
-**Memory** (a Timeloop-style bandwidth bound, Parashar et al. ISPASS 2019). SCALE-Sim
-double-buffers each SRAM (half active, half prefetching) and prefetches the first active
-half before the layer starts, outside its cycle count. So an operand whose whole stream
-fits in the active half costs no stall; one that does not is streamed from DRAM during
-compute, once per SRAM read the dataflow makes of it (re-fetch): ifmap ``Np·K`` words read
-``ceil(S_C/C)`` times (OS, WS) or once (IS), filter ``K·M`` read ``ceil(S_R/R)`` (OS), once
-(WS) or ``ceil(S_C/C)`` times (IS), ofmap ``Np·M`` written once (OS) or ``ceil(S_R/R)``
-times as partial sums (WS, IS) — SCALE-Sim's own SRAM access counts. Each operand has its
-own DRAM channel of ``dram_bw`` words/cycle (SCALE-Sim's per-operand backing bandwidth), so
-the layer takes ``max(compute, streamed_ifmap/bw, streamed_filter/bw, streamed_ofmap/bw)``
-cycles: the double buffer overlaps transfers with compute, so the slower of the two
-bounds, not their sum, is what SCALE-Sim's stall counter tracks (RESULTS.md has the
-measured rank correlation and where SCALE-Sim's buffer replacement costs more than this).
+**Memory** (a bandwidth bound per operand, after Timeloop's data-movement accounting,
+Parashar et al. ISPASS 2019, with SCALE-Sim's buffer policy). SCALE-Sim double-buffers each
+SRAM (half active, half prefetching) and fills the first active half before the layer
+starts, outside its cycle count. An operand whose whole stream fits in the active half
+therefore never stalls; one that does not is re-fetched from DRAM during compute, once per
+SRAM access the dataflow makes of it (re-fetch): ifmap ``Np·K`` words read ``ceil(S_C/C)``
+times (OS, WS) or once (IS), filter ``K·M`` read ``ceil(S_R/R)`` (OS), once (WS) or
+``ceil(S_C/C)`` times (IS), ofmap ``Np·M`` written once (OS) or ``ceil(S_R/R)`` times as
+partial sums (WS, IS): SCALE-Sim's own SRAM access counts. The traffic beyond the free
+first fill moves at ``dram_bw`` words/cycle, and the layer takes ``compute + Σ_operands
+spilled / dram_bw`` cycles. The stall *adds* to compute rather than overlapping it (a
+Timeloop-style ``max(compute, traffic / bandwidth)``) because SCALE-Sim fetches on a demand
+miss (its read buffer issues the next prefetch only when a requested word is not in the
+active half), so a spilled operand's transfers serialise with the array; on the validation
+set the sum ranks SCALE-Sim's total cycles better than the max (RESULTS.md has both, and
+where SCALE-Sim's buffer thrashing costs far more than either).
 
 **Energy** (Eyeriss, Chen et al. ISCA 2016: access energy relative to a MAC, DRAM 200x,
 global buffer 6x, register file 1x): ``mac_pj·(MACs·(1 + 3·1) + 6·SRAM accesses + 200·DRAM
@@ -52,11 +55,11 @@ SRAM KB is 8,192 bit cells of 0.346 µm² (Intel 45 nm, Mistry et al., IEDM 2007
 assumed 60 % array efficiency: 0.0047 mm². Both are module constants, overridable.
 
 **Differentiable** in continuous hardware parameters (the mean encoding of hardware
-probabilities): ``ceil`` is straight-through (``x + stop_gradient(ceil(x) - x)``), the
-"fits in the buffer" step is straight-through over a sigmoid in log size, and the max of the
-bounds is a smooth max (a log-sum-exp in log space, ``tau`` = 0.02: at most ``2^tau`` = 1.4 %
-above the true max when two bounds tie). The dataflow is a probability vector over
-(os, ws, is) that mixes the three dataflows' costs.
+probabilities): ``ceil`` is straight-through (``x + stop_gradient(ceil(x) - x)``), and so is
+the "fits in the buffer" step (its gradient a sigmoid's in log size); the spilled traffic is
+a ``relu``, piecewise linear. No max remains in the cycle count (the stall adds to compute),
+so no smooth max is needed. The dataflow is a probability vector over (os, ws, is) that
+mixes the three dataflows' costs.
 """
 
 from __future__ import annotations
@@ -93,8 +96,6 @@ PE_MM2 = 630e-6
 """mm² of one PE at 45 nm (module docstring)."""
 SRAM_MM2_PER_KB = 0.0047
 """mm² of one KB of SRAM at 45 nm (module docstring)."""
-SMOOTH_TAU = 0.02
-"""Temperature of the smooth max over the compute and bandwidth bounds (in log cycles)."""
 FIT_TAU = 0.05
 """Temperature of the sigmoid whose gradient the straight-through "fits in the buffer" step uses."""
 
@@ -190,7 +191,7 @@ class LayerCost(NamedTuple):
 
     Fields:
       compute_cycles: cycles with no memory stall (SCALE-Sim's demand rows).
-      cycles: the smooth max of compute and the per-channel DRAM bandwidth bounds.
+      cycles: compute plus the stalls of spilled operands' DRAM traffic.
       energy_pj: MAC, register, SRAM and DRAM access energy.
       macs: multiply-accumulates.
     """
@@ -225,14 +226,8 @@ def st_step(margin_log: jax.Array, tau: float = FIT_TAU) -> jax.Array:
     return soft + jax.lax.stop_gradient((margin_log >= 0).astype(soft.dtype) - soft)
 
 
-def smooth_max(xs: list[jax.Array], tau: float = SMOOTH_TAU) -> jax.Array:
-    """A smooth max of positive arrays: ``exp(tau·logsumexp(log x / tau))``, scale-free, at
-    most ``n^tau`` above the max (ties), equal to it when one term dominates."""
-    logs = jnp.stack([jnp.log(jnp.maximum(x, 1e-6)) for x in xs], axis=-1)
-    return jnp.exp(tau * jax.nn.logsumexp(logs / tau, axis=-1))
-
-
-def _onehots(*cols: float) -> np.ndarray:
+def _per_dataflow(*cols: float) -> np.ndarray:
+    """``f32[3]``: one value per dataflow (os, ws, is), to select or weight per-dataflow terms."""
     return np.asarray(cols, np.float32)
 
 
@@ -259,26 +254,29 @@ def layer_costs(gemms: jax.Array | np.ndarray, hw: Accelerator, *, mac_pj: float
     SC = jnp.concatenate([M, M, Np], -1)
     T = jnp.concatenate([K, Np, M], -1)
     rf, cf = st_ceil(SR / R), st_ceil(SC / C)
-    per_fold = T + R + C - 2 + R * _onehots(0, 1, 1)  # WS/IS preload the stationary operand
+    per_fold = T + R + C - 2 + R * _per_dataflow(0, 1, 1)  # WS/IS preload the stationary operand
     compute = rf * cf * per_fold - 1  # SCALE-Sim reports the last demand row's index
     # SRAM accesses per GEMM (SCALE-Sim's counts): which operand is re-read over which folds.
-    ifmap_reads = Np * K * (cf * _onehots(1, 1, 0) + _onehots(0, 0, 1))
-    filter_reads = K * M * (rf * _onehots(1, 0, 0) + _onehots(0, 1, 0) + cf * _onehots(0, 0, 1))
-    ofmap_writes = Np * M * (_onehots(1, 0, 0) + rf * _onehots(0, 1, 1))
-    words = lambda kb: ex(kb) * (1024.0 * ACTIVE_FRACTION / WORD_BYTES)  # noqa: E731
-    fit_i = st_step(jnp.log(words(hw.ifmap_kb)) - jnp.log(Np * K))
-    fit_f = st_step(jnp.log(words(hw.filter_kb)) - jnp.log(K * M))
-    fit_o = st_step(jnp.log(words(hw.ofmap_kb)) - jnp.log(ofmap_writes))
-    stream_i, stream_f, stream_o = (1 - fit_i) * ifmap_reads, (1 - fit_f) * filter_reads, (1 - fit_o) * ofmap_writes
-    cycles = smooth_max([compute, stream_i / bw, stream_f / bw, stream_o / bw])
-    dram = fit_i * Np * K + stream_i + fit_f * K * M + stream_f + ofmap_writes
+    ifmap_reads = Np * K * (cf * _per_dataflow(1, 1, 0) + _per_dataflow(0, 0, 1))
+    filter_reads = K * M * (rf * _per_dataflow(1, 0, 0) + _per_dataflow(0, 1, 0) + cf * _per_dataflow(0, 0, 1))
+    ofmap_writes = Np * M * (_per_dataflow(1, 0, 0) + rf * _per_dataflow(0, 1, 1))
+    active = lambda kb: ex(kb) * (1024.0 * ACTIVE_FRACTION / WORD_BYTES)  # noqa: E731  words in the active half
+    a_i, a_f, a_o = active(hw.ifmap_kb), active(hw.filter_kb), active(hw.ofmap_kb)
+    fit_i = st_step(jnp.log(a_i) - jnp.log(Np * K))
+    fit_f = st_step(jnp.log(a_f) - jnp.log(K * M))
+    fit_o = st_step(jnp.log(a_o) - jnp.log(ofmap_writes))
+    # a spilled operand streams every access but the free first fill of the active half
+    spill = (1 - fit_i) * jax.nn.relu(ifmap_reads - a_i) + (1 - fit_f) * jax.nn.relu(filter_reads - a_f) \
+        + (1 - fit_o) * jax.nn.relu(ofmap_writes - a_o)
+    cycles = compute + spill / bw
+    dram = fit_i * Np * K + (1 - fit_i) * ifmap_reads + fit_f * K * M + (1 - fit_f) * filter_reads + ofmap_writes
     macs = Np * K * M
     e = rel_energy
     energy = mac_pj * (macs * (e["mac"] + RF_ACCESSES_PER_MAC * e["rf"]) + e["sram"] * (ifmap_reads + filter_reads + ofmap_writes)
                        + e["dram"] * dram)
     df = jnp.asarray(hw.dataflow, jnp.float32)[..., None, :]  # [..., 1, 3]
     mix = lambda x: jnp.sum(G * x * df, axis=-1)  # noqa: E731  G repeats, then the dataflow mixture
-    return LayerCost(mix(compute), mix(cycles), mix(energy), jnp.broadcast_to(mix(macs * jnp.ones_like(compute)), mix(compute).shape))
+    return LayerCost(mix(compute), mix(cycles), mix(energy), mix(macs * jnp.ones_like(compute)))
 
 
 def area_mm2(hw: Accelerator, *, pe_mm2: float = PE_MM2, sram_mm2_per_kb: float = SRAM_MM2_PER_KB) -> jax.Array:
@@ -299,4 +297,4 @@ def accelerator_metrics(gemms: jax.Array | np.ndarray, hw: Accelerator | Mapping
 
 
 __all__ = ["ACTIVE_FRACTION", "DATAFLOWS", "Gemm", "LayerCost", "accelerator_metrics", "area_mm2", "as_accelerator",
-           "conv_gemm", "eqn_gemm", "gemm_array", "gemm_layers", "jaxpr_gemms", "layer_costs", "smooth_max", "st_ceil", "st_step"]
+           "conv_gemm", "eqn_gemm", "gemm_array", "gemm_layers", "jaxpr_gemms", "layer_costs", "st_ceil", "st_step"]

@@ -46,7 +46,7 @@ from dnas.run.parallel import make_mesh, replicate, shard_batch
 from dnas.core.losses import cross_entropy
 from dnas.search.bilevel import HYPERGRADIENTS, SearchStep, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
 from dnas.search.diagnostics import alpha_entropy, darts_es, param_free_ops, top_hessian_eigenvalue
-from dnas.search.latency import add_penalties, build_latency, check_latency, derive_alpha, epoch_latency_metrics, latency_defaults
+from dnas.search.latency import add_penalties, build_latency, check_latency, derive_alpha, derive_hardware, epoch_latency_metrics, latency_defaults
 from dnas.search.methods import apply_method, delayed, make_arch_penalty
 from dnas.search.plans import with_reward_baseline
 from dnas.search.state import SearchState, alpha_dict, build_jitted, init_search_state, step_compiler_options
@@ -263,6 +263,7 @@ def search_defaults() -> ml_collections.ConfigDict:
         "objectives": [],  # e.g. ["accuracy", "-latency_ms", "-energy_mj", "-area_mm2"]: the hypervolume's axes
         "hv_reference": [],  # worst point, one value per objective (maximised)
         "hv_ideal": [],  # best point
+        "limits": {},  # hard limits on the derived pair, e.g. {"area_mm2": 3.0}: the derived accelerator is the most likely design within them
     })
     return c
 
@@ -336,7 +337,8 @@ def _check_summary(c: ml_collections.ConfigDict, space: SearchSpace) -> None:
 
 def final_report(setup: "SearchSetup", config: ml_collections.ConfigDict, alpha: dict[str, Any], geno: Any) -> dict[str, Any]:
     """What ``summary.json`` says about the derived architecture: the genotype, on a joint
-    space the derived accelerator (the argmax of its α), the cost model's metrics of the
+    space the derived accelerator (the argmax of its α, or the most likely design within
+    ``config.summary.limits``: :func:`dnas.search.latency.derive_hardware`), the cost model's metrics of the
     pair, the accuracy from ``config.summary.table``, and with ``config.summary.objectives``
     the one-point Pareto front and its normalised hypervolume
     (:func:`dnas.core.stats.hypervolume`), comparable with a multi-trial run's under the
@@ -346,7 +348,11 @@ def final_report(setup: "SearchSetup", config: ml_collections.ConfigDict, alpha:
     vec = np.array([int(np.argmax(np.asarray(derived[l]))) for l in space.labels], np.int32)
     point: dict[str, Any] = {"arch": str(geno)}
     if isinstance(space, JointSpace):
-        point["hardware"] = {l.split("/", 1)[-1]: (v.item() if isinstance(v, np.generic) else v) for l, v in space.derive_hardware(derived).items()}
+        if setup.latency is None and s.limits:
+            raise DnasError("config.summary.limits price the derived pair: set config.latency.cost_model (e.g. 'accelerator')")
+        n = space.num_network
+        vec[n:] = derive_hardware(space, setup.latency.cost, derived, vec[:n], dict(s.limits)) if s.limits else vec[n:]
+        point["hardware"] = {l.split("/", 1)[-1]: (v.item() if isinstance(v, np.generic) else v) for l, v in space.hw_space.names(vec[n:]).items()}
     if setup.latency is not None:
         point.update({k: float(v) for k, v in setup.latency.cost.cost(vec).items()})
     if s.table:

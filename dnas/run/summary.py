@@ -152,6 +152,9 @@ def _plot_front(config: ml_collections.ConfigDict, objs: np.ndarray, front: np.n
             hw = p.get("hardware", {})
             label = f"{hw.get('rows', '?')}x{hw.get('cols', '?')} {hw.get('dataflow', '')}".strip()
             ax.annotate(label, (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    xs = sx * objs[:, x]
+    if len(xs) and xs.min() > 0 and xs.max() / xs.min() > 100:  # latencies spanning decades: a log axis keeps the fast end readable
+        ax.set_xscale("log")
     ax.set_xlabel(names[x].lstrip("-"))
     ax.set_ylabel(names[0])
     ax.legend(fontsize=8)

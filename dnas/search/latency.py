@@ -68,11 +68,11 @@ from dnas.core.types import ArchWeights, Sampled
 from dnas.hardware.cost_model import COST_MODELS, CostModel, as_cost_model, build_cost_model, straight_through_cost
 from dnas.hardware.cost_models import legacy_cost_model, load_table
 from dnas.hardware.penalties import PENALTIES, LatencyTerm, make_penalty, table_latency
-from dnas.space.base import SearchSpace
+from dnas.space.base import JointSpace, SearchSpace
 from dnas.space.relax import Relaxation, candidate_probs
 
 __all__ = ["ESTIMATES", "LatencyPenalty", "LatencySetup", "add_penalties", "build_latency", "check_latency", "constrained_argmax",
-           "cost_model_spec", "derive_alpha", "epoch_latency_metrics", "latency_defaults", "load_table", "relaxed_latency"]
+           "cost_model_spec", "derive_alpha", "derive_hardware", "epoch_latency_metrics", "latency_defaults", "load_table", "relaxed_latency"]
 
 ESTIMATES = ("auto", "expected", "relaxed", "derived")
 _NEEDS_TARGET = ("add#linear", "mul#log", "tunas_abs", "target")
@@ -357,3 +357,37 @@ def epoch_latency_metrics(latency: LatencySetup | CostModel | LatencyTerm | None
     probs = _label_probs(cost.labels, setup.probs, alpha, 0)
     argmax = np.array([int(np.argmax(np.asarray(derived[l]))) for l in cost.labels], np.int32)
     return {f"expected_{metric}": float(cost.cost(probs)[metric]), f"derived_{metric}": float(cost.cost(argmax)[metric])}
+
+
+def derive_hardware(space: JointSpace, cost: CostModel, alpha: Mapping[str, Any], net_vec: np.ndarray,
+                    limits: Mapping[str, float] | None = None, max_designs: int = 1_000_000) -> np.ndarray:
+    """The derived accelerator of a differentiable codesign search, ``int32[n_hw]``: the
+    most likely design under the hardware α (max Σ log softmax(α)) among those whose
+    pair with the derived network ``net_vec`` meets every hard ``limits`` entry (``{metric:
+    upper bound}``, e.g. an area budget: rejection, as the discrete searches' ``hard`` and
+    ``multi`` objectives). Without limits, the argmax per label.
+
+    The hardware space is enumerated (its designs priced in one vectorised call), which is
+    what makes the constraint exact; a space of more than ``max_designs`` designs is
+    refused.
+
+    Raises:
+      DnasError: no design meets the limits, a limit names a metric the model lacks, or the
+        space is too large to enumerate.
+    """
+    hw = space.hw_space
+    logp = [np.asarray(jax.nn.log_softmax(jnp.asarray(alpha[l], jnp.float32))) for l in hw.labels]
+    if not limits:
+        return np.array([int(np.argmax(p)) for p in logp], np.int32)
+    unknown = [k for k in limits if k not in cost.metrics]
+    if unknown:
+        raise DnasError(f"hardware limit on {unknown[0]!r}: the cost model gives {', '.join(cost.metrics)}")
+    if hw.num_configurations() > max_designs:
+        raise DnasError(f"the hardware space has {hw.num_configurations():,} designs; a hard limit enumerates them (at most {max_designs:,})")
+    designs = np.indices(tuple(int(k) for k in hw.num_candidates)).reshape(len(hw.labels), -1).T.astype(np.int32)
+    score = sum(p[designs[:, i]] for i, p in enumerate(logp))
+    metrics = jax.jit(cost.cost)(jnp.asarray(space.join(np.asarray(net_vec)[None], designs)))
+    ok = np.all([np.asarray(metrics[k]) <= v for k, v in limits.items()], axis=0)
+    if not ok.any():
+        raise DnasError(f"no design of the hardware space meets the limits {dict(limits)} with the derived network; relax them")
+    return designs[int(np.argmax(np.where(ok, score, -np.inf)))]

@@ -362,9 +362,11 @@ class JointSpace(SearchSpace):
         return vec[..., : self.num_network], vec[..., self.num_network :]
 
     def join(self, net_vec: Any, hw_vec: Any) -> np.ndarray:
-        """The joint vector of a network vector and a hardware vector (numpy, ``int32``)."""
+        """The joint vectors ``int32[..., n_net + n_hw]`` of network and hardware vectors
+        whose leading (batch) shapes broadcast."""
         net_vec, hw_vec = np.asarray(net_vec, np.int32), np.asarray(hw_vec, np.int32)
-        return np.concatenate([net_vec, np.broadcast_to(hw_vec, net_vec.shape[:-1] + hw_vec.shape[-1:])], axis=-1)
+        batch = np.broadcast_shapes(net_vec.shape[:-1], hw_vec.shape[:-1])  # either part may be one shared row
+        return np.concatenate([np.broadcast_to(net_vec, batch + net_vec.shape[-1:]), np.broadcast_to(hw_vec, batch + hw_vec.shape[-1:])], axis=-1)
 
     def size(self) -> int:
         """Valid networks times hardware configurations."""
