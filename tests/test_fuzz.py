@@ -685,3 +685,13 @@ def test_layerwise_alpha_tables_name_each_rows_ops():
     assert "skip 0.700" in rows[0] and "conv5 0.700" in rows[1]  # not bare columns "0 1 2"
     shared = alpha_table({"a": [0.5, 0.5]}, {"a": ["none", "skip"]})
     assert shared[0].split()[1:] == ["none", "skip"]
+
+
+def test_a_run_saved_before_a_key_existed_still_reads_back(tmp_path):
+    """Every group the search schema has gained since runs were first written has a value
+    for older runs (config.summary did not: a run from before it failed `dnas show`)."""
+    raw = json.loads(to_json(default_search_config()))
+    for group in ("summary", "latency"):
+        old = {k: v for k, v in raw.items() if k != group}
+        (tmp_path / "config.json").write_text(json.dumps(old))
+        assert read_config(tmp_path / "config.json")[group].to_dict() == raw[group]

@@ -348,6 +348,11 @@ _ADDED_KEYS: dict[str, dict[str, Any]] = {
 # config.latency (issue 19): runs from before it had no latency term.
 _ADDED_KEYS["search"]["latency"] = {"table": "", "device": "", "resolution": 224, "penalty": "", "penalty_kwargs": {},
                                     "target_ms": 0.0, "estimate": "auto", "derive_tolerance": 0.05}
+# config.summary (joint spaces, codesign): runs from before it wrote no summary.json of a
+# derived pair on a plain space; these values keep it so (they read back, as issue 31 found
+# they did not once the key existed).
+_ADDED_KEYS["search"]["summary"] = {"table": "", "accuracy": "cifar10_test_200ep", "objectives": [], "hv_reference": [],
+                                    "hv_ideal": [], "limits": {}}
 # Space keys that lived at the top level before config.space_kwargs.
 _MOVED_TO_SPACE_KWARGS = {"darts": ("nodes", "ops", "shared", "cell_impl", "remat"), "nb201": ("ops", "shared")}
 
