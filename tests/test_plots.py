@@ -307,7 +307,7 @@ def test_multitrial_table_run_uses_metrics_jsonl_without_the_table(tmp_path):
              for e in range(3)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     data = run_pareto_data(tmp_path)
-    assert data.lat.tolist() == [1.0, 2.0, 2.5] and "1 run" in data.title
+    assert data.lat.tolist() == [1.0, 2.0, 2.5] and "in 1 logged run of 2" in data.title  # not "in 1 run": the run had 2
     assert len(plot_run_pareto(tmp_path, tmp_path / "out")) == 2
 
 

@@ -63,3 +63,37 @@ def test_command_lines_parse(line):
     cfg = getattr(ns, "config", None)
     if cfg and cfg != "PATH":
         assert (ROOT / cfg.split(":")[0]).is_file(), cfg
+
+
+def test_config_flags_in_the_readme_name_real_keys():
+    """Every ``--config.X=Y`` the README shows names a key of a run kind's schema (inside a
+    fixed group such as ``latency``, the group's own keys; inside a part's ``*_kwargs``, any
+    name), and its placeholders (``KEY``, ``PART_kwargs.NAME``, ``GROUP.NAME``) are spelt as
+    ``--help`` spells them (the README once said ``GROUP_kwargs.NAME``, the help ``GROUP.NAME``)."""
+    import ml_collections
+
+    import dnas.run.multitrial  # noqa: F401 - registers the multitrial kind
+    import dnas.run.search  # noqa: F401
+    import dnas.run.train  # noqa: F401
+    from dnas.cli.common import keys_epilog
+    from dnas.run.config import RUN_KINDS
+
+    flags = sorted(set(re.findall(r"--config\.([A-Za-z_][A-Za-z0-9_.]*)=", README)))
+    assert len(flags) >= 8
+    schemas = [RUN_KINDS[k].defaults() for k in RUN_KINDS]
+    epilog = keys_epilog("search")
+    for flag in flags:
+        parts = flag.split(".")
+        if any(p.isupper() or p.split("_")[0].isupper() for p in parts):  # a placeholder
+            assert f"--config.{flag}=" in epilog, f"README's --config.{flag} is not how --help spells it"
+            continue
+        found = False
+        for schema in schemas:
+            node, ok = schema, True
+            for i, p in enumerate(parts):
+                if not isinstance(node, ml_collections.ConfigDict) or p not in node:
+                    ok = i > 0 and parts[i - 1].endswith("_kwargs")  # a part's arguments are free names
+                    break
+                node = node[p]
+            found = found or ok
+        assert found, f"README's --config.{flag} names no config key"

@@ -5,19 +5,21 @@ with one line on interrupt."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import jax
 
 from dnas.core.errors import DnasError
-from dnas.run.config import RUN_KINDS, apply_overrides, from_json, load_config, validate
-from dnas.run.driver import Interrupted, prepare_workdir
+from dnas.run.config import RUN_KINDS, apply_overrides, load_config, read_config, validate
+from dnas.run.driver import Interrupted, prepare_workdir, run_files
 from dnas.run.parallel import maybe_initialize_distributed
 
 
@@ -67,6 +69,8 @@ def resolve(args: argparse.Namespace, command: str, defaults) -> tuple[Path, obj
     maybe_initialize_distributed()
     enable_compilation_cache(args.jax_cache)
     workdir = Path(args.workdir) if args.workdir else Path("runs") / time.strftime(f"{command}-%Y%m%d-%H%M%S")
+    if workdir.exists() and not workdir.is_dir():
+        raise DnasError(f"--workdir {str(workdir)!r} is a file, not a run directory; name a new or existing folder")
     if args.config:
         return workdir, load_config(args.config, args.overrides, kind=command)
     if (workdir / "config.json").exists():
@@ -83,12 +87,12 @@ def run_kind(kind_command: str, workdir: Path, config) -> object | None:
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
 
     if config is None:
-        config = from_json((workdir / "config.json").read_text())
+        config = read_config(workdir / "config.json")
     kind = RUN_KINDS[config.get("kind", "search")]
     if kind.command != kind_command:
         raise DnasError(f"a config of kind {config.kind!r} runs with 'dnas {kind.command}', not 'dnas {kind_command}'")
     saved = workdir / "config.json"
-    if saved.exists():  # refuse a different config before printing anything else
+    if saved.exists() or run_files(workdir):  # refuse a different config (or a config-less run's folder) before printing anything else
 
         prepare_workdir(workdir, config)
     log(f"workdir: {workdir} (interrupt with Ctrl-C; resume with: {resume_hint(kind_command, workdir)})")
@@ -106,13 +110,20 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def keys_epilog(kind: str) -> str:
+def keys_epilog(kind: str, defaults: Callable[[], Any] | None = None) -> str:
+    """The ``--help`` epilog: every config key with the default that runs without
+    ``--config`` (``defaults``; the kind's schema defaults when None), and how to override.
 
-    c = RUN_KINDS[kind].defaults()
-    keys = ", ".join(f"{k}={c[k]!r}" if not hasattr(c[k], "to_dict") else f"{k}={{}}" for k in c.keys())
+    Why ``defaults``: ``dnas search --help`` showed the paper's defaults while a plain
+    ``dnas search`` runs the digits defaults.
+    """
+    c = (defaults or RUN_KINDS[kind].defaults)()
+    keys = ", ".join(f"{k}={c[k]!r}" if not hasattr(c[k], "to_dict") else f"{k}={json.dumps(c[k].to_dict())}" for k in c.keys())
     return (
-        f"config keys ({kind}, override with --config.KEY=VALUE; kwargs with --config.GROUP.NAME=VALUE): {keys}. "
-        "See the resolved config with 'dnas config [PATH[:ARG]]' and registered names with 'dnas list all'."
+        f"config keys, with the defaults 'dnas {RUN_KINDS[kind].command}' runs without --config (override with --config.KEY=VALUE; "
+        f"a part's arguments with --config.PART_kwargs.NAME=VALUE, e.g. --config.space_kwargs.nodes=2; a group's entries with "
+        f"--config.GROUP.NAME=VALUE): {keys}. See the resolved config with 'dnas config [PATH[:ARG]]', registered names with "
+        "'dnas list all' and the experiment configs with 'dnas list experiments'."
     )
 
 

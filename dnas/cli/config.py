@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dnas.core.errors import DnasError
-from dnas.run.config import apply_overrides, from_json, load_config, to_json, validate
+from dnas.run.config import apply_overrides, load_config, read_config, to_json, validate
 from dnas.run.search import default_search_config
 from dnas.run.train import train_defaults
 
@@ -19,7 +19,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         saved = Path(args.target) / "config.json"
         if not saved.is_file():
             raise DnasError(f"{args.target!r} holds no config.json; is it a dnas run directory?")
-        config = from_json(saved.read_text())
+        config = read_config(saved)
     elif args.target:
         config = load_config(args.target, args.overrides, kind=args.kind)
     else:

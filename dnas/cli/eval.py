@@ -8,7 +8,7 @@ from the search's α instead, repeats allowed; ENAS picks its final cell so, the
 100 controller samples), evaluates them with the
 supernet of the run's newest checkpoint (:class:`dnas.estimate.oneshot.OneShotEvaluator`: one
 compilation for all of them; the supernet may have been trained by SPOS, RSPS, ENAS or any
-differentiable search), and prints one JSON line last::
+differentiable search), and prints a short table (unless ``--json``) and one JSON line last::
     {"archs": N, "compiles": 1, "archs_per_s": ..., "seconds": ..., "recalibrate": K,
      "best": "<arch>", "best_oneshot_acc": ...,
      "kendall_tau": ..., "spearman": ..., "top10pct_precision": ..., "true_acc_of_best": ...}
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -34,13 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.core.io import atomic_write, check_output_file
 from dnas.core.stats import rank_quality
 from dnas.space.base import SearchSpace
-from dnas.estimate.nb201_table import table_path, table_values
+from dnas.estimate.nb201_table import load_table, table_path, table_values
 from dnas.space.genotype import NB201_OPS
 from dnas.space.spaces import NB201Space
 from dnas.estimate.oneshot import OneShotEvaluator
-from dnas.run.config import kwargs_of, from_json
+from dnas.run.config import kwargs_of, read_config
 from dnas.space.relax import make_relaxation
 from dnas.search.state import alpha_dict
 
@@ -78,18 +81,29 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise DnasError("--bn-recalib must be >= 0 and --val-batches >= 1")
     if args.bn_batch and args.bn_recalib:
         raise DnasError("--bn-batch and --bn-recalib exclude each other: batch statistics need no recalibration")
-    if args.out and Path(args.out).exists() and Path(args.out).is_dir():
-        raise DnasError(f"--out {args.out!r} is a folder; give a CSV file path")
+    if args.chunk < 1:
+        raise DnasError(f"--chunk must be >= 1 (architectures per compiled call), got {args.chunk}")
+    if args.batch_size < 0:
+        raise DnasError(f"--batch-size must be >= 0 (0: the run's), got {args.batch_size}")
+    if args.out:
+        check_output_file(args.out, "--out")  # before the work: its results are never lost to a bad path
+    if args.table:
+        if args.archs < 2:
+            raise DnasError("--table compares rankings: it needs --archs >= 2")
+        path = table_path(args.table)
+        load_table(path, os.path.getmtime(path))  # a bad table is refused before the supernet loads (the read is cached)
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
                                    seed=args.seed, chunk=args.chunk, batch_stats=args.bn_batch)
     if args.sample == "policy":
-        config = from_json((run / "config.json").read_text())
+        config = read_config(run / "config.json")
         relax = make_relaxation(config.relax, kwargs_of(config.relax_kwargs), epochs=config.epochs)
         vecs = sample_policy(ev.space, alpha_dict(ev.alpha), getattr(relax, "log_policy", jax.nn.log_softmax), args.archs,
                              jax.random.key(args.seed))
     else:
         vecs = ev.space.distinct_samples(args.archs, jax.random.key(args.seed))
     truth = table_truth(ev.space, vecs, args.table, args.metric) if args.table else None
+    print(f"evaluating {len(vecs)} architectures with the supernet of {str(run)!r} (compiling once, then {args.chunk} per call)...",
+          file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     out = ev.evaluate(vecs)
     secs = time.perf_counter() - t0
@@ -106,13 +120,12 @@ def run_eval(args: argparse.Namespace) -> dict:
         by_loss = rank_quality(-out["loss"], truth)
         summary.update(kendall_tau_by_loss=by_loss["kendall_tau"], spearman_by_loss=by_loss["spearman"])
     if args.out:
-        tmp = Path(args.out).with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["arch", "oneshot_acc", "oneshot_loss"] + ([args.metric] if truth is not None else []))
-            for i, name in enumerate(names):
-                w.writerow([name, f"{acc[i]:.6f}", f"{out['loss'][i]:.6f}"] + ([f"{truth[i]:.4f}"] if truth is not None else []))
-        os.replace(tmp, args.out)
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        w.writerow(["arch", "oneshot_acc", "oneshot_loss"] + ([args.metric] if truth is not None else []))
+        for i, name in enumerate(names):
+            w.writerow([name, f"{acc[i]:.6f}", f"{out['loss'][i]:.6f}"] + ([f"{truth[i]:.4f}"] if truth is not None else []))
+        atomic_write(args.out, buf.getvalue())
     return summary
 
 
@@ -123,9 +136,23 @@ def _readable(space: SearchSpace, vec: np.ndarray) -> str:
     return json.dumps({k: str(v) for k, v in space.names(vec).items()})
 
 
+def summary_table(summary: dict) -> list[str]:
+    """The short human table of a ``dnas eval`` summary (the JSON line follows it)."""
+    lines = [f"{summary['archs']} architectures in {summary['seconds']:.1f} s ({summary['archs_per_s']:.1f}/s, "
+             f"{summary['compiles']} compile(s)), BatchNorm {summary['bn']}, {summary['val_examples']} validation examples",
+             f"  best one-shot accuracy  {summary['best_oneshot_acc']:.4f}  {summary['best']}",
+             f"  mean one-shot accuracy  {summary['oneshot_acc_mean']:.4f}"]
+    if "kendall_tau" in summary:
+        lines.append(f"  against {summary['metric']}: Kendall τ {summary['kendall_tau']:.3f}, Spearman {summary['spearman']:.3f} "
+                     f"(by loss {summary['kendall_tau_by_loss']:.3f}, {summary['spearman_by_loss']:.3f})")
+    return lines
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    """``dnas eval``: prints the summary as the last line."""
+    """``dnas eval``: a short table (unless ``--json``), then the summary as the last line."""
     summary = run_eval(args)
+    if not args.json:
+        print("\n".join(summary_table(summary)))
     print(json.dumps(summary), flush=True)
     return 0
 
@@ -150,4 +177,5 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk", type=int, default=32, help="architectures per compiled call")
     p.add_argument("--seed", type=int, default=0, help="draws the architectures and the batches")
     p.add_argument("--out", default="", help="also write every architecture's accuracies to this CSV")
+    p.add_argument("--json", action="store_true", help="print only the JSON summary line (no table)")
     p.set_defaults(fn=cmd_eval)

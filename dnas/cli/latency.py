@@ -24,7 +24,6 @@ runs them alone (:mod:`dnas.hardware.measure`).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -33,6 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.core.io import read_csv
 from dnas.space.base import SearchSpace
 from dnas.space.spaces.nb201 import NB201Space
 from dnas.hardware.predictor import fit_latency_predictor, latency_metrics
@@ -52,17 +52,15 @@ ARCH_READERS: dict[str, Callable[[], tuple[SearchSpace, Callable[[str], np.ndarr
 
 def _read_csv(path: str, columns: Sequence[str]) -> dict[str, list[str]]:
     """The named columns of a CSV file; a missing file or column is one DnasError line."""
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            missing = [c for c in columns if c not in header]
-            if missing:
-                shown = ", ".join(header[:12]) + (" ..." if len(header) > 12 else "")
-                raise DnasError(f"{path}: no column {missing[0]!r}; columns: {shown}")
-            rows = list(reader)
-    except OSError as e:
-        raise DnasError(f"cannot read {path!r}: {e.strerror or e}") from None
+    header, raw = read_csv(path, "latency CSV")
+    missing = [c for c in columns if c not in header]
+    if missing:
+        shown = ", ".join(header[:12]) + (" ..." if len(header) > 12 else "")
+        raise DnasError(f"{path}: no column {missing[0]!r}; columns: {shown}")
+    short = [i for i, r in enumerate(raw) if len(r) < len(header)]
+    if short:
+        raise DnasError(f"{path}: row {short[0] + 1} has {len(raw[short[0]])} fields, the header has {len(header)}")
+    rows = [dict(zip(header, r)) for r in raw]
     if not rows:
         raise DnasError(f"{path}: no data rows")
     return {c: [r[c] for r in rows] for c in columns}
@@ -90,6 +88,36 @@ def _vectors(values: Sequence[str], parse: Callable[[str], np.ndarray], path: st
     return np.stack(vecs).astype(np.int32)
 
 
+def unique_rows(vecs: np.ndarray, values: np.ndarray, names: Sequence[str], path: str, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(vecs, values)`` with each architecture once: a repeat with the same value(s) is
+    dropped (one warning line on stderr), a repeat with a different value is refused.
+
+    Why: a row listed twice would sit in both the fitting and the held-out rows (an
+    optimistic rank correlation), and two different latencies for one architecture are a
+    table error that no predictor can fit; average repeated measurements before fitting.
+
+    Args:
+      vecs: ``int[P, n]`` decoded architectures (equal architectures spelt differently match).
+      values: ``f[P]`` or ``f[P, K]`` their latencies.
+      names: ``P`` readable architectures, for the messages.
+      path, column: named in the messages.
+    """
+    first: dict[bytes, int] = {}
+    keep = []
+    for i, v in enumerate(vecs):
+        j = first.setdefault(v.tobytes(), i)
+        if j == i:
+            keep.append(i)
+        elif not np.array_equal(values[i], values[j]):
+            raise DnasError(
+                f"{path}: rows {j + 1} and {i + 1} of {column!r} are the same architecture {names[i]!r} with different latencies "
+                f"({values[j]} and {values[i]}); keep one row per architecture (e.g. their mean)"
+            )
+    if len(keep) < len(vecs):
+        print(f"dnas: warning: {path}: {len(vecs) - len(keep)} repeated rows with identical latencies are used once", file=sys.stderr)
+    return vecs[keep], values[keep]
+
+
 def cmd_latency_fit(args: argparse.Namespace) -> int:
     """Runs ``dnas latency fit`` (see the module docstring); returns the exit code."""
     if args.space not in ARCH_READERS:
@@ -98,6 +126,8 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
     cols = _read_csv(args.csv, [args.arch_column, args.latency_column])
     vecs = _vectors(cols[args.arch_column], parse, args.csv, args.arch_column)
     latency = _floats(cols[args.latency_column], args.csv, args.latency_column)
+    vecs, latency = unique_rows(vecs, latency, cols[args.arch_column], args.csv, args.arch_column)
+    arch_names = [space.arch_str(v) for v in vecs] if hasattr(space, "arch_str") else [str(v.tolist()) for v in vecs]
 
     sources = None
     if args.transfer_from or args.transfer_columns:
@@ -111,6 +141,7 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
         tcols = _read_csv(args.transfer_from, [args.arch_column, *names])
         tvecs = _vectors(tcols[args.arch_column], parse, args.transfer_from, args.arch_column)
         tlat = np.stack([_floats(tcols[c], args.transfer_from, c) for c in names], axis=1)
+        tvecs, tlat = unique_rows(tvecs, tlat, tcols[args.arch_column], args.transfer_from, args.arch_column)
         # Join on the decoded vector, not the string, so equal architectures spelt differently match.
         index = {v.tobytes(): i for i, v in enumerate(tvecs)}
         rows = [index.get(v.tobytes(), -1) for v in vecs]
@@ -118,7 +149,7 @@ def cmd_latency_fit(args: argparse.Namespace) -> int:
         if lost:
             raise DnasError(
                 f"{len(lost)} architectures of {args.csv} are not in {args.transfer_from} "
-                f"(first: row {lost[0] + 1}, {cols[args.arch_column][lost[0]]!r}); transfer needs their source latencies"
+                f"(first: {arch_names[lost[0]]!r}); transfer needs their source latencies"
             )
         sources = tlat[rows]
 

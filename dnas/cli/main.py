@@ -53,8 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dnas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("dnas: interrupted before the run started (a run directory, if written, resumes with the same command)", file=sys.stderr)
+        print(f"dnas: {interrupted_message(args.command)}", file=sys.stderr)
         return 130
+
+
+def interrupted_message(command: str) -> str:
+    """What a Ctrl-C that reached the top level (no run's own signal handling caught it)
+    means for ``command``. Why per command: "before the run started" was printed in the
+    middle of ``dnas eval`` and of multi-trial runs, which have no such moment."""
+    if command in ("search", "train"):
+        return ("interrupted; what the run saved is kept (its config, checkpoints and finished chunks), "
+                "so the same command resumes it")
+    return f"'dnas {command}' interrupted before it finished; no run's data was changed (re-run it for its output)"
 
 
 def main_lut(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +15,8 @@ from dnas.core.errors import DnasError
 from dnas.core.imports import import_files
 from dnas.data.datasets import DATASET_SHAPES
 from dnas.estimate.inherit import check_init_from
-from dnas.run.config import apply_overrides, from_json, validate
+from dnas.core.io import read_json
+from dnas.run.config import apply_overrides, read_config, validate
 from dnas.run.parallel import maybe_initialize_distributed
 from dnas.run.train import train_defaults, train_image_shape
 from dnas.space.nets.darts import aux_head_problem
@@ -36,7 +36,7 @@ def train_config_for(target: str, overrides: Sequence[str], log: Callable[[str],
     c.genotype = target
     run = Path(target)
     if run.is_dir() and (run / "config.json").is_file():
-        saved = json.loads((run / "config.json").read_text())
+        saved = read_json(run / "config.json", "saved config")
         c.dataset, c.data_dir = saved.get("dataset", c.dataset), saved.get("data_dir", "")
         c.imports = list(saved.get("imports", []))
         c.genotype = str(run.resolve())
@@ -66,7 +66,7 @@ def _init_from_sizes(run_dir: str | None) -> list[str]:
     path = Path(run_dir) / "config.json" if run_dir else None
     if path is None or not path.is_file():
         return []  # nothing to read: check_init_from says what is wrong
-    saved = json.loads(path.read_text())
+    saved = read_json(path, "saved config")
     return [f"--config.{k}={saved[k]}" for k in ("dataset", "data_dir", "init_channels", "layers") if k in saved]
 
 
@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.init_from:
         run = str(Path(args.init_from).resolve())
         if config is None:  # resuming: the saved config decides; refuse a different source
-            saved = from_json((workdir / "config.json").read_text()).init_from
+            saved = read_config(workdir / "config.json").init_from
             if saved != run:
                 raise DnasError(f"{workdir} was started with init_from={saved!r}; resume it without --init-from (or with the same run)")
         else:

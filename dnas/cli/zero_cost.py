@@ -8,7 +8,8 @@ batch with one compiled function (:class:`dnas.estimate.zero_cost.score.ZeroCost
 an NB201 table, prints each proxy's Spearman ρ and Kendall τ against the table's
 ``cifar10_test_200ep``. The last stdout line is JSON: ``{"archs": N, "compiles": ...,
 "archs_per_s": ..., "proxies": {"synflow": {"spearman": ..., "kendall": ...}, ...}}``.
-``--out FILE`` writes every architecture's scores (JSON lines). The main ``dnas`` command
+A short table (one row per proxy) comes before it unless ``--json``; the compile is said on
+stderr. ``--out FILE`` (checked before the work, written atomically) writes every architecture's scores (JSON lines). The main ``dnas`` command
 mounts this with :func:`add_zero_cost_parser`; :func:`main_zero_cost` runs it alone.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import jax
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.core.io import atomic_write, check_output_file
 from dnas.core.stats import rank_quality
 from dnas.data.datasets import sample_batch
 from dnas.estimate.nb201_table import nb201_table
@@ -46,6 +49,11 @@ def _correlations(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 def run_zero_cost(args: argparse.Namespace) -> dict:
     """Runs the command; returns the summary printed as the last line."""
     names = check_names(args.proxies)
+    for flag, v in (("--archs", args.archs), ("--batch-size", args.batch_size), ("--layers", args.layers), ("--channels", args.channels)):
+        if v < 1:
+            raise DnasError(f"{flag} must be >= 1, got {v}")
+    if args.out:
+        check_output_file(args.out, "--out")  # before the work: its scores are never lost to a bad path
     space = build_space(args.space, args.layers, {})
     key = jax.random.key(args.seed)
     k_arch, k_batch, k_score = jax.random.split(key, 3)
@@ -60,8 +68,10 @@ def run_zero_cost(args: argparse.Namespace) -> dict:
     if "vote" in names:
         base = tuple(dict.fromkeys(base + VOTE))
     scorer = ZeroCostScorer(space, base, C=args.channels, num_classes=classes, in_channels=x.shape[-1], batch_shape=x.shape, fused=not args.per_proxy)
+    say(f"compiling the proxies ({', '.join(base)}) for {len(archs)} architectures of {args.space} (once; tens of seconds on CPU)...")
     t0 = time.perf_counter()
     first = scorer.score(archs[:1], (x, y), k_score)  # compile + one architecture
+    say(f"compiled in {time.perf_counter() - t0:.1f} s; scoring the other {len(archs) - 1}...")
     t1 = time.perf_counter()
     rest = scorer.score(archs[1:], (x, y), k_score) if len(archs) > 1 else {n: np.zeros(0) for n in base}
     t2 = time.perf_counter()
@@ -82,13 +92,39 @@ def run_zero_cost(args: argparse.Namespace) -> dict:
     else:
         summary["proxies"] = {n: {"mean": float(np.mean(finite_or_worst(s)))} for n, s in scores.items()}
     if args.out:
-        with open(args.out, "w") as f:
-            for i, v in enumerate(archs):
-                row = {"arch": v.tolist(), **{n: float(scores[n][i]) for n in names}}
-                if truth is not None:
-                    row[args.metric] = float(truth[i])
-                f.write(json.dumps(row) + "\n")
+        lines = []
+        for i, v in enumerate(archs):
+            row = {"arch": v.tolist(), **{n: float(scores[n][i]) for n in names}}
+            if truth is not None:
+                row[args.metric] = float(truth[i])
+            lines.append(json.dumps(row) + "\n")
+        atomic_write(args.out, "".join(lines))
     return summary
+
+
+def say(text: str) -> None:
+    """A progress line on stderr (stdout keeps the table and the JSON line)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def summary_table(summary: dict) -> list[str]:
+    """The human table of a zero-cost summary: one row per proxy."""
+    lines = [f"{summary['archs']} architectures, {summary['compiles']} compile(s), "
+             f"{summary['archs_per_s'] or 0:.1f} architectures/s after {summary['compile_and_first_s']} s compile"]
+    cols = sorted({k for v in summary["proxies"].values() for k in v})
+    lines.append("  " + "proxy".ljust(14) + "".join(c.rjust(10) for c in cols))
+    for name, v in summary["proxies"].items():
+        lines.append("  " + name.ljust(14) + "".join(f"{v.get(c, float('nan')):10.4f}" for c in cols))
+    return lines
+
+
+def cmd_zero_cost(args: argparse.Namespace) -> int:
+    """Runs ``dnas zero-cost``: a short table (unless ``--json``), then the JSON line last."""
+    summary = run_zero_cost(args)
+    if not args.json:
+        print("\n".join(summary_table(summary)))
+    print(json.dumps(summary), flush=True)
+    return 0
 
 
 def add_zero_cost_parser(sub: argparse._SubParsersAction) -> None:
@@ -107,5 +143,6 @@ def add_zero_cost_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-proxy", action="store_true", help="one compiled program per proxy instead of one for all (faster on CPU in total)")
     p.add_argument("--out", default="", help="write per-architecture scores here (JSON lines)")
-    p.set_defaults(fn=lambda a: print(json.dumps(run_zero_cost(a))) or 0)
+    p.add_argument("--json", action="store_true", help="print only the JSON summary line (no table)")
+    p.set_defaults(fn=cmd_zero_cost)
 

@@ -9,6 +9,8 @@ leaves a half-written checkpoint that looks whole.
 
 from __future__ import annotations
 
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,37 @@ def _from_savable(tree: Any, like: Any) -> Any:
         tree,
         like,
     )
+
+
+def _is_closed_loop_noise(exc: BaseException | None) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _silence_abandoned_reads() -> None:
+    """Drops the "Event loop is closed" errors of reads a failed restore abandoned.
+
+    Why: orbax runs a restore's reads with ``asyncio.gather`` in a fresh event loop and
+    closes that loop as soon as the first read fails; the reads still in flight in
+    TensorStore complete later and call back into the closed loop, so a damaged checkpoint
+    printed our one error line and then, racily, an asyncio traceback (sometimes before the
+    failure reached our ``except``). So the hooks are wrapped before each restore (once per
+    process, or again where a test harness put its own back); only that exact error is
+    dropped, through either hook it can surface by.
+    """
+    if getattr(sys.unraisablehook, "_dnas", False):
+        return
+    old_unraisable, old_thread = sys.unraisablehook, threading.excepthook
+
+    def unraisable(args: Any) -> None:
+        if not _is_closed_loop_noise(args.exc_value):
+            old_unraisable(args)
+
+    def thread_hook(args: Any) -> None:
+        if not _is_closed_loop_noise(args.exc_value):
+            old_thread(args)
+
+    unraisable._dnas = thread_hook._dnas = True  # type: ignore[attr-defined]
+    sys.unraisablehook, threading.excepthook = unraisable, thread_hook
 
 
 class Checkpointer:
@@ -64,6 +97,7 @@ class Checkpointer:
         abstract = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None)), savable
         )
+        _silence_abandoned_reads()  # before the read: the noise can come before our except clause runs
         try:
             restored = self._manager.restore(int(step), args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged folder
@@ -82,6 +116,7 @@ class Checkpointer:
         The checkpoint is read as stored (nested dicts) and each target leaf is found by its
         key path; a missing or differently shaped leaf is one DnasError line.
         """
+        _silence_abandoned_reads()  # before the read: the noise can come before our except clause runs
         try:
             raw = self._manager.restore(int(step), args=ocp.args.StandardRestore())
         except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged folder

@@ -26,8 +26,15 @@ def import_file(path: str | Path) -> Any:
         return _IMPORTED[str(file)]
     if not file.is_file():
         raise DnasError(f"config file {str(path)!r} does not exist")
+    if file.suffix != ".py":
+        # importlib finds no loader for other suffixes (an AttributeError on None before).
+        hint = " (a run's saved config.json: resume with --workdir RUN, or see it with 'dnas config RUN')" if file.suffix == ".json" else ""
+        raise DnasError(f"config file {str(path)!r} is not a Python file: a config is a .py file with get_config(arg) "
+                        f"(e.g. experiments/darts/config.py){hint}")
     name = f"dnas_config_{file.parent.name}_{file.stem}_{len(_IMPORTED)}"
     spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise DnasError(f"config file {str(path)!r} cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[name] = module  # so dataclasses and pickles in it resolve their module
     try:

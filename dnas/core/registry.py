@@ -6,6 +6,7 @@ loudly and unknown names list what is available (DESIGN.md, "Extension points").
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -61,10 +62,18 @@ class Registry(Generic[T]):
         self._load()
         try:
             return self._items[name]
-        except KeyError:
-            known = ", ".join(sorted(self._items))
-            plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
-            raise DnasError(f"unknown {self.kind} {name!r}; known {plural}: {known}") from None
+        except (KeyError, TypeError):  # TypeError: an unhashable name from a malformed config
+            raise DnasError(self.unknown(name)) from None
+
+    def unknown(self, name: object) -> str:
+        """The one-line message for an unknown ``name``: every registered name, then the
+        closest one ("did you mean"). One place, so every registry lookup says it."""
+        self._load()
+        names = sorted(self._items)
+        close = difflib.get_close_matches(name, names, n=1) if isinstance(name, str) else []
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        plural = self.kind[:-1] + "ies" if self.kind.endswith("y") else self.kind + "s"
+        return f"unknown {self.kind} {name!r}; known {plural}: {', '.join(names)}{hint}"
 
     def __contains__(self, name: object) -> bool:
         self._load()

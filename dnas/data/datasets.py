@@ -12,6 +12,7 @@ to continue with exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import gzip
 import os
 import pickle
@@ -120,6 +121,8 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(data) < 8 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DnasError(f"{str(path)!r} is not a uint8 IDX file (bad magic number); re-download it")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:  # a header cut short (np.frombuffer raised ValueError here)
+        raise DnasError(f"{str(path)!r} is truncated inside its IDX header; re-download it")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -231,8 +234,6 @@ def check_dataset(name: str, path: str | None = None) -> None:
     """Refuses an unknown dataset or a missing data folder, without loading anything (so
     a run can be refused before its directory is written)."""
     if name not in DATASETS:
-        import difflib
-
         close = difflib.get_close_matches(name, DATASETS, n=1)
         raise DnasError(f"unknown dataset {name!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f" known datasets: {', '.join(DATASETS)}")
     if name in ("mnist", "cifar10") and not path:
@@ -259,7 +260,8 @@ def get_dataset(name: str, path: str | None = None) -> Dataset:
         if not path:
             raise DnasError(f"dataset {name!r} needs a path (config key data_dir / --config.data_dir=...)")
         return load_idx_folder(path, "mnist") if name == "mnist" else load_cifar10(path)
-    raise DnasError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    close = difflib.get_close_matches(name, DATASETS, n=1) if isinstance(name, str) else []
+    raise DnasError(f"unknown dataset {name!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f" known datasets: {', '.join(DATASETS)}")
 
 
 def search_split(n_train: int, portion: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

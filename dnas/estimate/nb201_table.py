@@ -12,7 +12,6 @@ The path: the ``table`` argument; when empty, the environment variable
 
 from __future__ import annotations
 
-import csv
 import functools
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.core.io import read_csv
 from dnas.estimate import ESTIMATORS, Estimator
 from dnas.space.genotype import NB201_OPS
 from dnas.space.spaces.nb201 import NB201Space
@@ -55,10 +55,7 @@ def load_table(path: str, mtime: float = 0.0) -> tuple[tuple[str, ...], np.ndarr
     ``mtime`` is only part of the cache key, so an edited file is read again.
     """
     space = NB201Space()
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None) or []
-        rows = list(reader)
+    header, rows = read_csv(path, "NAS-Bench-201 table")
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise DnasError(f"NAS-Bench-201 table {path!r} lacks column {missing[0]!r}; it needs {', '.join(REQUIRED)}")

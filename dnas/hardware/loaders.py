@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.core.io import read_text
 from dnas.hardware.lut import LatencyTable
 from dnas.hardware.penalties import LatencyTerm, latency_term
 from dnas.space.base import SearchSpace
@@ -49,9 +51,7 @@ def load_yaml_lut(
 
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise DnasError(f"cannot read latency table {str(path)!r}: {e.strerror or e}") from None
+        raw = yaml.safe_load(read_text(path, "latency table"))  # missing or not UTF-8: one line
     except yaml.YAMLError as e:
         raise DnasError(f"latency table {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
     where = f"latency table {str(path)!r}"
@@ -131,12 +131,8 @@ def load_fbnet_csv(path: str | os.PathLike) -> dict[str, FBNetLayerTable]:
     """
     path = Path(path)
     where = f"FBNet table {str(path)!r}"
-    try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-            header = tuple(rows[0].keys()) if rows else ()
-    except OSError as e:
-        raise DnasError(f"cannot read {where}: {e.strerror or e}") from None
+    rows = list(csv.DictReader(io.StringIO(read_text(path, "FBNet table"), newline="")))  # not UTF-8: one line
+    header = tuple(rows[0].keys()) if rows else ()
     if header[: len(FBNET_COLUMNS)] != FBNET_COLUMNS:
         raise DnasError(f"{where}: header {','.join(header)!r} is not {','.join(FBNET_COLUMNS)!r}")
     totals: dict[str, float] = {}

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dnas.core.errors import DnasError
+from dnas.core.io import read_text
 from dnas.space.keys import LutKey, Scalar, as_key
 
 __all__ = ["LatencyTable", "LutEntry", "LutKey", "Scalar", "as_key"]
@@ -186,10 +187,7 @@ class LatencyTable:
     def load(cls, path: str | os.PathLike) -> "LatencyTable":
         """Reads and validates a table written by :meth:`save` (or by hand)."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise DnasError(f"cannot read latency table {str(path)!r}: {e.strerror or e}") from None
+        text = read_text(path, "latency table")  # missing, a folder or not UTF-8: one line
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.core.io import read_json
 from dnas.hardware.penalties import LatencyTerm, latency_term
 from dnas.space.base import SearchSpace
 
@@ -236,12 +237,7 @@ class LatencyPredictor:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyPredictor":
         """Reads a predictor written by :meth:`save`."""
-        try:
-            obj = json.loads(Path(path).read_text())
-        except OSError as e:
-            raise DnasError(f"cannot read latency predictor {str(path)!r}: {e.strerror or e}") from None
-        except json.JSONDecodeError as e:
-            raise DnasError(f"latency predictor {str(path)!r} is not valid JSON: {e.msg}") from None
+        obj = read_json(path, "latency predictor")  # missing, not UTF-8 or not JSON: one line naming the file
         return cls.from_json(obj, where=f"latency predictor {str(path)!r}")
 
 

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from dnas.core.errors import DnasError
+from dnas.core.io import read_text
 from dnas.core.stats import pareto_front
 from dnas.run.config import from_json
 from dnas.search.multitrial import build, metrics_of
@@ -52,7 +53,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    lines = [l for l in read_text(path, "run file").splitlines() if l.strip()]
     out: list[dict[str, Any]] = []
     for i, line in enumerate(lines):
         try:
@@ -488,13 +489,16 @@ def multitrial_pareto_data(run_dir: str | Path, config: Mapping[str, Any]) -> Pa
     elif paid:
         found = _table_metrics(run_dir, config, np.concatenate([a for a, _ in paid]))
         metrics = {k: np.asarray(v, float) for k, v in (found or {}).items()}
-    runs = len(paid)
+    runs, of_runs = len(paid), ""
     if not metrics:  # no chunks, or a table not found here: the logged runs' lines
         recs = read_jsonl(run_dir / "metrics.jsonl")
         keys = set.intersection(*(set(r) for r in recs)) if recs else set()
         keys -= {"run", "eval", "arch", "arch_str", "fitness", "cost_s", "cum_cost_s"}
         metrics = {k: np.array([_num(r[k]) for r in recs]) for k in keys}
         runs = len({r.get("run") for r in recs})
+        total = config.get("runs")
+        if isinstance(total, int) and total > runs:  # metrics.jsonl logs only the first log_runs runs
+            of_runs = f"{runs} logged run{'s' * (runs != 1)} of {total}"
     acc_name = next((config.get(k) for k in ("report_metric", "valid_metric") if config.get(k) in metrics), None)
     lat_name = _latency_metric(metrics, config)
     if acc_name is None or lat_name is None:
@@ -502,8 +506,9 @@ def multitrial_pareto_data(run_dir: str | Path, config: Mapping[str, Any]) -> Pa
     lat, acc = metrics[lat_name], metrics[acc_name]
     if not (np.isfinite(lat) & np.isfinite(acc)).any():
         return None
+    of_runs = of_runs or f"{runs} run{'s' * (runs != 1)}"
     return ParetoData(lat, acc, None, f"latency (ms): {lat_name}", f"accuracy: {acc_name}",
-                      f"{config.get('strategy', 'multi-trial')}: {lat.size} evaluations in {runs} run{'s' * (runs != 1)}")
+                      f"{config.get('strategy', 'multi-trial')}: {lat.size} evaluations in {of_runs}")
 
 
 def run_pareto_data(run_dir: str | Path) -> ParetoData | None:

@@ -26,6 +26,7 @@ import difflib
 import importlib.util
 import inspect
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import ml_collections
 
 from dnas.core.errors import DnasError
 from dnas.core.imports import import_file, import_files
+from dnas.core.io import read_json
 from dnas.core.registry import Registry
 from dnas.data.datasets import DATASET_SHAPES, check_dataset, shared_data
 from dnas.search.methods import ARCH_PENALTIES
@@ -123,9 +125,69 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     missing = [k for k in schema.keys() if k not in config]
     if missing:
         raise DnasError(f"config lacks key {missing[0]!r}; start from the defaults of kind {config.get('kind', 'search')!r}")
+    _check_types(config, schema)
     import_files(config.get("imports", []))
     kind.check(config)
     return config
+
+
+INT_MAX = 2**31 - 1
+"""The largest count a config may hold: steps, epochs and seeds live in int32 on the device."""
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line message (a ConfigDict's repr is multi-line YAML), cut short."""
+    text = json.dumps(value.to_dict()) if isinstance(value, ml_collections.ConfigDict) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _structured(name: str, default: Any) -> bool:
+    """Whether a group has a fixed set of keys (``latency``), unlike a part's free kwargs."""
+    return isinstance(default, ml_collections.ConfigDict) and len(default) > 0 and not name.endswith("_kwargs")
+
+
+def _check_types(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, prefix: str = "config.") -> None:
+    """Each value has its default's type (inside fixed groups such as ``latency`` too);
+    numbers are finite and not negative (no schema default is, and none means anything when
+    negative; ``seed`` may be); integers are at most :data:`INT_MAX`.
+
+    Why here: a saved ``config.json`` (or a config file) reaches the kind's checks without
+    the typed parsing of overrides, so ``"epochs": "abc"`` raised ValueError, and
+    ``--config.epochs=100000000000000000000000`` or ``--config.w_lr=nan`` ran.
+    """
+    for k in schema.keys():
+        d = schema[k]
+        if k not in config:
+            raise DnasError(f"{prefix}{k} is missing; start from the defaults of the run kind")
+        v = config[k]
+        if d is None or isinstance(d, (ml_collections.ConfigDict, dict)):
+            if isinstance(d, (ml_collections.ConfigDict, dict)) and not isinstance(v, (ml_collections.ConfigDict, dict)):
+                raise DnasError(f"{prefix}{k} must be a group of NAME=VALUE settings, got {_shown(v)}")
+            if _structured(k, d):
+                _check_types(v, d, f"{prefix}{k}.")
+            continue
+        if isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise DnasError(f"{prefix}{k} must be True or False, got {_shown(v)}")
+        elif isinstance(d, (int, float)):
+            kind = "an integer" if isinstance(d, int) else "a number"
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(d, int) and not isinstance(v, int)):
+                raise DnasError(f"{prefix}{k} must be {kind}, got {_shown(v)}")
+            if not math.isfinite(v):
+                raise DnasError(f"{prefix}{k} must be a finite number, got {_shown(v)}")
+            low = -INT_MAX - 1 if k == "seed" else 0
+            if v < low:
+                raise DnasError(f"{prefix}{k} must not be negative, got {_shown(v)}")
+            if isinstance(d, int) and v > INT_MAX:  # a float (a budget of 1e12 s: no limit) need only be finite
+                raise DnasError(f"{prefix}{k} is absurdly large ({_shown(v)}); it must be at most {INT_MAX}")
+        elif isinstance(d, str):
+            if not isinstance(v, str):
+                raise DnasError(f"{prefix}{k} must be text, got {_shown(v)}")
+        elif isinstance(d, (list, tuple)):
+            if not isinstance(v, (list, tuple)):
+                raise DnasError(f"{prefix}{k} must be a list, got {_shown(v)}")
+            if (k == "imports" or (d and all(isinstance(x, str) for x in d))) and not all(isinstance(x, str) for x in v):
+                raise DnasError(f"{prefix}{k} must be a list of text, got {_shown(v)}")
 
 
 def _parse_value(text: str, old: Any) -> Any:
@@ -177,6 +239,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         head, _, sub = key.partition(".")
         if head not in config:
             raise DnasError(f"unknown config key {head!r} in override" + _suggest(head, schema))
+        if not sub and _structured(head, schema.get(head)):
+            raise DnasError(f"config.{head} is a group; set its entries with --config.{head}.NAME=VALUE "
+                            f"({', '.join(schema[head].keys())})")
         target, name = (config, head) if not sub else (config[head], sub)
         if sub and not isinstance(target, ml_collections.ConfigDict):
             raise DnasError(f"--config.{head} is a value, not a group; write --config.{head}=VALUE")
@@ -190,8 +255,13 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
             value = _parse_value(text, old)
         except ValueError:
             raise DnasError(f"--config.{key}: cannot read {text!r} as {type(old).__name__}") from None
-        with target.unlocked():
-            target[name] = value
+        if isinstance(old, ml_collections.ConfigDict) and not isinstance(value, dict):
+            raise DnasError(f"--config.{key} is a group of NAME=VALUE settings; write --config.{key}.NAME=VALUE (or {{}} to reset it)")
+        try:
+            with target.unlocked():
+                target[name] = value
+        except (TypeError, ValueError) as e:  # ml_collections refuses a value of another type
+            raise DnasError(f"--config.{key}={text}: {str(e).splitlines()[0]}") from None
     return config
 
 
@@ -278,6 +348,11 @@ _ADDED_KEYS: dict[str, dict[str, Any]] = {
 # config.latency (issue 19): runs from before it had no latency term.
 _ADDED_KEYS["search"]["latency"] = {"table": "", "device": "", "resolution": 224, "penalty": "", "penalty_kwargs": {},
                                     "target_ms": 0.0, "estimate": "auto", "derive_tolerance": 0.05}
+# config.summary (joint spaces, codesign): runs from before it wrote no summary.json of a
+# derived pair on a plain space; these values keep it so (they read back, as issue 31 found
+# they did not once the key existed).
+_ADDED_KEYS["search"]["summary"] = {"table": "", "accuracy": "cifar10_test_200ep", "objectives": [], "hv_reference": [],
+                                    "hv_ideal": [], "limits": {}}
 # Space keys that lived at the top level before config.space_kwargs.
 _MOVED_TO_SPACE_KWARGS = {"darts": ("nodes", "ops", "shared", "cell_impl", "remat"), "nb201": ("ops", "shared")}
 
@@ -286,6 +361,13 @@ def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
     kind = raw.get("kind", "search")
     for k, v in _ADDED_KEYS.get(kind, {}).items():
         raw.setdefault(k, v)
+    # Keys added to a fixed group (latency.cost_model, ...) after runs were written: their
+    # defaults are what those runs did (each new key's default turns its feature off).
+    schema = RUN_KINDS[kind].defaults() if isinstance(kind, str) and kind in RUN_KINDS else {}
+    for k, d in schema.items():
+        if _structured(k, d) and isinstance(raw.get(k), dict):
+            for name, value in d.to_dict().items():
+                raw[k].setdefault(name, value)
     if kind == "search" and "space_kwargs" not in raw:
         moved = _MOVED_TO_SPACE_KWARGS.get(raw.get("space", "darts"), ())
         raw["space_kwargs"] = {k: raw[k] for k in moved if k in raw}
@@ -306,7 +388,24 @@ def from_json(text: str) -> ml_collections.ConfigDict:
         raise DnasError(f"config.json is not valid JSON: {e}") from None
     if not isinstance(raw, dict):
         raise DnasError("config.json must hold a JSON object")
-    return validate(ml_collections.ConfigDict(_migrate(raw)))
+    kind = raw.get("kind", "search")
+    if not isinstance(kind, str) or kind not in RUN_KINDS:
+        raise DnasError(f"config.kind must name a run kind ({', '.join(RUN_KINDS.names())}), got {_shown(kind)}")
+    try:
+        config = ml_collections.ConfigDict(_migrate(raw))
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # e.g. a key with a '.' in it
+        raise DnasError(f"config.json holds what a config cannot: {type(e).__name__}: {str(e).splitlines()[0][:120]}") from None
+    return validate(config)
+
+
+def read_config(path: str | Path) -> ml_collections.ConfigDict:
+    """A run's saved ``config.json`` (:func:`from_json`), errors naming the file: missing,
+    not UTF-8, not JSON or not a valid config is one DnasError line."""
+    raw = read_json(path, "saved config")
+    try:
+        return from_json(json.dumps(raw))
+    except DnasError as e:
+        raise DnasError(f"saved config {str(path)!r}: {e}") from None
 
 
 def apply_smoke(c: ml_collections.ConfigDict, **extra: Any) -> ml_collections.ConfigDict:

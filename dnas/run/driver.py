@@ -26,7 +26,7 @@ import numpy as np
 from dnas.core.checkpoint import Checkpointer
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write
-from dnas.run.config import differing_keys, from_json, to_json
+from dnas.run.config import differing_keys, read_config, to_json
 from dnas.run.parallel import shard_batch
 from dnas.run.progress import Progress
 from dnas.search.state import compile_then_trim, release_free_memory
@@ -82,7 +82,7 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict | Non
     workdir = Path(workdir)
     saved = workdir / "config.json"
     if saved.exists():
-        old = from_json(saved.read_text())
+        old = read_config(saved)
         if config is not None and to_json(config) != to_json(old):
             diff = differing_keys(config, old)
             shown = ", ".join(f"{k} (saved {_get(old, k)!r}, given {_get(config, k)!r})" for k in diff[:3])
@@ -91,11 +91,29 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict | Non
                 "or use a new --workdir"
             )
         return old
+    found = run_files(workdir)
+    if found:
+        # Writing a config here would start a new run over this one's files (and its
+        # metrics.jsonl, alpha.jsonl, genotype.json would be overwritten): never do that.
+        raise DnasError(
+            f"{str(workdir)!r} holds a run's files ({', '.join(found)}) but no config.json, so dnas will not start a run "
+            f"in it; put its config.json back (e.g. dnas config PATH[:ARG] > {str(workdir / 'config.json')!r} with the "
+            "config it was started with) to resume it, or use a new --workdir"
+        )
     if config is None:
         raise DnasError(f"{str(workdir)!r} holds no run; pass --config (or omit --workdir for the default search)")
     workdir.mkdir(parents=True, exist_ok=True)
     atomic_write(saved, to_json(config) + "\n")
     return config
+
+
+RUN_FILES = ("checkpoints", "metrics.jsonl", "alpha.jsonl", "genotype.json", "result.json", "summary.json")
+"""What a run writes besides ``config.json``; a folder holding any of them is a run."""
+
+
+def run_files(workdir: str | Path) -> list[str]:
+    """The entries of :data:`RUN_FILES` present in ``workdir``."""
+    return [n for n in RUN_FILES if (Path(workdir) / n).exists()]
 
 
 class WorkdirLock:
@@ -132,12 +150,13 @@ def open_run(workdir: str | Path, prepare: Callable[[], Any], *, must_exist: boo
 
     Why in this order: two processes started at once on a new directory would otherwise
     both find no ``config.json`` and both write one before either takes the lock. The
-    directory is created first only so that the lock file has a place; ``must_exist``
-    runs ``prepare`` unlocked when the directory holds no config (it can only refuse).
+    directory is created first only so that the lock file has a place; ``must_exist`` (or a
+    folder holding a run's files, :func:`run_files`) runs ``prepare`` unlocked when the
+    directory holds no config (it can only refuse).
     """
     workdir = Path(workdir)
-    if must_exist and not (workdir / "config.json").exists():
-        prepare()
+    if (must_exist or run_files(workdir)) and not (workdir / "config.json").exists():
+        prepare()  # it can only refuse: not even a lock file goes into a config-less run's folder
     workdir.mkdir(parents=True, exist_ok=True)
     lock = WorkdirLock(workdir)
     try:

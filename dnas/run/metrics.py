@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
+from dnas.core.errors import DnasError
+from dnas.core.io import atomic_write, read_text
 from dnas.run.tensorboard import TensorBoardWriter  # optional dependency, imported only when asked
 
 
@@ -54,16 +56,33 @@ class MetricWriter:
             self.tensorboard.purge_after(step)
         if not self.path.exists():
             return
-        keep = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(l + "\n" for l in keep))
-        tmp.replace(self.path)
+        keep = [line for line, r in self._lines() if not isinstance(r.get("step", 0), (int, float)) or r.get("step", 0) <= step]
+        atomic_write(self.path, "".join(l + "\n" for l in keep))
 
     def read(self) -> list[dict[str, Any]]:
-        """All records written so far."""
+        """All records written so far (see :meth:`_lines` for a damaged file)."""
+        return [r for _, r in self._lines()]
+
+    def _lines(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(line, record)`` per line. A last line cut short (the process was killed while
+        writing it) is dropped; any other line that is not a JSON object is one DnasError
+        naming the file and line (a resume then stops before changing the file)."""
         if not self.path.exists():
             return []
-        return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+        lines = [l for l in read_text(self.path, "metrics file").splitlines() if l.strip()]
+        out = []
+        for i, line in enumerate(lines):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:
+                    break  # torn by a kill mid-write: never a whole record
+                record = None
+            if not isinstance(record, dict):
+                raise DnasError(f"{str(self.path)!r} line {i + 1} is not a JSON object; is it a dnas metrics file? "
+                                "(move it aside to resume without it)")
+            out.append((line, record))
+        return out
 
     def close(self) -> None:
         """Closes the TensorBoard event file, if any (the JSONL is closed after each write)."""

@@ -41,7 +41,7 @@ from dnas.search.objectives import OBJECTIVES
 from dnas.search.multitrial import Built, History, budget_plan, build, make_search, metrics_of, paid_mask
 from dnas.search.strategies import STRATEGIES
 from dnas.run.summary import summarize
-from dnas.run.driver import open_run
+from dnas.run.driver import open_run, run_files
 from dnas.space.base import SPACES
 
 
@@ -128,6 +128,10 @@ def _prepare(workdir: Path, config: ml_collections.ConfigDict) -> None:
         if saved.read_text() != text:
             raise DnasError(f"{str(workdir)!r} holds a run with a different config; resume it with the same config or use a new --workdir")
         return
+    found = run_files(workdir)
+    if found:  # a run whose config.json is gone: never start another over its files
+        raise DnasError(f"{str(workdir)!r} holds a run's files ({', '.join(found)}) but no config.json; put its config.json back "
+                        "to resume it, or use a new --workdir")
     (workdir / "chunks").mkdir(parents=True, exist_ok=True)
     atomic_write(saved, text.encode())
 
@@ -174,10 +178,12 @@ def _run_built(b: Built, config: ml_collections.ConfigDict, workdir: Path, log: 
             # never depends on which chunk it fell in.
             keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, start + chunk))
             if compiled is None:
+                log(f"compiling the {config.strategy} search ({chunk} runs per call, once)...")
                 tc = time.perf_counter()
                 search, _ = make_search(b, float(config.budget_s), config.max_evals)
                 compiled = jax.jit(search).lower(keys).compile()
                 compile_s = time.perf_counter() - tc
+                log(f"compiled in {compile_s:.1f} s")
             ts = time.perf_counter()
             h = jax.tree_util.tree_map(np.asarray, compiled(keys))
             secs = time.perf_counter() - ts

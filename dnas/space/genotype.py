@@ -19,6 +19,7 @@ V1/V2, PC-DARTS, GDAS, ENAS, NASNet-A, AmoebaNet-A) ship as data in
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from collections.abc import Sequence
 from importlib import resources
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dnas.core.errors import DnasError
+from dnas.core.io import read_json
 from dnas.space.ops import OPS
 from dnas.core.registry import Registry
 
@@ -53,7 +55,7 @@ def register_genotype(kind: str):
 
 def _check_op(name: Any, where: str) -> str:
     if not isinstance(name, str) or name not in OPS:
-        raise DnasError(f"{where}: unknown op {name!r}; known ops: {', '.join(OPS.names())}")
+        raise DnasError(f"{where}: {OPS.unknown(name)}")
     return name
 
 
@@ -186,6 +188,8 @@ class MacroGenotype:
 
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NB201_NODES = 3  # nodes after the cell's input node 0
+NB201_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 
 
 @register_genotype("nb201")
@@ -198,7 +202,7 @@ class NB201Genotype:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "NB201Genotype":
-        return cls.from_arch_str(obj["arch_str"])
+        return cls.from_arch_str(obj["arch_str"], ops=None)  # a run's space may have other ops
 
     @classmethod
     def parse(cls, text: str) -> "NB201Genotype | None":
@@ -220,24 +224,56 @@ class NB201Genotype:
         return {"cell_nb201": self.dot()}
 
     def __post_init__(self) -> None:
+        """Checks that this is an NB201 cell: 3 nodes after the input, node ``j`` reading each
+        of nodes ``0..j-1`` exactly once (edges kept in that order), registered ops.
+
+        Why: a 2- or 4-node string, or a node reading one input twice, built a network that
+        is not an NB201 cell (and has no row in the benchmark's table) without a word.
+        """
         nodes = tuple(tuple((str(op), int(i)) for op, i in node) for node in self.nodes)
-        object.__setattr__(self, "nodes", nodes)
+        if len(nodes) != NB201_NODES:
+            raise DnasError(f"an NB201 cell has {NB201_NODES} nodes ('+'-separated groups), got {len(nodes)}; e.g. {NB201_EXAMPLE!r}")
         for j, node in enumerate(nodes, start=1):
             for op, i in node:
                 _check_op(op, f"NB201 node {j}")
                 if not 0 <= i < j:
                     raise DnasError(f"NB201 node {j} reads node {i}; it may only read nodes 0..{j - 1}")
+            inputs = sorted(i for _, i in node)
+            if inputs != list(range(j)):
+                twice = sorted({i for i in inputs if inputs.count(i) > 1})
+                problem = f"reads node {twice[0]} twice" if twice else f"reads nodes {inputs}"
+                raise DnasError(f"NB201 node {j} {problem}; it must read each of nodes 0..{j - 1} once (|op~0|...|op~{j - 1}|)")
+        object.__setattr__(self, "nodes", tuple(tuple(sorted(node, key=lambda e: e[1])) for node in nodes))
 
     @classmethod
-    def from_arch_str(cls, s: str) -> "NB201Genotype":
-        """Parses ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``."""
+    def from_arch_str(cls, s: str, ops: Sequence[str] | None = NB201_OPS) -> "NB201Genotype":
+        """Parses ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``.
+
+        Args:
+          s: the benchmark's ``arch_str``.
+          ops: the ops a cell may use: the benchmark's five by default (a typed string);
+            None for any registered op (a saved run of an NB201 space with other ops).
+        """
+        if not isinstance(s, str):
+            raise DnasError(f"an NB201 arch_str is text, got {s!r}")
         try:
             nodes = []
             for part in s.strip().split("+"):
                 items = [x for x in part.strip().split("|") if x]
-                nodes.append(tuple((it.split("~")[0], int(it.split("~")[1])) for it in items))
-        except (IndexError, ValueError):
-            raise DnasError(f"malformed NB201 arch_str {s!r}; expected like '|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...|'") from None
+                pairs = [it.partition("~") for it in items]
+                if any(not sep or not op for op, sep, _ in pairs):
+                    raise ValueError(part)
+                nodes.append(tuple((op, int(i)) for op, _, i in pairs))
+        except ValueError:
+            raise DnasError(f"malformed NB201 arch_str {s!r}; expected like {NB201_EXAMPLE!r}") from None
+        if ops is not None:
+            for node in nodes:
+                for op, _ in node:
+                    if op not in ops:
+                        close = difflib.get_close_matches(op, ops, n=1)
+                        hint = f"did you mean {close[0]!r}? " if close else ""
+                        whose = "NAS-Bench-201's" if tuple(ops) == NB201_OPS else "this space's"
+                        raise DnasError(f"{op!r} is not one of {whose} {len(ops)} ops ({', '.join(ops)}); {hint}an NB201 arch_str names only these")
         return cls(tuple(nodes))
 
     def arch_str(self) -> str:
@@ -260,7 +296,7 @@ class NB201MacroGenotype:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "NB201MacroGenotype":
-        return cls(tuple(NB201Genotype.from_arch_str(c) for c in obj["cells"]))
+        return cls(tuple(NB201Genotype.from_arch_str(c, ops=None) for c in obj["cells"]))
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "kind": "nb201_macro", "cells": [c.arch_str() for c in self.cells]}
@@ -309,11 +345,7 @@ def load(path: str | Path) -> Genotype:
     path = Path(path)
     if not path.is_file():
         raise DnasError(f"genotype file {str(path)!r} does not exist")
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DnasError(f"genotype file {str(path)!r} is not valid JSON: {e}") from None
-    return from_json(obj)
+    return from_json(read_json(path, "genotype file"))  # not UTF-8 or not JSON: one line naming the file
 
 
 def _published() -> dict[str, dict[str, Any]]:

@@ -115,7 +115,7 @@ class NB201Space(SearchSpace):
 
     def arch_str_to_vec(self, arch_str: str) -> np.ndarray:
         """The vector of a benchmark ``arch_str`` (validated by :meth:`NB201Genotype.from_arch_str`)."""
-        return self.genotype_to_vec(NB201Genotype.from_arch_str(arch_str))
+        return self.genotype_to_vec(NB201Genotype.from_arch_str(arch_str, ops=self.ops))
 
 
 class ResNetBasicBlock(nnx.Module):

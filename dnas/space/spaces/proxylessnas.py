@@ -35,6 +35,7 @@ import numpy as np
 from flax import nnx
 
 from dnas.core.errors import DnasError
+from dnas.core.io import read_json
 from dnas.data.datasets import shared_data
 from dnas.space.genotype import SCHEMA, register_genotype
 from dnas.space.mixed import MixedOp, init_alpha
@@ -160,7 +161,7 @@ class ProxylessGenotype:
         mit-han-lab/proxylessnas): blocks with ``mobile_inverted_conv`` (or ``ZeroLayer``)
         and ``shortcut``; a block without a shortcut starts a stage."""
         try:
-            cfg = json.loads(Path(path).read_text())
+            cfg = read_json(path, "network config")  # not UTF-8 or not JSON: one line naming the file
             stem, last = cfg["first_conv"]["out_channels"], cfg["feature_mix_layer"]["out_channels"]
             first, *rest = cfg["blocks"]
             conv = first["mobile_inverted_conv"]
