@@ -21,7 +21,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"genotype: {result}")
     else:  # a multi-trial summary: a short table, the JSON line last
         print("\n".join(multitrial_table(result)))
-        print(json.dumps(result))
+        # The front and per-run lists live in summary.json; the JSON line stays one readable line.
+        print(json.dumps({k: v for k, v in result.items() if k not in ("pareto", "hypervolume_runs")}))
     return 0
 
 
@@ -36,7 +37,8 @@ def multitrial_table(s: dict) -> list[str]:
         f"  {'test: ' + str(s.get('test_metric')):40s} {get('test_acc_mean'):8.3f} ± {get('test_acc_std'):.3f}",
         f"  {'valid: ' + str(s.get('valid_metric')):40s} {get('valid_acc_mean'):8.3f} ± {get('valid_acc_std'):.3f}",
         f"  most chosen ({s.get('most_chosen_runs')} runs): {s.get('most_chosen')}",
-    ]
+    ] + ([f"  hypervolume {get('hypervolume_mean'):.4f} ± {get('hypervolume_std'):.4f}; Pareto front of run 0: {s.get('pareto_size')} "
+          "architectures (summary.json, pareto.png; dnas show WORKDIR)"] if "hypervolume_mean" in s else [])
 
 
 
