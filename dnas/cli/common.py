@@ -17,7 +17,7 @@ import jax
 
 from dnas.core.errors import DnasError
 from dnas.run.config import RUN_KINDS, apply_overrides, from_json, load_config, validate
-from dnas.run.driver import Interrupted, InterruptedInCompile, prepare_workdir
+from dnas.run.driver import Interrupted, InterruptedInCompile, exit_on_signal_before_first_step, prepare_workdir
 from dnas.run.parallel import is_primary, maybe_initialize_distributed
 
 
@@ -93,6 +93,7 @@ def run_kind(kind_command: str, workdir: Path, config) -> object | None:
 
         prepare_workdir(workdir, config)
     log(f"workdir: {workdir} (interrupt with Ctrl-C; resume with: {resume_hint(kind_command, workdir)})")
+    exit_on_signal_before_first_step()  # this process is the run: a signal during a compile ends it at once
     try:
         return kind.run(config, workdir, log)
     except Interrupted as e:

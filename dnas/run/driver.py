@@ -50,21 +50,59 @@ class NonFiniteLoss(DnasError):
     """A loss turned NaN or infinite: the run stopped without checkpointing that state."""
 
 
+_EXIT_BEFORE_FIRST_STEP = False
+
+
+def exit_on_signal_before_first_step(enabled: bool = True) -> None:
+    """Process-wide: SIGINT/SIGTERM before a run's first step ends the process at once
+    (exit code 130, one line on stderr), wherever the main thread is.
+
+    Why: Python runs signal handlers only in the main thread between bytecodes, so a signal
+    that comes while XLA compiles (minutes for a big supernet on CPU, in the network's
+    initialisation as well as the step) waited for the compile: ``timeout``'s SIGTERM went
+    unanswered until SIGKILL. Before the first step nothing needs saving, the lock goes with
+    the process, and a new run's ``config.json`` makes the same command start it again. For
+    the command line, whose process is the run; a notebook keeps the default (off), where
+    a signal stops the run at the next point Python reaches (:class:`SignalFlag`).
+    """
+    global _EXIT_BEFORE_FIRST_STEP
+    _EXIT_BEFORE_FIRST_STEP = enabled
+
+
 class SignalFlag:
     """Records SIGINT/SIGTERM instead of raising, from construction until :meth:`restore`,
     so that a run stops at a point where it can checkpoint (never inside XLA's compiler).
 
     Install it right after the run directory is prepared: a signal during the build or the
-    compile then stops the run before its first step (:meth:`check_not_started`).
+    compile then stops the run before its first step (:meth:`check_not_started`), or ends
+    the process at once under :func:`exit_on_signal_before_first_step`: a watcher thread
+    wakes on the signal through ``signal.set_wakeup_fd``, which the C-level handler writes
+    even while the main thread is inside XLA (which releases the GIL).
     """
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self.started = False  # set by StepLoop once the first step ran (see run_in_workdir)
         self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._wakeup_w = -1
+        if _EXIT_BEFORE_FIRST_STEP and threading.current_thread() is threading.main_thread():
+            r, self._wakeup_w = os.pipe()
+            os.set_blocking(self._wakeup_w, False)
+            self._old_wakeup = signal.set_wakeup_fd(self._wakeup_w)
+            threading.Thread(target=self._watch, args=(r,), name="dnas-signal-watch", daemon=True).start()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signal = signum
+
+    def _watch(self, r: int) -> None:
+        try:
+            while data := os.read(r, 16):  # b"" once restore() closed the write end
+                if not self.started and any(b in (signal.SIGINT, signal.SIGTERM) for b in data):
+                    os.write(2, f"dnas: stopped by signal {data[0]} before the first step (nothing to checkpoint); "
+                                "the same command starts the run again\n".encode())
+                    os._exit(130)
+        finally:
+            os.close(r)
 
     def check_not_started(self, workdir: Path, command: str) -> None:
         """Raises :class:`Interrupted` if a signal came before the first step."""
@@ -72,7 +110,11 @@ class SignalFlag:
             raise Interrupted(f"stopped by signal {self.signal} before the first step (nothing to checkpoint; the run starts afresh)")
 
     def restore(self) -> None:
-        """Puts the previous handlers back."""
+        """Puts the previous handlers back (and ends the watcher thread, if any)."""
+        if self._wakeup_w >= 0:
+            signal.set_wakeup_fd(self._old_wakeup)
+            os.close(self._wakeup_w)
+            self._wakeup_w = -1
         for s, h in self._old.items():
             signal.signal(s, h)
 
