@@ -19,8 +19,8 @@ import jax
 
 from dnas.core.errors import DnasError
 from dnas.run.config import RUN_KINDS, apply_overrides, load_config, read_config, validate
-from dnas.run.driver import Interrupted, prepare_workdir, run_files
-from dnas.run.parallel import maybe_initialize_distributed
+from dnas.run.driver import Interrupted, InterruptedInCompile, exit_on_signal_before_first_step, prepare_workdir, run_files
+from dnas.run.parallel import is_primary, maybe_initialize_distributed
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -84,7 +84,8 @@ def run_kind(kind_command: str, workdir: Path, config) -> object | None:
     """Runs the config's kind (or resumes the saved run); an interrupt becomes one line
     saying how to resume, and None."""
 
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    # Process 0 speaks for a multi-process run; the others' lines would repeat its own.
+    log = (lambda m: print(m, file=sys.stderr)) if is_primary() else (lambda m: None)  # noqa: E731
 
     if config is None:
         config = read_config(workdir / "config.json")
@@ -96,10 +97,17 @@ def run_kind(kind_command: str, workdir: Path, config) -> object | None:
 
         prepare_workdir(workdir, config)
     log(f"workdir: {workdir} (interrupt with Ctrl-C; resume with: {resume_hint(kind_command, workdir)})")
+    exit_on_signal_before_first_step()  # this process is the run: a signal during a compile ends it at once
     try:
         return kind.run(config, workdir, log)
     except Interrupted as e:
         log(f"dnas: {e}; resume with: {resume_hint(kind_command, workdir)}")
+        if isinstance(e, InterruptedInCompile):
+            # XLA's compile cannot be cancelled and would hold up the interpreter's exit
+            # (or crash in it); the run has released its lock and has nothing to save.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return None
 
 

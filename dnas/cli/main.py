@@ -12,7 +12,7 @@ import absl.logging
 
 from dnas.cli import config as config_cmd
 from dnas.cli import eval as eval_cmd
-from dnas.cli import info, latency, registered, search, show, train, zero_cost
+from dnas.cli import info, latency, launch, registered, search, show, train, zero_cost
 from dnas.cli.common import split_overrides, version
 from dnas.core.errors import DnasError
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dnas", description="Neural architecture search in JAX/Flax.")
     p.add_argument("--version", action="version", version=f"dnas {version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    for module in (info, search, train, show, registered, config_cmd):
+    for module in (info, search, train, show, registered, config_cmd, launch):
         module.add_parser(sub)
     eval_cmd.add_eval_parser(sub)
     latency.add_latency_parser(sub)
@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     absl.logging.set_verbosity(absl.logging.FATAL)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        rest, overrides = split_overrides(argv)
+        # launch passes its command line, overrides included, to its children untouched.
+        rest, overrides = (argv, []) if argv[:1] == ["launch"] else split_overrides(argv)
     except DnasError as e:
         print(f"dnas: error: {e}", file=sys.stderr)
         return 2

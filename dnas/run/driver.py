@@ -10,9 +10,11 @@ user owns the loop, helpers are called). Nothing here knows what a step computes
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,17 +29,44 @@ from dnas.core.checkpoint import Checkpointer
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write
 from dnas.run.config import differing_keys, read_config, to_json
-from dnas.run.parallel import shard_batch
+from dnas.run.parallel import is_primary, primary_agrees, shard_batch
 from dnas.run.progress import Progress
-from dnas.search.state import compile_then_trim, release_free_memory
+from dnas.search.state import release_free_memory
 
 
 class Interrupted(Exception):
     """Raised after a checkpoint was written in response to SIGINT/SIGTERM."""
 
 
+class InterruptedInCompile(Interrupted):
+    """SIGINT/SIGTERM came while XLA compiled the first step; nothing needed saving.
+
+    XLA's compiler cannot be stopped: it runs on in a background thread, so the caller
+    should end the process with ``os._exit`` once it has said so (:func:`compile_interruptibly`).
+    """
+
+
 class NonFiniteLoss(DnasError):
     """A loss turned NaN or infinite: the run stopped without checkpointing that state."""
+
+
+_EXIT_BEFORE_FIRST_STEP = False
+
+
+def exit_on_signal_before_first_step(enabled: bool = True) -> None:
+    """Process-wide: SIGINT/SIGTERM before a run's first step ends the process at once
+    (exit code 130, one line on stderr), wherever the main thread is.
+
+    Why: Python runs signal handlers only in the main thread between bytecodes, so a signal
+    that comes while XLA compiles (minutes for a big supernet on CPU, in the network's
+    initialisation as well as the step) waited for the compile: ``timeout``'s SIGTERM went
+    unanswered until SIGKILL. Before the first step nothing needs saving, the lock goes with
+    the process, and a new run's ``config.json`` makes the same command start it again. For
+    the command line, whose process is the run; a notebook keeps the default (off), where
+    a signal stops the run at the next point Python reaches (:class:`SignalFlag`).
+    """
+    global _EXIT_BEFORE_FIRST_STEP
+    _EXIT_BEFORE_FIRST_STEP = enabled
 
 
 class SignalFlag:
@@ -45,16 +74,35 @@ class SignalFlag:
     so that a run stops at a point where it can checkpoint (never inside XLA's compiler).
 
     Install it right after the run directory is prepared: a signal during the build or the
-    compile then stops the run before its first step (:meth:`check_not_started`).
+    compile then stops the run before its first step (:meth:`check_not_started`), or ends
+    the process at once under :func:`exit_on_signal_before_first_step`: a watcher thread
+    wakes on the signal through ``signal.set_wakeup_fd``, which the C-level handler writes
+    even while the main thread is inside XLA (which releases the GIL).
     """
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self.started = False  # set by StepLoop once the first step ran (see run_in_workdir)
         self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._wakeup_w = -1
+        if _EXIT_BEFORE_FIRST_STEP and threading.current_thread() is threading.main_thread():
+            r, self._wakeup_w = os.pipe()
+            os.set_blocking(self._wakeup_w, False)
+            self._old_wakeup = signal.set_wakeup_fd(self._wakeup_w)
+            threading.Thread(target=self._watch, args=(r,), name="dnas-signal-watch", daemon=True).start()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signal = signum
+
+    def _watch(self, r: int) -> None:
+        try:
+            while data := os.read(r, 16):  # b"" once restore() closed the write end
+                if not self.started and any(b in (signal.SIGINT, signal.SIGTERM) for b in data):
+                    os.write(2, f"dnas: stopped by signal {data[0]} before the first step (nothing to checkpoint); "
+                                "the same command starts the run again\n".encode())
+                    os._exit(130)
+        finally:
+            os.close(r)
 
     def check_not_started(self, workdir: Path, command: str) -> None:
         """Raises :class:`Interrupted` if a signal came before the first step."""
@@ -62,7 +110,11 @@ class SignalFlag:
             raise Interrupted(f"stopped by signal {self.signal} before the first step (nothing to checkpoint; the run starts afresh)")
 
     def restore(self) -> None:
-        """Puts the previous handlers back."""
+        """Puts the previous handlers back (and ends the watcher thread, if any)."""
+        if self._wakeup_w >= 0:
+            signal.set_wakeup_fd(self._old_wakeup)
+            os.close(self._wakeup_w)
+            self._wakeup_w = -1
         for s, h in self._old.items():
             signal.signal(s, h)
 
@@ -174,6 +226,7 @@ def run_in_workdir(
     log: Callable[[str], None] = print,
     prepare: Callable[[Path, ml_collections.ConfigDict | None], ml_collections.ConfigDict] = prepare_workdir,
     clean_early_failure: bool = True,
+    multiprocess: bool = False,
 ) -> Any:
     """Opens (or resumes) the run in ``workdir`` and runs ``body(config, workdir, log, stop)``
     with the directory locked and SIGINT/SIGTERM recorded in ``stop``.
@@ -188,24 +241,41 @@ def run_in_workdir(
         build, compile; ``stop.started`` still False) takes back what it wrote, so the
         corrected command is not refused as "a run with a different config". A resumed run
         and an interrupt (whose message says how to resume) keep everything.
+      multiprocess: ``body`` works as one of several processes (``jax.process_count() >
+        1``): process 0 alone locks the directory, writes the config and cleans up, the
+        others wait for it and read its config. False: several processes are refused.
     Returns:
       what ``body`` returns.
     """
     workdir = Path(workdir)
+    if jax.process_count() > 1 and not multiprocess:
+        raise DnasError(f"this run kind runs in one process; {jax.process_count()} were started (multi-process runs: dnas search)")
+    primary = is_primary()
     existed = workdir.is_dir()
-    before = set(workdir.iterdir()) if existed else set()
+    before = set(workdir.iterdir()) if existed and primary else set()
     new_run = config is not None and not (workdir / "config.json").exists()
-    config, lock = open_run(workdir, lambda: prepare(workdir, config), must_exist=config is None)
+    lock: WorkdirLock | None = None
+    if primary:
+        try:
+            config, lock = open_run(workdir, lambda: prepare(workdir, config), must_exist=config is None)
+        except BaseException:
+            primary_agrees(False)  # the others stop too (they print nothing of their own)
+            raise
+    if not primary_agrees(True):
+        raise DnasError("process 0 could not open the run directory (its error says why)")
+    if not primary:  # process 0 has written or checked config.json by now
+        config = read_config(workdir / "config.json")
     stop = SignalFlag()
     try:
         return body(config, workdir, log, stop)
     except Exception as e:
-        if clean_early_failure and new_run and not stop.started and not isinstance(e, Interrupted):
+        if lock is not None and clean_early_failure and new_run and not stop.started and not isinstance(e, Interrupted):
             _remove_new_entries(workdir, before, lock, remove_dir=not existed)
         raise
     finally:
         stop.restore()
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _remove_new_entries(workdir: Path, before: set[Path], lock: WorkdirLock, remove_dir: bool) -> None:
@@ -233,6 +303,42 @@ def all_finite(tree: Any) -> jax.Array:
     """Whether every floating-point leaf of ``tree`` is finite (``bool[]``)."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def compile_interruptibly(jitted: Any, stop: SignalFlag, *args: Any, poll_s: float = 0.1) -> Callable[..., Any]:
+    """:func:`~dnas.search.state.compile_then_trim` of ``jitted`` for ``args``, in a
+    background thread while the main thread watches ``stop``.
+
+    Why: Python runs signal handlers in the main thread between bytecodes, so a SIGTERM
+    sent while the main thread sits in XLA's compiler (minutes for a big supernet on CPU)
+    went unanswered until SIGKILL. Tracing and lowering stay in the calling thread (JAX's
+    context settings are thread-local; they are Python and see signals anyway); only
+    XLA's compile, which releases the GIL, moves.
+
+    Raises:
+      InterruptedInCompile: a signal came during the compile. The compile goes on in its
+        (daemon) thread and cannot be cancelled: end the process with ``os._exit`` once
+        the run's clean-up (lock, files) is done.
+    """
+    lowered = jitted.lower(*args)
+    result: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            result["compiled"] = lowered.compile()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            result["error"] = e
+        done.set()
+
+    threading.Thread(target=work, name="dnas-xla-compile", daemon=True).start()
+    while not done.wait(poll_s):
+        if stop.signal is not None:
+            raise InterruptedInCompile(f"stopped by signal {stop.signal} while XLA compiled the first step (nothing to checkpoint)")
+    if "error" in result:
+        raise result["error"]
+    release_free_memory()  # as compile_then_trim: the compile's freed heap back to the OS before the step runs
+    return result["compiled"]
 
 
 class Tick(NamedTuple):
@@ -292,7 +398,8 @@ class StepLoop:
         self.start, self.n_last, self.done = start, start, start
         self._saved_any = self.ckpt.latest_step() is not None
         self.stop.check_not_started(self.workdir, self.command)
-        self.progress = Progress(self.total, start)
+        # One progress display per run: the other processes' would repeat process 0's lines.
+        self.progress = Progress(self.total, start, stream=None if is_primary() else io.StringIO())
         return range(start, self.total)
 
     def step(self, step_fn: Callable[..., Any], state: Any, batch: Sequence[Any], what: str = "the step") -> tuple[Any, Tick]:
@@ -300,7 +407,7 @@ class StepLoop:
         if self._compiled is None:
             assert self.progress is not None, "call steps() first"
             with self.progress.compiling(what):
-                self._compiled = compile_then_trim(step_fn, state, *batch)
+                self._compiled = compile_interruptibly(step_fn, self.stop, state, *batch)
             self.stop.check_not_started(self.workdir, self.command)
             self.t_last = time.perf_counter()
             state, m = self._compiled(state, *batch)

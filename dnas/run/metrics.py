@@ -11,6 +11,7 @@ from typing import Any
 
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write, read_text
+from dnas.run.parallel import is_primary
 from dnas.run.tensorboard import TensorBoardWriter  # optional dependency, imported only when asked
 
 
@@ -27,6 +28,9 @@ class MetricWriter:
     On resume, :meth:`truncate_after` drops lines past the restored step so the file
     matches what an uninterrupted run would have written.
 
+    In a multi-process run only process 0 writes (and truncates); every process may read.
+    Its metrics are the global ones already (the jitted step reduces over all processes).
+
     Args:
       path: the JSONL file.
       tensorboard_dir: also write each record's scalars as TensorBoard events there
@@ -39,11 +43,14 @@ class MetricWriter:
                  list_names: Sequence[str] | None = None):
         self.path = Path(path)
         self.tensorboard = None
-        if tensorboard_dir is not None:
+        self.writes = is_primary()
+        if tensorboard_dir is not None and self.writes:
             self.tensorboard = TensorBoardWriter(tensorboard_dir, name=self.path.stem, list_names=list_names)
 
     def write(self, record: dict[str, Any]) -> None:
         """Appends ``record`` (values made JSON-plain) and mirrors it to TensorBoard."""
+        if not self.writes:
+            return
         plain = {k: _plain(v) for k, v in record.items()}
         with open(self.path, "a") as f:
             f.write(json.dumps(plain) + "\n")
@@ -52,6 +59,8 @@ class MetricWriter:
 
     def truncate_after(self, step: int) -> None:
         """Drops records past ``step`` (TensorBoard: hides them in the viewer)."""
+        if not self.writes:
+            return
         if self.tensorboard is not None:
             self.tensorboard.purge_after(step)
         if not self.path.exists():

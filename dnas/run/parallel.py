@@ -1,9 +1,12 @@
 """Data parallelism with JAX's own sharding: one mesh axis ``data``, batch split, state
-replicated. Multi-host runs call ``jax.distributed.initialize()`` under a launcher.
+replicated; several processes (hosts) through JAX's own runtime (``jax.distributed``).
 
 The step function needs no change: ``jax.jit`` over a batch sharded on ``P('data')`` and a
 replicated state computes global means (loss, BatchNorm statistics) across devices, and
-gradients of replicated parameters come out already reduced.
+gradients of replicated parameters come out already reduced. With several processes the
+mesh spans every process' devices (``jax.devices()``), each process feeds the rows of the
+global batch on its own devices (:func:`host_rows`), and the jitted step's collectives run
+across processes (gloo on CPU, NCCL on GPU), so metrics come out reduced over all of them.
 """
 
 from __future__ import annotations
@@ -13,24 +16,76 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dnas.core.errors import DnasError
 
+LAUNCH_ENV = ("DNAS_COORDINATOR_ADDRESS", "DNAS_NUM_PROCESSES", "DNAS_PROCESS_ID")
+"""What ``dnas launch`` sets in each child: the coordinator (process 0's ``host:port``), the
+number of processes and this one's index."""
+
+# Environments in which jax.distributed.initialize() finds its arguments on its own.
 _LAUNCHER_VARS = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES")
 
 
 def maybe_initialize_distributed() -> bool:
-    """Calls ``jax.distributed.initialize()`` when a multi-host launcher is detected.
+    """Calls ``jax.distributed.initialize`` when this process is one of several.
 
-    Returns True if it initialised. Detection: a coordinator address, SLURM, Open MPI or a
-    TPU pod environment. Single-process runs are untouched.
+    Returns True if it initialised. Under ``dnas launch`` (:data:`LAUNCH_ENV`) the
+    coordinator, process count and index are passed explicitly (cluster auto-detection off,
+    so a launch inside a SLURM allocation still means this machine's processes); under
+    SLURM, Open MPI, a TPU pod or with ``JAX_COORDINATOR_ADDRESS`` JAX detects them itself.
+    ``DNAS_NO_DISTRIBUTED=1`` keeps a process alone (e.g. a one-process job inside an
+    allocation). Call it before any JAX computation; a second call is a no-op.
     """
-    if any(v in os.environ for v in _LAUNCHER_VARS) and os.environ.get("DNAS_NO_DISTRIBUTED") != "1":
+    if os.environ.get("DNAS_NO_DISTRIBUTED") == "1" or jax.distributed.is_initialized():
+        return False
+    if os.environ.get(LAUNCH_ENV[0]):
+        try:
+            n, i = int(os.environ[LAUNCH_ENV[1]]), int(os.environ[LAUNCH_ENV[2]])
+        except (KeyError, ValueError):
+            raise DnasError(f"{LAUNCH_ENV[0]} is set, so {LAUNCH_ENV[1]} and {LAUNCH_ENV[2]} must be integers (dnas launch sets all three)") from None
+        jax.distributed.initialize(os.environ[LAUNCH_ENV[0]], n, i, cluster_detection_method="deactivate")
+        return True
+    if any(v in os.environ for v in _LAUNCHER_VARS):
         jax.distributed.initialize()
         return True
     return False
+
+
+def is_primary() -> bool:
+    """Whether this is process 0, the one that writes the run directory (all processes
+    compute; all take part in checkpoints, which orbax coordinates)."""
+    return jax.process_index() == 0
+
+
+def primary_agrees(ok: bool) -> bool:
+    """Process 0's ``ok`` on every process (a barrier); ``ok`` itself when alone.
+
+    Why: process 0 alone opens the run directory; the others must wait until it has (its
+    ``config.json`` is then on disk) and must stop too when it refused, not hang in the
+    first collective waiting for a peer that has left.
+    """
+    if jax.process_count() == 1:
+        return ok
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(ok, np.int32)))
+
+
+def collectives_in_conditionals_ok() -> bool:
+    """Whether a program may hold cross-device collectives inside ``lax.cond``/``switch``
+    branches (the fused pass executor, :mod:`dnas.search.plans`, computes its gradients there).
+
+    False on the CPU platform with several processes. Why: XLA:CPU (jaxlib 0.10.2) runs a
+    conditional's thunks concurrently with the collectives beside it, so two processes can
+    issue their all-reduces in different orders; gloo then aborts with "Received data size
+    doesn't match expected size. Is there a distributed collective mismatch". Seen on
+    the NB201 smoke search as 2 processes: every run aborted within its first steps, and ran
+    through with the sequential executor, whose program has no conditional. One process
+    (any number of devices) and GPU/TPU are unaffected.
+    """
+    return not (jax.process_count() > 1 and jax.default_backend() == "cpu")
 
 
 def make_mesh(devices: int = 0) -> Mesh:
@@ -53,8 +108,23 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
-    """Places ``tree`` replicated on the mesh."""
-    return jax.device_put(tree, replicated(mesh))
+    """Places ``tree`` replicated on the mesh.
+
+    With several processes each one holds the same values (built from the same seed) and
+    supplies its own devices' copies: ``device_put`` cannot target another process'
+    devices.
+    """
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x: Any) -> Any:
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        value = np.asarray(x)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def host_rows(n_global: int, process_index: int | None = None, process_count: int | None = None) -> slice:

@@ -42,7 +42,7 @@ from dnas.data.datasets import Dataset, augment, batch_indices, get_dataset, nor
 from dnas.run.config import RUN_KINDS, RunKind, apply_smoke, check_common, kwargs_of
 from dnas.run.driver import SignalFlag, StepLoop, evaluate_split, run_in_workdir
 from dnas.run.metrics import MetricWriter
-from dnas.run.parallel import make_mesh, replicate, shard_batch
+from dnas.run.parallel import collectives_in_conditionals_ok, host_rows, is_primary, make_mesh, replicate, shard_batch
 from dnas.core.losses import cross_entropy
 from dnas.search.bilevel import HYPERGRADIENTS, SearchStep, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
 from dnas.search.diagnostics import alpha_entropy, darts_es, param_free_ops, top_hessian_eigenvalue
@@ -131,7 +131,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         hypergradient=config.hypergradient,
         relax=relax,
         arch_penalty=add_penalties(make_arch_penalty(config.arch_penalty, kwargs_of(config.arch_penalty_kwargs)), latency and latency.penalty),
-        fuse_passes=config.fuse_passes,
+        fuse_passes=config.fuse_passes and collectives_in_conditionals_ok(),  # same maths either way
         update_alpha=config.update_alpha,
         steps_per_epoch=spe,
         alpha_grad=config.alpha_grad,
@@ -187,10 +187,14 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
 
 
 def _batches(setup: SearchSetup, step: int) -> tuple[np.ndarray, ...]:
+    """This process' rows of step ``step``'s global (train, val) batches: the global
+    indices are a pure function of ``(key, step)``, the same on every process, and each
+    gathers only its own rows (:func:`host_rows`)."""
     bs = setup.config.batch_size
     kw, ka = jax.random.fold_in(setup.data_key, 10_000_001), jax.random.fold_in(setup.data_key, 10_000_002)
-    iw = setup.w_idx[batch_indices(kw, len(setup.w_idx), bs, step)]
-    ia = setup.a_idx[batch_indices(ka, len(setup.a_idx), bs, step)]
+    rows = host_rows(bs)
+    iw = setup.w_idx[batch_indices(kw, len(setup.w_idx), bs, step)][rows]
+    ia = setup.a_idx[batch_indices(ka, len(setup.a_idx), bs, step)][rows]
     d = setup.data
     return d.train_x[iw], d.train_y[iw], d.train_x[ia], d.train_y[ia]
 
@@ -203,6 +207,12 @@ def _batches(setup: SearchSetup, step: int) -> tuple[np.ndarray, ...]:
 
 
 
+
+
+def _save_genotype(geno: G.Genotype, workdir: Path) -> None:
+    """``genotype.json``, written by process 0 alone (every process derives the same one)."""
+    if is_primary():
+        G.save(geno, workdir / "genotype.json")
 
 
 def search_defaults() -> ml_collections.ConfigDict:
@@ -438,7 +448,7 @@ def run_search(config: ml_collections.ConfigDict | None, workdir: str | Path, *,
     weights). A loss that turns NaN or infinite stops the run with
     :class:`dnas.run.driver.NonFiniteLoss` naming the step; that state is not checkpointed.
     """
-    return run_in_workdir(config, workdir, _search, log=log)
+    return run_in_workdir(config, workdir, _search, log=log, multiprocess=True)
 
 
 def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: SignalFlag) -> G.Genotype:
@@ -454,7 +464,11 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
         f"({setup.steps_per_epoch}/epoch), {setup.mesh.devices.size} device(s)"
     )
 
-    history = [r for r in metrics.read() if r.get("event") in ("epoch", "early_stop")]
+    # Up to the restored step only: in a multi-process run the others may read before
+    # process 0 has truncated, and all must take the same DARTS-ES decisions.
+    if config.fuse_passes and not collectives_in_conditionals_ok():
+        log("search: the step's passes run one after another (not fused): XLA:CPU cannot order collectives inside a fused step across processes")
+    history = [r for r in metrics.read() if r.get("event") in ("epoch", "early_stop") and r.get("step", 0) <= int(state.step)]
     if any(r.get("event") == "early_stop" for r in history):
         metrics.close()
         alphas.close()
@@ -462,7 +476,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
         log(f"search: this run stopped early (DARTS-ES); its genotype is {str(workdir / 'genotype.json')!r}")
         return G.load(workdir / "genotype.json")
     eigenvalues = [float(r["hessian_eigenvalue"]) for r in history if "hessian_eigenvalue" in r]
-    logits_by_epoch = {int(r["epoch"]): r["logits"] for r in alphas.read() if "logits" in r}
+    logits_by_epoch = {int(r["epoch"]): r["logits"] for r in alphas.read() if "logits" in r and r["step"] <= int(state.step)}
 
     loop = StepLoop(workdir, "search", ckpt, stop, setup.total_steps, setup.steps_per_epoch, config,
                     loss_keys=("train_loss", "val_loss"), hint="lower the learning rates or check the data")
@@ -470,7 +484,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
     choice_labels = set(setup.space.labels)
     try:
         for step in loop.steps(int(state.step)):
-            batch = shard_batch(setup.mesh, _batches(setup, step), global_batch=True)
+            batch = shard_batch(setup.mesh, _batches(setup, step))
             state, tick = loop.step(setup.train_step, state, batch, "the search step")
             done, m = tick.done, tick.metrics
             if tick.logging:
@@ -482,7 +496,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
                 epoch = tick.epoch
                 a = alpha_dict(jax.device_get(state.alpha))
                 geno = setup.space.derive(derive_alpha(setup.latency, a))
-                G.save(geno, workdir / "genotype.json")
+                _save_genotype(geno, workdir)
                 soft = lambda v: np.asarray(jax.nn.softmax(jnp.asarray(v))).tolist()  # noqa: E731
                 record = {"step": done, "epoch": epoch, "softmax": {l: soft(v) for l, v in a.items() if l in choice_labels}}
                 if len(a) > len(choice_labels):  # PC-DARTS' β: not op choices, kept apart for the α plots
@@ -508,7 +522,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
                     # DARTS-ES: the eigenvalue's local average rose by the threshold; the
                     # result is the architecture of the epoch before the rise.
                     geno = setup.space.derive(logits_by_epoch[back + 1])
-                    G.save(geno, workdir / "genotype.json")
+                    _save_genotype(geno, workdir)
                     metrics.write({"step": done, "event": "early_stop", "epoch": epoch, "stop_epoch": back + 1, "genotype": str(geno)})
                     loop.save(done, state)
                     loop.say(done, f"DARTS-ES: stopped after epoch {epoch}; the genotype of epoch {back + 1}: {geno}", line=True)
@@ -520,8 +534,9 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
         alphas.close()
     final_alpha = alpha_dict(jax.device_get(state.alpha))
     geno = setup.space.derive(derive_alpha(setup.latency, final_alpha))
-    G.save(geno, workdir / "genotype.json")
-    _write_final(setup, config, workdir, final_alpha, geno, log)
+    _save_genotype(geno, workdir)
+    if is_primary():  # process 0 alone writes the run's files
+        _write_final(setup, config, workdir, final_alpha, geno, log)
     return geno
 
 
