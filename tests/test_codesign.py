@@ -67,6 +67,6 @@ def test_hardware_alpha_gets_the_cost_gradient():
     net = space.supernet(C=4, num_classes=10, in_channels=3, rngs=nnx.Rngs(0))
     assert set(space.hw_space.labels) <= set(net.alpha.keys())
     model = build_cost_model("accelerator", space, {"resolution": 16, "C": 4})
-    logits = {l: jax.numpy.asarray(net.alpha[l].value) for l in space.labels}
+    logits = {l: jax.numpy.asarray(net.alpha[l][...]) for l in space.labels}
     grads = jax.grad(lambda a: model.cost({l: jax.nn.softmax(a[l]) for l in space.labels})["edap"])(logits)
     assert all(float(abs(grads[l]).sum()) > 0 for l in ("hw/rows", "hw/cols", "hw/dataflow"))
