@@ -97,7 +97,8 @@ def run_kind(kind_command: str, workdir: Path, config) -> object | None:
 
         prepare_workdir(workdir, config)
     log(f"workdir: {workdir} (interrupt with Ctrl-C; resume with: {resume_hint(kind_command, workdir)})")
-    exit_on_signal_before_first_step()  # this process is the run: a signal during a compile ends it at once
+    # This process is the run: a signal during a compile ends it at once.
+    exit_on_signal_before_first_step(f"resume with: {resume_hint(kind_command, workdir)}")
     try:
         return kind.run(config, workdir, log)
     except Interrupted as e:

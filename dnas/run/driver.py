@@ -50,10 +50,10 @@ class NonFiniteLoss(DnasError):
     """A loss turned NaN or infinite: the run stopped without checkpointing that state."""
 
 
-_EXIT_BEFORE_FIRST_STEP = False
+_EXIT_BEFORE_FIRST_STEP: str | None = None  # the hint said on exit; None: off
 
 
-def exit_on_signal_before_first_step(enabled: bool = True) -> None:
+def exit_on_signal_before_first_step(hint: str | None = "the same command starts the run again") -> None:
     """Process-wide: SIGINT/SIGTERM before a run's first step ends the process at once
     (exit code 130, one line on stderr), wherever the main thread is.
 
@@ -64,9 +64,13 @@ def exit_on_signal_before_first_step(enabled: bool = True) -> None:
     the process, and a new run's ``config.json`` makes the same command start it again. For
     the command line, whose process is the run; a notebook keeps the default (off), where
     a signal stops the run at the next point Python reaches (:class:`SignalFlag`).
+
+    Args:
+      hint: what the exit line says after the reason (e.g. the command that resumes);
+        None turns the policy off.
     """
     global _EXIT_BEFORE_FIRST_STEP
-    _EXIT_BEFORE_FIRST_STEP = enabled
+    _EXIT_BEFORE_FIRST_STEP = hint
 
 
 class SignalFlag:
@@ -85,7 +89,8 @@ class SignalFlag:
         self.started = False  # set by StepLoop once the first step ran (see run_in_workdir)
         self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._wakeup_w = -1
-        if _EXIT_BEFORE_FIRST_STEP and threading.current_thread() is threading.main_thread():
+        self._hint = _EXIT_BEFORE_FIRST_STEP
+        if self._hint is not None and threading.current_thread() is threading.main_thread():
             r, self._wakeup_w = os.pipe()
             os.set_blocking(self._wakeup_w, False)
             self._old_wakeup = signal.set_wakeup_fd(self._wakeup_w)
@@ -98,8 +103,7 @@ class SignalFlag:
         try:
             while data := os.read(r, 16):  # b"" once restore() closed the write end
                 if not self.started and any(b in (signal.SIGINT, signal.SIGTERM) for b in data):
-                    os.write(2, f"dnas: stopped by signal {data[0]} before the first step (nothing to checkpoint); "
-                                "the same command starts the run again\n".encode())
+                    os.write(2, f"dnas: stopped by signal {data[0]} before the first step (nothing to checkpoint); {self._hint}\n".encode())
                     os._exit(130)
         finally:
             os.close(r)
