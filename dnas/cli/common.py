@@ -112,6 +112,14 @@ def run_kind(kind_command: str, workdir: Path, config) -> object | None:
         return None
 
 
+def print_summary(summary: dict[str, Any], table: Callable[[dict[str, Any]], list[str]], json_only: bool = False) -> None:
+    """A command's result: its short human ``table`` (unless ``json_only``), then the
+    summary as one JSON line, always last (what scripts read)."""
+    if not json_only:
+        print("\n".join(table(summary)))
+    print(json.dumps(summary), flush=True)
+
+
 def version() -> str:
     try:
         return metadata.version("dnas")

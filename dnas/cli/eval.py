@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dnas.cli.common import print_summary
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write, check_output_file
 from dnas.core.stats import rank_quality
@@ -151,9 +152,7 @@ def summary_table(summary: dict) -> list[str]:
 def cmd_eval(args: argparse.Namespace) -> int:
     """``dnas eval``: a short table (unless ``--json``), then the summary as the last line."""
     summary = run_eval(args)
-    if not args.json:
-        print("\n".join(summary_table(summary)))
-    print(json.dumps(summary), flush=True)
+    print_summary(summary, summary_table, args.json)
     return 0
 
 

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dnas.cli.common import print_summary
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write, check_output_file
 from dnas.core.stats import rank_quality
@@ -121,9 +122,7 @@ def summary_table(summary: dict) -> list[str]:
 def cmd_zero_cost(args: argparse.Namespace) -> int:
     """Runs ``dnas zero-cost``: a short table (unless ``--json``), then the JSON line last."""
     summary = run_zero_cost(args)
-    if not args.json:
-        print("\n".join(summary_table(summary)))
-    print(json.dumps(summary), flush=True)
+    print_summary(summary, summary_table, args.json)
     return 0
 
 
