@@ -6,10 +6,13 @@ ranks the rest; ``dnas lut``: build a latency table on this JAX device and check
         [--transfer-from FILE --transfer-columns lat_ms_1080ti_1,lat_ms_pixel3] --seed 0
 
 fits on N random rows (seeded) and prints one JSON line last with ``spearman``,
-``kendall``, ``mape`` and ``median_ape`` (percent) and ``within_10pct`` (fraction) on all other rows. With
-``--transfer-from`` the other devices' latencies of each architecture are features
-(few-shot transfer, :mod:`dnas.hardware.predictor`). The main ``dnas`` command mounts this
-with :func:`add_latency_parser`; :func:`main_latency` runs it alone.
+``kendall``, ``mape`` and ``median_ape`` (percent), ``within_10pct`` (fraction) and
+``fit_s`` on all other rows. It is ``dnas predictor fit`` (:mod:`dnas.cli.predictor`, the
+same code) on a latency column, with ``--model`` defaulting to :data:`DEFAULT_LATENCY_MODEL`
+and the GCN's few-shot transfer fitting logs of latencies. With ``--transfer-from`` the
+other devices' latencies of each architecture are features or pretraining targets
+(:mod:`dnas.hardware.predictors.transfer`). The main ``dnas`` command mounts this with
+:func:`add_latency_parser`; :func:`main_latency` runs it alone.
 
     dnas lut build --space proxylessnas --out lut.json [--resolution 224 --batch-size 1 --warmup 2 --repeats 5]
     dnas lut check lut.json --archs 20 [--warmup 2 --repeats 5 --seed 0]

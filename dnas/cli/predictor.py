@@ -24,6 +24,7 @@ only; the other rows are read to score it. ``dnas latency fit`` is this command 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -55,8 +56,6 @@ ARCH_READERS: dict[str, Callable[[], tuple[SearchSpace, Callable[[str], np.ndarr
 
 def read_csv(path: str, columns: Sequence[str]) -> dict[str, list[str]]:
     """The named columns of a CSV file; a missing file or column is one DnasError line."""
-    import csv
-
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)

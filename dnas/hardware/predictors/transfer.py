@@ -9,9 +9,11 @@ benchmarks/LATENCY.md did not ask for:
    source devices at once, on standardised log latencies (devices differ by scale and
    latencies compose multiplicatively across devices, so logs make them alike).
 2. **Prior**: a new device is assumed, before any measurement, to rank like the source
-   devices on average: ``prior(a) = mean_s ẑ_s(a)``, the pretrained GCN's mean
-   standardised prediction. Its slope and offset are fitted by unpenalised least squares on
-   the N target samples (two numbers: ten samples determine them well).
+   devices on average: ``prior(a) = mean_s z_s(a)``, the mean standardised log latency on
+   the source devices, measured when the architectures were measured there (NB201's
+   table), else the pretrained GCN's prediction ``ẑ_s(a)``. Its slope and offset are
+   fitted by unpenalised least squares on the N target samples (two numbers: ten samples
+   determine them well).
 3. **Correction**: the residual is fitted by ridge over groups (the per-op counts, the
    GCN's S predicted source latencies, and, when the architectures were measured on the
    source devices, those measured latencies), one penalty per group chosen by exact
@@ -68,6 +70,8 @@ class TransferPredictor:
         if log and np.any(source_y <= 0):
             raise DnasError("transfer in log space needs positive source values (latencies); found values <= 0")
         self.source_x, self.source_y, self.log, self.use_measured = source_x, source_y, log, use_measured
+        t = self._t(source_y)
+        self.source_mean, self.source_std = t.mean(0), np.maximum(t.std(0), 1e-12)
         self.gcn = GCNPredictor(**(gcn or {}))
         self.pretrain_key = pretrain_key
         self.ridge: RidgeModel | None = None
@@ -91,6 +95,12 @@ class TransferPredictor:
             groups.append(_z(self._t(np.asarray(x.extra["sources"], np.float64)), self._measured_ref))
         return groups
 
+    def _prior(self, x: Encoded, g: np.ndarray) -> np.ndarray:
+        """``f64[P]``: the mean standardised source value, measured if known, else predicted."""
+        if self._measured_ref is None:
+            return g.mean(1)
+        return ((self._t(np.asarray(x.extra["sources"], np.float64)) - self.source_mean) / self.source_std).mean(1)
+
     def fit(self, x: Encoded, y: np.ndarray, key: PRNGKey) -> "TransferPredictor":
         """Adapts to the target from its N samples ``y f[N]`` at architectures ``x``.
 
@@ -111,7 +121,7 @@ class TransferPredictor:
         self._g_ref = g
         measured = self.use_measured and "sources" in x.extra
         self._measured_ref = self._t(np.asarray(x.extra["sources"], np.float64)) if measured else None
-        prior = g.mean(1)
+        prior = self._prior(x, g)
         # Unpenalised slope and offset of the prior (np.polyfit's least squares, guarded
         # against a constant prior on the N samples).
         var = max(float(np.var(prior)), 1e-12)
@@ -128,5 +138,5 @@ class TransferPredictor:
         if self._measured_ref is not None and "sources" not in x.extra:
             raise DnasError("this transfer predictor was fitted with measured source values: pass them as extra['sources']")
         g = self.source_predictions(x)
-        t = self.prior[0] * g.mean(1) + self.prior[1] + self.ridge.predict(np.concatenate(self._groups(x, g), axis=1))
+        t = self.prior[0] * self._prior(x, g) + self.prior[1] + self.ridge.predict(np.concatenate(self._groups(x, g), axis=1))
         return np.exp(t) if self.log else t
