@@ -6,9 +6,10 @@ adapt with 10 random cells of the held-out device, rank the other 15,615 (Spearm
 Models (:mod:`dnas.hardware.predictors`):
 
 - ``gcn``: :class:`TransferPredictor` (GCN pretrained on the 12 devices, prior + ridge
-  correction with leave-one-out penalties), using the cells' measured source latencies;
-- ``gcn (graph only)``: the same without measured source latencies: the GCN's
-  predictions stand in for them, so it ranks cells never measured anywhere;
+  correction with leave-one-out penalties) reading only the graph, so it ranks cells
+  never measured anywhere (``dnas predictor fit --model gcn --transfer-from``);
+- ``gcn + measured sources``: the same, also reading the cells' measured latencies on
+  the 12 devices (prior and correction features);
 - ``ridge``, ``mlp``, ``xgboost``: the 12 measured source latencies as features next to
   one-hot and count features.
 
@@ -42,7 +43,7 @@ from dnas.space.spaces.nb201 import NB201Space
 
 DEVICES = ("raspi4", "pixel3", "eyeriss", "fpga", "1080ti_1", "1080ti_32", "1080ti_256", "gold_6226", "titan_rtx_1",
            "titan_rtx_32", "titan_rtx_256", "pixel2", "samsung_a50")
-TRANSFER = ("gcn", "gcn (graph only)", "ridge", "mlp", "xgboost")
+TRANSFER = ("gcn", "gcn + measured sources", "ridge", "mlp", "xgboost")
 SCRATCH = ("ridge", "mlp", "xgboost", "gcn", "flops", "params")
 
 
@@ -94,7 +95,7 @@ def main() -> None:
         x = base.with_extra(sources=src)
         t = time.perf_counter()
         gcn = {} if args.pretrain_steps is None else {"pretrain_steps": args.pretrain_steps}
-        tp = TransferPredictor(base, src, log=True, gcn=gcn).pretrain(jax.random.key(0))
+        tp = TransferPredictor(base, src, log=True, use_measured=True, gcn=gcn).pretrain(jax.random.key(0))
         fit_s.setdefault("gcn pretrain", []).append(time.perf_counter() - t)
         graph_only = TransferPredictor(base, src, log=True, use_measured=False)
         graph_only.gcn = tp.gcn  # the same pretrained network
@@ -102,8 +103,8 @@ def main() -> None:
             order = np.random.default_rng(seed).permutation(len(y))
             tr, te = order[: args.shots], order[args.shots :]
             key = jax.random.key(seed)
-            score(transfer, "gcn", dev, tp, x, y, tr, te, key)
-            score(transfer, "gcn (graph only)", dev, graph_only, base, y, tr, te, key)
+            score(transfer, "gcn + measured sources", dev, tp, x, y, tr, te, key)
+            score(transfer, "gcn", dev, graph_only, base, y, tr, te, key)
             for m in ("ridge", "mlp", "xgboost"):
                 score(transfer, m, dev, MODELS[m](), x, y, tr, te, key)
         for seed in range(args.scratch_seeds):

@@ -16,7 +16,9 @@ With ``--transfer-from`` the other devices' values of the architectures (joined 
 decoded architecture) are the source targets: ``gcn`` is pretrained on all rows of the
 transfer file and adapted with the N target rows
 (:class:`dnas.hardware.predictors.transfer.TransferPredictor`); ``ridge``, ``mlp`` and
-``xgboost`` take them as features. The fit reads the target column's N training values
+``xgboost`` take them as features. The GCN reads only the graph: the 12-device
+leave-one-out in benchmarks/LATENCY.md found that steadier than also reading the
+measured source values. The fit reads the target column's N training values
 only; the other rows are read to score it. ``dnas latency fit`` is this command with
 ``--latency-column`` for ``--target-column`` (:mod:`dnas.cli.latency`).
 """

@@ -70,7 +70,10 @@ class _Standardiser:
 
     def __init__(self, x: np.ndarray):
         self.mean = x.mean(0)
-        self.std = np.maximum(x.std(0), 1e-6 * np.abs(self.mean) + 1e-12)
+        std = x.std(0)
+        # A feature constant on the training rows (a one-hot never chosen among 10 samples)
+        # keeps unit scale: dividing by ~0 would blow up the rows that do choose it.
+        self.std = np.where(std > 1e-8 * (1.0 + np.abs(self.mean)), std, 1.0)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean) / self.std
@@ -233,7 +236,8 @@ def _train(loss: Callable[..., jax.Array], static: Any, params: Any, data: dict[
     """
     n = int(next(iter(data.values())).shape[0])
     run = _trainer(loss, static, n, int(steps), float(learning_rate), float(weight_decay), batch)
-    return run(params, data, key, anchor)
+    # Block: a fit returns trained weights, not a promise (and fit_s then times the training).
+    return jax.block_until_ready(run(params, data, key, anchor))
 
 
 # ----- MLP ensemble --------------------------------------------------------------------
@@ -373,31 +377,32 @@ class GCNPredictor:
       hidden, layers: GCN width and depth (BRP-NAS uses 4 layers; NB201 cells are 8 nodes).
       members: ensemble size for training from scratch.
       steps, learning_rate, weight_decay, batch: training from scratch / pretraining.
-      pretrain_steps: steps of :meth:`pretrain` (minibatches of ``batch``).
+      pretrain_steps, pretrain_lr: :meth:`pretrain`'s steps (minibatches of ``batch``) and
+        peak learning rate (chosen by the fit to the source devices, not the target).
       finetune_steps, finetune_lr, l2sp: adaptation after the ridge head (0 steps: head only).
     """
 
     def __init__(self, hidden: int = 64, layers: int = 3, members: int = 3, steps: int = 600, learning_rate: float = 3e-3,
-                 weight_decay: float = 1e-4, batch: int = 256, pretrain_steps: int = 2000, finetune_steps: int = 0,
+                 weight_decay: float = 1e-4, batch: int = 256, pretrain_steps: int = 2000, pretrain_lr: float = 1e-2, finetune_steps: int = 0,
                  finetune_lr: float = 1e-3, l2sp: float = 1.0):
         self.hidden, self.layers, self.members = hidden, layers, members
         self.steps, self.learning_rate, self.weight_decay, self.batch = steps, learning_rate, weight_decay, batch
-        self.pretrain_steps, self.finetune_steps, self.finetune_lr, self.l2sp = pretrain_steps, finetune_steps, finetune_lr, l2sp
+        self.pretrain_steps, self.pretrain_lr, self.finetune_steps, self.finetune_lr, self.l2sp = pretrain_steps, pretrain_lr, finetune_steps, finetune_lr, l2sp
         self.graphdef = self.params = None
         self.pretrained = None  # (graphdef, params, source mean, source std) after pretrain
-        self.head = None  # (w f64[E], b, embedding mean) after a ridge adaptation
+        self.head = None  # (w f64[E], b): the ridge head on the frozen embedding, after a head-only adaptation
 
     def _module(self, f: int, out: int, key: PRNGKey) -> GCN:
         return GCN(f, self.hidden, self.layers, out, rngs=nnx.Rngs(key))
 
-    def _fit_net(self, x: Encoded, y: np.ndarray, key: PRNGKey, members: int, steps: int) -> tuple[Any, Any]:
+    def _fit_net(self, x: Encoded, y: np.ndarray, key: PRNGKey, members: int, steps: int, lr: float) -> tuple[Any, Any]:
         """Trains ``members`` GCNs with ``y.shape[1]`` outputs on standardised ``y f[N, S]``."""
         f, out = x.nodes.shape[-1], y.shape[1]
         k_init, k_train = jax.random.split(key)
         gd = nnx.graphdef(self._module(f, out, jax.random.key(0)))
         params = jax.vmap(lambda k: nnx.state(self._module(f, out, k), nnx.Param))(jax.random.split(k_init, members))
         data = {"adj": jnp.asarray(x.adj), "nodes": jnp.asarray(x.nodes), "y": jnp.asarray(y, jnp.float32)}
-        params = _train(_ensemble_loss, (gd, "graph"), params, data, k_train, steps=steps, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+        params = _train(_ensemble_loss, (gd, "graph"), params, data, k_train, steps=steps, learning_rate=lr, weight_decay=self.weight_decay,
                         batch=self.batch)
         return gd, params
 
@@ -416,7 +421,7 @@ class GCNPredictor:
         if not np.all(np.isfinite(y)):
             raise DnasError("pretraining targets must be finite")
         mu, sd = y.mean(0), np.maximum(y.std(0), 1e-12)
-        gd, params = self._fit_net(x, (y - mu) / sd, key, 1, self.pretrain_steps)
+        gd, params = self._fit_net(x, (y - mu) / sd, key, 1, self.pretrain_steps, self.pretrain_lr)
         self.pretrained = (gd, jax.tree.map(lambda a: a[0], params), mu, sd)
         return self
 
@@ -429,7 +434,7 @@ class GCNPredictor:
         self.y_mean, self.y_std = y.mean(), max(y.std(), 1e-12)
         yz = (y - self.y_mean) / self.y_std
         if self.pretrained is None:
-            self.graphdef, self.params = self._fit_net(x, yz[:, None], key, self.members, self.steps)
+            self.graphdef, self.params = self._fit_net(x, yz[:, None], key, self.members, self.steps, self.learning_rate)
             self.head = None
             return self
         gd, p0, _, _ = self.pretrained
@@ -442,8 +447,8 @@ class GCNPredictor:
         # Fine-tune the whole network from the ridge head, pulled towards the pretrained weights.
         module = nnx.merge(gd, p0)
         module.head = nnx.Linear(2 * self.hidden, 1, rngs=nnx.Rngs(0))
-        module.head.kernel.value = jnp.asarray(w[:, None], jnp.float32)
-        module.head.bias.value = jnp.asarray([b], jnp.float32)
+        module.head.kernel[...] = jnp.asarray(w[:, None], jnp.float32)
+        module.head.bias[...] = jnp.asarray([b], jnp.float32)
         head_gd, params = nnx.split(module, nnx.Param)
         data = {"adj": jnp.asarray(x.adj), "nodes": jnp.asarray(x.nodes), "y": jnp.asarray(yz, jnp.float32)}
         params = _train(_finetune_loss, (head_gd, float(self.l2sp)), params, data, key, steps=self.finetune_steps,
