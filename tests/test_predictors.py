@@ -165,6 +165,8 @@ def test_cli_json_last_and_clean_errors(tmp_path, capsys):
         ([*base[:9], "nope", *base[10:], "--train", "5"], "no column 'nope'"),
         ([*base, "--train", "5", "--transfer-from", str(path)], "go together"),
         ([*base, "--train", "5", "--transfer-from", str(path), "--transfer-columns", "acc"], "include the target column"),
+        ([*base, "--train", "5", "--model", "mlp", "--features", "onehot"], "--features applies to the ridge model"),
+        ([*base, "--train", "5", "--model", "ridge", "--features", "bogus"], "ridge features are onehot and/or count"),
     ]:
         assert main(argv) == 2
         err = capsys.readouterr().err

@@ -108,13 +108,18 @@ def count_features(space: SearchSpace, vecs: np.ndarray, settings: dict[str, Any
     return {"flops": total(macs), "params": total(params)}
 
 
-def build_model(name: str, seed: int, source: tuple[Encoded, np.ndarray] | None, log: bool) -> Any:
-    """The model ``name``, as a few-shot transfer predictor when ``source`` (the source
-    architectures and their ``f[P, S]`` values) is given for ``gcn``."""
+def build_model(name: str, seed: int, source: tuple[Encoded, np.ndarray] | None, log: bool, features: str | None = None) -> Any:
+    """The model ``name``: for ``gcn`` with ``source`` (the source architectures and their
+    ``f[P, S]`` values) the few-shot :class:`TransferPredictor` (pretrained with ``seed``);
+    for ``ridge`` the comma-separated ``features`` (default ``onehot,count``)."""
     if name not in MODEL_NAMES:
         raise DnasError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if features and name != "ridge":
+        raise DnasError(f"--features applies to the ridge model, not {name}")
     if name == "gcn" and source is not None:
         return TransferPredictor(source[0], source[1], log=log, pretrain_key=jax.random.key(seed))
+    if name == "ridge" and features:
+        return MODELS["ridge"](features=tuple(f.strip() for f in features.split(",") if f.strip()))
     return MODELS[name]()
 
 
@@ -178,10 +183,7 @@ def run_fit(args: argparse.Namespace, target_column: str, default_model: str, lo
     if name in ("flops", "params"):
         extra.update(count_features(space, vecs, settings))
     x = encode(space, vecs, **extra)
-    model = build_model(name, args.seed, source, log_transfer)
-    if name == "ridge" and getattr(args, "features", None):
-        feats = tuple(f.strip() for f in args.features.split(",") if f.strip())
-        model = MODELS["ridge"](features=feats)
+    model = build_model(name, args.seed, source, log_transfer, args.features)
     _, metrics = fit_and_score(model, x, target[train], train, test, target[test], jax.random.key(args.seed))
     how = f"transfer from {len(names)} columns of {args.transfer_from}" if names else "from scratch"
     print(f"{name} fitted on {args.train} of {P} architectures ({target_column}), {how}, in {metrics['fit_s']:.1f} s")
