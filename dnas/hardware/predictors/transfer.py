@@ -2,23 +2,24 @@
 
 HELP (Lee et al., NeurIPS 2021) predicts a new device's latencies from 10 measurements by
 meta-learning a GCN over the architecture graph conditioned on a hardware embedding. Here
-the same ingredients are used without the meta-learning loop, which the measurements in
-benchmarks/LATENCY.md did not ask for:
+the same ingredients are used without the meta-learning loop (not implemented; the
+leave-one-device-out numbers in benchmarks/LATENCY.md are for this simpler scheme):
 
 1. **Pretrain** one GCN (:class:`~dnas.hardware.predictors.models.GCNPredictor`) on all S
    source devices at once, on standardised log latencies (devices differ by scale and
    latencies compose multiplicatively across devices, so logs make them alike).
 2. **Prior**: a new device is assumed, before any measurement, to rank like the source
-   devices on average: ``prior(a) = mean_s z_s(a)``, the mean standardised log latency on
-   the source devices, measured when the architectures were measured there (NB201's
-   table), else the pretrained GCN's prediction ``ẑ_s(a)``. Its slope and offset are
-   fitted by unpenalised least squares on the N target samples (two numbers: ten samples
-   determine them well).
+   devices on average: ``prior(a) = mean_s ẑ_s(a)``, the pretrained GCN's mean
+   standardised log latency over the source devices (with ``use_measured``, the measured
+   ``z_s(a)`` when the architectures were measured there, as in NB201's table). Its slope
+   and offset are fitted by unpenalised least squares on the N target samples (two
+   numbers: ten samples determine them well).
 3. **Correction**: the residual is fitted by ridge over groups (the per-op counts, the
-   GCN's S predicted source latencies, and, when the architectures were measured on the
-   source devices, those measured latencies), one penalty per group chosen by exact
-   leave-one-out error on the N samples. A large penalty falls back to the prior, so a
-   poor sample cannot swing the model far: what makes the transfer stable.
+   GCN's S predicted source latencies, and, with ``use_measured``, the measured ones), one
+   penalty per group chosen by exact leave-one-out error on the N samples. A large
+   penalty falls back to the prior, which is meant to keep a poor sample from swinging
+   the model far; on a device whose latencies are mostly ties (NB201's pixel2) the
+   seed-to-seed spread stays large (benchmarks/LATENCY.md).
 
 No hyper-parameter reads the target beyond its N samples: the GCN's settings are fixed,
 the ridge penalties come from leave-one-out on the N samples. The target is only ever
