@@ -23,9 +23,8 @@ import jax
 import numpy as np
 from scipy.stats import kendalltau
 
-from dnas.cli.predictor import count_features
 from dnas.data.datasets import shared_data
-from dnas.hardware.predictors import MODELS, encode
+from dnas.hardware.predictors import MODELS, encode, flops_params
 from dnas.space.spaces.nb201 import NB201Space
 
 MODEL_ORDER = ("gcn", "mlp", "ridge", "xgboost", "flops", "params")
@@ -45,7 +44,7 @@ def main() -> None:
     vecs = np.stack([space.arch_str_to_vec(r["arch_str"]) for r in rows])
     val = np.array([float(r["cifar10_val_12ep"]) for r in rows])
     test = np.array([float(r["cifar10_test_200ep"]) for r in rows])
-    x = encode(space, vecs, **count_features(space, vecs, {"C": 16, "num_classes": 10, "in_channels": 3, "resolution": 32}))
+    x = encode(space, vecs, **flops_params(space, vecs, C=16, num_classes=10, in_channels=3, resolution=32))
     sizes = [int(s) for s in args.sizes.split(",")]
     models = [m for m in args.models.split(",") if m]
     res: dict[str, dict[str, dict[int, list[float]]]] = {"val": {}, "test": {}}

@@ -35,9 +35,8 @@ import jax
 import numpy as np
 from scipy.stats import spearmanr
 
-from dnas.cli.predictor import count_features
 from dnas.data.datasets import shared_data
-from dnas.hardware.predictors import MODELS, encode
+from dnas.hardware.predictors import MODELS, encode, flops_params
 from dnas.hardware.predictors.transfer import TransferPredictor
 from dnas.space.spaces.nb201 import NB201Space
 
@@ -76,7 +75,7 @@ def main() -> None:
     lat = np.array([[float(r[f"lat_ms_{d}"]) for d in DEVICES] for r in rows])
     devices = [d for d in args.devices.split(",") if d]
     t0 = time.time()
-    base = encode(space, vecs, **count_features(space, vecs, {"C": 16, "num_classes": 10, "in_channels": 3, "resolution": 32}))
+    base = encode(space, vecs, **flops_params(space, vecs, C=16, num_classes=10, in_channels=3, resolution=32))
     transfer = {m: {} for m in TRANSFER}
     scratch = {m: {} for m in SCRATCH}
     fit_s: dict[str, list[float]] = {}

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 import dnas.cli.predictor as cli_predictor
 from dnas.cli.main import main
 from dnas.core.errors import DnasError
-from dnas.hardware.predictors import MODELS, encode, nb201_graph, sequence_graph
+from dnas.hardware.predictors import MODELS, encode, flops_params, nb201_graph, sequence_graph
 from dnas.hardware.predictors.graphs import Encoded
 from dnas.hardware.predictors.transfer import TransferPredictor
 from dnas.space.spaces.nb201 import EDGES, NB201Space
@@ -198,3 +198,13 @@ def test_gcn_pretrain_then_adapt_is_deterministic():
     assert p.shape == (70,) and np.all(np.isfinite(p))
     np.testing.assert_array_equal(p, run())
     assert spearmanr(p, y[10:])[0] > 0.7
+
+
+def test_flops_params_count_the_cells_convolutions():
+    """flops/params from the NB201 supernet (C=16, 32x32): a conv_3x3 edge costs 9x a
+    conv_1x1 edge's MACs (same channels), skip / pool / none cost nothing."""
+    vecs = np.array([[0] * 6, [1, 4, 0, 0, 0, 0], [2, 0, 0, 0, 0, 0], [3, 0, 0, 0, 0, 0]], np.int32)
+    c = flops_params(NB201Space(), vecs, C=16, num_classes=10, in_channels=3, resolution=32)
+    f, p = c["flops"], c["params"]
+    assert f[0] == pytest.approx(f[1]) and p[0] == pytest.approx(p[1])
+    assert (f[3] - f[0]) == pytest.approx(9 * (f[2] - f[0]), rel=1e-6) and p[3] > p[2] > p[0] > 0

@@ -36,9 +36,8 @@ import jax
 import numpy as np
 
 from dnas.core.errors import DnasError
-from dnas.hardware.counts import supernet_count_terms
 from dnas.hardware.predictor import latency_metrics
-from dnas.hardware.predictors import MODELS, Encoded, encode
+from dnas.hardware.predictors import MODELS, Encoded, encode, flops_params
 from dnas.hardware.predictors.transfer import TransferPredictor
 from dnas.space.base import SearchSpace
 from dnas.space.spaces.nb201 import NB201Space
@@ -98,14 +97,6 @@ def vectors(values: Sequence[str], parse: Callable[[str], np.ndarray], path: str
         except DnasError as e:
             raise DnasError(f"{path}: row {i + 1} of {column!r}: {e}") from None
     return np.stack(vecs).astype(np.int32)
-
-
-def count_features(space: SearchSpace, vecs: np.ndarray, settings: dict[str, Any]) -> dict[str, np.ndarray]:
-    """``{"flops": f64[P], "params": f64[P]}`` (millions of MACs / parameters) of each
-    architecture, from the space's supernet (:func:`dnas.hardware.counts.supernet_count_terms`)."""
-    macs, params = supernet_count_terms(space, **settings)
-    total = lambda term: np.asarray(term.lat, np.float64)[np.arange(vecs.shape[1])[None], vecs].sum(1) + float(term.fixed)  # noqa: E731
-    return {"flops": total(macs), "params": total(params)}
 
 
 def build_model(name: str, seed: int, source: tuple[Encoded, np.ndarray] | None, log: bool, features: str | None = None) -> Any:
@@ -181,7 +172,7 @@ def run_fit(args: argparse.Namespace, target_column: str, default_model: str, lo
         if log_transfer and name == "gcn" and (np.any(tval <= 0) or np.any(target[train] <= 0)):
             raise DnasError("gcn transfer of latencies fits logs: source and target values must be positive")
     if name in ("flops", "params"):
-        extra.update(count_features(space, vecs, settings))
+        extra.update(flops_params(space, vecs, **settings))
     x = encode(space, vecs, **extra)
     model = build_model(name, args.seed, source, log_transfer, args.features)
     _, metrics = fit_and_score(model, x, target[train], train, test, target[test], jax.random.key(args.seed))

@@ -13,7 +13,9 @@ depend on nothing above ``space`` (encodings of its vectors), so accuracy predic
 - :mod:`.transfer`: pretrain on source devices, adapt with a few target samples.
 """
 
-from dnas.hardware.predictors.graphs import Encoded, encode, nb201_graph, sequence_graph
+from dnas.hardware.predictors.graphs import Encoded, encode, flops_params, nb201_graph, sequence_graph
 from dnas.hardware.predictors.models import MODELS, GCNPredictor, MLPEnsemble, Model, RidgePredictor
+from dnas.hardware.predictors.transfer import TransferPredictor
 
-__all__ = ["Encoded", "GCNPredictor", "MLPEnsemble", "MODELS", "Model", "RidgePredictor", "encode", "nb201_graph", "sequence_graph"]
+__all__ = ["Encoded", "GCNPredictor", "MLPEnsemble", "MODELS", "Model", "RidgePredictor", "TransferPredictor", "encode", "flops_params",
+           "nb201_graph", "sequence_graph"]

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from dnas.core.errors import DnasError
+from dnas.hardware.counts import supernet_count_terms
 from dnas.hardware.predictor import count_features, one_hot_features, value_ids
 from dnas.space.base import SearchSpace
 from dnas.space.spaces.nb201 import EDGES as NB201_EDGES
@@ -158,3 +159,20 @@ def encode(space: SearchSpace, vecs: np.ndarray, **extra: Any) -> Encoded:
     adj, nodes = graph(space, vecs) if graph is not None else sequence_graph(vecs, ids)
     enc = Encoded(vecs, adj, nodes, one_hot_features(vecs, space.num_candidates), count_features(vecs, ids))
     return enc.with_extra(**extra) if extra else enc
+
+
+def flops_params(space: SearchSpace, vecs: np.ndarray, *, C: int, num_classes: int, in_channels: int, resolution: int) -> dict[str, np.ndarray]:
+    """``{"flops": f64[P], "params": f64[P]}``: millions of multiply-accumulates and
+    parameters of each architecture's network, from the space's supernet
+    (:func:`dnas.hardware.counts.supernet_count_terms`; exact for spaces whose counts are
+    sums over labels, NB201 and DARTS). Pass them to :func:`encode` for the ``flops`` /
+    ``params`` models.
+
+    Args:
+      space: the space; vecs: ``int[P, n]``; the rest: the network (NB201's benchmark:
+        C=16, 10 classes, 3 input channels, 32x32 inputs).
+    """
+    macs, params = supernet_count_terms(space, C=C, num_classes=num_classes, in_channels=in_channels, resolution=resolution)
+    vecs = np.asarray(vecs)
+    total = lambda term: np.asarray(term.lat, np.float64)[np.arange(vecs.shape[1])[None], vecs].sum(1) + float(term.fixed)  # noqa: E731
+    return {"flops": total(macs), "params": total(params)}
