@@ -16,6 +16,8 @@ from dnas.core.errors import DnasError
 from dnas.hardware.predictors import MODELS, encode, flops_params, nb201_graph, sequence_graph
 from dnas.hardware.predictors.graphs import Encoded
 from dnas.hardware.predictors.transfer import TransferPredictor
+import dnas.space.spaces  # noqa: F401 - registers the built-in spaces
+from dnas.space.base import build_space
 from dnas.space.spaces.nb201 import EDGES, NB201Space
 
 SMALL = {  # every model small enough for a test on 2 shared cores
@@ -208,3 +210,15 @@ def test_flops_params_count_the_cells_convolutions():
     f, p = c["flops"], c["params"]
     assert f[0] == pytest.approx(f[1]) and p[0] == pytest.approx(p[1])
     assert (f[3] - f[0]) == pytest.approx(9 * (f[2] - f[0]), rel=1e-6) and p[3] > p[2] > p[0] > 0
+
+
+def test_other_spaces_are_op_sequences():
+    """A space without a DAG encoding (DARTS here) is a chain of its positions, and the GCN
+    fits on it through the same contract."""
+    space = build_space("darts", 8)
+    vecs = np.stack([np.asarray(space.sample(k)) for k in jax.random.split(jax.random.key(0), 24)])
+    x = encode(space, vecs)
+    n = len(space.labels)
+    assert x.adj.shape == (24, n + 2, n + 2) and x.nodes.shape[:2] == (24, n + 2)
+    p = MODELS["ridge"]().fit(x, x.count[:, 0] + 0.01 * np.arange(24), None).predict(x)
+    assert p.shape == (24,)
