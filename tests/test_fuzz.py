@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from dnas.cli.latency import _floats, _read_csv, _vectors, unique_rows
+from dnas.cli.predictor import floats as _floats, read_csv as _read_csv, unique_rows, vectors as _vectors
 from dnas.cli.main import interrupted_message, main
 from dnas.core import checkpoint as ckpt_mod
 from dnas.core.checkpoint import Checkpointer
@@ -192,9 +192,9 @@ def test_latency_csv_repeats():
     vecs = np.array([[0, 1], [0, 1], [1, 1]])
     with pytest.raises(DnasError) as e:
         unique_rows(vecs, np.array([1.0, 2.0, 3.0]), ["a", "a", "b"], "lat.csv", "arch")
-    assert "rows 1 and 2" in one_line(e) and "different latencies" in str(e.value)
-    v, lat = unique_rows(vecs, np.array([1.0, 1.0, 3.0]), ["a", "a", "b"], "lat.csv", "arch")
-    assert v.tolist() == [[0, 1], [1, 1]] and lat.tolist() == [1.0, 3.0]
+    assert "rows 1 and 2" in one_line(e) and "different values" in str(e.value)
+    v, lat, names = unique_rows(vecs, np.array([1.0, 1.0, 3.0]), ["a", "a", "b"], "lat.csv", "arch")
+    assert v.tolist() == [[0, 1], [1, 1]] and lat.tolist() == [1.0, 3.0] and names == ["a", "b"]
 
 
 def test_nb201_table_missing_or_non_numeric_column(tmp_path):

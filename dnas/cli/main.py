@@ -12,7 +12,7 @@ import absl.logging
 
 from dnas.cli import config as config_cmd
 from dnas.cli import eval as eval_cmd
-from dnas.cli import info, latency, launch, registered, search, show, train, zero_cost
+from dnas.cli import info, latency, launch, predictor, registered, search, show, train, zero_cost
 from dnas.cli.common import split_overrides, version
 from dnas.core.errors import DnasError
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_eval_parser(sub)
     latency.add_latency_parser(sub)
     latency.add_lut_parser(sub)
+    predictor.add_predictor_parser(sub)
     zero_cost.add_zero_cost_parser(sub)
     return p
 
