@@ -462,7 +462,7 @@ def test_fuzz_latency_csvs(tmp_path_factory, data):
         cols = _read_csv(str(p), ["arch_str", "cifar10_val_12ep"])
         vecs = _vectors(cols["arch_str"], space.arch_str_to_vec, str(p), "arch_str")
         lat = _floats(cols["cifar10_val_12ep"], str(p), "cifar10_val_12ep")
-        vecs, lat = unique_rows(vecs, lat, cols["arch_str"], str(p), "arch_str")
+        vecs, lat, _ = unique_rows(vecs, lat, cols["arch_str"], str(p), "arch_str")
     except DnasError as e:
         assert "\n" not in str(e)
         event("clean error")
