@@ -554,6 +554,15 @@ def test_show_understands_a_train_run(tmp_path, monkeypatch):
     (run / "result.json").write_text(json.dumps({"test_acc": 0.9375, "test_loss": 0.25}))
     lines = show(str(run), tmp_path / "out")
     assert "test_acc 0.9375" in lines[0]
+    # A finished DARTS retraining (the README's `dnas train --genotype RUN`): its config names
+    # no space to build α tables from (once a traceback).
+    searched = tmp_path / "search-run"
+    searched.mkdir()
+    (searched / "genotype.json").write_text(json.dumps(G.get("DARTS_V2").to_json()))
+    c.genotype, c.dataset = str(searched), "digits"
+    (run / "config.json").write_text(to_json(c))
+    (run / "genotype.json").write_text(json.dumps(G.get("DARTS_V2").to_json()))
+    assert any("sep_conv_3x3" in l for l in show(str(run), tmp_path / "out"))
 
 
 def test_multitrial_pareto_title_counts_every_run(tmp_path):

@@ -99,7 +99,8 @@ def show(target: str, out: Path | None = None, table: str = "") -> list[str]:
         out = out or path
         if (path / "alpha.jsonl").exists():
             history = read_jsonl(path / "alpha.jsonl")
-        ops = _run_candidates(path) if (path / "config.json").is_file() else None
+        # Only a search run's config names a space to build (a train run's names a genotype).
+        ops = _run_candidates(path) if saved.get("kind", "search") == "search" and (path / "config.json").is_file() else None
     else:
         if not path.exists() and (path.suffix == ".json" or "/" in target or target.startswith(".")):
             # It reads as a path: say it is missing rather than list what else it might be.
