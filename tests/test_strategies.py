@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dnas.core.errors import DnasError
-from dnas.space.base import Choice, SearchSpace
+from dnas.space.base import Choice, JointSpace, SearchSpace
 from dnas.space.spaces import DartsSpace, NB201Space
 from dnas.search.strategies import STRATEGIES, Strategy
 from dnas.search.strategies.grid import enumerate_space
@@ -16,6 +16,7 @@ from dnas.search.strategies.nsga2 import crowding_distance, non_dominated_rank
 
 TOY = SearchSpace([Choice(f"l{i}", tuple(range(4))) for i in range(8)])  # 4^8 = 65,536
 MIXED = SearchSpace([Choice("a", ("x", "y")), Choice("b", (1, 2, 3)), Choice("c", ("p", "q", "r", "s", "t"))])
+HW = SearchSpace([Choice("hw/rows", (8, 16, 32)), Choice("hw/dataflow", ("os", "ws"))])  # what the sequential strategy searches second
 W = jax.random.uniform(jax.random.key(42), (8, 4))  # separable objective: sum of per-label scores
 OPTIMUM = np.asarray(jnp.argmax(W, axis=1))
 
@@ -30,14 +31,20 @@ def _fitness(name, archs):
 
 
 def _strategy(name, space):
-    kw = {"nsga2": dict(population=6, batch=4), "predictor": dict(initial=4, batch=2, candidates=16, predictor_kwargs=dict(steps=5))}.get(name, {})
+    kw = {"nsga2": dict(population=6, batch=4), "predictor": dict(initial=4, batch=2, candidates=16, predictor_kwargs=dict(steps=5)),
+          "sequential": dict(network_evals=6, batch=2)}.get(name, {})
     return STRATEGIES[name](space, **kw)
+
+
+def _spaces(name):
+    """The contract's spaces; the sequential strategy searches joint (network + hardware) ones."""
+    return (JointSpace(TOY, HW), JointSpace(MIXED, HW)) if name == "sequential" else (TOY, MIXED)
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_contract_every_strategy(name):
     """optax alias_test style: pure init/ask/tell, shapes, dtypes, validity, jit + vmap over keys."""
-    for space in (TOY, MIXED):
+    for space in _spaces(name):
         s = _strategy(name, space)
         assert isinstance(s, Strategy)
 
