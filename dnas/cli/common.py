@@ -94,7 +94,6 @@ def run_kind(kind_command: str, workdir: Path, config) -> object | None:
         raise DnasError(f"a config of kind {config.kind!r} runs with 'dnas {kind.command}', not 'dnas {kind_command}'")
     saved = workdir / "config.json"
     if saved.exists() or run_files(workdir):  # refuse a different config (or a config-less run's folder) before printing anything else
-
         prepare_workdir(workdir, config)
     log(f"workdir: {workdir} (interrupt with Ctrl-C; resume with: {resume_hint(kind_command, workdir)})")
     # This process is the run: a signal during a compile ends it at once.
@@ -110,6 +109,10 @@ def run_kind(kind_command: str, workdir: Path, config) -> object | None:
             sys.stderr.flush()
             os._exit(130)
         return None
+    finally:
+        # A caller in the same process (a notebook, a test calling main()) gets the default
+        # back: a later signal must not end *it* (once it killed a pytest worker).
+        exit_on_signal_before_first_step(None)
 
 
 def print_summary(summary: dict[str, Any], table: Callable[[dict[str, Any]], list[str]], json_only: bool = False) -> None:
