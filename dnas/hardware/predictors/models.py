@@ -177,7 +177,10 @@ class TreesPredictor:
 
     def fit(self, x: Encoded, y: np.ndarray, key: PRNGKey) -> "TreesPredictor":
         """Fits the trees; the seed of their row subsampling comes from ``key``."""
-        import xgboost  # a heavy optional dependency, loaded only when trees are asked for
+        try:
+            import xgboost  # a heavy optional dependency, loaded only when trees are asked for
+        except ImportError:
+            raise DnasError("the xgboost model needs xgboost: pip install 'dnas[predictors]'") from None
 
         y = _targets(y, len(x))
         s = _sources(x)
