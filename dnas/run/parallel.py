@@ -152,9 +152,9 @@ def shard_batch(mesh: Mesh, tree: Any, *, global_batch: bool = False) -> Any:
     n = mesh.devices.size // jax.process_count()
 
     def put(x: np.ndarray) -> jax.Array:
-        x = np.asarray(x)
         if global_batch and jax.process_count() > 1:
-            x = x[host_rows(x.shape[0])]
+            x = x[host_rows(len(x))]  # before np.asarray: a folder's images decode only for this host's rows
+        x = np.asarray(x)
         if x.shape[0] % n:
             raise DnasError(f"batch of {x.shape[0]} does not split over {n} local devices; pick a batch_size divisible by {n}")
         return jax.make_array_from_process_local_data(sharding, x)

@@ -22,7 +22,7 @@ Run directory::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,9 @@ from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write_json
 from dnas.core.stats import hypervolume
 from dnas.estimate.nb201_table import table_path, table_row
-from dnas.data.datasets import Dataset, augment, batch_indices, get_dataset, normalize, search_split, steps_per_epoch
-from dnas.run.config import RUN_KINDS, RunKind, apply_smoke, check_common, kwargs_of
+from dnas.data.datasets import Dataset, StepIndices, augment, get_dataset, normalize, search_split, steps_per_epoch
+from dnas.data.pipeline import Stream, step_batches
+from dnas.run.config import RUN_KINDS, RunKind, apply_smoke, check_common, kwargs_of, pipeline_defaults
 from dnas.run.driver import SignalFlag, StepLoop, evaluate_split, run_in_workdir
 from dnas.run.metrics import MetricWriter
 from dnas.run.parallel import collectives_in_conditionals_ok, host_rows, is_primary, make_mesh, replicate, shard_batch
@@ -95,7 +96,8 @@ def build_space(config: ml_collections.ConfigDict) -> SearchSpace:
 
 def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     """Data, supernet, optimizers, state and the jitted step for a search config."""
-    data = get_dataset(config.dataset, config.data_dir or None)
+    p = config.pipeline
+    data = get_dataset(config.dataset, config.data_dir or None, image_size=p.image_size, workers=p.workers)
     if config.max_train_examples:
         data = data.subset(n_train=config.max_train_examples)
     data = data.downsample(config.downsample)
@@ -139,7 +141,8 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     )
     mesh = make_mesh(config.devices)
     state = replicate(mesh, state)
-    mean, std, do_aug = data.mean, data.std, config.augment
+    # Images decoded from files were cropped and flipped where they were decoded.
+    mean, std, do_aug = data.mean, data.std, config.augment and not data.augment_on_host
     pad = max(1, h // 8) if do_aug else 0
     aug = dict(pad=pad, flip=data.flip, fill=data.pad_fill)
 
@@ -186,17 +189,18 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
 
 
 
-def _batches(setup: SearchSetup, step: int) -> tuple[np.ndarray, ...]:
-    """This process' rows of step ``step``'s global (train, val) batches: the global
+def search_batches(setup: SearchSetup, start: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """This process' rows of the global ``(x_w, y_w, x_α, y_α)`` batches of steps ``start ..
+    total - 1`` (``config.pipeline``, :func:`dnas.data.pipeline.step_batches`): the global
     indices are a pure function of ``(key, step)``, the same on every process, and each
-    gathers only its own rows (:func:`host_rows`)."""
-    bs = setup.config.batch_size
+    reads only its own rows (:func:`host_rows`)."""
+    c, d = setup.config, setup.data
+    bs = c.batch_size
     kw, ka = jax.random.fold_in(setup.data_key, 10_000_001), jax.random.fold_in(setup.data_key, 10_000_002)
-    rows = host_rows(bs)
-    iw = setup.w_idx[batch_indices(kw, len(setup.w_idx), bs, step)][rows]
-    ia = setup.a_idx[batch_indices(ka, len(setup.a_idx), bs, step)][rows]
-    d = setup.data
-    return d.train_x[iw], d.train_y[iw], d.train_x[ia], d.train_y[ia]
+    streams = [Stream(d.train_x, d.train_y, StepIndices(kw, len(setup.w_idx), bs), setup.w_idx),
+               Stream(d.train_x, d.train_y, StepIndices(ka, len(setup.a_idx), bs), setup.a_idx)]
+    p = c.pipeline
+    return step_batches(streams, host_rows(bs), start, setup.total_steps, loader=p.loader, seed=c.seed, workers=p.workers, prefetch=p.prefetch)
 
 
 
@@ -221,8 +225,9 @@ def search_defaults() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.kind = "search"
     c.imports = []  # Python files imported first (registrations); load_config adds the config file
-    c.dataset = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | synthetic
+    c.dataset = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | synthetic | folder (ImageNet layout at data_dir)
     c.data_dir = ""
+    c.pipeline = pipeline_defaults()  # how batches are read: loader memory | grain, workers, prefetch, folder image_size
     c.max_train_examples = 0  # 0 = all; >0 = a data-subset proxy
     c.downsample = 1  # >1: images average-pooled by this factor (a lower-resolution proxy)
     c.space = "darts"  # a registered space (dnas list spaces)
@@ -482,9 +487,10 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
                     loss_keys=("train_loss", "val_loss"), hint="lower the learning rates or check the data")
     d = setup.data
     choice_labels = set(setup.space.labels)
+    batches = search_batches(setup, int(state.step))
     try:
         for step in loop.steps(int(state.step)):
-            batch = shard_batch(setup.mesh, _batches(setup, step))
+            batch = shard_batch(setup.mesh, next(batches))
             state, tick = loop.step(setup.train_step, state, batch, "the search step")
             done, m = tick.done, tick.metrics
             if tick.logging:
@@ -529,6 +535,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
                     return geno
             loop.end_step(tick, state)
     finally:
+        batches.close()  # grain's reading threads
         loop.close()
         metrics.close()
         alphas.close()
