@@ -20,9 +20,9 @@ stacked in order. Both loaders give identical batches (tested).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Iterator, Sequence
 
-import grain
 import numpy as np
 
 from dnas.core.errors import DnasError
@@ -30,6 +30,15 @@ from dnas.data.datasets import StepIndices
 from dnas.data.folder import ImageFiles
 
 LOADERS = ("memory", "grain")
+
+
+def check_loader(loader: str) -> None:
+    """Refuses an unknown loader, or ``"grain"`` where grain is not installed (it is an
+    optional dependency, ``pip install 'dnas[pipeline]'``: the default loader needs none of it)."""
+    if loader not in LOADERS:
+        raise DnasError(f"config.pipeline.loader must be one of {', '.join(LOADERS)}, got {loader!r}")
+    if loader == "grain" and importlib.util.find_spec("grain") is None:
+        raise DnasError("config.pipeline.loader='grain' needs grain: pip install grain (or pip install 'dnas[pipeline]')")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,12 +113,13 @@ def step_batches(
     Raises:
       DnasError: an unknown loader or non-positive ``workers`` / ``prefetch``.
     """
-    if loader not in LOADERS:
-        raise DnasError(f"config.pipeline.loader must be one of {', '.join(LOADERS)}, got {loader!r}")
+    check_loader(loader)
     if loader == "memory":
         return (read_batch(streams, step, rows, seed) for step in range(start, stop))
     if int(workers) < 1 or int(prefetch) < 1:
         raise DnasError(f"config.pipeline.workers and prefetch must be >= 1 for the grain loader, got {workers} and {prefetch}")
+    import grain  # optional (pip install 'dnas[pipeline]'); check_loader has said so before a run starts
+
     per = rows.stop - rows.start
     if any(isinstance(s.x, ImageFiles) for s in streams):
         # One image per task: decoding dominates, and a batch is many images.

@@ -38,7 +38,7 @@ from dnas.core.imports import import_file, import_files
 from dnas.core.io import read_json
 from dnas.core.registry import Registry
 from dnas.data.datasets import DATASET_SHAPES, check_dataset, shared_data
-from dnas.data.pipeline import LOADERS
+from dnas.data.pipeline import check_loader
 from dnas.search.methods import ARCH_PENALTIES
 from dnas.space.base import SPACES
 from dnas.space.relax import RELAXATIONS
@@ -82,8 +82,7 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
 def check_pipeline(c: ml_collections.ConfigDict) -> None:
     """Refuses ``config.pipeline`` values that cannot work (one line naming the fix)."""
     p = c.pipeline
-    if p.loader not in LOADERS:
-        raise DnasError(f"config.pipeline.loader must be one of {', '.join(LOADERS)}, got {p.loader!r}")
+    check_loader(p.loader)
     for k in ("workers", "prefetch"):
         if int(p[k]) < 1:
             raise DnasError(f"config.pipeline.{k} must be >= 1, got {p[k]}")
