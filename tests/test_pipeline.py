@@ -40,7 +40,9 @@ def test_folder_source_shapes_labels_and_transforms(folder):
     d = D.get_dataset("folder", str(folder), image_size=16, workers=2)
     assert d.num_classes == 3 and d.augment_on_host and d.image_shape == (16, 16, 3)
     assert d.train_x.shape == (12, 16, 16, 3) and d.test_x.shape == (6, 16, 16, 3)
-    assert d.train_y.tolist() == [0] * 4 + [1] * 4 + [2] * 4 and d.test_y.tolist() == [0, 0, 1, 1, 2, 2]
+    # Classes interleaved, so that a subset or DARTS' weight / α halves hold every class.
+    assert d.train_y.tolist() == [0, 1, 2] * 4 and d.test_y.tolist() == [0, 1, 2, 0, 1, 2]
+    assert d.train_x.paths[:2] == [str(folder / "train/cat/0.jpg"), str(folder / "train/dog/0.jpg")]
     x = np.asarray(d.test_x[np.array([5, 0])])  # a view, decoded by threads
     assert x.shape == (2, 16, 16, 3) and x.dtype == np.uint8
     assert abs(x[0].mean() - 200) < 12 and abs(x[1].mean() - 40) < 12  # labels follow the class folders
@@ -122,6 +124,16 @@ def test_pipeline_config_is_checked_before_a_run(tmp_path, folder, capsys):
     assert main(["train", "--config.dataset=folder", f"--config.data_dir={folder}", "--config.pipeline.loader=tf",
                  "--workdir", str(work)]) == 2
     assert "config.pipeline.loader must be one of memory, grain" in capsys.readouterr().err and not work.exists()
+
+
+def test_a_run_saved_before_the_pipeline_existed_reads_in_the_loop():
+    from dnas.run.config import from_json, to_json
+    from dnas.run.train import train_defaults
+
+    saved = json.loads(to_json(train_defaults()))
+    saved["dataset"] = "digits"  # the defaults' cifar10 needs a folder
+    del saved["pipeline"]
+    assert from_json(json.dumps(saved)).pipeline.loader == "memory"
 
 
 def test_a_folder_of_jpegs_trains_through_the_grain_loader(tmp_path, folder):

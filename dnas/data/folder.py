@@ -36,7 +36,8 @@ the run with one line naming it)."""
 
 
 def list_split(root: str | os.PathLike, split: str, classes: list[str] | None = None) -> tuple[list[str], np.ndarray, list[str]]:
-    """The image files of ``root/split`` in a fixed order: ``(paths, labels int32[N], classes)``.
+    """The image files of ``root/split`` in a fixed order, classes interleaved: ``(paths,
+    labels int32[N], classes)``.
 
     Args:
       root: the dataset folder.
@@ -58,14 +59,17 @@ def list_split(root: str | os.PathLike, split: str, classes: list[str] | None = 
     if extra:
         raise DnasError(f"{str(folder)!r} has class {extra[0]!r}, which train/ lacks; both splits need the same class folders")
     index = {c: i for i, c in enumerate(classes)}
-    paths, labels = [], []
+    keyed = []
     for c in found:
         files = sorted(str(p) for p in (folder / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
             raise DnasError(f"class folder {str(folder / c)!r} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-        paths += files
-        labels += [index[c]] * len(files)
-    return paths, np.asarray(labels, np.int32), classes
+        keyed += [(j, index[c], f) for j, f in enumerate(files)]
+    # Classes interleaved (each class' j-th file, then the (j+1)-th): the first n examples
+    # (config.max_train_examples) and DARTS' contiguous weight / α halves then hold every
+    # class, as they do in CIFAR's shuffled files, not the first and last half of the classes.
+    keyed.sort(key=lambda t: (t[0], t[1]))
+    return [f for _, _, f in keyed], np.asarray([k for _, k, _ in keyed], np.int32), classes
 
 
 def check_folder(root: str | os.PathLike) -> None:
