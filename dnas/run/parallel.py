@@ -73,6 +73,19 @@ def primary_agrees(ok: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(ok, np.int32)))
 
 
+def from_primary(value: np.ndarray) -> np.ndarray:
+    """Process 0's ``value`` on every process; ``value`` itself when alone.
+
+    Why: decisions read from the shared run directory (which chunks are done) must be the
+    same on every process, or they would run different programs and wait for each other
+    forever; process 0's reading is the one that counts.
+    """
+    value = np.asarray(value)
+    if jax.process_count() == 1:
+        return value
+    return np.asarray(multihost_utils.broadcast_one_to_all(value))
+
+
 def collectives_in_conditionals_ok() -> bool:
     """Whether a program may hold cross-device collectives inside ``lax.cond``/``switch``
     branches (the fused pass executor, :mod:`dnas.search.plans`, computes its gradients there).
