@@ -7,7 +7,7 @@
         --transfer-from FILE2 --transfer-columns lat_ms_1080ti_1,lat_ms_pixel3,... --seed 0
 
 fits the model (:data:`dnas.hardware.predictors.MODELS`: ``gcn``, ``mlp``, ``ridge``,
-``xgboost``, ``flops``, ``params``) on N random rows (``np.random.default_rng(seed)``'s
+``ridge_ensemble`` (transfer only), ``xgboost``, ``flops``, ``params``) on N random rows (``np.random.default_rng(seed)``'s
 permutation, its first N) and prints a short summary, then one JSON line last with
 ``spearman``, ``kendall``, ``mape`` and ``median_ape`` (percent), ``within_10pct`` (a
 fraction) and ``fit_s`` on every other row. ``--save F`` (gcn) writes the fitted predictor
@@ -46,7 +46,7 @@ from dnas.hardware.predictors.transfer import TransferPredictor
 from dnas.space.base import SearchSpace
 from dnas.space.spaces.nb201 import NB201Space
 
-MODEL_NAMES = ("gcn", "mlp", "ridge", "xgboost", "flops", "params")
+MODEL_NAMES = ("gcn", "mlp", "ridge", "ridge_ensemble", "xgboost", "flops", "params")
 
 
 def _nb201() -> tuple[SearchSpace, Callable[[str], np.ndarray], dict[str, Any]]:
@@ -226,6 +226,10 @@ def run_fit(args: argparse.Namespace, target_column: str, default_model: str, lo
         summary["transfer_columns"] = names
     if save:
         summary["saved"] = save
+    if isinstance(model, TransferPredictor) and model.log:
+        # The correction's leave-one-out RMSE of log values on the N samples: a search can
+        # keep a margin, limit * exp(-loo_log_rmse) (benchmarks/LATENCY.md, constrained search).
+        summary["loo_log_rmse"] = float(model.ridge.loo_rmse)
     print(json.dumps({**summary, **metrics}))
     return 0
 
