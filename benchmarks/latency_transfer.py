@@ -120,8 +120,8 @@ def main() -> None:
             tr, te = order[: args.scratch_n], order[args.scratch_n :]
             for m in SCRATCH:
                 score(scratch, m, dev, MODELS[m](), base, y, tr, te, jax.random.key(seed))
-        print(f"{dev}: " + ", ".join(f"{m} {np.mean(transfer[m][dev]):.3f}" for m in models) + " | scratch "
-              + ", ".join(f"{m} {np.mean(scratch[m][dev]):.3f}" for m in SCRATCH) + f" ({time.time() - t0:.0f} s)", flush=True)
+        done_scratch = " | scratch " + ", ".join(f"{m} {np.mean(scratch[m][dev]):.3f}" for m in SCRATCH) if args.scratch_seeds else ""
+        print(f"{dev}: " + ", ".join(f"{m} {np.mean(transfer[m][dev]):.3f}" for m in models) + done_scratch + f" ({time.time() - t0:.0f} s)", flush=True)
 
     done = tuple(d for d in DEVICES if d in devices)
     print(table(f"Few-shot transfer: {args.shots} samples of the held-out device, pretrained on the other 12 (Spearman, {args.seeds} seeds)", transfer, models, done))

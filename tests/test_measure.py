@@ -25,7 +25,7 @@ def test_noise_check_tells_steady_from_loaded_timings():
     cost = np.linspace(10.0, 14.0, 20)  # 20 networks within 40 % of each other, like 20 sampled nets
     steady = cost[:, None] * (1 + 0.005 * rng.random((20, 8)))
     out = noise_check(steady, "min")
-    assert out["noisy"] is False and out["split_half_spearman"] > 0.95
+    assert out["noisy"] is False and out["reliability"] > 0.95
     # Load adds time (never removes it): bursts as large as the spread between networks.
     loaded = cost[:, None] + rng.exponential(4.0, (20, 8))
     out = noise_check(loaded, "median")

@@ -101,7 +101,7 @@ def cmd_lut_check(args: argparse.Namespace) -> int:
     if noise["noisy"] is None:
         print(f"timings: not checked for noise ({noise['why']})")
     else:
-        print(f"timings ({noise['repeats']} rounds): split-half spearman {noise['split_half_spearman']:.3f}, halves differ by {noise['half_diff_pct']:.1f} % (median): "
+        print(f"timings ({noise['repeats']} rounds): split-half spearman {noise['split_half_spearman']:.3f} (reliability {noise['reliability']:.3f}), halves differ by {noise['half_diff_pct']:.1f} % (median): "
               + ("TOO NOISY to trust, rerun on a quieter machine" if noise["noisy"] else "steady enough"))
     print(json.dumps({"table": args.table, "space": space, "archs": args.archs, "device": table.device, "statistic": statistic,
                       **{k: (round(v, 4) if isinstance(v, float) else v if isinstance(v, dict) else [round(x, 4) for x in v])

@@ -58,7 +58,7 @@ memory-bandwidth contention), so the fastest of several interleaved repeats is t
 closest to the op's own cost; the median moves with the load."""
 
 NOISE_SPEARMAN = 0.9
-"""Split-half rank agreement under which timings are reported as too noisy to trust."""
+"""Split-half rank reliability (Spearman-Brown) under which timings are reported as too noisy to trust."""
 NOISE_HALF_DIFF_PCT = 10.0
 """Median relative difference (percent) between the two halves' summaries above which
 timings are reported as too noisy to trust."""
@@ -130,28 +130,33 @@ def noise_check(times: np.ndarray, statistic: str) -> dict[str, Any]:
 
     The repeats are split into two halves (even and odd rounds) and each half is
     summarised alone: if the timings measure the code and not the load, the halves agree.
-    Two numbers: the Spearman correlation of the halves over the n entries (does the
+    Two numbers: the Spearman correlation of the halves over the n entries, stepped up to
+    the full number of repeats by the Spearman-Brown formula ``2r / (1 + r)`` (does the
     *order* survive? it matters most for whole networks, whose spread is narrow) and the
     median relative difference between them (do the *values* survive? it matters for a
     table's entries, which span orders of magnitude, so their order always survives).
 
     Returns:
-      ``{"split_half_spearman", "half_diff_pct", "noisy": bool, "why": str}`` (``noisy`` is
+      ``{"split_half_spearman", "reliability", "half_diff_pct", "noisy": bool, "why": str}`` (``noisy`` is
       None and the numbers NaN with fewer than 2 repeats or 3 entries).
     """
     times = np.asarray(times, np.float64)
     if times.ndim != 2 or times.shape[1] < 2 or times.shape[0] < 3:
-        return {"split_half_spearman": float("nan"), "half_diff_pct": float("nan"), "noisy": None,
+        return {"split_half_spearman": float("nan"), "reliability": float("nan"), "half_diff_pct": float("nan"), "noisy": None,
                 "why": "too few repeats (>= 2) or entries (>= 3) to check"}
     a, b = summarise(times[:, 0::2], statistic), summarise(times[:, 1::2], statistic)
-    rho = float(latency_metrics(a, b)["spearman"])
+    half = float(latency_metrics(a, b)["spearman"])
+    # Each half has half the repeats; the Spearman-Brown formula turns the halves' agreement
+    # into the reliability of all of them together (what the table or check reports).
+    rho = 2 * half / (1 + half) if half > -1 else half
     diff = float(np.median(np.abs(a - b) / np.maximum(np.minimum(a, b), 1e-12)) * 100)
     why = []
     if not rho >= NOISE_SPEARMAN:
-        why.append(f"the two halves of the repeats rank the {times.shape[0]} entries with spearman {rho:.2f} < {NOISE_SPEARMAN}")
+        why.append(f"the two halves of the repeats rank the {times.shape[0]} entries alike only to spearman {half:.2f} "
+                   f"(reliability {rho:.2f} < {NOISE_SPEARMAN})")
     if not diff <= NOISE_HALF_DIFF_PCT:
         why.append(f"they differ by {diff:.1f} % (median) > {NOISE_HALF_DIFF_PCT:.0f} %")
-    return {"split_half_spearman": rho, "half_diff_pct": diff, "noisy": bool(why), "why": "; ".join(why)}
+    return {"split_half_spearman": half, "reliability": rho, "half_diff_pct": diff, "noisy": bool(why), "why": "; ".join(why)}
 
 
 def compile_forward(module: nnx.Module, input_shape: tuple[int, ...], *, key: jax.Array, inner: int = 10) -> Callable[[], jax.Array]:
