@@ -9,7 +9,8 @@ fits on N random rows (seeded) and prints one JSON line last with ``spearman``,
 ``kendall``, ``mape`` and ``median_ape`` (percent), ``within_10pct`` (fraction) and
 ``fit_s`` on all other rows. It is ``dnas predictor fit`` (:mod:`dnas.cli.predictor`, the
 same code) on a latency column, with ``--model`` defaulting to :data:`DEFAULT_LATENCY_MODEL`
-and the GCN's few-shot transfer fitting logs of latencies. With ``--transfer-from`` the
+(:data:`DEFAULT_TRANSFER_MODEL` with ``--transfer-from``) and the GCN's few-shot transfer
+fitting logs of latencies. With ``--transfer-from`` the
 other devices' latencies of each architecture are features or pretraining targets
 (:mod:`dnas.hardware.predictors.transfer`). The main ``dnas`` command mounts this with
 :func:`add_latency_parser`; :func:`main_latency` runs it alone.
@@ -39,12 +40,18 @@ from dnas.hardware.lut import LatencyTable
 from dnas.hardware.measure import STATISTICS, build_lut, check_lut, table_settings
 
 DEFAULT_LATENCY_MODEL = "ridge"
-"""``dnas latency fit``'s model: the most robust in benchmarks/LATENCY.md (leave-one-device-out)."""
+"""``dnas latency fit``'s model from scratch (one-hot + per-op counts, the best from-scratch
+ridge in benchmarks/LATENCY.md)."""
+DEFAULT_TRANSFER_MODEL = "ridge_ensemble"
+"""``dnas latency fit``'s model with ``--transfer-from``: the most robust in the
+leave-one-device-out table of benchmarks/LATENCY.md (best worst device: pixel2 0.851 vs
+ridge's 0.823; mean 0.964 vs 0.962)."""
 
 
 def cmd_latency_fit(args: argparse.Namespace) -> int:
     """Runs ``dnas latency fit``: ``dnas predictor fit`` on a latency column (logs for transfer)."""
-    return run_fit(args, args.latency_column, DEFAULT_LATENCY_MODEL, log_transfer=True)
+    default = DEFAULT_TRANSFER_MODEL if args.transfer_from else DEFAULT_LATENCY_MODEL
+    return run_fit(args, args.latency_column, default, log_transfer=True)
 
 
 def add_latency_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,7 +60,7 @@ def add_latency_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     latency = subparsers.add_parser("latency", help="latency predictors: fit on measured architectures, rank the rest")
     sub = latency.add_subparsers(dest="latency_command", required=True)
     fit = sub.add_parser("fit", help="fit a latency predictor on N measured rows, report rank correlation on the rest")
-    add_fit_arguments(fit, target_flag="--latency-column", default_model=DEFAULT_LATENCY_MODEL)
+    add_fit_arguments(fit, target_flag="--latency-column", default_model=f"{DEFAULT_LATENCY_MODEL}; {DEFAULT_TRANSFER_MODEL} with --transfer-from")
     fit.set_defaults(fn=cmd_latency_fit)
     return latency
 
