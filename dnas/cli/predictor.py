@@ -226,7 +226,7 @@ def run_fit(args: argparse.Namespace, target_column: str, default_model: str, lo
         summary["transfer_columns"] = names
     if save:
         summary["saved"] = save
-    if isinstance(model, TransferPredictor) and model.log:
+    if name == "gcn" and source is not None and log_transfer:
         # The correction's leave-one-out RMSE of log values on the N samples: a search can
         # keep a margin, limit * exp(-loo_log_rmse) (benchmarks/LATENCY.md, constrained search).
         summary["loo_log_rmse"] = float(model.ridge.loo_rmse)
