@@ -67,7 +67,7 @@ timings are reported as too noisy to trust."""
 def time_call(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[float, float]:
     """Median and standard deviation in ms of ``fn()`` over ``repeats`` timed calls after
     ``warmup`` untimed ones; each call is waited for with ``block_until_ready``."""
-    t = time_interleaved([fn], warmup=warmup, repeats=repeats, rng=np.random.default_rng(0))[0]
+    t = time_interleaved([fn], warmup=max(warmup, 1), repeats=repeats, rng=np.random.default_rng(0))[0]
     return float(np.median(t)), float(np.std(t))
 
 
@@ -81,7 +81,7 @@ def time_interleaved(fns: list[Callable[[], Any]], *, warmup: int, repeats: int,
 
     Args:
       fns: zero-argument callables returning JAX arrays (waited for with ``block_until_ready``).
-      warmup: untimed calls of each function first (at least one: it compiles).
+      warmup: untimed calls of each function first (one compiles a function not yet called).
       repeats: timed rounds.
       rng: shuffles the order within each round.
 
@@ -89,7 +89,7 @@ def time_interleaved(fns: list[Callable[[], Any]], *, warmup: int, repeats: int,
       ``f64[len(fns), repeats]`` milliseconds per call.
     """
     for fn in fns:
-        for _ in range(max(warmup, 1)):
+        for _ in range(warmup):
             jax.block_until_ready(fn())
     times = np.zeros((len(fns), repeats))
     for r in range(repeats):
@@ -240,6 +240,7 @@ def build_lut(space_name: str, *, resolution: int = 224, batch_size: int = 1, wa
                               rng=np.random.default_rng(seed)) / inner
     log(f"lut build: timed {len(unique)} entries x {times.shape[1]} interleaved rounds ({time.perf_counter() - t0:.0f} s)")
     values = summarise(times, statistic)
+    # The schema's "mean" holds the chosen statistic (recorded in ``source``), what every reader sums.
     entries = {k: LutEntry(float(v), float(np.std(t)), times.shape[1]) for k, v, t in zip(unique, values, times)}
     noise = noise_check(times, statistic)
     warn_if_noisy(noise, "lut build", log)
