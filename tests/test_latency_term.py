@@ -237,6 +237,7 @@ def test_lut_build_and_check_on_this_device(tmp_path, capsys):
     assert set(table.entries) == {k for pos in keys.values() for c in pos for k in c if k is not None} | set(fixed)
     assert all(e.mean > 0 and e.count == 2 for e in table.entries.values())
     assert json.loads(table.source.split(" ", 3)[3])["statistic"] == "min"
+    assert json.loads(table.source.split(" ", 3)[3])["clock"] == "cpu"  # auto on the CPU backend
     assert json.loads(table.source.split(" ", 3)[3])["resolution"] == 16 and table.backend.startswith("xla")
     capsys.readouterr()
     assert main_lut(["check", str(out), "--archs", "3", "--repeats", "2", "--max-repeats", "2", "--warmup", "1"]) == 0

@@ -15,10 +15,13 @@ def test_rounds_call_every_function_once_in_a_shuffled_order():
     times = time_interleaved(fns, warmup=1, repeats=4, rng=np.random.default_rng(0))
     assert times.shape == (5, 4) and np.all(times >= 0)
     assert calls[:5] == [0, 1, 2, 3, 4]  # the warm-up, in order
-    assert time_interleaved(fns, warmup=0, repeats=1, rng=np.random.default_rng(0)).shape == (5, 1) and len(calls) == 30
+    assert time_interleaved(fns, warmup=0, repeats=1, rng=np.random.default_rng(0)).shape == (5, 1) and len(calls) == 30  # no warm-up
     rounds = [calls[5 + 5 * r: 10 + 5 * r] for r in range(4)]
     assert all(sorted(r) == list(range(5)) for r in rounds)
     assert len({tuple(r) for r in rounds}) > 1  # shuffled, so a burst of load does not hit one entry each round
+    assert time_interleaved(fns, warmup=0, repeats=2, rng=np.random.default_rng(0), clock="cpu").shape == (5, 2)
+    with pytest.raises(DnasError, match="unknown clock"):
+        time_interleaved(fns, warmup=0, repeats=1, rng=np.random.default_rng(0), clock="gpu")
 
 
 def test_noise_check_tells_steady_from_loaded_timings():

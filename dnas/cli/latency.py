@@ -37,7 +37,7 @@ from dnas.cli.predictor import add_fit_arguments, run_fit
 from dnas.core.errors import DnasError
 import dnas.space.spaces  # noqa: F401 - registers the built-in spaces
 from dnas.hardware.lut import LatencyTable
-from dnas.hardware.measure import STATISTICS, build_lut, check_lut, table_settings
+from dnas.hardware.measure import CLOCKS, STATISTICS, build_lut, resolve_clock, check_lut, table_settings
 
 DEFAULT_LATENCY_MODEL = "ridge"
 """``dnas latency fit``'s model from scratch (one-hot + per-op counts, the best from-scratch
@@ -79,11 +79,12 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
     """Runs ``dnas lut build``: measures the table and writes it atomically to ``--out``."""
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - progress on stderr, the summary on stdout
     table = build_lut(args.space, resolution=args.resolution, batch_size=args.batch_size, warmup=args.warmup, repeats=args.repeats,
-                      inner=args.inner, statistic=args.statistic, max_repeats=args.max_repeats, space_kwargs=_space_kwargs(args.space_kwargs), seed=args.seed, log=log)
+                      inner=args.inner, statistic=args.statistic, max_repeats=args.max_repeats, clock=args.clock, space_kwargs=_space_kwargs(args.space_kwargs), seed=args.seed, log=log)
     table.save(args.out)
     total = sum(e.mean for e in table.entries.values())
     print(json.dumps({"out": args.out, "entries": len(table), "device": table.device, "backend": table.backend,
                       "batch_size": table.batch_size, "sum_of_entries_ms": round(total, 4), "statistic": args.statistic,
+                      "clock": table_settings(table)["clock"],
                       "noise": table_settings(table)["noise"]}))
     return 0
 
@@ -93,15 +94,16 @@ def cmd_lut_check(args: argparse.Namespace) -> int:
     table = LatencyTable.load(args.table)
     if args.archs < 3:
         raise DnasError(f"--archs must be at least 3 (rank correlations need them), got {args.archs}")
-    settings = table_settings(table) if args.space is None or args.resolution is None or not args.inner or not args.statistic else {}
+    settings = table_settings(table) if args.space is None or args.resolution is None or not args.inner or not args.statistic or not args.clock else {}
     space = args.space or settings["space"]
     resolution = args.resolution or int(settings["resolution"])
     kwargs = _space_kwargs(args.space_kwargs) if args.space_kwargs else settings.get("space_kwargs", {})
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     inner = args.inner or int(settings.get("inner", 10))
     statistic = args.statistic or settings.get("statistic", "min")
+    clock = resolve_clock(args.clock or settings.get("clock", "wall"))
     out = check_lut(table, space, resolution=resolution, archs=args.archs, warmup=args.warmup, repeats=args.repeats, inner=inner,
-                    statistic=statistic, max_repeats=args.max_repeats, space_kwargs=kwargs, seed=args.seed, log=log)
+                    statistic=statistic, max_repeats=args.max_repeats, clock=clock, space_kwargs=kwargs, seed=args.seed, log=log)
     print(f"{args.archs} {space} networks at {resolution}x{resolution} on {table.device}: spearman {out['spearman']:.3f}, "
           f"MAPE {out['mape']:.1f} % (median {out['median_ape']:.1f} %), within 10 % {out['within_10pct']:.2f}, measured / table sum {out['ratio']:.3f}")
     noise = out["noise"]
@@ -110,7 +112,7 @@ def cmd_lut_check(args: argparse.Namespace) -> int:
     else:
         print(f"timings ({noise['repeats']} rounds): split-half spearman {noise['split_half_spearman']:.3f} (reliability {noise['reliability']:.3f}), halves differ by {noise['half_diff_pct']:.1f} % (median): "
               + ("TOO NOISY to trust, rerun on a quieter machine" if noise["noisy"] else "steady enough"))
-    print(json.dumps({"table": args.table, "space": space, "archs": args.archs, "device": table.device, "statistic": statistic,
+    print(json.dumps({"table": args.table, "space": space, "archs": args.archs, "device": table.device, "statistic": statistic, "clock": clock,
                       **{k: (round(v, 4) if isinstance(v, float) else v if isinstance(v, dict) else [round(x, 4) for x in v])
                          for k, v in out.items()}, "noisy": noise["noisy"]}))
     return 0
@@ -129,6 +131,8 @@ def add_lut_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     b.add_argument("--warmup", type=int, default=2, help="untimed calls per entry (after compiling)")
     b.add_argument("--repeats", type=int, default=7, help="timed rounds over all entries (interleaved)")
     b.add_argument("--max-repeats", type=int, default=21, help="more rounds, two at a time, while the timings are noisy")
+    b.add_argument("--clock", choices=("auto", *CLOCKS), default="auto",
+                   help="wall time, or this process's cpu time (steadier under load; work, not latency); auto: cpu on the CPU backend")
     b.add_argument("--statistic", choices=tuple(STATISTICS), default="min", help="summary of an entry's repeats (min: robust to load)")
     b.add_argument("--inner", type=int, default=10, help="forwards per timed call, in one compiled loop (amortises dispatch)")
     b.add_argument("--space-kwargs", default="", help='the space\'s arguments as JSON, e.g. \'{"width_mult": 1.35}\'')
@@ -143,6 +147,7 @@ def add_lut_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     c.add_argument("--warmup", type=int, default=2)
     c.add_argument("--repeats", type=int, default=7, help="timed rounds over all networks (interleaved)")
     c.add_argument("--max-repeats", type=int, default=21, help="more rounds, two at a time, while the timings are noisy")
+    c.add_argument("--clock", choices=("auto", *CLOCKS), default=None, help="wall or cpu (default: the table's)")
     c.add_argument("--statistic", choices=tuple(STATISTICS), default=None, help="summary of a network's repeats (default: the table's)")
     c.add_argument("--inner", type=int, default=0, help="forwards per timed call (default: the table's)")
     c.add_argument("--seed", type=int, default=0, help="picks the sampled networks")

@@ -5,7 +5,9 @@ Every measurement jits the module's eval-mode forward (BatchNorm on running stat
 and runs it ``inner`` times per call; all entries (or networks) are compiled and warmed up
 first, then timed in ``repeats`` interleaved rounds, each call ended by
 ``block_until_ready`` (JAX dispatches asynchronously; without it the clock stops before the
-device does). Each keeps a robust statistic of its repeats (the minimum by default), and a
+device does), by this process's CPU time on the CPU backend (:data:`CLOCKS`: other jobs'
+time on the cores is not counted) and wall time elsewhere. Each keeps a robust statistic
+of its repeats (the minimum by default), and a
 split-half :func:`noise_check` says when the machine was too loaded for the timings to be
 trusted. The table records the settings in its ``source`` field as JSON after ``dnas lut
 build``, so ``dnas lut check`` rebuilds the same space at the same resolution.
@@ -57,6 +59,25 @@ default: on a shared CPU the noise is almost all *added* time (preemption, cache
 memory-bandwidth contention), so the fastest of several interleaved repeats is the
 closest to the op's own cost; the median moves with the load."""
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+"""What a timed call is measured by: ``wall`` time (the latency a user sees on a quiet
+machine) or this process's ``cpu`` time over all its threads, which does not count the
+time other jobs hold the cores. On a loaded CPU the cpu clock ranked 20 whole networks at
+0.93 with steady timings where the wall clock gave 0.70-0.94 and was flagged noisy each
+time (benchmarks/LATENCY.md); it measures work, not latency, so where XLA runs an op on
+several threads at once it can exceed the wall time, and on an accelerator it misses the
+device's time entirely. ``auto`` (the default of ``dnas lut build``) is ``cpu`` on the CPU
+backend, ``wall`` elsewhere."""
+
+
+def resolve_clock(clock: str) -> str:
+    """``auto`` -> ``cpu`` on JAX's CPU backend, else ``wall``; ``wall``/``cpu`` unchanged."""
+    if clock == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "wall"
+    if clock not in CLOCKS:
+        raise DnasError(f"unknown clock {clock!r}; choose auto or one of {', '.join(CLOCKS)}")
+    return clock
+
 NOISE_SPEARMAN = 0.9
 """Split-half rank reliability (Spearman-Brown) under which timings are reported as too noisy to trust."""
 NOISE_HALF_DIFF_PCT = 10.0
@@ -71,7 +92,8 @@ def time_call(fn: Callable[[], Any], warmup: int, repeats: int) -> tuple[float, 
     return float(np.median(t)), float(np.std(t))
 
 
-def time_interleaved(fns: list[Callable[[], Any]], *, warmup: int, repeats: int, rng: np.random.Generator) -> np.ndarray:
+def time_interleaved(fns: list[Callable[[], Any]], *, warmup: int, repeats: int, rng: np.random.Generator,
+                     clock: str = "wall") -> np.ndarray:
     """Times every ``fn()`` ``repeats`` times, round-robin: round r calls each function once,
     in an order shuffled by ``rng``.
 
@@ -84,24 +106,28 @@ def time_interleaved(fns: list[Callable[[], Any]], *, warmup: int, repeats: int,
       warmup: untimed calls of each function first (one compiles a function not yet called).
       repeats: timed rounds.
       rng: shuffles the order within each round.
+      clock: ``wall`` or ``cpu`` (:data:`CLOCKS`).
 
     Returns:
       ``f64[len(fns), repeats]`` milliseconds per call.
     """
+    if clock not in CLOCKS:
+        raise DnasError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
+    now = CLOCKS[clock]
     for fn in fns:
         for _ in range(warmup):
             jax.block_until_ready(fn())
     times = np.zeros((len(fns), repeats))
     for r in range(repeats):
         for i in rng.permutation(len(fns)):
-            t0 = time.perf_counter()
+            t0 = now()
             jax.block_until_ready(fns[i]())
-            times[i, r] = (time.perf_counter() - t0) * 1e3
+            times[i, r] = (now() - t0) * 1e3
     return times
 
 
 def time_until_steady(fns: list[Callable[[], Any]], *, warmup: int, repeats: int, max_repeats: int, statistic: str,
-                      rng: np.random.Generator) -> np.ndarray:
+                      rng: np.random.Generator, clock: str = "wall") -> np.ndarray:
     """:func:`time_interleaved` for ``repeats`` rounds, then two more rounds at a time while
     :func:`noise_check` finds the timings noisy, up to ``max_repeats`` rounds in all.
 
@@ -112,9 +138,9 @@ def time_until_steady(fns: list[Callable[[], Any]], *, warmup: int, repeats: int
     Returns:
       ``f64[len(fns), R]`` milliseconds per call, ``repeats <= R <= max(repeats, max_repeats)``.
     """
-    times = time_interleaved(fns, warmup=warmup, repeats=repeats, rng=rng)
+    times = time_interleaved(fns, warmup=warmup, repeats=repeats, rng=rng, clock=clock)
     while times.shape[1] + 2 <= max_repeats and noise_check(times, statistic)["noisy"]:
-        times = np.concatenate([times, time_interleaved(fns, warmup=0, repeats=2, rng=rng)], axis=1)
+        times = np.concatenate([times, time_interleaved(fns, warmup=0, repeats=2, rng=rng, clock=clock)], axis=1)
     return times
 
 
@@ -194,8 +220,8 @@ def _measurable(space: SearchSpace, name: str) -> None:
 
 
 def build_lut(space_name: str, *, resolution: int = 224, batch_size: int = 1, warmup: int = 2, repeats: int = 7, inner: int = 10,
-              statistic: str = "min", max_repeats: int = 21, space_kwargs: dict[str, Any] | None = None, seed: int = 0,
-              log: Callable[[str], None] = print) -> LatencyTable:
+              statistic: str = "min", max_repeats: int = 21, clock: str = "auto", space_kwargs: dict[str, Any] | None = None,
+              seed: int = 0, log: Callable[[str], None] = print) -> LatencyTable:
     """Measures every candidate op at every position of a space (and its fixed parts) on this device.
 
     All entries are compiled first, then timed round-robin (:func:`time_interleaved`), so
@@ -212,6 +238,7 @@ def build_lut(space_name: str, *, resolution: int = 224, batch_size: int = 1, wa
       max_repeats: more rounds, two at a time, while the timings are noisy (:func:`time_until_steady`).
       inner: forwards per timed call (one compiled loop; the time is divided by it).
       statistic: summary of the repeats (:data:`STATISTICS`; ``min`` by default).
+      clock: ``auto`` (default), ``wall`` or ``cpu`` time (:data:`CLOCKS`).
       space_kwargs: the space's constructor arguments.
       seed: initialises the modules and inputs, and shuffles the rounds.
 
@@ -221,7 +248,8 @@ def build_lut(space_name: str, *, resolution: int = 224, batch_size: int = 1, wa
     """
     if resolution < 8 or batch_size < 1 or repeats < 1 or warmup < 0 or inner < 1:
         raise DnasError("lut build needs resolution >= 8, batch size >= 1, repeats >= 1, warmup >= 0, inner >= 1")
-    summarise(np.zeros((1, 1)), statistic)  # an unknown statistic fails before minutes of compiling
+    summarise(np.zeros((1, 1)), statistic)  # an unknown statistic or clock fails before minutes of compiling
+    clock = resolve_clock(clock)
     kwargs = dict(space_kwargs or {})
     space = build_space(space_name, int(kwargs.pop("layers", 4)), kwargs)
     _measurable(space, space_name)
@@ -237,7 +265,7 @@ def build_lut(space_name: str, *, resolution: int = 224, batch_size: int = 1, wa
         if (i + 1) % 10 == 0 or i + 1 == len(unique):
             log(f"lut build: compiled {i + 1}/{len(unique)} entries ({time.perf_counter() - t0:.0f} s)")
     times = time_until_steady(fns, warmup=max(warmup - 1, 0), repeats=repeats, max_repeats=max_repeats, statistic=statistic,
-                              rng=np.random.default_rng(seed)) / inner
+                              rng=np.random.default_rng(seed), clock=clock) / inner
     log(f"lut build: timed {len(unique)} entries x {times.shape[1]} interleaved rounds ({time.perf_counter() - t0:.0f} s)")
     values = summarise(times, statistic)
     # The schema's "mean" holds the chosen statistic (recorded in ``source``), what every reader sums.
@@ -245,7 +273,7 @@ def build_lut(space_name: str, *, resolution: int = 224, batch_size: int = 1, wa
     noise = noise_check(times, statistic)
     warn_if_noisy(noise, "lut build", log)
     settings = {"space": space_name, "space_kwargs": space_kwargs or {}, "resolution": resolution, "warmup": warmup,
-                "repeats": int(times.shape[1]), "inner": inner, "statistic": statistic, "interleaved": True, "seed": seed, "jax": jax.__version__,
+                "repeats": int(times.shape[1]), "inner": inner, "statistic": statistic, "clock": clock, "interleaved": True, "seed": seed, "jax": jax.__version__,
                 "noise": _rounded(noise)}
     return LatencyTable(entries, device_name(), f"xla:{jax.default_backend()}", "float32", batch_size,
                         SOURCE_PREFIX + json.dumps(settings, sort_keys=True))
@@ -279,7 +307,7 @@ def sample_networks(space: SearchSpace, n: int, key: jax.Array) -> np.ndarray:
 
 
 def measure_networks(space: SearchSpace, vecs: np.ndarray, *, resolution: int, batch_size: int, num_classes: int, warmup: int,
-                     repeats: int, inner: int, key: jax.Array, max_repeats: int = 0, statistic: str = "min",
+                     repeats: int, inner: int, key: jax.Array, max_repeats: int = 0, statistic: str = "min", clock: str = "wall",
                      log: Callable[[str], None] = print) -> np.ndarray:
     """Times whole networks ``vecs int[P, n]`` of a keyed space end to end (eval mode),
     interleaved like the table's entries.
@@ -296,14 +324,14 @@ def measure_networks(space: SearchSpace, vecs: np.ndarray, *, resolution: int, b
         jax.block_until_ready(fns[-1]())
         log(f"lut check: compiled network {i + 1}/{len(vecs)} ({time.perf_counter() - t0:.0f} s)")
     times = time_until_steady(fns, warmup=max(warmup - 1, 0), repeats=repeats, max_repeats=max_repeats, statistic=statistic,
-                              rng=np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1))))
+                              rng=np.random.default_rng(int(jax.random.randint(key, (), 0, 2**31 - 1))), clock=clock)
     log(f"lut check: timed {len(vecs)} networks x {times.shape[1]} interleaved rounds ({time.perf_counter() - t0:.0f} s)")
     return times / inner
 
 
 def check_lut(table: LatencyTable, space_name: str, *, resolution: int, archs: int = 20, warmup: int = 2, repeats: int = 7, inner: int = 10,
-              statistic: str = "min", max_repeats: int = 21, space_kwargs: dict[str, Any] | None = None, seed: int = 0,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              statistic: str = "min", max_repeats: int = 21, clock: str = "wall", space_kwargs: dict[str, Any] | None = None,
+              seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measures ``archs`` sampled whole networks end to end (:func:`measure_networks`) and
     compares ``statistic`` of their repeats with the table's sums (more rounds, up to
     ``max_repeats``, while the timings are noisy).
@@ -314,6 +342,7 @@ def check_lut(table: LatencyTable, space_name: str, *, resolution: int, archs: i
       is :func:`noise_check` of the networks' repeats (logged as a warning when noisy).
     """
     summarise(np.zeros((1, 1)), statistic)
+    clock = resolve_clock(clock)
     kwargs = dict(space_kwargs or {})
     space = build_space(space_name, int(kwargs.pop("layers", 4)), kwargs)
     _measurable(space, space_name)
@@ -321,7 +350,7 @@ def check_lut(table: LatencyTable, space_name: str, *, resolution: int, archs: i
     key = jax.random.key(seed)
     vecs = sample_networks(space, archs, key)
     times = measure_networks(space, vecs, resolution=resolution, batch_size=table.batch_size, num_classes=_classes(table), warmup=warmup,
-                             repeats=repeats, inner=inner, key=key, max_repeats=max_repeats, statistic=statistic, log=log)
+                             repeats=repeats, inner=inner, key=key, max_repeats=max_repeats, statistic=statistic, clock=clock, log=log)
     measured = summarise(times, statistic)
     predicted = np.asarray([float(table_latency(term, v)) for v in vecs])
     noise = {**noise_check(times, statistic), "repeats": int(times.shape[1])}
