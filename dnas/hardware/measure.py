@@ -63,7 +63,7 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 """What a timed call is measured by: ``wall`` time (the latency a user sees on a quiet
 machine) or this process's ``cpu`` time over all its threads, which does not count the
 time other jobs hold the cores. On a loaded CPU the cpu clock ranked 20 whole networks at
-0.93 with steady timings where the wall clock gave 0.70-0.94 and was flagged noisy each
+0.93 and 0.97 with steady timings where the wall clock gave 0.70-0.94 and was flagged noisy each
 time (benchmarks/LATENCY.md); it measures work, not latency, so where XLA runs an op on
 several threads at once it can exceed the wall time, and on an accelerator it misses the
 device's time entirely. ``auto`` (the default of ``dnas lut build``) is ``cpu`` on the CPU
