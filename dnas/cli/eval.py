@@ -3,6 +3,10 @@
 ::
     dnas eval RUN_DIR --archs 1000 [--bn-recalib 4 | --bn-batch] [--table nb201_table.csv] [--out archs.csv]
 
+Without ``--bn-batch``, ``--bn-running`` or ``--bn-recalib`` the BatchNorm mode is the run's
+``config.eval_bn`` (what its method recommends; ``running`` for runs written before it).
+A few-shot run (``config.fewshot``) evaluates each architecture with its sub-supernet.
+
 Samples ``--archs`` distinct architectures of the run's space (``--sample policy``: drawn
 from the search's α instead, repeats allowed; ENAS picks its final cell so, the best of
 100 controller samples), evaluates them with the
@@ -49,7 +53,9 @@ from dnas.estimate.nb201_table import load_table, table_path, table_values
 from dnas.space.genotype import NB201_OPS
 from dnas.space.spaces import NB201Space
 from dnas.estimate.oneshot import OneShotEvaluator
+from dnas.estimate.supernet import read_run_config
 from dnas.run.config import kwargs_of, read_config
+from dnas.run.search import parse_eval_bn
 from dnas.run.parallel import is_primary, make_mesh, maybe_initialize_distributed
 from dnas.space.relax import make_relaxation
 from dnas.search.state import alpha_dict
@@ -84,6 +90,13 @@ def run_eval(args: argparse.Namespace) -> dict:
     run = Path(args.run)
     if args.archs < 1:
         raise DnasError(f"--archs must be >= 1, got {args.archs}")
+    if sum([args.bn_batch, args.bn_running, args.bn_recalib is not None]) > 1:
+        raise DnasError("--bn-batch, --bn-running and --bn-recalib exclude each other: pick one BatchNorm mode")
+    if not (args.bn_batch or args.bn_running or args.bn_recalib is not None):
+        # The mode the run's method recommends (config.eval_bn; runs written before it: running).
+        mode, k = parse_eval_bn(read_run_config(run).get("eval_bn", "running"))
+        args.bn_batch, args.bn_recalib = mode == "batch", k
+    args.bn_recalib = args.bn_recalib or 0
     if args.bn_recalib < 0 or args.val_batches < 1:
         raise DnasError("--bn-recalib must be >= 0 and --val-batches >= 1")
     if args.bn_batch and args.bn_recalib:
@@ -176,9 +189,10 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", default="uniform", choices=("uniform", "policy"),
                    help="uniform: distinct architectures drawn uniformly; policy: drawn from the search's α (ENAS' final "
                         "selection: sample the controller, keep the best by one-shot accuracy)")
-    p.add_argument("--bn-recalib", type=int, default=0, metavar="K", help="re-estimate each subnet's BatchNorm statistics on K train batches first")
+    p.add_argument("--bn-recalib", type=int, default=None, metavar="K", help="re-estimate each subnet's BatchNorm statistics on K train batches first")
     p.add_argument("--bn-batch", action="store_true",
                    help="normalise each validation batch with its own statistics (NAS-Bench-201's track_running_stats=False)")
+    p.add_argument("--bn-running", action="store_true", help="use the supernet's running statistics")
     p.add_argument("--val-batches", type=int, default=8, help="validation batches (from the run's held-out split)")
     p.add_argument("--batch-size", type=int, default=0, help="examples per batch (0: the run's)")
     p.add_argument("--table", default="", help="NAS-Bench-201 table CSV: rank correlation with its accuracies")

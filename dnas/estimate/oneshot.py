@@ -48,10 +48,12 @@ from dnas.data.datasets import batch_indices, get_dataset, normalize, search_spl
 from dnas.estimate.supernet import load_supernet
 from dnas.core.errors import DnasError
 from dnas.space.base import SearchSpace
+from dnas.space.fewshot import FewShotSplit
 
 
 def make_evaluate(
-    space: SearchSpace, model: nnx.Module, *, recalibrate: int = 0, momentum: float = 0.1, batch_stats: bool = False
+    space: SearchSpace, model: nnx.Module, *, recalibrate: int = 0, momentum: float = 0.1, batch_stats: bool = False,
+    split: FewShotSplit | None = None,
 ) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """The pure one-shot evaluation function of a supernet.
 
@@ -64,6 +66,9 @@ def make_evaluate(
       batch_stats: normalise every validation batch with its own statistics (BatchNorm in
         training mode, nothing kept), as NAS-Bench-201's weight-sharing baselines evaluate
         (``track_running_stats=False``, Dong & Yang, ICLR 2020); excludes ``recalibrate``.
+      split: a few-shot run's split (Zhao et al., ICML 2021): ``alpha``, ``weights`` and
+        ``stats`` are then stacked ``[K, ...]`` and each architecture is evaluated with the
+        sub-supernet ``split.route(vec)`` (an index into the stack: still one program).
 
     Returns:
       ``evaluate(alpha, weights, stats, vecs int32[P, n], recal_x f32[R, B, H, W, C],
@@ -80,6 +85,9 @@ def make_evaluate(
     correction = 1.0 - (1.0 - momentum) ** max(recalibrate, 1)
 
     def one(alpha, weights, stats, vec, recal_x, val_x, val_y):
+        if split is not None:
+            k = split.route(vec)
+            alpha, weights, stats = (jax.tree_util.tree_map(lambda x: x[k], t) for t in (alpha, weights, stats))
         arch = space.to_inputs(vec)
         if recalibrate:
             stats = recalibrated_stats(g_train, alpha, weights, stats, arch, recal_x, correction)
@@ -147,6 +155,7 @@ class OneShotEvaluator:
       chunk: architectures per device per compiled call (a shorter last call is padded).
       batch_stats: normalise with each validation batch's own statistics instead.
       mesh: a 1-D mesh whose devices split the architectures (None: the default device).
+      split: a few-shot run's split (its state stacked over the sub-supernets), or None.
     """
 
     space: SearchSpace
@@ -161,9 +170,10 @@ class OneShotEvaluator:
     compiles: int = 0
     batch_stats: bool = False
     mesh: Mesh | None = None
+    split: FewShotSplit | None = None
 
     def __post_init__(self) -> None:
-        fn = make_evaluate(self.space, self.model, recalibrate=len(self.recal_x), batch_stats=self.batch_stats)
+        fn = make_evaluate(self.space, self.model, recalibrate=len(self.recal_x), batch_stats=self.batch_stats, split=self.split)
 
         def counted(vecs, shared):
             self.compiles += 1  # runs once per trace, i.e. per compilation
@@ -216,7 +226,8 @@ class OneShotEvaluator:
         norm = lambda x: np.asarray(normalize(jnp.asarray(x), d.mean, d.std))  # noqa: E731
         val_x = norm(d.train_x[vi.reshape(-1)]).reshape(vi.shape + d.image_shape)
         recal_x = norm(d.train_x[ri.reshape(-1)]).reshape(ri.shape + d.image_shape) if recalibrate else np.zeros((0, bs) + d.image_shape, np.float32)
-        return cls(sup.space, sup.model(), sup.alpha, sup.weights, sup.stats, val_x, d.train_y[vi], recal_x, chunk, batch_stats=batch_stats, mesh=mesh)
+        return cls(sup.space, sup.model(), sup.alpha, sup.weights, sup.stats, val_x, d.train_y[vi], recal_x, chunk, batch_stats=batch_stats, mesh=mesh,
+                   split=sup.split)
 
 
 def timed_accuracy(ev: OneShotEvaluator, vecs: np.ndarray) -> tuple[np.ndarray, float]:

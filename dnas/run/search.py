@@ -34,6 +34,7 @@ import optax
 from flax import nnx
 
 from dnas.core.checkpoint import Checkpointer, resume
+from dnas.estimate.supernet import read_run_config
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write_json
 from dnas.core.stats import hypervolume
@@ -46,6 +47,7 @@ from dnas.run.metrics import MetricWriter
 from dnas.run.parallel import collectives_in_conditionals_ok, host_rows, is_primary, make_mesh, replicate, shard_batch
 from dnas.core.losses import cross_entropy
 from dnas.search.bilevel import HYPERGRADIENTS, SearchStep, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+from dnas.search.fewshot import first_alpha, fewshot_step, stack_state, sub
 from dnas.search.diagnostics import alpha_entropy, darts_es, param_free_ops, top_hessian_eigenvalue
 from dnas.search.latency import add_penalties, build_latency, check_latency, derive_alpha, derive_hardware, epoch_latency_metrics, latency_defaults
 from dnas.search.methods import apply_method, delayed, make_arch_penalty
@@ -54,6 +56,7 @@ from dnas.search.state import SearchState, alpha_dict, build_jitted, init_search
 from dnas.space import genotype as G
 from dnas.space.base import JointSpace, SearchSpace
 from dnas.space.base import build_space as _build_space
+from dnas.space.fewshot import FewShotSplit, make_split
 from dnas.space.genotype import NB201_OPS
 from dnas.space.spaces.nb201 import NB201Space
 from dnas.space.ops.layers import depthwise_impl
@@ -86,6 +89,7 @@ class SearchSetup:
     eval_step: Callable[..., tuple[jax.Array, jax.Array]]
     hessian_step: Callable[..., jax.Array] | None = None
     latency: Any = None  # dnas.search.latency.LatencySetup of config.latency (None: no table)
+    fewshot: FewShotSplit | None = None  # config.fewshot.split: the state holds K stacked sub-supernets
 
 
 def build_space(config: ml_collections.ConfigDict) -> SearchSpace:
@@ -138,7 +142,14 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         steps_per_epoch=spe,
         alpha_grad=config.alpha_grad,
         alpha_grad_kwargs=reinforce_kwargs,
+        fair=config.fair_sampling,
     )
+    split = make_split(space, list(config.fewshot.split)) if len(config.fewshot.split) else None
+    run_step: Callable[..., Any] = step
+    if split is not None:
+        start = _init_from(config.fewshot.init_from, state) if config.fewshot.init_from else {}
+        state = stack_state(state, split, **start)
+        run_step = fewshot_step(step, split.k)
     mesh = make_mesh(config.devices)
     state = replicate(mesh, state)
     # Images decoded from files were cropped and flipped where they were decoded.
@@ -152,9 +163,18 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         if do_aug:
             xw = augment(jax.random.fold_in(k, 0), xw, **aug)
             xa = augment(jax.random.fold_in(k, 1), xa, **aug)
-        return step(state, (xw, yw), (xa, ya))
+        return run_step(state, (xw, yw), (xa, ya))
 
     def eval_step(state, x, y, valid):
+        if split is not None:  # the mean over the sub-supernets
+            hits, losses = jax.lax.map(lambda i: one_eval(sub_state(state, i), x, y, valid), jnp.arange(split.k))
+            return jnp.mean(hits), jnp.mean(losses)
+        return one_eval(state, x, y, valid)
+
+    def sub_state(state, i):
+        return state.replace(alpha=sub(state.alpha, i), weights=sub(state.weights, i), stats=sub(state.stats, i))
+
+    def one_eval(state, x, y, valid):
         # The supernet as the α pass sees it (training-mode BatchNorm on batch statistics,
         # as DARTS' search-time BN; running statistics are left untouched).
         logits_by_label = dict(nnx.to_pure_dict(state.alpha)["alpha"])
@@ -184,7 +204,24 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     jitted = jax.jit(train_step, donate_argnums=(0,), compiler_options=step_compiler_options())
     eval_jit = jax.jit(eval_step, compiler_options=step_compiler_options())
     hess_jit = jax.jit(hessian_step) if config.hessian_iters else None
-    return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh, eval_jit, hess_jit, latency=latency)
+    return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh, eval_jit, hess_jit,
+                       latency=latency, fewshot=split)
+
+
+def _init_from(run_dir: str, state: SearchState) -> dict[str, Any]:
+    """The weights and BatchNorm statistics of the one-shot supernet trained in ``run_dir``
+    (newest checkpoint), in the structure of ``state``'s: the few-shot supernets start from
+    them (Zhao et al. 2021, Sec. 3: "transfer learning" from the trained one-shot supernet)."""
+    read_run_config(run_dir, what="a dnas search (one-shot supernet)")
+    ck = Checkpointer(Path(run_dir) / "checkpoints")
+    try:
+        step = ck.latest_step()
+        if step is None:
+            raise DnasError(f"fewshot.init_from {run_dir!r} has no checkpoint yet; train the one-shot supernet there first")
+        got = ck.restore_fields(step, {"weights": state.weights, "stats": state.stats})
+    finally:
+        ck.close()
+    return {"weights": jax.tree_util.tree_map(jnp.asarray, got["weights"]), "stats": jax.tree_util.tree_map(jnp.asarray, got["stats"])}
 
 
 
@@ -268,6 +305,11 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 200
     c.keep_checkpoints = 2
     c.tensorboard = False  # also write TensorBoard event files to <workdir>/tensorboard (pip install tensorboardX)
+    c.fair_sampling = False  # FairNAS (with update_alpha=False): every candidate of every label trained once per step
+    # Few-shot supernets (Zhao et al. 2021): split by the candidates of these labels into
+    # K = prod(candidates) sub-supernets, started from the one-shot run in init_from ("": fresh)
+    c.fewshot = ml_collections.ConfigDict({"split": [], "init_from": ""})
+    c.eval_bn = "running"  # BatchNorm mode dnas eval uses by default: running | batch | recalibrate:K
     c.latency = latency_defaults()  # the latency term (dnas.search.latency): off while latency.table is ""
     # What summary.json reports on the derived architecture (written when the run ends, for a
     # joint network + hardware space or when objectives are named): its cost-model metrics,
@@ -333,6 +375,38 @@ def check_search(c: ml_collections.ConfigDict) -> None:
         raise DnasError(f"config.early_stop must be True or False, got {c.early_stop!r}")
     if c.early_stop and int(c.hessian_iters) <= 0:
         raise DnasError("config.early_stop (DARTS-ES) reads the Hessian eigenvalue: set config.hessian_iters > 0 (e.g. 20)")
+    _check_oneshot_options(c, space)
+
+
+def _check_oneshot_options(c: ml_collections.ConfigDict, space: SearchSpace) -> None:
+    if not isinstance(c.fair_sampling, bool):
+        raise DnasError(f"config.fair_sampling must be True or False, got {c.fair_sampling!r}")
+    if c.fair_sampling and c.update_alpha:
+        raise DnasError("config.fair_sampling (FairNAS) trains the supernet's weights only: set config.update_alpha=False")
+    parse_eval_bn(c.eval_bn)
+    if len(c.fewshot.split):
+        make_split(space, list(c.fewshot.split))
+        if c.update_alpha:
+            raise DnasError("config.fewshot splits a one-shot supernet trained by sampled paths: set config.update_alpha=False (e.g. method spos)")
+        if c.hessian_iters or c.early_stop or c.latency.table:
+            raise DnasError("config.fewshot runs no Hessian diagnostics, DARTS-ES or latency term; set hessian_iters=0, early_stop=False, latency.table=''")
+    elif c.fewshot.init_from:
+        raise DnasError("config.fewshot.init_from starts few-shot sub-supernets: name the labels to split by in config.fewshot.split")
+
+
+def parse_eval_bn(value: str) -> tuple[str, int]:
+    """``config.eval_bn`` as ``(mode, recalibration batches)``: ``running``, ``batch`` or
+    ``recalibrate:K`` (K >= 1).
+
+    Raises:
+      DnasError: any other value.
+    """
+    v = str(value)
+    if v in ("running", "batch"):
+        return v, 0
+    if v.startswith("recalibrate:") and v.split(":", 1)[1].isdigit() and int(v.split(":", 1)[1]) >= 1:
+        return "recalibrate", int(v.split(":", 1)[1])
+    raise DnasError(f"config.eval_bn must be 'running', 'batch' or 'recalibrate:K' (K >= 1), got {value!r}")
 
 
 def _check_summary(c: ml_collections.ConfigDict, space: SearchSpace) -> None:
@@ -501,6 +575,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
             if tick.epoch_end:
                 epoch = tick.epoch
                 a = alpha_dict(jax.device_get(state.alpha))
+                a = first_alpha(a) if setup.fewshot else a
                 geno = setup.space.derive(derive_alpha(setup.latency, a))
                 _save_genotype(geno, workdir)
                 soft = lambda v: np.asarray(jax.nn.softmax(jnp.asarray(v))).tolist()  # noqa: E731
@@ -540,6 +615,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
         metrics.close()
         alphas.close()
     final_alpha = alpha_dict(jax.device_get(state.alpha))
+    final_alpha = first_alpha(final_alpha) if setup.fewshot else final_alpha
     geno = setup.space.derive(derive_alpha(setup.latency, final_alpha))
     _save_genotype(geno, workdir)
     if is_primary():  # process 0 alone writes the run's files
