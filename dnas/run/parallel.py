@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dnas.core.errors import DnasError
+from dnas.core.sharding import global_put
 
 LAUNCH_ENV = ("DNAS_COORDINATOR_ADDRESS", "DNAS_NUM_PROCESSES", "DNAS_PROCESS_ID")
 """What ``dnas launch`` sets in each child: the coordinator (process 0's ``host:port``), the
@@ -121,23 +122,9 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
-    """Places ``tree`` replicated on the mesh.
-
-    With several processes each one holds the same values (built from the same seed) and
-    supplies its own devices' copies: ``device_put`` cannot target another process'
-    devices.
-    """
-    sharding = replicated(mesh)
-    if jax.process_count() == 1:
-        return jax.device_put(tree, sharding)
-
-    def put(x: Any) -> Any:
-        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
-        value = np.asarray(x)
-        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-    return jax.tree_util.tree_map(put, tree)
+    """Places ``tree`` replicated on the mesh, from full values every process holds alike
+    (built from the same seed): :func:`dnas.core.sharding.global_put` with no partition."""
+    return global_put(mesh, tree)
 
 
 def host_rows(n_global: int, process_index: int | None = None, process_count: int | None = None) -> slice:
