@@ -309,11 +309,13 @@ def test_every_plan_names_known_batches_keys_and_metric_passes():
     assert [p.name for p in maths_plan.passes] == ["alpha", "weights"]
     from dnas.space.relax import policy
 
-    first = ("first_order", "weights_only", "reinforce")
+    first = ("first_order", "weights_only", "fair_weights", "reinforce")
     for name in PLANS.names():
-        plan = make_search_step(g, darts_weight_optimizer(), darts_alpha_optimizer(), order=2 if name not in first else 1,
+        step = make_search_step(g, darts_weight_optimizer(), darts_alpha_optimizer(), order=2 if name not in first else 1,
                                 hypergradient=name if name not in first else "finite_difference",
-                                update_alpha=name != "weights_only", alpha_grad="reinforce" if name == "reinforce" else "relaxation",
-                                relax=policy() if name == "reinforce" else None).plan
+                                update_alpha=name not in ("weights_only", "fair_weights"), fair=name == "fair_weights",
+                                alpha_grad="reinforce" if name == "reinforce" else "relaxation",
+                                relax=policy() if name == "reinforce" else None)
+        plan = step.plan
         assert all(p.batch in ("train", "val") and p.key in ("alpha", "weight", "unrolled") for p in plan.passes)
         assert plan.passes[-1].name == "weights" and plan.train_pass == len(plan.passes) - 1

@@ -92,15 +92,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise DnasError(f"--archs must be >= 1, got {args.archs}")
     if sum([args.bn_batch, args.bn_running, args.bn_recalib is not None]) > 1:
         raise DnasError("--bn-batch, --bn-running and --bn-recalib exclude each other: pick one BatchNorm mode")
-    if not (args.bn_batch or args.bn_running or args.bn_recalib is not None):
-        # The mode the run's method recommends (config.eval_bn; runs written before it: running).
-        mode, k = parse_eval_bn(read_run_config(run).get("eval_bn", "running"))
-        args.bn_batch, args.bn_recalib = mode == "batch", k
-    args.bn_recalib = args.bn_recalib or 0
-    if args.bn_recalib < 0 or args.val_batches < 1:
+    if (args.bn_recalib is not None and args.bn_recalib < 0) or args.val_batches < 1:
         raise DnasError("--bn-recalib must be >= 0 and --val-batches >= 1")
-    if args.bn_batch and args.bn_recalib:
-        raise DnasError("--bn-batch and --bn-recalib exclude each other: batch statistics need no recalibration")
     if args.chunk < 1:
         raise DnasError(f"--chunk must be >= 1 (architectures per device per compiled call), got {args.chunk}")
     if args.batch_size < 0:
@@ -112,6 +105,12 @@ def run_eval(args: argparse.Namespace) -> dict:
             raise DnasError("--table compares rankings: it needs --archs >= 2")
         path = table_path(args.table)
         load_table(path, os.path.getmtime(path))  # a bad table is refused before the supernet loads (the read is cached)
+    if not (args.bn_batch or args.bn_running or args.bn_recalib is not None):
+        # The mode the run's method recommends (config.eval_bn; runs written before it:
+        # running), read after every argument check so a bad argument is named first.
+        mode, k = parse_eval_bn(read_run_config(run).get("eval_bn", "running"))
+        args.bn_batch, args.bn_recalib = mode == "batch", k
+    args.bn_recalib = args.bn_recalib or 0
     maybe_initialize_distributed()
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
                                    seed=args.seed, chunk=args.chunk, batch_stats=args.bn_batch, mesh=make_mesh(args.devices))
