@@ -162,3 +162,36 @@ def test_hardware_estimator_gives_latency_macs_params_for_constraints(luts):
     limit = float(jnp.median(m["latency_ms"]))
     fit = OBJECTIVES["hard"](metric="macs_m", limits={"latency_ms": limit}, penalty=-1.0)(m)
     np.testing.assert_array_equal(np.asarray(fit) == -1.0, np.asarray(m["latency_ms"]) > limit)
+
+
+def test_scanned_layer_groups_equal_the_unrolled_layers():
+    """Same-shaped blocks run as one scan (``scan_layers``): the output, the gradients of the
+    weights and α and the BatchNorm statistics equal block-by-block execution, for mixing
+    weights and sampled paths (indices take the same switch; a 3-block stage, 2 candidates)."""
+    space = ProxylessSpace(layers=3, ops=("mb_k3_e3", "mb_k5_e3"), width_stages=(8, 8), n_cell_stages=(1, 3), stride_stages=(2, 1))
+    net = build_jitted(lambda r: space.supernet(C=8, num_classes=3, in_channels=3, rngs=r), jax.random.key(0))
+    assert net.groups == ((1, 2), (2, 5))  # stage 2's 3 blocks: one scan
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+    k = [space.choice(l).n for l in space.labels]
+    archs = {
+        "weights": {l: jax.nn.softmax(jax.random.normal(jax.random.key(i), (n,))) for i, (l, n) in enumerate(zip(space.labels, k))},
+        "sampled": {l: Sampled(jnp.asarray([i % n, (i + 1) % n]), jax.nn.softmax(jnp.arange(n, dtype=jnp.float32)))
+                    for i, (l, n) in enumerate(zip(space.labels, k))},
+    }
+    graphdef, state = nnx.split(net)
+    twin = nnx.merge(graphdef, state, copy=True)
+    twin.groups = ()  # the same module, every block on its own
+    graph_unrolled = nnx.graphdef(twin)
+
+    def run(gd):
+        def loss(st, arch):
+            model = nnx.merge(gd, st, copy=True)
+            out = model(x, arch).logits
+            return jnp.sum(out ** 2), (out, nnx.state(model, nnx.BatchStat))
+        return jax.jit(jax.grad(loss, has_aux=True))
+
+    scanned, unrolled = run(graphdef), run(graph_unrolled)
+    for name, arch in archs.items():
+        (g1, (o1, s1)), (g2, (o2, s2)) = scanned(state, arch), unrolled(state, arch)
+        for a, b in zip(jax.tree_util.tree_leaves((o1, s1, g1)), jax.tree_util.tree_leaves((o2, s2, g2))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5, err_msg=name)

@@ -469,3 +469,58 @@ class EdgeBatch(nnx.Module):
             ys, new_state = jax.vmap(body, in_axes=(0, 0, None if shared else 0))(state, a, x)
         nnx.update(self.op, new_state)
         return ys
+
+
+def layer_groups(shapes: Sequence[tuple[object, ...]]) -> list[tuple[int, int]]:
+    """``[start, stop)`` runs of consecutive equal entries of ``shapes`` (e.g. ``(c_in, c_out,
+    stride)`` per layer): the layers :func:`scan_layers` may run as one scan."""
+    groups, start = [], 0
+    for i in range(1, len(shapes) + 1):
+        if i == len(shapes) or shapes[i] != shapes[start]:
+            groups.append((start, i))
+            start = i
+    return groups
+
+
+def scan_layers(ops: Sequence[MixedOp], labels: Sequence[str], x: jax.Array, arch: ArchInput, *, residual: bool = False,
+                remat: bool = True) -> jax.Array:
+    """A chain of same-shaped mixed layers, ``x <- [x +] ops[i](x, arch[labels[i]])``, as one ``lax.scan``.
+
+    Why: a layer-wise space (FBNet, ProxylessNAS) repeats a layer of the same shapes and
+    candidates 3 times per stage; unrolled, the step program holds every candidate of every
+    layer (forward and backward, per pass), and XLA's compile time grows with that. Scanned,
+    it holds each candidate once per group. Parameters stay per layer (the modules are not
+    changed, so weight inheritance and probes see the same tree); they are stacked inside
+    the traced function, a copy of the group's weights per call, which is small next to the
+    activations. Indices known at trace time (eager evaluation) run the layers one by one.
+
+    Args:
+      ops: the layers' :class:`MixedOp` (same candidates and shapes).
+      labels: their labels in ``arch``.
+      x: ``f32[B, H, W, C]``.
+      arch: label -> mixing weights ``f32[k]``, index ``int32[]`` or :class:`Sampled` paths.
+      residual: add the layer's input to its output (ProxylessNAS' block shortcut).
+      remat: recompute each layer's forward in the backward pass (:class:`EdgeScan`'s reason).
+    Returns:
+      the last layer's output, ``f32[B, H, W, C]``.
+    """
+    if len(ops) == 1 or all(_is_concrete_index(arch.get(l)) for l in labels):
+        for op, label in zip(ops, labels):
+            y = op(x, arch[label])
+            x = x + y if residual else y
+        return x
+    a = stack_arch(arch, labels)
+    graphdef = nnx.graphdef(ops[0])  # labels differ only in error messages
+    state = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *[nnx.state(op) for op in ops])
+
+    def body(h, xs):
+        st, at = xs
+        op = nnx.merge(graphdef, st, copy=True)
+        y = op(h, at)
+        return (h + y if residual else y), nnx.state(op)
+
+    body = jax.checkpoint(body, prevent_cse=False) if remat else body
+    x, new_state = jax.lax.scan(body, x, (state, a))
+    for i, op in enumerate(ops):  # BatchNorm running statistics per layer
+        nnx.update(op, jax.tree_util.tree_map(lambda v: v[i], new_state))
+    return x

@@ -38,7 +38,7 @@ from dnas.core.errors import DnasError
 from dnas.core.io import read_json
 from dnas.data.datasets import shared_data
 from dnas.space.genotype import SCHEMA, register_genotype
-from dnas.space.mixed import MixedOp, init_alpha
+from dnas.space.mixed import MixedOp, init_alpha, layer_groups, scan_layers
 from dnas.space.ops import OPS, register_op
 from dnas.space.ops.blocks import InvertedResidual
 from dnas.space.ops.darts import Zero
@@ -357,6 +357,10 @@ class ProxylessNet(nnx.Module):
             elif op != ZERO:
                 blocks.append(MBBlock(OPS[op].builder(b.c_in, b.c_out, b.stride, True, rngs), None, b.shortcut))
         self.blocks = nnx.List(blocks)
+        # Runs of same-shaped searched blocks (the 2nd-4th of a stage) run as one scan each
+        # (scan_layers); the fixed first block and a derived network run block by block.
+        self.groups = tuple((a + 1, b + 1) for a, b in layer_groups([(x.c_in, x.c_out, x.stride, space.choice(x.label).candidates) for x in geo_blocks])) \
+            if space is not None else ()
         c_last = geo_blocks[-1].c_out if geo_blocks else w(genotype.first)
         self.mix = ConvBNReLU6(c_last, w(genotype.last), 1, 1, rngs)
         self.head = _Head(w(genotype.last), num_classes, rngs)
@@ -366,8 +370,14 @@ class ProxylessNet(nnx.Module):
         """``f32[B, H, W, in_channels] -> NetOutput(logits f32[B, num_classes])``; ``arch``: label ->
         mixing weights, index or sampled paths (supernet only)."""
         h = self.stem(x)
-        for blk in self.blocks:
-            h = blk(h, arch)
+        if not self.groups:
+            for blk in self.blocks:
+                h = blk(h, arch)
+            return NetOutput(self.head(self.mix(h)))
+        h = self.blocks[0](h, arch)
+        for a, b in self.groups:
+            blks = [self.blocks[i] for i in range(a, b)]
+            h = scan_layers([k.op for k in blks], [k.label for k in blks], h, arch, residual=blks[0].shortcut)
         return NetOutput(self.head(self.mix(h)))
 
 
