@@ -524,3 +524,35 @@ def scan_layers(ops: Sequence[MixedOp], labels: Sequence[str], x: jax.Array, arc
     for i, op in enumerate(ops):  # BatchNorm running statistics per layer
         nnx.update(op, jax.tree_util.tree_map(lambda v: v[i], new_state))
     return x
+
+
+def mixed_layers(labels: Sequence[str], candidates: Sequence[str], c_in: int, c_out: int, stride: int, *, affine: bool,
+                 pool_bn: bool, rngs: nnx.Rngs) -> list[MixedOp]:
+    """One :class:`MixedOp` per label, all of the same shapes, initialised as one stacked draw.
+
+    Why: a supernet is built inside one jitted init program (:func:`dnas.search.state.build_jitted`),
+    and XLA's CPU compile time of that program grows faster than linearly with the number of
+    random draws in it (each draw is a dozen small kernels): FBNet's 22 x 9 candidates took
+    ~100 s of CPU to compile at optimisation level 0. Drawn stacked (``nnx.vmap``), a group of
+    same-shaped layers costs one draw per parameter, then splits into separate modules, so
+    the parameter tree is the same as building them one by one (only the random values differ).
+
+    Args:
+      labels: the layers' labels (one module each, ``label`` set to it).
+      candidates, c_in, c_out, stride, affine, pool_bn: as :class:`MixedOp`; with several
+        labels ``c_in`` must equal ``c_out`` (a chain of same-shaped layers).
+      rngs: NNX RNG streams.
+    Returns:
+      the modules, in ``labels`` order.
+    """
+    if len(labels) == 1:
+        return [MixedOp(labels[0], candidates, c_in, c_out, stride, affine=affine, pool_bn=pool_bn, rngs=rngs)]
+    if c_in != c_out:
+        raise DnasError(f"mixed_layers: a group of {len(labels)} layers needs c_in == c_out, got {c_in} -> {c_out}")
+    graphdef, state = nnx.split(stacked_mixed_op(labels, candidates, c_in, stride, pool_bn=pool_bn, affine=affine, rngs=rngs))
+    ops = []
+    for i, label in enumerate(labels):
+        op = nnx.merge(graphdef, jax.tree_util.tree_map(lambda v: v[i], state), copy=True)
+        op.label = label
+        ops.append(op)
+    return ops

@@ -27,7 +27,7 @@ from flax import nnx
 
 from dnas.core.errors import DnasError
 from dnas.space.genotype import SCHEMA, register_genotype
-from dnas.space.mixed import MixedOp, init_alpha, layer_groups, scan_layers
+from dnas.space.mixed import init_alpha, layer_groups, mixed_layers, scan_layers
 from dnas.space.ops import OPS, Identity, register_op
 from dnas.space.ops.layers import Conv2d, batch_norm
 from dnas.space.base import Choice, SearchSpace, register_space
@@ -181,17 +181,18 @@ class FBNetNet(nnx.Module):
         self.stem = Conv2d(in_channels, layers[0][1], 3, stem_stride, 1, rngs=rngs)
         self.stem_bn = batch_norm(layers[0][1], True, rngs=rngs)
         self.labels = tuple(label if space is not None else None for label, *_ in layers)
-        self.layers = nnx.List([
-            MixedOp(label, FBNET_OPS, ci, co, s, affine=True, pool_bn=False, rngs=rngs) if space is not None
-            else OPS[op].builder(ci, co, s, True, rngs)
-            for (label, ci, co, s), op in zip(layers, ops or FBNET_OPS[:1] * len(layers))
-        ])
+        # Runs of same-shaped searched layers are built as one stacked draw (mixed_layers)
+        # and run as one scan each (scan_layers): 12 layer programs instead of 22. () runs
+        # every layer on its own (the derived network).
+        self.groups = tuple(layer_groups([l[1:] for l in layers])) if space is not None else ()
+        if space is not None:
+            self.layers = nnx.List([op for a, b in self.groups for op in mixed_layers(
+                [l[0] for l in layers[a:b]], FBNET_OPS, *layers[a][1:], affine=True, pool_bn=False, rngs=rngs)])
+        else:
+            self.layers = nnx.List([OPS[op].builder(ci, co, s, True, rngs) for (_, ci, co, s), op in zip(layers, ops)])
         c_head = head if scale == 1.0 else make_divisible(head * scale)
         self.head_conv, self.head_bn = Conv2d(layers[-1][2], c_head, 1, rngs=rngs), batch_norm(c_head, True, rngs=rngs)
         self.fc = nnx.Linear(c_head, num_classes, rngs=rngs)
-        # Runs of same-shaped searched layers run as one scan each (scan_layers: 12 layer
-        # programs instead of 22); () runs every layer on its own (the derived network).
-        self.groups = tuple(layer_groups([l[1:] for l in layers])) if space is not None else ()
 
     def __call__(self, x: jax.Array, arch: ArchInput | None = None, *, key: PRNGKey | None = None,
                  drop_prob: float | jax.Array = 0.0) -> NetOutput:
