@@ -30,7 +30,7 @@ items=${ITEMS:-"darts darts2 proxylessnas fbnet nb201"}
 [ "${SMOKE:-0}" = 1 ] && items=${ITEMS:-"darts darts2 proxylessnas nb201"}  # fbnet: minutes of CPU compile even tiny
 if [ "${SMOKE:-0}" = 1 ]; then
   config=${CONFIG:-"--C 4 --layers 2 --batch 4 --hw 8"}
-  darts_steps="--steps 2 --warmup 1"; mobile_hw=32; mobile_batch=4
+  darts_steps="--steps 2 --warmup 1 --repeats 1"; mobile_hw=32; mobile_batch=4
   proxyless_set="--set init_channels=8 --set layers=1"; fbnet_set="--set init_channels=4"
   nb201_args="--channels 4 --layers 1 --batch-size 8 --val-batches 1 --archs 8 --rejit 1 --chunk 4"
 else

@@ -55,7 +55,8 @@ def worker(a: argparse.Namespace) -> dict:
     from dnas.run.search import _batches, build_search
 
     t0, c0 = time.perf_counter(), time.process_time()
-    config = load_config(str(ROOT / CONFIGS[a.space]), [f"--config.{kv}" for kv in a.set])
+    space = a.space[0]
+    config = load_config(str(ROOT / CONFIGS[space]), [f"--config.{kv}" for kv in a.set])
     if a.synthetic_hw:
         n = max(2 * int(config.batch_size), int(config.max_train_examples or 0))
         # build_search reads the dataset through this module-level name; the benchmark swaps in
@@ -75,7 +76,7 @@ def worker(a: argparse.Namespace) -> dict:
         state, metrics = compiled(state, *_batches(setup, i))
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
-    return {"space": a.space, "backend": jax.default_backend(), "batch": int(config.batch_size),
+    return {"space": space, "backend": jax.default_backend(), "batch": int(config.batch_size),
             "init_channels": int(config.init_channels), "dataset": config.dataset,
             "image_hw": list(setup.data.image_shape[:2]), "build_s": round(t1 - t0, 2), "lower_s": round(t2 - t1, 2),
             "compile_s": round(t3 - t2, 2), "hlo_lines": hlo_lines, "step_s_first": round(times[0], 3) if times else None,
