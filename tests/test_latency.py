@@ -296,7 +296,8 @@ def test_cli_fit_prints_metrics_json_last(nb201, capsys):
     from scipy.stats import kendalltau, spearmanr
 
     path, space, vecs, lat = nb201
-    args = ["fit", "--space", "nb201", "--csv", path, "--arch-column", "arch_str", "--latency-column", "lat_ms_raspi4", "--train", "20", "--seed", "1"]
+    args = ["fit", "--space", "nb201", "--csv", path, "--arch-column", "arch_str", "--latency-column", "lat_ms_raspi4", "--train", "20", "--seed", "1",
+            "--model", "ridge"]  # the ridge path, checked number by number (the transfer default is ridge_ensemble)
     assert main_latency([*args, "--transfer-from", path, "--transfer-columns", "lat_ms_pixel3,lat_ms_1080ti_1"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["train"] == 20 and out["test"] == 15625 - 20 and out["features"] == ["onehot", "count", "source"]

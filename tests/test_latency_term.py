@@ -230,17 +230,20 @@ def test_lut_build_and_check_on_this_device(tmp_path, capsys):
     kwargs = '{"width_stages": [24], "n_cell_stages": [2], "stride_stages": [2], "ops": ["mb_k3_e3", "mb_k5_e6"]}'
     out = tmp_path / "lut.json"
     assert main_lut(["build", "--space", "proxylessnas", "--out", str(out), "--resolution", "16", "--repeats", "2",
-                     "--warmup", "1", "--inner", "2", "--space-kwargs", kwargs]) == 0
+                     "--max-repeats", "2", "--warmup", "1", "--inner", "2", "--space-kwargs", kwargs]) == 0
     table = LatencyTable.load(out)
     space = ProxylessSpace(width_stages=(24,), n_cell_stages=(2,), stride_stages=(2,), ops=("mb_k3_e3", "mb_k5_e6"))
     keys, fixed = space.lut_keys(16)
     assert set(table.entries) == {k for pos in keys.values() for c in pos for k in c if k is not None} | set(fixed)
     assert all(e.mean > 0 and e.count == 2 for e in table.entries.values())
+    assert json.loads(table.source.split(" ", 3)[3])["statistic"] == "min"
+    assert json.loads(table.source.split(" ", 3)[3])["clock"] == "cpu"  # auto on the CPU backend
     assert json.loads(table.source.split(" ", 3)[3])["resolution"] == 16 and table.backend.startswith("xla")
     capsys.readouterr()
-    assert main_lut(["check", str(out), "--archs", "3", "--repeats", "2", "--warmup", "1"]) == 0
+    assert main_lut(["check", str(out), "--archs", "3", "--repeats", "2", "--max-repeats", "2", "--warmup", "1"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {"spearman", "mape", "within_10pct", "ratio"} <= set(last) and len(last["measured_ms"]) == 3
+    assert {"spearman", "mape", "within_10pct", "ratio", "noise", "noisy"} <= set(last) and len(last["measured_ms"]) == 3
+    assert last["noise"]["repeats"] == 2 and isinstance(last["noisy"], bool)
     assert all(m > 0 for m in last["measured_ms"])
     # A table that dnas lut build did not write says so in one line.
     tiny_table(space, 16).save(tmp_path / "hand.json")

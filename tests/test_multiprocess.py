@@ -168,3 +168,64 @@ def test_a_signal_before_the_first_step_ends_the_command_at_once():
             p.kill()
     assert p.returncode == 130
     assert "dnas: stopped by signal 15 before the first step" in err
+
+
+@pytest.mark.slow
+def test_eval_and_a_multitrial_run_as_two_processes_equal_one_process(tmp_path, capsys, require_shared):
+    """``dnas eval`` and a multi-trial ``dnas search`` launched as 2 processes x 1 device give
+    what one process with the suite's 4 devices gives (rows split over devices, not over
+    anything that changes a result); process 0 alone prints and writes; a SIGKILL of one
+    process during the multi-trial run, then the same command, resumes from its chunks and
+    ends the same."""
+    from dnas.cli.main import main
+    from dnas.run.config import load_config
+    from dnas.run.multitrial import run_multitrial
+    from dnas.run.search import run_search
+
+    table = require_shared("nb201", "nb201_table.csv", why="the multi-trial run searches the NAS-Bench-201 table")
+    run = tmp_path / "supernet"  # one RSPS step: a supernet checkpoint to evaluate
+    run_search(load_config(str(ROOT / "experiments" / "rsps_nb201" / "config.py") + ":smoke", ["--config.max_steps=1"]), run,
+               log=lambda m: None)
+    ev = ["eval", str(run), "--archs", "6", "--val-batches", "1", "--chunk", "2", "--json"]
+    two = subprocess.run([sys.executable, "-m", "dnas.cli", "launch", "--processes", "2", "--cpu", "--", *ev, "--out", str(tmp_path / "two.csv")],
+                         capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    summaries = [l for l in two.stdout.splitlines() if l.startswith("{")]  # gloo's C++ writes a line of its own
+    assert len(summaries) == 1 and json.loads(summaries[0])["compiles"] == 1
+    assert "on 2 device(s)" in two.stderr and two.stderr.count("evaluating 6 architectures") == 1
+    capsys.readouterr()
+    assert main([*ev, "--out", str(tmp_path / "one.csv")]) == 0
+    assert "on 4 device(s)" in capsys.readouterr().err
+    # Measured: byte-identical (each device runs the same per-device program).
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+
+    # 24 chunks of 2 runs: the run is far from its end when the first chunk is saved.
+    overrides = [f"--config.table={table}", "--config.runs=48", "--config.runs_per_chunk=2", "--config.budget_s=12000"]
+    w = tmp_path / "mt"
+    cmd = [sys.executable, "-m", "dnas.cli", "launch", "--processes", "2", "--cpu", "--", "search", "--config",
+           str(ROOT / "experiments" / "nb201_multitrial" / "config.py") + ":smoke", *overrides, "--workdir", str(w)]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    first = launcher.stderr.readline()
+    pids = [int(p) for p in re.search(r"pids ([\d ]+)", first).group(1).split()]
+    deadline = time.monotonic() + 300
+    while not (w / "chunks" / "runs_00000.npz").exists():
+        assert launcher.poll() is None, f"the launch ended before its first chunk: {first}{launcher.stderr.read()}"
+        assert time.monotonic() < deadline, "no chunk after 300 s"
+        time.sleep(0.005)
+    os.kill(pids[1], signal.SIGKILL)
+    launcher.communicate(timeout=120)
+    assert launcher.returncode != 0
+    assert not (w / "summary.json").exists(), "the run ended before the kill: nothing was resumed"
+    kept = len(list((w / "chunks").iterdir()))
+    assert 1 <= kept < 24
+    again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count('"runs": 48') == 1  # process 0's summary line alone
+
+    ref = tmp_path / "ref"
+    run_multitrial(load_config(str(ROOT / "experiments" / "nb201_multitrial" / "config.py") + ":smoke", overrides), ref, log=lambda m: None)
+    timings = ("wall_s", "compile_s", "search_s")
+    got, want = (json.loads((d / "summary.json").read_text()) for d in (w, ref))
+    assert {k: v for k, v in got.items() if k not in timings} == {k: v for k, v in want.items() if k not in timings}
+    assert (w / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
+    assert sorted(p.name for p in w.iterdir()) == sorted(p.name for p in ref.iterdir())

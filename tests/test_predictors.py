@@ -222,3 +222,17 @@ def test_other_spaces_are_op_sequences():
     assert x.adj.shape == (24, n + 2, n + 2) and x.nodes.shape[:2] == (24, n + 2)
     p = MODELS["ridge"]().fit(x, x.count[:, 0] + 0.01 * np.arange(24), None).predict(x)
     assert p.shape == (24,)
+
+
+def test_ridge_ensemble_transfers_from_sources_and_needs_them():
+    """The few-shot ridge ensemble ranks a new device from 10 samples and its sources,
+    deterministically, and refuses to run without source latencies (one line)."""
+    vecs, lat = _latency_table()
+    x = encode(NB201Space(), vecs, sources=lat[:, :3])
+    y, tr, te = lat[:, 3], np.arange(10), np.arange(10, 80)
+    fit = lambda: MODELS["ridge_ensemble"]().fit(x.take(tr), y[tr], jax.random.key(0))  # noqa: E731
+    p = fit().predict(x.take(te))
+    assert p.shape == (70,) and np.all(p > 0) and spearmanr(p, y[te])[0] > 0.9
+    np.testing.assert_array_equal(p, fit().predict(x.take(te)))
+    with pytest.raises(DnasError, match="transfers from other devices"):
+        MODELS["ridge_ensemble"]().fit(encode(NB201Space(), vecs).take(tr), y[tr], jax.random.key(0))

@@ -3,6 +3,10 @@
 ::
     dnas eval RUN_DIR --archs 1000 [--bn-recalib 4 | --bn-batch] [--table nb201_table.csv] [--out archs.csv]
 
+Without ``--bn-batch``, ``--bn-running`` or ``--bn-recalib`` the BatchNorm mode is the run's
+``config.eval_bn`` (what its method recommends; ``running`` for runs written before it).
+A few-shot run (``config.fewshot``) evaluates each architecture with its sub-supernet.
+
 Samples ``--archs`` distinct architectures of the run's space (``--sample policy``: drawn
 from the search's α instead, repeats allowed; ENAS picks its final cell so, the best of
 100 controller samples), evaluates them with the
@@ -12,6 +16,11 @@ differentiable search), and prints a short table (unless ``--json``) and one JSO
     {"archs": N, "compiles": 1, "archs_per_s": ..., "seconds": ..., "recalibrate": K,
      "best": "<arch>", "best_oneshot_acc": ...,
      "kendall_tau": ..., "spearman": ..., "top10pct_precision": ..., "true_acc_of_best": ...}
+
+The architectures are split over every device (``--devices``; :class:`dnas.core.sharding.RowSharded`)
+and, under ``dnas launch --processes N -- eval ...`` or a cluster's launcher, over every
+process: each evaluates its share, all get every score, process 0 alone prints and writes
+``--out``. The scores are the same on 1 device, N devices and N processes.
 
 The last four when ``--table`` (a NAS-Bench-201 table; the run's space must be the
 benchmark's cell) is given: rank correlation of the one-shot accuracy with the table's
@@ -44,7 +53,10 @@ from dnas.estimate.nb201_table import load_table, table_path, table_values
 from dnas.space.genotype import NB201_OPS
 from dnas.space.spaces import NB201Space
 from dnas.estimate.oneshot import OneShotEvaluator
+from dnas.estimate.supernet import read_run_config
 from dnas.run.config import kwargs_of, read_config
+from dnas.run.search import parse_eval_bn
+from dnas.run.parallel import is_primary, make_mesh, maybe_initialize_distributed
 from dnas.space.relax import make_relaxation
 from dnas.search.state import alpha_dict
 
@@ -78,12 +90,19 @@ def run_eval(args: argparse.Namespace) -> dict:
     run = Path(args.run)
     if args.archs < 1:
         raise DnasError(f"--archs must be >= 1, got {args.archs}")
+    if sum([args.bn_batch, args.bn_running, args.bn_recalib is not None]) > 1:
+        raise DnasError("--bn-batch, --bn-running and --bn-recalib exclude each other: pick one BatchNorm mode")
+    if not (args.bn_batch or args.bn_running or args.bn_recalib is not None):
+        # The mode the run's method recommends (config.eval_bn; runs written before it: running).
+        mode, k = parse_eval_bn(read_run_config(run).get("eval_bn", "running"))
+        args.bn_batch, args.bn_recalib = mode == "batch", k
+    args.bn_recalib = args.bn_recalib or 0
     if args.bn_recalib < 0 or args.val_batches < 1:
         raise DnasError("--bn-recalib must be >= 0 and --val-batches >= 1")
     if args.bn_batch and args.bn_recalib:
         raise DnasError("--bn-batch and --bn-recalib exclude each other: batch statistics need no recalibration")
     if args.chunk < 1:
-        raise DnasError(f"--chunk must be >= 1 (architectures per compiled call), got {args.chunk}")
+        raise DnasError(f"--chunk must be >= 1 (architectures per device per compiled call), got {args.chunk}")
     if args.batch_size < 0:
         raise DnasError(f"--batch-size must be >= 0 (0: the run's), got {args.batch_size}")
     if args.out:
@@ -93,8 +112,9 @@ def run_eval(args: argparse.Namespace) -> dict:
             raise DnasError("--table compares rankings: it needs --archs >= 2")
         path = table_path(args.table)
         load_table(path, os.path.getmtime(path))  # a bad table is refused before the supernet loads (the read is cached)
+    maybe_initialize_distributed()
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
-                                   seed=args.seed, chunk=args.chunk, batch_stats=args.bn_batch)
+                                   seed=args.seed, chunk=args.chunk, batch_stats=args.bn_batch, mesh=make_mesh(args.devices))
     if args.sample == "policy":
         config = read_config(run / "config.json")
         relax = make_relaxation(config.relax, kwargs_of(config.relax_kwargs), epochs=config.epochs)
@@ -103,8 +123,10 @@ def run_eval(args: argparse.Namespace) -> dict:
     else:
         vecs = ev.space.distinct_samples(args.archs, jax.random.key(args.seed))
     truth = table_truth(ev.space, vecs, args.table, args.metric) if args.table else None
-    print(f"evaluating {len(vecs)} architectures with the supernet of {str(run)!r} (compiling once, then {args.chunk} per call)...",
-          file=sys.stderr, flush=True)
+    if is_primary():
+        n_dev = ev.mesh.devices.size
+        print(f"evaluating {len(vecs)} architectures with the supernet of {str(run)!r} on {n_dev} device(s) "
+              f"(compiling once, then {args.chunk} per device per call)...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     out = ev.evaluate(vecs)
     secs = time.perf_counter() - t0
@@ -120,7 +142,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         # The loss separates cells that tie on accuracy over a few hundred images.
         by_loss = rank_quality(-out["loss"], truth)
         summary.update(kendall_tau_by_loss=by_loss["kendall_tau"], spearman_by_loss=by_loss["spearman"])
-    if args.out:
+    if args.out and is_primary():  # every process holds every score; one writes them
         buf = io.StringIO(newline="")
         w = csv.writer(buf)
         w.writerow(["arch", "oneshot_acc", "oneshot_loss"] + ([args.metric] if truth is not None else []))
@@ -152,7 +174,8 @@ def summary_table(summary: dict) -> list[str]:
 def cmd_eval(args: argparse.Namespace) -> int:
     """``dnas eval``: a short table (unless ``--json``), then the summary as the last line."""
     summary = run_eval(args)
-    print_summary(summary, summary_table, args.json)
+    if is_primary():  # the others computed the same summary; process 0 speaks for the run
+        print_summary(summary, summary_table, args.json)
     return 0
 
 
@@ -166,14 +189,16 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", default="uniform", choices=("uniform", "policy"),
                    help="uniform: distinct architectures drawn uniformly; policy: drawn from the search's α (ENAS' final "
                         "selection: sample the controller, keep the best by one-shot accuracy)")
-    p.add_argument("--bn-recalib", type=int, default=0, metavar="K", help="re-estimate each subnet's BatchNorm statistics on K train batches first")
+    p.add_argument("--bn-recalib", type=int, default=None, metavar="K", help="re-estimate each subnet's BatchNorm statistics on K train batches first")
     p.add_argument("--bn-batch", action="store_true",
                    help="normalise each validation batch with its own statistics (NAS-Bench-201's track_running_stats=False)")
+    p.add_argument("--bn-running", action="store_true", help="use the supernet's running statistics")
     p.add_argument("--val-batches", type=int, default=8, help="validation batches (from the run's held-out split)")
     p.add_argument("--batch-size", type=int, default=0, help="examples per batch (0: the run's)")
     p.add_argument("--table", default="", help="NAS-Bench-201 table CSV: rank correlation with its accuracies")
     p.add_argument("--metric", default="cifar10_test_200ep", help="the table column to compare with")
-    p.add_argument("--chunk", type=int, default=32, help="architectures per compiled call")
+    p.add_argument("--chunk", type=int, default=32, help="architectures per device per compiled call")
+    p.add_argument("--devices", type=int, default=0, help="devices that split the architectures (0: all, of every process)")
     p.add_argument("--seed", type=int, default=0, help="draws the architectures and the batches")
     p.add_argument("--out", default="", help="also write every architecture's accuracies to this CSV")
     p.add_argument("--json", action="store_true", help="print only the JSON summary line (no table)")

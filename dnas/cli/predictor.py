@@ -7,10 +7,12 @@
         --transfer-from FILE2 --transfer-columns lat_ms_1080ti_1,lat_ms_pixel3,... --seed 0
 
 fits the model (:data:`dnas.hardware.predictors.MODELS`: ``gcn``, ``mlp``, ``ridge``,
-``xgboost``, ``flops``, ``params``) on N random rows (``np.random.default_rng(seed)``'s
+``ridge_ensemble`` (transfer only), ``xgboost``, ``flops``, ``params``) on N random rows (``np.random.default_rng(seed)``'s
 permutation, its first N) and prints a short summary, then one JSON line last with
 ``spearman``, ``kendall``, ``mape`` and ``median_ape`` (percent), ``within_10pct`` (a
-fraction) and ``fit_s`` on every other row.
+fraction) and ``fit_s`` on every other row. ``--save F`` (gcn) writes the fitted predictor
+(:class:`dnas.hardware.predictors.export.ExportedPredictor`), which the ``gcn`` cost model
+loads to price architectures in a search.
 
 With ``--transfer-from`` the other devices' values of the architectures (joined on the
 decoded architecture) are the source targets: ``gcn`` is pretrained on all rows of the
@@ -39,11 +41,12 @@ from dnas.core.errors import DnasError
 from dnas.core.io import read_csv as read_text_csv
 from dnas.hardware.predictor import latency_metrics
 from dnas.hardware.predictors import MODELS, Encoded, encode, flops_params
+from dnas.hardware.predictors.export import ExportedPredictor
 from dnas.hardware.predictors.transfer import TransferPredictor
 from dnas.space.base import SearchSpace
 from dnas.space.spaces.nb201 import NB201Space
 
-MODEL_NAMES = ("gcn", "mlp", "ridge", "xgboost", "flops", "params")
+MODEL_NAMES = ("gcn", "mlp", "ridge", "ridge_ensemble", "xgboost", "flops", "params")
 
 
 def _nb201() -> tuple[SearchSpace, Callable[[str], np.ndarray], dict[str, Any]]:
@@ -164,6 +167,9 @@ def run_fit(args: argparse.Namespace, target_column: str, default_model: str, lo
     name = args.model or default_model
     if name not in MODEL_NAMES:
         raise DnasError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    save = getattr(args, "save", None)
+    if save and name != "gcn":
+        raise DnasError(f"--save writes gcn predictors (the gcn cost model reads them); got --model {name}")
     space, parse, settings = ARCH_READERS[args.space]()
     cols = read_csv(args.csv, [args.arch_column, target_column])
     vecs = vectors(cols[args.arch_column], parse, args.csv, args.arch_column)
@@ -206,6 +212,8 @@ def run_fit(args: argparse.Namespace, target_column: str, default_model: str, lo
     x = encode(space, vecs, **extra)
     model = build_model(name, args.seed, source, log_transfer, args.features)
     _, metrics = fit_and_score(model, x, target[train], train, test, target[test], jax.random.key(args.seed))
+    if save:
+        ExportedPredictor.of(model, space).save(save)
     how = f"transfer from {len(names)} columns of {args.transfer_from}" if names else "from scratch"
     print(f"{name} fitted on {args.train} of {P} architectures ({target_column}), {how}, in {metrics['fit_s']:.1f} s")
     print(f"held-out: spearman {metrics['spearman']:.4f}, kendall {metrics['kendall']:.4f}, MAPE {metrics['mape']:.2f} % "
@@ -216,6 +224,12 @@ def run_fit(args: argparse.Namespace, target_column: str, default_model: str, lo
         summary["features"] = list(model.features) + (["source"] if names else [])
     if names:
         summary["transfer_columns"] = names
+    if save:
+        summary["saved"] = save
+    if name == "gcn" and source is not None and log_transfer:
+        # The correction's leave-one-out RMSE of log values on the N samples: a search can
+        # keep a margin, limit * exp(-loo_log_rmse) (benchmarks/LATENCY.md, constrained search).
+        summary["loo_log_rmse"] = float(model.ridge.loo_rmse)
     print(json.dumps({**summary, **metrics}))
     return 0
 
@@ -238,6 +252,7 @@ def add_fit_arguments(p: argparse.ArgumentParser, *, target_flag: str, default_m
     p.add_argument("--transfer-columns", help="comma-separated source columns of --transfer-from (not the target)")
     p.add_argument("--features", default=None, help="ridge only: onehot and/or count (default onehot,count)")
     p.add_argument("--seed", type=int, default=0, help="picks the training rows and seeds the model")
+    p.add_argument("--save", default=None, help="gcn only: write the fitted predictor as JSON (the gcn cost model reads it)")
 
 
 def add_predictor_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -8,6 +8,9 @@ batch with one compiled function (:class:`dnas.estimate.zero_cost.score.ZeroCost
 an NB201 table, prints each proxy's Spearman ρ and Kendall τ against the table's
 ``cifar10_test_200ep``. The last stdout line is JSON: ``{"archs": N, "compiles": ...,
 "archs_per_s": ..., "proxies": {"synflow": {"spearman": ..., "kendall": ...}, ...}}``.
+The architectures are split over every device (``--devices``) and, under ``dnas launch
+--processes N -- zero-cost ...``, over every process; process 0 alone prints and writes
+``--out``; the scores are the same on 1 device, N devices and N processes.
 A short table (one row per proxy) comes before it unless ``--json``; the compile is said on
 stderr. ``--out FILE`` (checked before the work, written atomically) writes every architecture's scores (JSON lines). The main ``dnas`` command
 mounts this with :func:`add_zero_cost_parser`; :func:`main_zero_cost` runs it alone.
@@ -32,6 +35,7 @@ from dnas.data.datasets import sample_batch
 from dnas.estimate.nb201_table import nb201_table
 from dnas.estimate.zero_cost.proxies import VOTE, check_names, finite_or_worst, vote
 from dnas.estimate.zero_cost.score import ZeroCostScorer
+from dnas.run.parallel import is_primary, make_mesh, maybe_initialize_distributed
 from dnas.space.base import build_space
 
 
@@ -55,6 +59,8 @@ def run_zero_cost(args: argparse.Namespace) -> dict:
             raise DnasError(f"{flag} must be >= 1, got {v}")
     if args.out:
         check_output_file(args.out, "--out")  # before the work: its scores are never lost to a bad path
+    maybe_initialize_distributed()
+    mesh = make_mesh(args.devices)
     space = build_space(args.space, args.layers, {})
     key = jax.random.key(args.seed)
     k_arch, k_batch, k_score = jax.random.split(key, 3)
@@ -68,8 +74,10 @@ def run_zero_cost(args: argparse.Namespace) -> dict:
     base = tuple(n for n in names if n != "vote")
     if "vote" in names:
         base = tuple(dict.fromkeys(base + VOTE))
-    scorer = ZeroCostScorer(space, base, C=args.channels, num_classes=classes, in_channels=x.shape[-1], batch_shape=x.shape, fused=not args.per_proxy)
-    say(f"compiling the proxies ({', '.join(base)}) for {len(archs)} architectures of {args.space} (once; tens of seconds on CPU)...")
+    scorer = ZeroCostScorer(space, base, C=args.channels, num_classes=classes, in_channels=x.shape[-1], batch_shape=x.shape, fused=not args.per_proxy,
+                            mesh=mesh)
+    say(f"compiling the proxies ({', '.join(base)}) for {len(archs)} architectures of {args.space} on {mesh.devices.size} device(s) "
+        "(once; tens of seconds on CPU)...")
     t0 = time.perf_counter()
     first = scorer.score(archs[:1], (x, y), k_score)  # compile + one architecture
     say(f"compiled in {time.perf_counter() - t0:.1f} s; scoring the other {len(archs) - 1}...")
@@ -92,7 +100,7 @@ def run_zero_cost(args: argparse.Namespace) -> dict:
         summary["proxies"] = {n: _correlations(s, truth) for n, s in scores.items()}
     else:
         summary["proxies"] = {n: {"mean": float(np.mean(finite_or_worst(s)))} for n, s in scores.items()}
-    if args.out:
+    if args.out and is_primary():  # every process holds every score; one writes them
         lines = []
         for i, v in enumerate(archs):
             row = {"arch": v.tolist(), **{n: float(scores[n][i]) for n in names}}
@@ -104,8 +112,9 @@ def run_zero_cost(args: argparse.Namespace) -> dict:
 
 
 def say(text: str) -> None:
-    """A progress line on stderr (stdout keeps the table and the JSON line)."""
-    print(text, file=sys.stderr, flush=True)
+    """A progress line on stderr (stdout keeps the table and the JSON line); process 0's only."""
+    if is_primary():
+        print(text, file=sys.stderr, flush=True)
 
 
 def summary_table(summary: dict) -> list[str]:
@@ -122,7 +131,8 @@ def summary_table(summary: dict) -> list[str]:
 def cmd_zero_cost(args: argparse.Namespace) -> int:
     """Runs ``dnas zero-cost``: a short table (unless ``--json``), then the JSON line last."""
     summary = run_zero_cost(args)
-    print_summary(summary, summary_table, args.json)
+    if is_primary():  # the others computed the same summary
+        print_summary(summary, summary_table, args.json)
     return 0
 
 
@@ -140,6 +150,7 @@ def add_zero_cost_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", default="", help="nb201_table.csv: report Spearman/Kendall against --metric")
     p.add_argument("--metric", default="cifar10_test_200ep")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", type=int, default=0, help="devices that split the architectures (0: all, of every process)")
     p.add_argument("--per-proxy", action="store_true", help="one compiled program per proxy instead of one for all (faster on CPU in total)")
     p.add_argument("--out", default="", help="write per-architecture scores here (JSON lines)")
     p.add_argument("--json", action="store_true", help="print only the JSON summary line (no table)")

@@ -113,12 +113,19 @@ class Checkpointer:
         whose structure depends on the run's optimizer settings) into the structures of
         ``fields`` (concrete or ``jax.ShapeDtypeStruct`` leaves).
 
-        The checkpoint is read as stored (nested dicts) and each target leaf is found by its
-        key path; a missing or differently shaped leaf is one DnasError line.
+        The checkpoint is read as stored (nested dicts of numpy arrays, on every process
+        alike) and each target leaf is found by its key path; a missing or differently shaped leaf is one DnasError line.
         """
         _silence_abandoned_reads()  # before the read: the noise can come before our except clause runs
         try:
-            raw = self._manager.restore(int(step), args=ocp.args.StandardRestore())
+            # Read as host numpy arrays, not with the shardings stored beside the values:
+            # those name the saving run's devices, which a reader of several processes
+            # (dnas launch -- eval) or with other devices does not have ("no addressable shards").
+            item = self.directory / str(int(step)) / "default"
+            reader = ocp.PyTreeCheckpointer()
+            meta = reader.metadata(item).item_metadata
+            as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), getattr(meta, "tree", meta))
+            raw = reader.restore(item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
         except Exception as e:  # noqa: BLE001 - orbax raises many types for a damaged folder
             raise DnasError(
                 f"checkpoint {step} in {str(self.directory)!r} is unreadable ({type(e).__name__}: {str(e)[:200]}); "

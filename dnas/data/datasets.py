@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import gzip
 import os
 import pickle
+import threading
 from pathlib import Path
 
 import jax
@@ -24,6 +26,7 @@ import numpy as np
 
 from dnas.core.errors import DnasError
 from dnas.core.types import PRNGKey
+from dnas.data.folder import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, check_folder, list_split
 
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
@@ -42,6 +45,12 @@ class Dataset:
       mean, std: per-channel statistics in [0, 1] pixel units, for :func:`normalize`.
       flip: whether a horizontal flip is a label-preserving augmentation (not for digits:
         a flipped 2, 3, 4, 5, 7 or 9 is another shape, i.e. label noise).
+      augment_on_host: the training images are augmented where they are decoded
+        (:class:`~dnas.data.folder.ImageFiles`: random-resized crop and flip), so a run
+        skips its on-device crop and flip.
+
+    ``train_x``/``test_x`` are ``np.ndarray`` or, for a folder of images, an
+    :class:`~dnas.data.folder.ImageFiles` that decodes on demand.
     """
 
     name: str
@@ -53,6 +62,7 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     flip: bool = True
+    augment_on_host: bool = False
 
     @property
     def pad_fill(self) -> tuple[float, ...]:
@@ -80,6 +90,8 @@ class Dataset:
         factor = int(factor)
         if factor == 1:
             return self
+        if not isinstance(self.train_x, np.ndarray):
+            raise DnasError(f"config.downsample applies to in-memory datasets; {self.name}'s images are decoded from files: set config.pipeline.image_size instead")
         h, w, _ = self.image_shape
         if factor < 1 or h % factor or w % factor:
             raise DnasError(f"config.downsample={factor} must be >= 1 and divide the {h}x{w} images of {self.name}")
@@ -201,7 +213,17 @@ def synthetic(n_train: int = 512, n_test: int = 128, hw: int = 8, channels: int 
     return Dataset("synthetic", tx, ty, vx, vy, num_classes, mean, std)
 
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic")
+def load_folder(path: str | os.PathLike, image_size: int = 224, workers: int = 4) -> Dataset:
+    """An ImageNet-style folder (``train/<class>/*.jpg``, ``val/<class>/*.jpg``; ``val`` is
+    the test split) whose images are decoded on demand to ``image_size`` squares
+    (:class:`~dnas.data.folder.ImageFiles`), normalised with ImageNet's statistics."""
+    tp, ty, classes = list_split(path, "train")
+    vp, vy, _ = list_split(path, "val", classes)
+    files = functools.partial(ImageFiles, size=image_size, workers=workers)
+    return Dataset("folder", files(tp), ty, files(vp), vy, len(classes), IMAGENET_MEAN, IMAGENET_STD, augment_on_host=True)
+
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic", "folder")
 
 DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "cifar10": ((32, 32, 3), 10),
@@ -236,20 +258,28 @@ def check_dataset(name: str, path: str | None = None) -> None:
     if name not in DATASETS:
         close = difflib.get_close_matches(name, DATASETS, n=1)
         raise DnasError(f"unknown dataset {name!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f" known datasets: {', '.join(DATASETS)}")
-    if name in ("mnist", "cifar10") and not path:
+    if name in ("mnist", "cifar10", "folder") and not path:
         raise DnasError(f"dataset {name!r} needs a path (config key data_dir / --config.data_dir=...)")
+    if name == "folder":
+        check_folder(path)  # type: ignore[arg-type]
+        return
     folder = path or (FASHION_MNIST_SYSTEM_DIR if name == "fashion_mnist" else None)
     if folder and not Path(folder).is_dir():
         hint = " (install it with: apt-get install dataset-fashion-mnist)" if name == "fashion_mnist" else ""
         raise DnasError(f"dataset folder {str(folder)!r} does not exist{hint}; fix --config.data_dir")
 
 
-def get_dataset(name: str, path: str | None = None) -> Dataset:
-    """Loads a dataset by name; ``path`` is required for mnist and cifar10.
+def get_dataset(name: str, path: str | None = None, *, image_size: int = 224, workers: int = 4) -> Dataset:
+    """Loads a dataset by name; ``path`` is required for mnist, cifar10 and folder.
 
     Fashion-MNIST defaults to ``/usr/share/datasets/fashion-mnist`` (Debian's
-    ``dataset-fashion-mnist``).
+    ``dataset-fashion-mnist``). ``image_size`` and ``workers`` (decoding threads) apply to
+    ``folder`` (:func:`load_folder`).
     """
+    if name == "folder":
+        if not path:
+            raise DnasError("dataset 'folder' needs a path (config key data_dir / --config.data_dir=...)")
+        return load_folder(path, image_size, workers)
     if name == "digits":
         return load_digits()
     if name == "synthetic":
@@ -280,12 +310,40 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size
 
 
+class StepIndices:
+    """``step -> indices`` (into ``range(n)``) of the batch at global ``step``, a pure function
+    of ``(key, n, batch_size, step)``: epoch ``e`` is ``permutation(fold_in(key, e), n)``.
+
+    Why a class: the permutation is O(n) and was drawn afresh for every step; this keeps the
+    last few epochs' (thread-safe: input pipeline workers call it concurrently).
+    """
+
+    def __init__(self, key: PRNGKey, n: int, batch_size: int):
+        self.key, self.n, self.batch_size = key, int(n), int(batch_size)
+        self.steps_per_epoch = steps_per_epoch(self.n, self.batch_size)
+        self._lock = threading.Lock()
+        self._perms: dict[int, np.ndarray] = {}
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        """The order of epoch ``epoch``, ``int[n]``."""
+        with self._lock:
+            perm = self._perms.get(epoch)
+            if perm is None:
+                perm = np.asarray(jax.random.permutation(jax.random.fold_in(self.key, epoch), self.n))
+                if len(self._perms) >= 4:
+                    self._perms.pop(min(self._perms))
+                self._perms[epoch] = perm
+            return perm
+
+    def __call__(self, step: int) -> np.ndarray:
+        epoch, i = divmod(int(step), self.steps_per_epoch)
+        return self.permutation(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+
+
 def batch_indices(key: PRNGKey, n: int, batch_size: int, step: int) -> np.ndarray:
-    """Indices (into ``range(n)``) of the batch at global ``step``; a pure function of its args."""
-    spe = steps_per_epoch(n, batch_size)
-    epoch, i = divmod(int(step), spe)
-    perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
-    return perm[i * batch_size : (i + 1) * batch_size]
+    """Indices (into ``range(n)``) of the batch at global ``step``; a pure function of its args
+    (:class:`StepIndices`, which keeps the permutation between steps)."""
+    return StepIndices(key, n, batch_size)(step)
 
 
 def normalize(x: jax.Array, mean: tuple[float, ...], std: tuple[float, ...]) -> jax.Array:

@@ -80,6 +80,6 @@ def build_estimator(name: str, space: SearchSpace, kwargs: Mapping[str, Any] | N
     """The registered estimator ``name`` for ``space`` (joint spaces: :func:`for_space`)."""
     return for_space(ESTIMATORS[name], space)(space, **dict(kwargs or {}))
 
-from dnas.estimate import hardware, nb201_table, oneshot, zero_cost  # noqa: E402,F401  (registers them)
+from dnas.estimate import combined, hardware, nb201_table, oneshot, zero_cost  # noqa: E402,F401  (registers them)
 
 __all__ = ["ESTIMATORS", "Estimator", "build_estimator", "for_space", "hardware_names", "network_part"]

@@ -4,7 +4,10 @@ supernet's shared weights, compiled once for all of them.
 The supernet runs in index mode (``space.to_inputs(vec)``: one ``int32`` per label, so every
 mixed op is a ``lax.switch`` and only the chosen op runs), and the architectures go through
 ``lax.map`` inside one jitted function (under ``vmap`` a switch would run every branch).
-So any number of architectures, in chunks of a fixed size, costs one compilation.
+So any number of architectures, in chunks of a fixed size, costs one compilation. The
+chunks are split over every device of a mesh (:class:`dnas.core.sharding.RowSharded`: each
+device evaluates its own ``chunk`` architectures with the same program, processes included),
+so 1 device, N devices and N processes give the same accuracies.
 
 Three BatchNorm modes: the supernet's running statistics; batch statistics (every
 validation batch normalised by its own, NAS-Bench-201's ``track_running_stats=False``);
@@ -37,16 +40,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
+from dnas.core.sharding import RowSharded
 from dnas.estimate import ESTIMATORS, Estimator
 from dnas.data.datasets import batch_indices, get_dataset, normalize, search_split
 from dnas.estimate.supernet import load_supernet
 from dnas.core.errors import DnasError
 from dnas.space.base import SearchSpace
+from dnas.space.fewshot import FewShotSplit
 
 
 def make_evaluate(
-    space: SearchSpace, model: nnx.Module, *, recalibrate: int = 0, momentum: float = 0.1, batch_stats: bool = False
+    space: SearchSpace, model: nnx.Module, *, recalibrate: int = 0, momentum: float = 0.1, batch_stats: bool = False,
+    split: FewShotSplit | None = None,
 ) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """The pure one-shot evaluation function of a supernet.
 
@@ -59,6 +66,9 @@ def make_evaluate(
       batch_stats: normalise every validation batch with its own statistics (BatchNorm in
         training mode, nothing kept), as NAS-Bench-201's weight-sharing baselines evaluate
         (``track_running_stats=False``, Dong & Yang, ICLR 2020); excludes ``recalibrate``.
+      split: a few-shot run's split (Zhao et al., ICML 2021): ``alpha``, ``weights`` and
+        ``stats`` are then stacked ``[K, ...]`` and each architecture is evaluated with the
+        sub-supernet ``split.route(vec)`` (an index into the stack: still one program).
 
     Returns:
       ``evaluate(alpha, weights, stats, vecs int32[P, n], recal_x f32[R, B, H, W, C],
@@ -75,6 +85,9 @@ def make_evaluate(
     correction = 1.0 - (1.0 - momentum) ** max(recalibrate, 1)
 
     def one(alpha, weights, stats, vec, recal_x, val_x, val_y):
+        if split is not None:
+            k = split.route(vec)
+            alpha, weights, stats = (jax.tree_util.tree_map(lambda x: x[k], t) for t in (alpha, weights, stats))
         arch = space.to_inputs(vec)
         if recalibrate:
             stats = recalibrated_stats(g_train, alpha, weights, stats, arch, recal_x, correction)
@@ -139,8 +152,10 @@ class OneShotEvaluator:
       space, model: the supernet's space and module; alpha, weights, stats its state.
       val_x, val_y: ``K`` validation batches (normalised), ``f32[K, B, H, W, C]``, ``int32[K, B]``.
       recal_x: ``R`` training batches for BatchNorm recalibration (``R = 0``: none).
-      chunk: architectures per compiled call (a shorter last chunk is padded).
+      chunk: architectures per device per compiled call (a shorter last call is padded).
       batch_stats: normalise with each validation batch's own statistics instead.
+      mesh: a 1-D mesh whose devices split the architectures (None: the default device).
+      split: a few-shot run's split (its state stacked over the sub-supernets), or None.
     """
 
     space: SearchSpace
@@ -154,30 +169,28 @@ class OneShotEvaluator:
     chunk: int = 32
     compiles: int = 0
     batch_stats: bool = False
+    mesh: Mesh | None = None
+    split: FewShotSplit | None = None
 
     def __post_init__(self) -> None:
-        fn = make_evaluate(self.space, self.model, recalibrate=len(self.recal_x), batch_stats=self.batch_stats)
+        fn = make_evaluate(self.space, self.model, recalibrate=len(self.recal_x), batch_stats=self.batch_stats, split=self.split)
 
-        def counted(*args):
+        def counted(vecs, shared):
             self.compiles += 1  # runs once per trace, i.e. per compilation
-            return fn(*args)
+            alpha, weights, stats, recal_x, val_x, val_y = shared
+            acc, loss = fn(alpha, weights, stats, vecs, recal_x, val_x, val_y)
+            return {"acc": acc, "loss": loss}
 
-        self._evaluate = jax.jit(counted)
+        self._evaluate = RowSharded(counted, self.mesh, self.chunk)
+        # Placed once: every call reuses the replicated supernet and batches.
+        self._shared = self._evaluate.put_shared((self.alpha, self.weights, self.stats, self.recal_x, self.val_x, self.val_y))
 
     def evaluate(self, vecs: np.ndarray) -> dict[str, np.ndarray]:
         """``{"acc": f32[N], "loss": f32[N]}`` for ``vecs`` ``int32[N, n]``."""
         vecs = np.asarray(vecs, np.int32)
         if vecs.ndim != 2 or vecs.shape[1] != len(self.space.labels):
             raise DnasError(f"architectures must be int32[N, {len(self.space.labels)}], got shape {vecs.shape}")
-        accs, losses = [], []
-        for i in range(0, len(vecs), self.chunk):
-            part = vecs[i : i + self.chunk]
-            pad = self.chunk - len(part)
-            batch = np.concatenate([part, np.repeat(part[-1:], pad, 0)]) if pad else part
-            acc, loss = self._evaluate(self.alpha, self.weights, self.stats, jnp.asarray(batch), self.recal_x, self.val_x, self.val_y)
-            accs.append(np.asarray(acc)[: len(part)])
-            losses.append(np.asarray(loss)[: len(part)])
-        return {"acc": np.concatenate(accs), "loss": np.concatenate(losses)}
+        return self._evaluate(vecs, self._shared)
 
     def accuracy(self, vecs: np.ndarray) -> np.ndarray:
         """Validation accuracy ``f32[N]`` of ``vecs``."""
@@ -186,10 +199,11 @@ class OneShotEvaluator:
     @classmethod
     def from_run(
         cls, run_dir: str | Path, *, recalibrate: int = 0, val_batches: int = 8, batch_size: int = 0, seed: int = 0, chunk: int = 32,
-        batch_stats: bool = False,
+        batch_stats: bool = False, mesh: Mesh | None = None,
     ) -> "OneShotEvaluator":
         """The evaluator of a search run's newest checkpoint (a supernet trained by
-        ``dnas search``, e.g. SPOS: ``relax="uniform"``, ``update_alpha=False``).
+        ``dnas search``, e.g. SPOS: ``relax="uniform"``, ``update_alpha=False``), its
+        architectures split over ``mesh``'s devices (None: the default device).
 
         Validation batches come from the run's α split (held out from weight training),
         recalibration batches from its weight split; both drawn with ``seed``.
@@ -212,7 +226,8 @@ class OneShotEvaluator:
         norm = lambda x: np.asarray(normalize(jnp.asarray(x), d.mean, d.std))  # noqa: E731
         val_x = norm(d.train_x[vi.reshape(-1)]).reshape(vi.shape + d.image_shape)
         recal_x = norm(d.train_x[ri.reshape(-1)]).reshape(ri.shape + d.image_shape) if recalibrate else np.zeros((0, bs) + d.image_shape, np.float32)
-        return cls(sup.space, sup.model(), sup.alpha, sup.weights, sup.stats, val_x, d.train_y[vi], recal_x, chunk, batch_stats=batch_stats)
+        return cls(sup.space, sup.model(), sup.alpha, sup.weights, sup.stats, val_x, d.train_y[vi], recal_x, chunk, batch_stats=batch_stats, mesh=mesh,
+                   split=sup.split)
 
 
 def timed_accuracy(ev: OneShotEvaluator, vecs: np.ndarray) -> tuple[np.ndarray, float]:

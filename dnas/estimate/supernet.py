@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
 from flax import nnx
 
 from dnas.core.checkpoint import Checkpointer
@@ -22,6 +23,7 @@ from dnas.core.errors import DnasError
 from dnas.core.imports import import_files
 from dnas.data.datasets import input_shape
 from dnas.space.base import SearchSpace, build_space
+from dnas.space.fewshot import FewShotSplit, make_split
 from dnas.space.mixed import Alpha
 
 # Search configs written before the space kwargs existed kept these at the top level.
@@ -39,6 +41,8 @@ class Supernet(NamedTuple):
       stats: ``nnx.State`` of the BatchNorm statistics.
       config: the run's ``config.json`` as a dict.
       step: the checkpoint's step.
+      split: for a few-shot run, how architectures route to its sub-supernets; ``alpha``,
+        ``weights`` and ``stats`` then carry a leading axis ``split.k`` (None: one supernet).
     """
 
     space: SearchSpace
@@ -48,10 +52,15 @@ class Supernet(NamedTuple):
     stats: nnx.State
     config: dict[str, Any]
     step: int
+    split: FewShotSplit | None = None
 
     def model(self) -> nnx.Module:
-        """The supernet as a module (a fresh copy of the restored state)."""
-        return nnx.merge(self.graphdef, self.alpha, self.weights, self.stats, copy=True)
+        """The supernet as a module (a fresh copy of the restored state; sub-supernet 0's
+        for a few-shot run)."""
+        if self.split is None:
+            return nnx.merge(self.graphdef, self.alpha, self.weights, self.stats, copy=True)
+        first = lambda t: jax.tree_util.tree_map(lambda x: x[0], t)  # noqa: E731
+        return nnx.merge(self.graphdef, first(self.alpha), first(self.weights), first(self.stats), copy=True)
 
 
 def read_run_config(run_dir: str | Path, *, what: str = "a dnas search") -> dict[str, Any]:
@@ -96,6 +105,11 @@ def load_supernet(run_dir: str | Path) -> Supernet:
     config = read_run_config(run)
     space, model = supernet_of(config)
     graphdef, alpha, weights, stats = nnx.split(model, Alpha, nnx.Param, nnx.BatchStat)
+    labels = list((config.get("fewshot") or {}).get("split") or [])
+    split = make_split(space, labels) if labels else None
+    if split is not None:  # the few-shot run's K sub-supernets, stacked (dnas.search.fewshot)
+        stacked = lambda t: jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((split.k,) + tuple(x.shape), x.dtype), t)  # noqa: E731
+        alpha, weights, stats = stacked(alpha), stacked(weights), stacked(stats)
     ck = Checkpointer(run / "checkpoints")
     try:
         step = ck.latest_step()
@@ -104,4 +118,4 @@ def load_supernet(run_dir: str | Path) -> Supernet:
         got = ck.restore_fields(step, {"alpha": alpha, "weights": weights, "stats": stats})
     finally:
         ck.close()
-    return Supernet(space, graphdef, got["alpha"], got["weights"], got["stats"], config, int(step))
+    return Supernet(space, graphdef, got["alpha"], got["weights"], got["stats"], config, int(step), split)

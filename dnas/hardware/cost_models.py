@@ -13,6 +13,10 @@ predictor     ``latency_ms`` (or ``metric``): a ridge predictor    ``predictor``
               (:mod:`dnas.hardware.predictor`), as its per-        or object), ``metric``
               candidate weights (it is linear in the one-hot
               encoding, so probabilities price exactly)
+gcn           ``latency_ms`` (or ``metric``): a fitted GCN or      ``predictor`` (JSON path
+              few-shot transfer predictor (``dnas predictor fit    or object), ``metric``
+              --model gcn --save F``), evaluated at the mean
+              one-hot encoding (differentiable, not additive)
 counts        ``macs_m``, ``params_m``: multiply-adds and          ``resolution``; without
               parameters in millions, counted from traced          keys ``C``,
               programs (:mod:`dnas.hardware.counts`) per key       ``num_classes``,
@@ -23,7 +27,7 @@ accelerator   ``latency_ms``, ``energy_mj``, ``area_mm2``,         ``resolution`
               network + hardware space, its hardware labels        ``hardware``, ``check``
 ============  ===================================================  ==========================
 
-The first four are :class:`~dnas.hardware.cost_model.AdditiveCost`: per-candidate tables, so
+``lut``, ``fbnet_lut``, ``predictor`` and ``counts`` are :class:`~dnas.hardware.cost_model.AdditiveCost`: per-candidate tables, so
 the expected cost of a distribution is exact and a discrete architecture costs what its
 one-hot distribution costs. ``accelerator`` is additive over the network's layers for a
 fixed accelerator and evaluates the accelerator at its mean encoding.
@@ -40,12 +44,13 @@ from typing import Any
 
 from dnas.core.errors import DnasError
 from dnas.hardware.codesign import AcceleratorCost, accelerator_cost
-from dnas.hardware.cost_model import AdditiveCost, register_cost_model
+from dnas.hardware.cost_model import AdditiveCost, CostModel, no_hw, register_cost_model
 from dnas.hardware.counts import count_terms, supernet_count_terms
 from dnas.hardware.loaders import FBNetLayerTable, load_fbnet_csv, load_yaml_lut
 from dnas.hardware.lut import LatencyTable
 from dnas.hardware.penalties import LatencyTerm, lut_term
 from dnas.hardware.predictor import LatencyPredictor
+from dnas.hardware.predictors.export import Basis, ExportedPredictor, basis
 from dnas.space.base import SearchSpace
 from dnas.space.keys import KeyedSpace
 from dnas.space.spaces.hardware import Accelerator
@@ -135,6 +140,44 @@ def predictor(space: SearchSpace, predictor: str | LatencyPredictor, metric: str
     if isinstance(predictor, (str, Path)):
         predictor = LatencyPredictor.load(predictor)
     return AdditiveCost({metric: predictor.latency_term(space)})
+
+
+class GraphPredictorCost(CostModel):
+    """A fitted graph predictor (:class:`ExportedPredictor`) as a cost model: the one-hot or
+    probability matrix is mapped linearly to the graph's node features and op counts
+    (:class:`Basis`), then through the GCN. Exact for discrete architectures; for
+    probabilities it is the prediction at the mean encoding, not the expectation (the
+    model is not linear), differentiable and jittable like the LUT term.
+
+    Args:
+      space: the space the predictor was fitted on.
+      exported: the predictor.
+      metric: the name of what it predicts.
+    """
+
+    def __init__(self, space: SearchSpace, exported: ExportedPredictor, metric: str = "latency_ms"):
+        exported.check(space)
+        super().__init__(space.labels, [int(k) for k in space.num_candidates], (metric,))
+        self.exported = exported
+        self.basis: Basis = basis(space)
+
+    def price(self, probs: Any, hw: Any = None) -> dict[str, Any]:
+        no_hw(self, hw)
+        return {self.metrics[0]: self.exported.price(self.basis, probs)}
+
+
+@register_cost_model("gcn")
+def gcn(space: SearchSpace, predictor: str | ExportedPredictor, metric: str = "latency_ms") -> GraphPredictorCost:
+    """A GCN latency (or any metric) predictor saved by ``dnas predictor fit --model gcn
+    --save F`` (:class:`GraphPredictorCost`).
+
+    Args:
+      predictor: the saved JSON file or an :class:`ExportedPredictor`.
+      metric: the name of what it predicts (``latency_ms``; ``energy_mj``, ...).
+    """
+    if isinstance(predictor, (str, Path)):
+        predictor = ExportedPredictor.load(predictor)
+    return GraphPredictorCost(space, predictor, metric)
 
 
 @register_cost_model("counts")

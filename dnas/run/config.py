@@ -38,6 +38,7 @@ from dnas.core.imports import import_file, import_files
 from dnas.core.io import read_json
 from dnas.core.registry import Registry
 from dnas.data.datasets import DATASET_SHAPES, check_dataset, shared_data
+from dnas.data.pipeline import check_loader
 from dnas.search.methods import ARCH_PENALTIES
 from dnas.space.base import SPACES
 from dnas.space.relax import RELAXATIONS
@@ -66,6 +67,33 @@ class RunKind:
 RUN_KINDS: Registry[RunKind] = Registry("run kind")
 
 
+def pipeline_defaults() -> ml_collections.ConfigDict:
+    """``config.pipeline``: how a search or retraining run reads its batches
+    (:mod:`dnas.data.pipeline`); the defaults read in the step loop, as runs always did."""
+    return ml_collections.ConfigDict({
+        "loader": "memory",  # "memory": each batch read when the step needs it; "grain": read ahead by worker threads
+        "workers": 4,  # grain: reading threads; also the threads decoding a folder's evaluation batches
+        "prefetch": 2,  # grain: batches kept ready ahead of the step
+        "image_size": 224,  # dataset="folder": side of the square crops decoded from its images
+        "min_scale": 0.08,  # dataset="folder": smallest random-resized crop, as a fraction of the image's area
+    })
+
+
+def check_pipeline(c: ml_collections.ConfigDict) -> None:
+    """Refuses ``config.pipeline`` values that cannot work (one line naming the fix)."""
+    p = c.pipeline
+    check_loader(p.loader)
+    for k in ("workers", "prefetch"):
+        if int(p[k]) < 1:
+            raise DnasError(f"config.pipeline.{k} must be >= 1, got {p[k]}")
+    if int(p.image_size) < 8:
+        raise DnasError(f"config.pipeline.image_size must be at least 8 pixels, got {p.image_size}")
+    if not 0.0 < float(p.min_scale) <= 1.0:
+        raise DnasError(f"config.pipeline.min_scale must lie in (0, 1], got {p.min_scale}")
+    if c.dataset == "folder" and int(c.downsample) != 1:
+        raise DnasError("config.downsample applies to in-memory datasets; for dataset 'folder' set config.pipeline.image_size instead")
+
+
 def check_common(c: ml_collections.ConfigDict) -> None:
     """The checks every run kind that trains a network shares: positive sizes and
     intervals, the TensorBoard extra, the resolution proxy, the dataset and its folder."""
@@ -83,6 +111,7 @@ def check_common(c: ml_collections.ConfigDict) -> None:
     shape = DATASET_SHAPES.get(c.dataset, ((0, 0, 0), 0))[0]
     if int(c.downsample) > 1 and shape[0] and (shape[0] % int(c.downsample) or shape[1] % int(c.downsample)):
         raise DnasError(f"config.downsample={c.downsample} does not divide {c.dataset}'s {shape[0]}x{shape[1]} images")
+    check_pipeline(c)
     check_dataset(c.dataset, c.data_dir or None)
 
 
@@ -345,6 +374,9 @@ _ADDED_KEYS: dict[str, dict[str, Any]] = {
                "downsample": 1},
     "train": {"imports": [], "tensorboard": False, "init_from": "", "downsample": 1},
 }
+# config.pipeline (issue 30): runs from before it read their batches in the step loop.
+for _kind_name in ("search", "train"):
+    _ADDED_KEYS[_kind_name]["pipeline"] = {"loader": "memory", "workers": 4, "prefetch": 2, "image_size": 224, "min_scale": 0.08}
 # config.latency (issue 19): runs from before it had no latency term.
 _ADDED_KEYS["search"]["latency"] = {"table": "", "device": "", "resolution": 224, "penalty": "", "penalty_kwargs": {},
                                     "target_ms": 0.0, "estimate": "auto", "derive_tolerance": 0.05}

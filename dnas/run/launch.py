@@ -26,6 +26,9 @@ from typing import Any
 from dnas.core.errors import DnasError
 from dnas.run.parallel import LAUNCH_ENV
 
+MULTIPROCESS_COMMANDS = ("search", "eval", "zero-cost")
+"""The dnas commands that run as several processes (the others would each do all the work)."""
+
 STOP_GRACE_S = 10.0
 """How long stopped children get to exit (a checkpoint on SIGTERM, the lock released)
 before SIGKILL; children waiting in a collective for a dead peer never exit on their own."""
@@ -98,8 +101,8 @@ def launch(command: Sequence[str], processes: int, *, devices_per_process: int =
         raise DnasError(f"--processes and --devices-per-process must be >= 1, got {processes} and {devices_per_process}")
     if not command:
         raise DnasError("name the dnas command to run after '--', e.g.: dnas launch --processes 2 -- search --config CONFIG --workdir DIR")
-    if command[0] != "search":
-        raise DnasError(f"dnas launch runs 'search' (the run kind that works as several processes), not {command[0]!r}")
+    if command[0] not in MULTIPROCESS_COMMANDS:
+        raise DnasError(f"dnas launch runs {', '.join(MULTIPROCESS_COMMANDS)} (the commands that work as several processes), not {command[0]!r}")
     port = port or free_port()
     children: list[subprocess.Popen] = []
     for i in range(processes):

@@ -9,6 +9,12 @@ bit-identically: run ``r`` always uses ``fold_in(key(seed), r)`` and every chunk
 padded program. Over a host-side estimator (real training) :func:`run_host` takes the same
 steps one at a time and checkpoints after each.
 
+A chunk's runs are split over every device (:class:`dnas.core.sharding.RowSharded`), of
+every process when launched as several (``dnas launch``): each device runs its share of
+the chunk's seeds with the same per-device program, so ``summary.json`` is the same on 1
+device, N devices and N processes. Process 0 alone locks the directory and writes its
+files; which chunks are done is its reading, shared with the others.
+
 Files in the run directory (all written to a temporary name and renamed):
 ``config.json``; ``chunks/runs_XXXXX.npz`` (finished chunks; ``run_XXXXX.partial.npz``
 while a host-side run is under way); ``metrics.jsonl`` (one line per evaluated
@@ -35,13 +41,15 @@ import numpy as np
 
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write
+from dnas.core.sharding import RowSharded
 from dnas.estimate import ESTIMATORS
 from dnas.run.config import RUN_KINDS, RunKind
 from dnas.search.objectives import OBJECTIVES
 from dnas.search.multitrial import Built, History, budget_plan, build, make_search, metrics_of, paid_mask
 from dnas.search.strategies import STRATEGIES
 from dnas.run.summary import summarize
-from dnas.run.driver import open_run, run_files
+from dnas.run.driver import Interrupted, SignalFlag, run_files, run_in_workdir
+from dnas.run.parallel import from_primary, is_primary, make_mesh
 from dnas.space.base import SPACES
 
 
@@ -121,28 +129,31 @@ def _load_chunk(path: Path) -> tuple[History, dict[str, np.ndarray], float]:
         return History(z["archs"], z["fitness"], z["cost"], z["count"]), metrics, float(z["seconds"])
 
 
-def _prepare(workdir: Path, config: ml_collections.ConfigDict) -> None:
+def _prepare(workdir: Path, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     text = json.dumps(config.to_dict(), indent=1, sort_keys=True) + "\n"
     saved = workdir / "config.json"
     if saved.exists():
         if saved.read_text() != text:
             raise DnasError(f"{str(workdir)!r} holds a run with a different config; resume it with the same config or use a new --workdir")
-        return
+        return config
     found = run_files(workdir)
     if found:  # a run whose config.json is gone: never start another over its files
         raise DnasError(f"{str(workdir)!r} holds a run's files ({', '.join(found)}) but no config.json; put its config.json back "
                         "to resume it, or use a new --workdir")
     (workdir / "chunks").mkdir(parents=True, exist_ok=True)
     atomic_write(saved, text.encode())
+    return config
 
 
-def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: Callable[[str], None] = print, devices: int = 0) -> dict[str, Any]:
     """Runs (or resumes) ``config.runs`` searches; returns the summary (also ``summary.json``).
 
     Args:
       config: a config from :func:`multitrial_defaults` (checked here).
       workdir: the run directory; finished chunks found there are not run again.
       log: where progress lines go.
+      devices: devices that split each chunk's runs (0: all, of every process); the
+        results do not depend on it.
     Returns:
       ``{"runs", "test_acc_mean", "test_acc_std", "valid_acc_mean", "valid_acc_std",
       "evals_mean", "wall_s", ...}``: the report/valid metric of each run's chosen
@@ -152,43 +163,61 @@ def run_multitrial(config: ml_collections.ConfigDict, workdir: str | Path, log: 
     check_multitrial(config)
     workdir = Path(workdir)
     b = build(config, workdir)  # before touching the workdir: a bad table or name fails cleanly
-    _, lock = open_run(workdir, lambda: _prepare(workdir, config))
-    try:
-        return _run_built(b, config, workdir, log, t0)
-    finally:
-        lock.release()
+    if jax.process_count() > 1 and not b.estimator.pure:
+        raise DnasError(f"estimator {config.estimator!r} runs on the host, one architecture after another: a multi-trial run over it "
+                        "runs in one process (start it without dnas launch); table and other pure estimators split their runs over processes")
+    # Finished chunks stay whatever fails later: no clean-up of a new run's files.
+    return run_in_workdir(config, workdir, lambda c, w, lg, stop: _run_built(b, config, w, lg, t0, stop, devices), log=log,
+                          prepare=lambda w, c: _prepare(w, c), clean_early_failure=False, multiprocess=True)
 
 
-def _run_built(b: Built, config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], t0: float) -> dict[str, Any]:
+def _stop_if_signalled(stop: SignalFlag | None) -> None:
+    # Between chunks: every finished one is on disk (the command line's policy ends the
+    # process at once instead, which is as safe: each file is written whole or not at all).
+    if stop is not None and stop.signal is not None:
+        raise Interrupted(f"stopped by signal {stop.signal}; every finished chunk is saved")
+
+
+def _run_built(b: Built, config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], t0: float,
+               stop: SignalFlag | None = None, devices: int = 0) -> dict[str, Any]:
     # A host-side estimator (real training) runs its seeds one by one, each saved when done.
     chunk = min(config.runs_per_chunk, config.runs) if b.estimator.pure else 1
     base = jax.random.key(config.seed)
-    hists, stored, search_s, compiled, compile_s = [], [], 0.0, None, 0.0
-    for start in range(0, config.runs, chunk):
-        path = workdir / "chunks" / f"runs_{start:05d}.npz"
-        if not path.exists() and not b.estimator.pure:
+    starts = list(range(0, config.runs, chunk))
+    paths = [workdir / "chunks" / f"runs_{start:05d}.npz" for start in starts]
+    done = from_primary(np.array([p.exists() for p in paths], bool))  # process 0 reads the directory for all
+    writes = is_primary()
+    hists, stored, search_s, sharded, compile_s = [], [], 0.0, None, 0.0
+    for start, path, was_done in zip(starts, paths, done):
+        _stop_if_signalled(stop)
+        if not was_done and not b.estimator.pure:
             ts = time.perf_counter()
             h, m = run_host(b, config, workdir, start, log)
             secs = time.perf_counter() - ts
             _save_chunk(path, h, secs, m)
             (workdir / "chunks" / f"run_{start:05d}.partial.npz").unlink(missing_ok=True)
             log(f"runs {start + 1}/{config.runs}: {int(h.count[0])} architectures trained in {secs:.1f} s")
-        elif not path.exists():
-            # Every chunk runs the full padded width: one program, and a run's result
-            # never depends on which chunk it fell in.
-            keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, start + chunk))
-            if compiled is None:
-                log(f"compiling the {config.strategy} search ({chunk} runs per call, once)...")
+        elif not was_done:
+            if sharded is None:
+                sharded = _sharded_search(b, config, chunk, devices)
+                log(f"compiling the {config.strategy} search ({chunk} runs per call over {sharded.mesh.devices.size} device(s), once)...")
                 tc = time.perf_counter()
-                search, _ = make_search(b, float(config.budget_s), config.max_evals)
-                compiled = jax.jit(search).lower(keys).compile()
+                sharded.compile(_key_rows(base, start, sharded.width))
                 compile_s = time.perf_counter() - tc
                 log(f"compiled in {compile_s:.1f} s")
             ts = time.perf_counter()
-            h = jax.tree_util.tree_map(np.asarray, compiled(keys))
+            # Every chunk runs the full padded width (one program; a run's result never
+            # depends on the chunk it fell in), each device the same share of it.
+            h = History(*sharded(_key_rows(base, start, sharded.width)))
+            h = History(*(x[:chunk] for x in h))
             secs = time.perf_counter() - ts
-            _save_chunk(path, h, secs)
+            if writes:
+                _save_chunk(path, h, secs)
             log(f"runs {min(start + chunk, config.runs)}/{config.runs}: chunk {secs:.2f} s")
+            hists.append(h)
+            stored.append({})
+            search_s += secs
+            continue
         h, m, secs = _load_chunk(path)
         hists.append(h)
         stored.append(m)
@@ -199,11 +228,25 @@ def _run_built(b: Built, config: ml_collections.ConfigDict, workdir: Path, log: 
         metrics = {k: v.reshape(R, E) for k, v in metrics_of(b, h.archs.reshape(R * E, n)).items()}
     else:
         metrics = {k: np.concatenate([m[k] for m in stored])[: config.runs] for k in b.estimator.metrics}
-    summary = summarize(b, config, h, metrics, workdir)
+    summary = summarize(b, config, h, metrics, workdir, write=writes)
     # wall_s: this call (a resumed run counts only its own part); search_s: every chunk's run time.
     summary.update(wall_s=time.perf_counter() - t0, compile_s=compile_s, search_s=search_s)
-    atomic_write(workdir / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
+    if writes:
+        atomic_write(workdir / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
     return summary
+
+
+def _key_rows(base: jax.Array, start: int, width: int) -> np.ndarray:
+    """The key data of runs ``start .. start + width``: run ``r`` always has ``fold_in(base, r)``."""
+    return np.asarray(jax.random.key_data(jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, start + width))))
+
+
+def _sharded_search(b: Built, config: ml_collections.ConfigDict, chunk: int, devices: int = 0) -> RowSharded:
+    """The budgeted search over a pure estimator, a chunk's runs split over ``devices`` (0: all)."""
+    search, _ = make_search(b, float(config.budget_s), config.max_evals)
+    mesh = make_mesh(devices)
+    per_device = -(-chunk // mesh.devices.size)
+    return RowSharded(lambda key_data: tuple(search(jax.random.wrap_key_data(key_data))), mesh, per_device)
 
 
 def run_host(b: Built, config: ml_collections.ConfigDict, workdir: Path, r: int, log: Callable[[str], None] = print) -> tuple[History, dict[str, np.ndarray]]:

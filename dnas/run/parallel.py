@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dnas.core.errors import DnasError
+from dnas.core.sharding import global_put
 
 LAUNCH_ENV = ("DNAS_COORDINATOR_ADDRESS", "DNAS_NUM_PROCESSES", "DNAS_PROCESS_ID")
 """What ``dnas launch`` sets in each child: the coordinator (process 0's ``host:port``), the
@@ -73,6 +74,19 @@ def primary_agrees(ok: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(ok, np.int32)))
 
 
+def from_primary(value: np.ndarray) -> np.ndarray:
+    """Process 0's ``value`` on every process; ``value`` itself when alone.
+
+    Why: decisions read from the shared run directory (which chunks are done) must be the
+    same on every process, or they would run different programs and wait for each other
+    forever; process 0's reading is the one that counts.
+    """
+    value = np.asarray(value)
+    if jax.process_count() == 1:
+        return value
+    return np.asarray(multihost_utils.broadcast_one_to_all(value))
+
+
 def collectives_in_conditionals_ok() -> bool:
     """Whether a program may hold cross-device collectives inside ``lax.cond``/``switch``
     branches (the fused pass executor, :mod:`dnas.search.plans`, computes its gradients there).
@@ -108,23 +122,9 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
-    """Places ``tree`` replicated on the mesh.
-
-    With several processes each one holds the same values (built from the same seed) and
-    supplies its own devices' copies: ``device_put`` cannot target another process'
-    devices.
-    """
-    sharding = replicated(mesh)
-    if jax.process_count() == 1:
-        return jax.device_put(tree, sharding)
-
-    def put(x: Any) -> Any:
-        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
-        value = np.asarray(x)
-        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-    return jax.tree_util.tree_map(put, tree)
+    """Places ``tree`` replicated on the mesh, from full values every process holds alike
+    (built from the same seed): :func:`dnas.core.sharding.global_put` with no partition."""
+    return global_put(mesh, tree)
 
 
 def host_rows(n_global: int, process_index: int | None = None, process_count: int | None = None) -> slice:
@@ -152,9 +152,9 @@ def shard_batch(mesh: Mesh, tree: Any, *, global_batch: bool = False) -> Any:
     n = mesh.devices.size // jax.process_count()
 
     def put(x: np.ndarray) -> jax.Array:
-        x = np.asarray(x)
         if global_batch and jax.process_count() > 1:
-            x = x[host_rows(x.shape[0])]
+            x = x[host_rows(len(x))]  # before np.asarray: a folder's images decode only for this host's rows
+        x = np.asarray(x)
         if x.shape[0] % n:
             raise DnasError(f"batch of {x.shape[0]} does not split over {n} local devices; pick a batch_size divisible by {n}")
         return jax.make_array_from_process_local_data(sharding, x)

@@ -22,7 +22,7 @@ Run directory::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,20 @@ import optax
 from flax import nnx
 
 from dnas.core.checkpoint import Checkpointer, resume
+from dnas.estimate.supernet import read_run_config
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write_json
 from dnas.core.stats import hypervolume
 from dnas.estimate.nb201_table import table_path, table_row
-from dnas.data.datasets import Dataset, augment, batch_indices, get_dataset, normalize, search_split, steps_per_epoch
-from dnas.run.config import RUN_KINDS, RunKind, apply_smoke, check_common, kwargs_of
+from dnas.data.datasets import Dataset, StepIndices, augment, get_dataset, normalize, search_split, steps_per_epoch
+from dnas.data.pipeline import Stream, step_batches
+from dnas.run.config import RUN_KINDS, RunKind, apply_smoke, check_common, kwargs_of, pipeline_defaults
 from dnas.run.driver import SignalFlag, StepLoop, evaluate_split, run_in_workdir
 from dnas.run.metrics import MetricWriter
 from dnas.run.parallel import collectives_in_conditionals_ok, host_rows, is_primary, make_mesh, replicate, shard_batch
 from dnas.core.losses import cross_entropy
 from dnas.search.bilevel import HYPERGRADIENTS, SearchStep, darts_alpha_optimizer, darts_weight_optimizer, make_search_step
+from dnas.search.fewshot import first_alpha, fewshot_step, stack_state, sub
 from dnas.search.diagnostics import alpha_entropy, darts_es, param_free_ops, top_hessian_eigenvalue
 from dnas.search.latency import add_penalties, build_latency, check_latency, derive_alpha, derive_hardware, epoch_latency_metrics, latency_defaults
 from dnas.search.methods import apply_method, delayed, make_arch_penalty
@@ -53,6 +56,7 @@ from dnas.search.state import SearchState, alpha_dict, build_jitted, init_search
 from dnas.space import genotype as G
 from dnas.space.base import JointSpace, SearchSpace
 from dnas.space.base import build_space as _build_space
+from dnas.space.fewshot import FewShotSplit, make_split
 from dnas.space.genotype import NB201_OPS
 from dnas.space.spaces.nb201 import NB201Space
 from dnas.space.ops.layers import depthwise_impl
@@ -85,6 +89,7 @@ class SearchSetup:
     eval_step: Callable[..., tuple[jax.Array, jax.Array]]
     hessian_step: Callable[..., jax.Array] | None = None
     latency: Any = None  # dnas.search.latency.LatencySetup of config.latency (None: no table)
+    fewshot: FewShotSplit | None = None  # config.fewshot.split: the state holds K stacked sub-supernets
 
 
 def build_space(config: ml_collections.ConfigDict) -> SearchSpace:
@@ -95,7 +100,8 @@ def build_space(config: ml_collections.ConfigDict) -> SearchSpace:
 
 def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     """Data, supernet, optimizers, state and the jitted step for a search config."""
-    data = get_dataset(config.dataset, config.data_dir or None)
+    p = config.pipeline
+    data = get_dataset(config.dataset, config.data_dir or None, image_size=p.image_size, workers=p.workers)
     if config.max_train_examples:
         data = data.subset(n_train=config.max_train_examples)
     data = data.downsample(config.downsample)
@@ -136,10 +142,18 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         steps_per_epoch=spe,
         alpha_grad=config.alpha_grad,
         alpha_grad_kwargs=reinforce_kwargs,
+        fair=config.fair_sampling,
     )
+    split = make_split(space, list(config.fewshot.split)) if len(config.fewshot.split) else None
+    run_step: Callable[..., Any] = step
+    if split is not None:
+        start = _init_from(config.fewshot.init_from, state) if config.fewshot.init_from else {}
+        state = stack_state(state, split, **start)
+        run_step = fewshot_step(step, split.k)
     mesh = make_mesh(config.devices)
     state = replicate(mesh, state)
-    mean, std, do_aug = data.mean, data.std, config.augment
+    # Images decoded from files were cropped and flipped where they were decoded.
+    mean, std, do_aug = data.mean, data.std, config.augment and not data.augment_on_host
     pad = max(1, h // 8) if do_aug else 0
     aug = dict(pad=pad, flip=data.flip, fill=data.pad_fill)
 
@@ -149,9 +163,18 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         if do_aug:
             xw = augment(jax.random.fold_in(k, 0), xw, **aug)
             xa = augment(jax.random.fold_in(k, 1), xa, **aug)
-        return step(state, (xw, yw), (xa, ya))
+        return run_step(state, (xw, yw), (xa, ya))
 
     def eval_step(state, x, y, valid):
+        if split is not None:  # the mean over the sub-supernets
+            hits, losses = jax.lax.map(lambda i: one_eval(sub_state(state, i), x, y, valid), jnp.arange(split.k))
+            return jnp.mean(hits), jnp.mean(losses)
+        return one_eval(state, x, y, valid)
+
+    def sub_state(state, i):
+        return state.replace(alpha=sub(state.alpha, i), weights=sub(state.weights, i), stats=sub(state.stats, i))
+
+    def one_eval(state, x, y, valid):
         # The supernet as the α pass sees it (training-mode BatchNorm on batch statistics,
         # as DARTS' search-time BN; running statistics are left untouched).
         logits_by_label = dict(nnx.to_pure_dict(state.alpha)["alpha"])
@@ -181,22 +204,40 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     jitted = jax.jit(train_step, donate_argnums=(0,), compiler_options=step_compiler_options())
     eval_jit = jax.jit(eval_step, compiler_options=step_compiler_options())
     hess_jit = jax.jit(hessian_step) if config.hessian_iters else None
-    return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh, eval_jit, hess_jit, latency=latency)
+    return SearchSetup(config, data, w_idx, a_idx, space, graphdef, state, step, jitted, spe, total, data_key, mesh, eval_jit, hess_jit,
+                       latency=latency, fewshot=split)
+
+
+def _init_from(run_dir: str, state: SearchState) -> dict[str, Any]:
+    """The weights and BatchNorm statistics of the one-shot supernet trained in ``run_dir``
+    (newest checkpoint), in the structure of ``state``'s: the few-shot supernets start from
+    them (Zhao et al. 2021, Sec. 3: "transfer learning" from the trained one-shot supernet)."""
+    read_run_config(run_dir, what="a dnas search (one-shot supernet)")
+    ck = Checkpointer(Path(run_dir) / "checkpoints")
+    try:
+        step = ck.latest_step()
+        if step is None:
+            raise DnasError(f"fewshot.init_from {run_dir!r} has no checkpoint yet; train the one-shot supernet there first")
+        got = ck.restore_fields(step, {"weights": state.weights, "stats": state.stats})
+    finally:
+        ck.close()
+    return {"weights": jax.tree_util.tree_map(jnp.asarray, got["weights"]), "stats": jax.tree_util.tree_map(jnp.asarray, got["stats"])}
 
 
 
 
-def _batches(setup: SearchSetup, step: int) -> tuple[np.ndarray, ...]:
-    """This process' rows of step ``step``'s global (train, val) batches: the global
+def search_batches(setup: SearchSetup, start: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """This process' rows of the global ``(x_w, y_w, x_α, y_α)`` batches of steps ``start ..
+    total - 1`` (``config.pipeline``, :func:`dnas.data.pipeline.step_batches`): the global
     indices are a pure function of ``(key, step)``, the same on every process, and each
-    gathers only its own rows (:func:`host_rows`)."""
-    bs = setup.config.batch_size
+    reads only its own rows (:func:`host_rows`)."""
+    c, d = setup.config, setup.data
+    bs = c.batch_size
     kw, ka = jax.random.fold_in(setup.data_key, 10_000_001), jax.random.fold_in(setup.data_key, 10_000_002)
-    rows = host_rows(bs)
-    iw = setup.w_idx[batch_indices(kw, len(setup.w_idx), bs, step)][rows]
-    ia = setup.a_idx[batch_indices(ka, len(setup.a_idx), bs, step)][rows]
-    d = setup.data
-    return d.train_x[iw], d.train_y[iw], d.train_x[ia], d.train_y[ia]
+    streams = [Stream(d.train_x, d.train_y, StepIndices(kw, len(setup.w_idx), bs), setup.w_idx),
+               Stream(d.train_x, d.train_y, StepIndices(ka, len(setup.a_idx), bs), setup.a_idx)]
+    p = c.pipeline
+    return step_batches(streams, host_rows(bs), start, setup.total_steps, loader=p.loader, seed=c.seed, workers=p.workers, prefetch=p.prefetch)
 
 
 
@@ -221,8 +262,9 @@ def search_defaults() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.kind = "search"
     c.imports = []  # Python files imported first (registrations); load_config adds the config file
-    c.dataset = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | synthetic
+    c.dataset = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | synthetic | folder (ImageNet layout at data_dir)
     c.data_dir = ""
+    c.pipeline = pipeline_defaults()  # how batches are read: loader memory | grain, workers, prefetch, folder image_size
     c.max_train_examples = 0  # 0 = all; >0 = a data-subset proxy
     c.downsample = 1  # >1: images average-pooled by this factor (a lower-resolution proxy)
     c.space = "darts"  # a registered space (dnas list spaces)
@@ -263,6 +305,11 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 200
     c.keep_checkpoints = 2
     c.tensorboard = False  # also write TensorBoard event files to <workdir>/tensorboard (pip install tensorboardX)
+    c.fair_sampling = False  # FairNAS (with update_alpha=False): every candidate of every label trained once per step
+    # Few-shot supernets (Zhao et al. 2021): split by the candidates of these labels into
+    # K = prod(candidates) sub-supernets, started from the one-shot run in init_from ("": fresh)
+    c.fewshot = ml_collections.ConfigDict({"split": [], "init_from": ""})
+    c.eval_bn = "running"  # BatchNorm mode dnas eval uses by default: running | batch | recalibrate:K
     c.latency = latency_defaults()  # the latency term (dnas.search.latency): off while latency.table is ""
     # What summary.json reports on the derived architecture (written when the run ends, for a
     # joint network + hardware space or when objectives are named): its cost-model metrics,
@@ -328,6 +375,38 @@ def check_search(c: ml_collections.ConfigDict) -> None:
         raise DnasError(f"config.early_stop must be True or False, got {c.early_stop!r}")
     if c.early_stop and int(c.hessian_iters) <= 0:
         raise DnasError("config.early_stop (DARTS-ES) reads the Hessian eigenvalue: set config.hessian_iters > 0 (e.g. 20)")
+    _check_oneshot_options(c, space)
+
+
+def _check_oneshot_options(c: ml_collections.ConfigDict, space: SearchSpace) -> None:
+    if not isinstance(c.fair_sampling, bool):
+        raise DnasError(f"config.fair_sampling must be True or False, got {c.fair_sampling!r}")
+    if c.fair_sampling and c.update_alpha:
+        raise DnasError("config.fair_sampling (FairNAS) trains the supernet's weights only: set config.update_alpha=False")
+    parse_eval_bn(c.eval_bn)
+    if len(c.fewshot.split):
+        make_split(space, list(c.fewshot.split))
+        if c.update_alpha:
+            raise DnasError("config.fewshot splits a one-shot supernet trained by sampled paths: set config.update_alpha=False (e.g. method spos)")
+        if c.hessian_iters or c.early_stop or c.latency.table:
+            raise DnasError("config.fewshot runs no Hessian diagnostics, DARTS-ES or latency term; set hessian_iters=0, early_stop=False, latency.table=''")
+    elif c.fewshot.init_from:
+        raise DnasError("config.fewshot.init_from starts few-shot sub-supernets: name the labels to split by in config.fewshot.split")
+
+
+def parse_eval_bn(value: str) -> tuple[str, int]:
+    """``config.eval_bn`` as ``(mode, recalibration batches)``: ``running``, ``batch`` or
+    ``recalibrate:K`` (K >= 1).
+
+    Raises:
+      DnasError: any other value.
+    """
+    v = str(value)
+    if v in ("running", "batch"):
+        return v, 0
+    if v.startswith("recalibrate:") and v.split(":", 1)[1].isdigit() and int(v.split(":", 1)[1]) >= 1:
+        return "recalibrate", int(v.split(":", 1)[1])
+    raise DnasError(f"config.eval_bn must be 'running', 'batch' or 'recalibrate:K' (K >= 1), got {value!r}")
 
 
 def _check_summary(c: ml_collections.ConfigDict, space: SearchSpace) -> None:
@@ -482,9 +561,10 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
                     loss_keys=("train_loss", "val_loss"), hint="lower the learning rates or check the data")
     d = setup.data
     choice_labels = set(setup.space.labels)
+    batches = search_batches(setup, int(state.step))
     try:
         for step in loop.steps(int(state.step)):
-            batch = shard_batch(setup.mesh, _batches(setup, step))
+            batch = shard_batch(setup.mesh, next(batches))
             state, tick = loop.step(setup.train_step, state, batch, "the search step")
             done, m = tick.done, tick.metrics
             if tick.logging:
@@ -495,6 +575,7 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
             if tick.epoch_end:
                 epoch = tick.epoch
                 a = alpha_dict(jax.device_get(state.alpha))
+                a = first_alpha(a) if setup.fewshot else a
                 geno = setup.space.derive(derive_alpha(setup.latency, a))
                 _save_genotype(geno, workdir)
                 soft = lambda v: np.asarray(jax.nn.softmax(jnp.asarray(v))).tolist()  # noqa: E731
@@ -529,10 +610,12 @@ def _search(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str
                     return geno
             loop.end_step(tick, state)
     finally:
+        batches.close()  # grain's reading threads
         loop.close()
         metrics.close()
         alphas.close()
     final_alpha = alpha_dict(jax.device_get(state.alpha))
+    final_alpha = first_alpha(final_alpha) if setup.fewshot else final_alpha
     geno = setup.space.derive(derive_alpha(setup.latency, final_alpha))
     _save_genotype(geno, workdir)
     if is_primary():  # process 0 alone writes the run's files

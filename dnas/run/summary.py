@@ -20,8 +20,12 @@ from dnas.search.multitrial import Built, History
 from dnas.space.base import JointSpace
 
 
-def summarize(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> dict[str, Any]:
-    """Summary of the runs; ``M[name]`` is every evaluation's metric, ``[R, E]``."""
+def summarize(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path, write: bool = True) -> dict[str, Any]:
+    """Summary of the runs; ``M[name]`` is every evaluation's metric, ``[R, E]``.
+
+    ``write``: also write ``metrics.jsonl`` (and ``pareto.json``/``pareto.png``) into
+    ``workdir``; False for every process of a multi-process run but the first.
+    """
     R = h.archs.shape[0]
     first = h.fitness[..., 0] if b.m else h.fitness
     score = np.where(np.arange(h.archs.shape[1])[None] < h.count[:, None], first, -np.inf)
@@ -44,9 +48,10 @@ def summarize(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[s
         "most_chosen": top,
         "most_chosen_runs": int(n_top),
     }
-    _write_jsonl(b, config, h, M, workdir)
+    if write:
+        _write_jsonl(b, config, h, M, workdir)
     if b.m:
-        pts = _write_pareto(b, config, h, M, workdir)
+        pts = _write_pareto(b, config, h, M, workdir, write)
         hv, ref, ideal = hypervolumes(config, h)
         summary.update({"pareto_size": len(pts), "hypervolume": float(hv.mean()), "hypervolume_mean": float(hv.mean()),
                         "hypervolume_std": float(hv.std()), "hypervolume_runs": hv.tolist(), "hv_reference": ref, "hv_ideal": ideal,
@@ -100,7 +105,7 @@ def hypervolumes(config: ml_collections.ConfigDict, h: History) -> tuple[np.ndar
     return np.array([hypervolume(h.fitness[r][seen[r]], ref, ideal) for r in range(R)]), ref, ideal
 
 
-def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path) -> list[dict[str, Any]]:
+def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[str, np.ndarray], workdir: Path, write: bool = True) -> list[dict[str, Any]]:
     """The front of run 0's evaluated architectures -> ``pareto.json`` and ``pareto.png``;
     returns the front as ``[{arch, hardware (joint spaces), accuracy, <objective metrics>,
     objectives}]``, best first objective first."""
@@ -125,6 +130,8 @@ def _write_pareto(b: Built, config: ml_collections.ConfigDict, h: History, M: di
         pt.update({k.lstrip("-"): float(metrics[k.lstrip("-")][i]) for k in names if k.lstrip("-") in metrics})
         pt["objectives"] = o.tolist()
         pts.append(pt)
+    if not write:
+        return pts
     atomic_write(workdir / "pareto.json", (json.dumps({"objective_kwargs": config.objective_kwargs.to_dict(), "front": pts}, indent=1) + "\n").encode())
     _plot_front(config, objs, front, order, pts, names, n, joint, workdir)
     return pts

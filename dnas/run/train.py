@@ -25,15 +25,16 @@ from flax import nnx, struct
 from dnas.core.checkpoint import Checkpointer, resume
 from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write_json
-from dnas.data.datasets import DATASET_SHAPES, input_shape, augment, batch_indices, get_dataset, normalize, steps_per_epoch
+from dnas.data.datasets import DATASET_SHAPES, StepIndices, input_shape, augment, get_dataset, normalize, steps_per_epoch
+from dnas.data.pipeline import Stream, step_batches
 from dnas.estimate.inherit import check_init_from, inherit
 from dnas.estimate.supernet import load_supernet
 from dnas.hardware.counts import count_params, model_macs
-from dnas.run.config import RUN_KINDS, RunKind, check_common
+from dnas.run.config import RUN_KINDS, RunKind, check_common, pipeline_defaults
 from dnas.core.imports import import_files
 from dnas.run.driver import SignalFlag, StepLoop, evaluate_split, run_in_workdir
 from dnas.run.metrics import MetricWriter
-from dnas.run.parallel import make_mesh, replicate, shard_batch
+from dnas.run.parallel import host_rows, make_mesh, replicate, shard_batch
 from dnas.core.losses import cross_entropy
 from dnas.search.bilevel import darts_weight_optimizer
 from dnas.search.state import build_jitted, step_compiler_options
@@ -59,8 +60,9 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.kind = "train"
     c.imports = []
     c.genotype = "DARTS_V2"
-    c.dataset = "cifar10"
+    c.dataset = "cifar10"  # digits | mnist | fashion_mnist | cifar10 | synthetic | folder (ImageNet layout at data_dir)
     c.data_dir = ""
+    c.pipeline = pipeline_defaults()  # how batches are read: loader memory | grain, workers, prefetch, folder image_size
     c.max_train_examples = 0
     c.max_test_examples = 0
     c.downsample = 1  # >1: images average-pooled by this factor (a lower-resolution proxy)
@@ -135,7 +137,8 @@ def _has_checkpoint(workdir: Path) -> bool:
 def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str], None], stop: SignalFlag) -> dict[str, float]:
     import_files(config.imports)
     geno = G.get(config.genotype)
-    data = get_dataset(config.dataset, config.data_dir or None)
+    p = config.pipeline
+    data = get_dataset(config.dataset, config.data_dir or None, image_size=p.image_size, workers=p.workers)
     data = data.subset(config.max_train_examples or None, config.max_test_examples or None).downsample(config.downsample)
     train_x, train_y, val_x, val_y = _holdout(data.train_x, data.train_y, config.valid_examples, config.seed)
     h, w, c = data.image_shape
@@ -173,7 +176,9 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str]
 
     def train_step(state: TrainState, x, y):
         key = jax.random.fold_in(state.rng, state.step)
-        x = augment(jax.random.fold_in(key, 0), normalize(x, mean, std), **aug)
+        x = normalize(x, mean, std)
+        if not data.augment_on_host:  # images decoded from files were cropped and flipped there
+            x = augment(jax.random.fold_in(key, 0), x, **aug)
         epoch = state.step // spe
         drop = config.drop_path_prob * epoch / epochs
 
@@ -205,10 +210,12 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str]
     metrics = MetricWriter(workdir / "metrics.jsonl", tensorboard_dir=workdir / "tensorboard" if config.tensorboard else None)
     state = resume(ckpt, state, (metrics,), log)
     loop = StepLoop(workdir, "train", ckpt, stop, total, spe, config, hint="lower config.lr")
+    stream = Stream(train_x, train_y, StepIndices(data_key, len(train_y), config.batch_size))
+    batches = step_batches([stream], host_rows(config.batch_size), int(state.step), total, loader=p.loader, seed=config.seed,
+                           workers=p.workers, prefetch=p.prefetch)
     try:
         for step in loop.steps(int(state.step)):
-            idx = batch_indices(data_key, len(train_y), config.batch_size, step)
-            batch = shard_batch(mesh, (train_x[idx], train_y[idx]), global_batch=True)
+            batch = shard_batch(mesh, next(batches))
             state, tick = loop.step(train_jit, state, batch, "the training step")
             done, m = tick.done, tick.metrics
             if tick.logging:
@@ -228,6 +235,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str]
                 loop.say(done, f"epoch {tick.epoch}: {shown}test_acc {ev['acc']:.3f} test_loss {ev['loss']:.3f}", line=True)
             loop.end_step(tick, state)
     finally:
+        batches.close()  # grain's reading threads
         loop.close()
     ev = evaluate_split(eval_jit, state, mesh, data.test_x, data.test_y, 256)
     result: dict[str, Any] = {"test_acc": ev["acc"], "test_loss": ev["loss"], "test_examples": len(data.test_y), "steps": total,

@@ -49,7 +49,7 @@ from dnas.space.relax import Relaxation, relax_all, softmax
 from dnas.search.state import SearchState, step_compiler_options
 from dnas.core.types import ArchWeights, Batch, Metrics
 
-HYPERGRADIENTS = tuple(n for n in PLANS.names() if n not in ("first_order", "weights_only", "reinforce"))
+HYPERGRADIENTS = tuple(n for n in PLANS.names() if n not in ("first_order", "weights_only", "fair_weights", "reinforce"))
 """How ``order=2`` gets its second-order term (see the module docstring and :mod:`dnas.search.plans`)."""
 
 ArchPenalty = Callable[[Mapping[str, jax.Array], Mapping[str, ArchWeights], jax.Array], jax.Array]
@@ -110,6 +110,7 @@ def make_search_step(
     steps_per_epoch: int = 1,
     alpha_grad: str = "relaxation",
     alpha_grad_kwargs: Mapping[str, Any] | None = None,
+    fair: bool = False,
 ) -> "SearchStep":
     """Builds the pure bi-level step ``step(state, train_batch, val_batch) -> (state, metrics)``.
 
@@ -140,6 +141,9 @@ def make_search_step(
         ``relax="policy"`` and an α optimizer wrapped by
         :func:`dnas.search.plans.with_reward_baseline`).
       alpha_grad_kwargs: ``reinforce``'s ``entropy_weight`` (1e-4) and ``baseline_decay`` (0.99).
+      fair: with ``update_alpha=False``, FairNAS' strictly fair sampling
+        (:func:`dnas.search.plans.fair_weights`): every candidate of every label trained
+        once per step, ``M`` paths with gradients summed before one update.
 
     Returns:
       A :class:`SearchStep` (call it, or ``.jit()`` it). Metrics: ``train_loss``, ``train_acc``, ``val_loss``,
@@ -152,12 +156,14 @@ def make_search_step(
     relax = relax or softmax()
     spe = max(int(steps_per_epoch), 1)
 
-    def objective(weights, alpha, stats, batch, key, step, penalty_on):
+    def objective(weights, alpha, stats, batch, key, step, penalty_on, arch=None):
         # The loss of one pass, plus arch_penalty where penalty_on (the α objective): a
-        # Python bool in the sequential executor, a traced one in the fused loop.
+        # Python bool in the sequential executor, a traced one in the fused loop. A plan
+        # that chooses the path itself (FairNAS' fair_weights) passes ``arch``.
         x, y = batch
         logits_by_label = dict(nnx.to_pure_dict(alpha)["alpha"])
-        arch = relax_all(relax, key, logits_by_label, step // spe)
+        if arch is None:
+            arch = relax_all(relax, key, logits_by_label, step // spe)
         # copy=True: fresh Variables at this trace level, so BatchNorm may update them
         # inside jax.grad (reused Variables would belong to the outer jit trace).
         model = nnx.merge(graphdef, alpha, weights, stats, copy=True)
@@ -198,7 +204,9 @@ def make_search_step(
     if alpha_grad == "reinforce" and order != 1:
         raise DnasError("alpha_grad='reinforce' (ENAS) is a first-order policy gradient; set order=1")
     maths = StepMaths(objective, apply_alpha, apply_weights, update_map, grads, relax, spe, dict(alpha_grad_kwargs or {}))
-    name = "weights_only" if not update_alpha else ("reinforce" if alpha_grad == "reinforce" else "first_order") if order == 1 else hypergradient
+    if fair and update_alpha:
+        raise DnasError("fair sampling (FairNAS) trains the supernet's weights only; set update_alpha=False")
+    name = ("fair_weights" if fair else "weights_only") if not update_alpha else ("reinforce" if alpha_grad == "reinforce" else "first_order") if order == 1 else hypergradient
     plan = PLANS[name](maths)
 
     def execute(plan: Plan, state: SearchState, train_batch: Batch, val_batch: Batch | None, fuse: bool) -> tuple[SearchState, Metrics]:

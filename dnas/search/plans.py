@@ -12,6 +12,8 @@ stores something for a later pass. A :class:`Plan` is the list of passes of one 
   ``w ± εv``, weight pass;
 - ``exact`` (second order by reverse-over-reverse autodiff): one custom α pass, weight pass;
 - ``weights_only`` (SPOS / RSPS supernet training): the weight pass alone;
+- ``fair_weights`` (FairNAS): ``M`` paths that together train every candidate of every
+  label once, gradients summed, one weight update;
 - ``reinforce`` (ENAS): a policy-gradient α pass rewarded by the val accuracy of the path
   the policy samples, then the weight pass on another sampled path.
 
@@ -36,8 +38,8 @@ from dnas.core.errors import DnasError
 from dnas.space.ops.layers import GradGates, grad_gates
 from dnas.core.registry import Registry
 from dnas.search.state import SearchState
-from dnas.core.types import Batch, PRNGKey
-from dnas.space.relax import relax_all
+from dnas.core.types import Batch, PRNGKey, Sampled
+from dnas.space.relax import allowed, relax_all
 from dnas.search.state import alpha_dict
 
 Carry = tuple[SearchState, dict[str, Any]]
@@ -149,6 +151,58 @@ def first_order(m: StepMaths) -> Plan:
 def weights_only(m: StepMaths) -> Plan:
     """Supernet training by sampled paths (SPOS, RSPS): the weight step alone."""
     return Plan((_weights_pass(m),), val_pass=None, train_pass=0)
+
+
+def fair_paths(key: PRNGKey, logits_by_label: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """FairNAS' paths of one step: ``{label: int32[M]}``, ``M`` the most candidates of any
+    label; path ``i`` takes candidate ``order[i % A]`` of each label, ``order`` a uniformly
+    random permutation of the label's ``A`` allowed candidates.
+
+    A candidate is allowed where its logit is not :data:`~dnas.space.relax.MASKED` (a few-shot sub-supernet's split
+    label allows one; :mod:`dnas.space.fewshot`), so with every candidate allowed and equal
+    counts (NB201: 5 per edge) each candidate of each label is on exactly one path (Chu et
+    al., "FairNAS", ICCV 2021, Sec. 3.2: "strict fairness").
+    """
+    m = max(int(v.shape[-1]) for v in logits_by_label.values())
+    out = {}
+    for j, (label, lg) in enumerate(sorted(logits_by_label.items())):
+        ok = allowed(lg)
+        u = jax.random.uniform(jax.random.fold_in(key, j), lg.shape)
+        order = jnp.argsort(jnp.where(ok, u, 2.0)).astype(jnp.int32)  # allowed candidates first, shuffled
+        out[label] = order[jnp.arange(m) % jnp.maximum(jnp.sum(ok), 1)]
+    return out
+
+
+@PLANS.decorator("fair_weights", lambda f: f)
+def fair_weights(m: StepMaths) -> Plan:
+    """Strictly fair supernet training (Chu, Zhang & Xu, "FairNAS: Rethinking Evaluation
+    Fairness of Weight Sharing Neural Architecture Search", ICCV 2021, Alg. 1): the ``M``
+    paths of :func:`fair_paths` run one after the other on the same train batch, their
+    weight gradients summed (FairNAS calls ``loss.backward()`` per path and
+    ``optimizer.step()`` once, xiaomi-automl/FairNAS), BatchNorm statistics following each
+    forward in turn; then one weight update. The reported loss and accuracy are the mean
+    over the ``M`` paths.
+    """
+
+    def compute(state, batches, keys):
+        paths = fair_paths(keys["weight"], alpha_dict(state.alpha))
+        n = next(iter(paths.values())).shape[0]
+        sizes = {label: lg.shape[-1] for label, lg in alpha_dict(state.alpha).items()}
+
+        def one(carry, i):
+            g_sum, stats = carry
+            arch = {l: Sampled(p[i][None], jax.nn.one_hot(p[i], sizes[l], dtype=jnp.float32)) for l, p in paths.items()}
+            w_g, _, (stats, logits, loss, _) = m.grads(m.objective, state.weights, state.alpha, stats, batches["train"], keys["weight"],
+                                                       state.step, False, arch)
+            g_sum = jax.tree_util.tree_map(jnp.add, g_sum, w_g)
+            return (g_sum, stats), (loss, _accuracy(logits, batches["train"][1]))
+
+        zero = jax.tree_util.tree_map(jnp.zeros_like, state.weights)
+        (g_sum, stats), (loss, acc) = jax.lax.scan(one, (zero, state.stats), jnp.arange(n))
+        return PassResult(g_sum, None, stats, jnp.mean(loss), jnp.mean(acc), jnp.zeros((), loss.dtype))
+
+    weights = Pass("weights", "train", "weight", True, False, False, lambda c, r: (m.apply_weights(c[0], r.w_grads, r.stats), c[1]), compute=compute)
+    return Plan((weights,), val_pass=None, train_pass=0)
 
 
 class BaselineState(NamedTuple):

@@ -78,6 +78,15 @@ from dnas.core.registry import Registry
 from dnas.core.types import ArchWeights, PRNGKey, Sampled
 
 Relaxation = Callable[[PRNGKey, jax.Array, jax.Array], ArchWeights]
+
+MASKED = -1e30
+"""The logit of a candidate a sampling relaxation must never draw (a few-shot sub-supernet's
+split labels, :mod:`dnas.space.fewshot`). Finite, so the run's finiteness checks still hold."""
+
+
+def allowed(logits: jax.Array) -> jax.Array:
+    """``bool[k]``: the candidates not masked by :data:`MASKED`."""
+    return logits > MASKED / 2
 Schedule = float | Callable[[jax.Array], jax.Array]
 Distribution = Callable[[jax.Array, jax.Array], jax.Array]
 """``(logits f32[k], epoch int32[]) -> f32[k]``: the probability a relaxation gives each
@@ -299,14 +308,27 @@ def binary_gate(paths: int = 1) -> Relaxation:
 
 @register_relaxation("uniform")
 def uniform() -> Relaxation:
-    """SPOS / RSPS single path: one candidate drawn uniformly per label; α gets no gradient."""
+    """SPOS / RSPS single path: one candidate drawn uniformly per label; α gets no gradient.
+
+    Candidates whose logit is :data:`MASKED` are never drawn (a few-shot sub-supernet fixes its
+    split labels so, :mod:`dnas.space.fewshot`); with none masked the draw is the plain
+    ``randint`` over all ``k``, so runs without masks are unchanged.
+    """
 
     def relax(key, logits, epoch):
         k = logits.shape[-1]
-        index = jax.random.randint(key, (1,), 0, k, dtype=jnp.int32)
+        ok = allowed(logits)
+        n = jnp.sum(ok).astype(jnp.int32)
+        r = jax.random.randint(key, (1,), 0, n, dtype=jnp.int32)
+        # the r-th allowed candidate (r itself when every candidate is allowed)
+        index = jnp.argmax(jnp.cumsum(ok.astype(jnp.int32)) > r[0]).astype(jnp.int32)[None]
         return Sampled(index, jax.lax.stop_gradient(jax.nn.one_hot(index[0], k, dtype=logits.dtype)))
 
-    return Relax(relax, lambda logits, epoch: jnp.full(logits.shape, 1.0 / logits.shape[-1], logits.dtype))
+    def probs(logits, epoch):
+        ok = allowed(logits).astype(logits.dtype)
+        return ok / jnp.sum(ok, axis=-1, keepdims=True)
+
+    return Relax(relax, probs)
 
 
 @register_relaxation("policy")

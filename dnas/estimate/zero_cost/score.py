@@ -4,7 +4,9 @@ The supernet runs in index mode (``space.to_inputs(vec)``: one ``int32[]`` per l
 ``lax.switch`` in every :class:`~dnas.space.mixed.MixedOp`), so the architecture is an array
 argument and every architecture shares one compiled program; architectures go through
 a Python loop over that one jitted function (never ``vmap``: under ``vmap`` a switch
-runs every branch).
+runs every branch), each call scoring ``rows_per_device`` architectures on every device
+of a mesh (:class:`dnas.core.sharding.RowSharded`, ``lax.map`` on each device; processes
+included), so the scores are the same on 1 device, N devices and N processes.
 
 How each architecture's weights are drawn: inside the jitted function the supernet is
 *built again* from a per-architecture key (``space.supernet(..., rngs=nnx.Rngs(key))``
@@ -35,8 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from dnas.core.errors import DnasError
+from dnas.core.sharding import RowSharded
 from dnas.core.types import Batch, PRNGKey
 from dnas.estimate.zero_cost.probes import NEEDS_PROBES, Codes, Gate, attach_probes, code_kernel, linear_mode, stacked_axes, uncovered
 from dnas.estimate.zero_cost.proxies import PROXIES, ProxyNet
@@ -199,6 +203,8 @@ class ZeroCostScorer:
         (as many compilations as proxies, still independent of the number of
         architectures). On CPU the per-proxy programs also score faster in total
         (``benchmarks/RESULTS.md``); the fused one is the single compilation.
+      mesh: a 1-D mesh whose devices split the architectures (None: the default device).
+      rows_per_device: architectures each device scores per call (one after another).
 
     Example:
       >>> scorer = ZeroCostScorer(NB201Space(layers=1), ("synflow", "naswot"), C=8,
@@ -208,7 +214,8 @@ class ZeroCostScorer:
       1
     """
     def __init__(
-        self, space: SearchSpace, proxies: Sequence[str], *, C: int, num_classes: int, in_channels: int, batch_shape: tuple[int, ...], fused: bool = True
+        self, space: SearchSpace, proxies: Sequence[str], *, C: int, num_classes: int, in_channels: int, batch_shape: tuple[int, ...], fused: bool = True,
+        mesh: Mesh | None = None, rows_per_device: int = 1,
     ):
         if len(batch_shape) != 4:
             raise DnasError(f"batch_shape must be (B, H, W, C), got {batch_shape}")
@@ -234,7 +241,8 @@ class ZeroCostScorer:
         self.tables = cost_tables(space, C=C, num_classes=num_classes, in_channels=in_channels, hw=tuple(batch_shape[1:3])) if need_cost else zeros
         self.compiles = 0
         groups = [self.names] if fused else [(n,) for n in self.names]
-        self._fns = [jax.jit(lambda v, x, y, k, g=g: self._score_one(v, x, y, k, g)) for g in groups]
+        self._fns = [RowSharded(lambda vecs, shared, g=g: jax.lax.map(lambda v: self._score_one(v, *shared, g), vecs), mesh, rows_per_device)
+                     for g in groups]
 
     def _score_one(self, vec: jax.Array, x: jax.Array, y: jax.Array, key: PRNGKey, names: tuple[str, ...] | None = None) -> dict[str, jax.Array]:
         self.compiles += 1  # runs only when JAX traces, i.e. once per compilation
@@ -261,25 +269,18 @@ class ZeroCostScorer:
             return fn(jnp.asarray(vec, jnp.int32), key)
 
     def score(self, archs: np.ndarray | jax.Array, batch: Batch, key: PRNGKey) -> dict[str, np.ndarray]:
-        """Scores ``archs int32[P, n]`` on ``batch``: ``{proxy: f64[P]}`` (one call per
-        architecture of the same compiled function, float64 enabled for synflow)."""
+        """Scores ``archs int32[P, n]`` on ``batch``: ``{proxy: f64[P]}`` (calls of the same
+        compiled function, ``rows_per_device`` architectures per device each, float64
+        enabled for synflow)."""
         archs = np.asarray(archs, np.int32)
         if archs.ndim != 2 or archs.shape[1] != len(self.space):
             raise DnasError(f"archs must be int32[P, {len(self.space)}], got shape {archs.shape}")
         x, y = batch
         if tuple(x.shape) != self.batch_shape:
             raise DnasError(f"batch images have shape {tuple(x.shape)}; this scorer was built for {self.batch_shape}")
-        out = {n: np.zeros(len(archs)) for n in self.names}
+        out: dict[str, np.ndarray] = {}
         with jax.enable_x64(True):
-            x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+            shared = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32), key)
             for fn in self._fns:
-                pending = []
-                for i, vec in enumerate(archs):
-                    pending.append(fn(jnp.asarray(vec, jnp.int32), x, y, key))
-                    if len(pending) == 8 or i == len(archs) - 1:  # keep a few in flight, then fetch
-                        base = i + 1 - len(pending)
-                        for j, r in enumerate(jax.device_get(pending)):
-                            for n, v in r.items():
-                                out[n][base + j] = float(v)
-                        pending = []
-        return out
+                out.update(fn(archs, fn.put_shared(shared)))
+        return {n: np.asarray(out[n], np.float64) for n in self.names}

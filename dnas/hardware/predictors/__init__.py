@@ -16,6 +16,7 @@ depend on nothing above ``space`` (encodings of its vectors), so accuracy predic
 from dnas.hardware.predictors.graphs import Encoded, encode, flops_params, nb201_graph, sequence_graph
 from dnas.hardware.predictors.models import MODELS, GCNPredictor, MLPEnsemble, Model, RidgePredictor
 from dnas.hardware.predictors.transfer import TransferPredictor
+from dnas.hardware.predictors.export import ExportedPredictor, basis
 
-__all__ = ["Encoded", "GCNPredictor", "MLPEnsemble", "MODELS", "Model", "RidgePredictor", "TransferPredictor", "encode", "flops_params",
+__all__ = ["Encoded", "ExportedPredictor", "GCNPredictor", "MLPEnsemble", "MODELS", "Model", "RidgePredictor", "TransferPredictor", "basis", "encode", "flops_params",
            "nb201_graph", "sequence_graph"]

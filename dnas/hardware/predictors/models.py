@@ -19,6 +19,8 @@ other devices' latencies under ``extra["sources"]``).
   (:mod:`dnas.hardware.predictor`, the earlier latency predictor).
 - ``xgboost``: gradient-boosted trees (NASLib's strongest tabular baseline, White et al.,
   "How powerful are performance predictors", NeurIPS 2021).
+- ``ridge_ensemble``: few-shot transfer, the geometric mean of ``ridge`` with sources and
+  a log-space ridge on the log source latencies alone (:class:`RidgeEnsemble`).
 - ``flops`` / ``params``: one count alone, scaled by least squares (the zero-training baseline).
 
 ``ridge``, ``mlp`` and ``xgboost`` append the standardised ``sources`` (other devices'
@@ -197,6 +199,58 @@ class TreesPredictor:
 
 
 MODELS.add("xgboost", TreesPredictor)
+
+
+# ----- few-shot ridge ensemble ---------------------------------------------------------
+class RidgeEnsemble:
+    """Few-shot transfer by two ridge models averaged in log space (a geometric mean):
+
+    - ``ridge``: :class:`RidgePredictor` on one-hot + count + the standardised source
+      latencies (one penalty per group by leave-one-out);
+    - ``log sources``: the log target as a ridge mix of the standardised *log* source
+      latencies alone (latencies of one cell on two devices compose multiplicatively).
+
+    Why both: with 10 samples, leave-one-out sometimes hands the first model's weight to
+    the op features, which is right on additive devices (GPU, FPGA, ASIC: 0.997-1.000) and
+    wrong where latency is not additive or is rounded to whole milliseconds (pixel2); the
+    second has no op features to pick. The leave-one-device-out table in
+    benchmarks/LATENCY.md shows the average steadier than either (it was also chosen
+    there, with pixel2 in view: see its caveat).
+
+    Needs ``extra["sources"]`` (positive) and positive targets.
+    """
+
+    def __init__(self, grid: tuple[float, ...] = DEFAULT_GRID):
+        self.grid = grid
+        self.ridge = self.log_model = self.log_ref = None
+
+    def _log_sources(self, x: Encoded) -> np.ndarray:
+        s = _sources(x)
+        if s is None or np.any(s <= 0):
+            raise DnasError("the ridge_ensemble model transfers from other devices: pass positive source latencies "
+                            "(--transfer-from FILE --transfer-columns ...)")
+        return np.log(s)
+
+    def fit(self, x: Encoded, y: np.ndarray, key: PRNGKey) -> "RidgeEnsemble":
+        """Both members in closed form; ``key`` is unused."""
+        y = _targets(y, len(x))
+        if np.any(y <= 0):
+            raise DnasError("the ridge_ensemble model fits logs of latencies: targets must be positive")
+        ls = self._log_sources(x)
+        self.ridge = RidgePredictor(grid=self.grid).fit(x, y, key)
+        self.log_ref = _Standardiser(ls)
+        self.log_model = fit_ridge([self.log_ref(ls)], np.log(y), self.grid)
+        return self
+
+    def predict(self, x: Encoded) -> np.ndarray:
+        """``f64[P]``: ``exp(mean(log ridge, log-sources ridge))``."""
+        # A linear ridge can predict <= 0 far from its samples; floor it before the log.
+        a = np.log(np.maximum(self.ridge.predict(x), 1e-6))
+        b = self.log_model.predict(self.log_ref(self._log_sources(x)))
+        return np.exp(0.5 * (a + b))
+
+
+MODELS.add("ridge_ensemble", RidgeEnsemble)
 
 
 # ----- shared training loop ------------------------------------------------------------

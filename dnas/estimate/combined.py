@@ -1,0 +1,117 @@
+"""Estimators combined by a predictor trained on architectures of known accuracy.
+
+White, Zela, Ru, Liu & Hutter ("How Powerful are Performance Predictors in Neural
+Architecture Search?", NeurIPS 2021; NASLib's ``OmniSeminasPredictor`` / ``omni`` family)
+found that a model-based predictor whose features are cheap estimates (one-shot accuracy,
+zero-cost proxies) beside the architecture encoding beats every family alone. The
+``combined`` estimator is that: ``T`` architectures drawn with a fixed seed get their true
+accuracy from a NAS-Bench-201 table (what ``T`` trainings would measure), every feature
+estimator scores them, and ridge regression (one penalty per feature group, chosen by exact
+leave-one-out error, :func:`dnas.hardware.predictor.fit_ridge`) maps features to accuracy.
+
+It never uses the accuracy of an architecture it is asked to rank: only the ``T`` training
+rows are read from the table, and a queried architecture that is one of them is predicted by
+the model refitted without it (and without every other queried training row).
+
+Config::
+
+    estimator = "combined"
+    estimator_kwargs = {"features": [{"name": "oneshot", "kwargs": {"run_dir": "runs/fs"}},
+                                     {"name": "zero_cost", "kwargs": {"proxies": "synflow,jacov"}}],
+                        "train_archs": 100, "table": "", "accuracy": "cifar10_test_200ep"}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dnas.core.errors import DnasError
+from dnas.estimate import ESTIMATORS, Estimator, build_estimator
+from dnas.estimate.nb201_table import table_path, table_values
+from dnas.hardware.predictor import fit_ridge
+from dnas.space.base import SearchSpace
+from dnas.space.spaces import NB201Space
+
+
+def encoding(space: SearchSpace, vecs: np.ndarray) -> np.ndarray:
+    """The one-hot encoding of architectures ``int32[P, n]``: ``f64[P, Σ candidates]``."""
+    vecs = np.asarray(vecs, np.int64)
+    cols = [np.eye(int(k))[vecs[:, i]] for i, k in enumerate(space.num_candidates)]
+    return np.concatenate(cols, axis=1)
+
+
+def combined(space: SearchSpace, features: Sequence[Mapping[str, Any]] = (), train_archs: int = 100, table: str = "",
+             accuracy: str = "cifar10_test_200ep", use_encoding: bool = True, seed: int = 0) -> Estimator:
+    """A ridge predictor over feature estimators' metrics and the cell encoding.
+
+    Args:
+      space: an NB201 cell space with the benchmark's ops (the table gives the training targets).
+      features: estimators whose metrics are features, each ``{"name": registered name,
+        "kwargs": {...}}`` (e.g. ``oneshot``, ``zero_cost``); every metric they return is used.
+      train_archs: ``T``, the architectures with known accuracy the predictor is fitted on.
+      table: the NB201 table CSV ('' = the shared one).
+      accuracy: the table column that is the target.
+      use_encoding: add the one-hot encoding as a feature group.
+      seed: draws the ``T`` training architectures.
+    Returns:
+      an :class:`Estimator` with the metric ``combined_acc`` (predicted accuracy) and the cost
+      of its feature estimators (the ``T`` trainings are paid once, not per query).
+    """
+    if not isinstance(space, NB201Space) or tuple(space.ops) != tuple(NB201Space().ops):
+        raise DnasError("the combined estimator is fitted on a NAS-Bench-201 table: search space='nb201' with its default ops")
+    if not features and not use_encoding:
+        raise DnasError("the combined estimator needs features: name feature estimators or keep use_encoding=True")
+    if int(train_archs) < 3:
+        raise DnasError(f"the combined estimator needs train_archs >= 3 architectures of known accuracy, got {train_archs}")
+    parts = []
+    for f in features:
+        if not isinstance(f, Mapping) or "name" not in f:
+            raise DnasError(f"each combined feature is {{'name': estimator, 'kwargs': {{...}}}}, got {f!r}")
+        if f["name"] in ("combined", "nb201_table"):
+            raise DnasError(f"{f['name']!r} cannot be a feature of the combined estimator (it would read the target)")
+        parts.append(build_estimator(str(f["name"]), space, dict(f.get("kwargs") or {})))
+    path = table_path(table)
+    train = space.distinct_samples(int(train_archs), jax.random.key(seed))
+    y_train = table_values(path, train, accuracy)  # the only accuracies this estimator reads
+    key = jax.random.key(seed + 1)
+
+    def groups(vecs: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        feats, cost = [], np.zeros(len(vecs))
+        for est in parts:
+            metrics, c = est.evaluate(jnp.asarray(vecs), key)
+            feats.append(np.stack([np.asarray(metrics[m], np.float64) for m in est.metrics], axis=1))
+            cost = cost + np.asarray(c, np.float64)
+        return feats + ([encoding(space, vecs)] if use_encoding else []), cost
+
+    g_train, _ = groups(train)
+    codes = {v.tobytes(): i for i, v in enumerate(train.astype(np.int32))}
+
+    def fit(keep: np.ndarray):
+        sub = [g[keep] for g in g_train]
+        scale = [(g.mean(0), np.where(g.std(0) > 1e-12, g.std(0), 1.0)) for g in sub]
+        model = fit_ridge([(g - m) / s for g, (m, s) in zip(sub, scale)], y_train[keep])
+        return lambda gs: model.predict(np.concatenate([(g - m) / s for g, (m, s) in zip(gs, scale)], axis=1))
+
+    full = fit(np.ones(len(train), bool))
+
+    def evaluate(archs: jax.Array, key: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+        del key  # a function of the architectures and the seed
+        vecs = np.asarray(archs, np.int32)
+        gs, cost = groups(vecs)
+        seen = [codes.get(v.tobytes()) for v in vecs]
+        keep = np.ones(len(train), bool)
+        keep[[i for i in seen if i is not None]] = False
+        if keep.sum() < 3:
+            raise DnasError("the combined estimator was asked about nearly all of its training architectures; raise train_archs")
+        predict = full if keep.all() else fit(keep)  # a queried training row never informs its own score
+        return {"combined_acc": jnp.asarray(predict(gs), jnp.float32)}, jnp.asarray(cost, jnp.float32)
+
+    return Estimator(evaluate, ("combined_acc",), False, 1e-3, lambda v: space.arch_str(np.asarray(v)))
+
+
+ESTIMATORS.add("combined", combined)

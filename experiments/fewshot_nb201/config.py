@@ -1,0 +1,63 @@
+"""Few-shot supernets on NAS-Bench-201 (Zhao, Wang, Chen, Jin, Kaul, Rao & Tian, "Few-shot
+Neural Architecture Search", ICML 2021), CIFAR-10: the RSPS/SPOS one-shot supernet split by
+the op of one edge into K = 5 sub-supernets, each started from the trained one-shot weights
+and trained on its fifth of the space; ``dnas eval`` routes every cell to its sub-supernet
+(one compiled program) and ranks the cells by its one-shot accuracy.
+
+Command (two runs: the one-shot supernet, then its few-shot split):
+  dnas search --config experiments/fewshot_nb201/config.py:oneshot_cpu --workdir runs/os_cpu
+  dnas search --config experiments/fewshot_nb201/config.py:cpu --workdir runs/fs_cpu \
+      --config.fewshot.init_from=runs/os_cpu
+  dnas eval runs/fs_cpu --archs 1000 --table ../shared/data/nb201/nb201_table.csv
+  dnas search --config experiments/fewshot_nb201/config.py:smoke --workdir /tmp/f && dnas eval /tmp/f --archs 20
+
+Setting: the one-shot supernet as ``experiments/rsps_nb201`` (uniform single paths, SGD
+Nesterov 0.9, wd 5e-4, cosine lr 0.025 -> 0.001, batch 64); the split edge is
+``cell/edge_1_0`` (the paper splits NB201 on one edge, K = 5, and found one split enough);
+each sub-supernet is then trained with its own optimizer (fresh momentum, the cosine schedule
+restarted), every step training all K on the same batch, each on its own sampled path.
+``fair=True`` (``get_config("cpu,fair")``) trains the sub-supernets by FairNAS' strictly fair
+paths instead. ``dnas eval`` normalises each validation batch by its own statistics
+(``config.eval_bn = "batch"``: the best mode for the RSPS supernet, experiments/README.md).
+Budget (``:cpu``, estimated from RSPS' 250 epochs at C=8, N=2 in 35 min on one core): 100
+one-shot epochs (14 min) + 60 few-shot epochs of 5 sub-supernets (42 min): about 56
+CPU-minutes. Not measured yet (experiments/README.md, "One-shot ranking": built, not yet
+measured). ``:smoke`` starts the sub-supernets fresh (no init run) and runs in seconds
+after compiling.
+Expected result (paper, NB201 CIFAR-10): few-shot supernets raise the ranking correlation of
+one-shot NAS markedly (Kendall τ of the sub-supernets above the one-shot supernet's).
+"""
+
+from dnas.run.config import apply_smoke
+from dnas.run.search import search_defaults
+from dnas.search.methods import apply_method
+from dnas.space.genotype import NB201_OPS
+
+SPLIT = ["cell/edge_1_0"]
+
+
+def get_config(arg: str | None = None):
+    parts = [p for p in (arg or "").split(",") if p]
+    variant = next((p for p in parts if p != "fair"), "")
+    if variant not in ("", "smoke", "cpu", "oneshot_cpu") or parts.count("fair") > 1 or len(parts) > 2:
+        raise ValueError(f"unknown config arg {arg!r}; use smoke, cpu, oneshot_cpu or nothing, optionally with ',fair'")
+    c = search_defaults()
+    apply_method(c, "rsps")
+    c.space = "nb201"
+    c.space_kwargs.ops = list(NB201_OPS)
+    c.layers, c.init_channels, c.epochs = 5, 16, 250
+    c.w_weight_decay, c.w_nesterov = 5e-4, True
+    c.eval_bn = "batch"
+    c.fair_sampling = "fair" in parts
+    if variant != "oneshot_cpu":
+        c.fewshot.split = list(SPLIT)
+    if variant in ("cpu", "oneshot_cpu"):
+        from dnas.data.datasets import shared_data
+
+        c.data_dir = shared_data("images", "cifar10_subset")
+        c.layers, c.init_channels, c.batch_size = 2, 8, 64
+        c.epochs = 60 if variant == "cpu" else 100
+        c.log_every_steps, c.checkpoint_every_steps = 20, 200
+    if variant == "smoke":
+        apply_smoke(c, init_channels=4, layers=1)
+    return c
