@@ -52,7 +52,8 @@ def worker(a: argparse.Namespace) -> dict:
     import dnas.run.search as run_search
     from dnas.data.datasets import synthetic
     from dnas.run.config import load_config
-    from dnas.run.search import _batches, build_search
+    from dnas.run.parallel import shard_batch
+    from dnas.run.search import build_search, search_batches
 
     t0, c0 = time.perf_counter(), time.process_time()
     space = a.space[0]
@@ -61,10 +62,11 @@ def worker(a: argparse.Namespace) -> dict:
         n = max(2 * int(config.batch_size), int(config.max_train_examples or 0))
         # build_search reads the dataset through this module-level name; the benchmark swaps in
         # random images of the requested size (values do not change step time).
-        run_search.get_dataset = lambda name, data_dir: synthetic(n_train=n, n_test=int(config.batch_size), hw=a.synthetic_hw)
+        run_search.get_dataset = lambda name, data_dir, **_: synthetic(n_train=n, n_test=int(config.batch_size), hw=a.synthetic_hw)
     setup = build_search(config)
     t1 = time.perf_counter()
-    batch = _batches(setup, 0)
+    batches = search_batches(setup, 0)
+    batch = shard_batch(setup.mesh, next(batches))
     lowered = setup.train_step.lower(setup.state, *batch)
     t2 = time.perf_counter()
     hlo_lines = lowered.as_text().count("\n")
@@ -73,7 +75,8 @@ def worker(a: argparse.Namespace) -> dict:
     state, times = setup.state, []
     for i in range(a.steps):
         start = time.perf_counter()
-        state, metrics = compiled(state, *_batches(setup, i))
+        # Past the config's last step (a smoke has 2) the first batch again: values do not change step time.
+        state, metrics = compiled(state, *(batch if i == 0 else shard_batch(setup.mesh, next(batches, None) or batch)))
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     return {"space": space, "backend": jax.default_backend(), "batch": int(config.batch_size),

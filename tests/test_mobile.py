@@ -115,6 +115,27 @@ def test_fbnet_table_prices_the_space(luts):
         np.testing.assert_allclose(np.asarray(table_latency(t.latency_term(space), vecs)), t.latency(vecs), rtol=1e-5)
 
 
+def test_fbnet_table_prices_a_subset_of_ops_by_name(luts):
+    """A space searching some of FBNet's ops (any order: the smoke's) is priced with the full
+    table's numbers; an op the table lacks, or a bad ops list, is one DnasError line."""
+    from dnas.space.base import Choice, SearchSpace
+
+    t = load_fbnet_csv(luts / "fbnet_layer_lut_hwnasbench.csv")["raspi4"]
+    sub = ("skip", "k5_e6", "k3_e1")
+    space = FBNetSpace(ops=sub)
+    assert all(space.choice(l).candidates == sub for l in space.labels)
+    vecs = np.stack([np.asarray(space.sample(jax.random.key(i))) for i in range(4)])
+    full = np.vectorize(lambda v: FBNET_OPS.index(sub[v]))(vecs)  # the same nets as full-table indices
+    np.testing.assert_allclose(np.asarray(table_latency(t.latency_term(space), vecs)), t.latency(full), rtol=1e-5)
+    assert space.derive({l: jnp.eye(3)[i % 3] for i, l in enumerate(space.labels)}).ops[:3] == sub
+    other = SearchSpace([Choice(l, ("k3_e1", "k7_e6")) for l in space.labels])
+    with pytest.raises(DnasError, match="offers 'k7_e6', which the FBNet table \\(raspi4\\) has no latency for"):
+        t.latency_term(other)
+    for bad, what in ((["k7_e6"], "unknown 'k7_e6'"), ([], "none"), (["skip", "skip"], "a duplicate")):
+        with pytest.raises(DnasError, match=f"fbnet ops must be distinct .* got {what}"):
+            FBNetSpace(ops=bad)
+
+
 def test_fbnet_derived_network_and_genotype():
     space = FBNetSpace()
     alpha = {l: jnp.eye(9)[i % 9] for i, l in enumerate(space.labels)}

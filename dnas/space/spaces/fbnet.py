@@ -146,17 +146,25 @@ class FBNetSpace(SearchSpace):
       layers: unused by the geometry (FBNet's depth is fixed at 22; ``skip`` shortens it);
         accepted because every space is built with ``config.layers``.
       setting: ``cifar`` (HW-NAS-Bench's table) or ``imagenet`` (the paper's strides).
+      ops: the candidates of every layer, a subset of :data:`FBNET_OPS` in any order
+        (default: all 9). A smaller set is a smaller supernet (a smoke run's step program
+        holds every candidate of every layer); the per-layer table prices any subset.
     """
 
-    def __init__(self, layers: int = 22, setting: str = "cifar"):
+    def __init__(self, layers: int = 22, setting: str = "cifar", ops: Sequence[str] = FBNET_OPS):
         if setting not in SETTINGS:
             raise DnasError(f"fbnet setting {setting!r} is not one of {', '.join(SETTINGS)}")
-        self.setting = setting
-        super().__init__([Choice(label, FBNET_OPS) for label, *_ in _layers(setting)])
+        ops = tuple(str(o) for o in ops)
+        bad = [o for o in ops if o not in FBNET_OPS]
+        if bad or not ops or len(set(ops)) != len(ops):
+            what = f"unknown {bad[0]!r}" if bad else "none" if not ops else "a duplicate"
+            raise DnasError(f"fbnet ops must be distinct names among {', '.join(FBNET_OPS)}; got {what} (config.space_kwargs.ops)")
+        self.setting, self.ops = setting, ops
+        super().__init__([Choice(label, ops) for label, *_ in _layers(setting)])
 
     def derive(self, alpha: Mapping[str, jax.Array]) -> FBNetGenotype:
         """Argmax op per layer (FBNet samples the final net from θ; argmax is its mode)."""
-        return FBNetGenotype(tuple(FBNET_OPS[int(np.argmax(np.asarray(alpha[l])))] for l in self.labels), self.setting)
+        return FBNetGenotype(tuple(self.ops[int(np.argmax(np.asarray(alpha[l])))] for l in self.labels), self.setting)
 
     def supernet(self, *, C: int, num_classes: int, in_channels: int, rngs: nnx.Rngs) -> "FBNetNet":
         return FBNetNet(None, self.setting, C, num_classes, in_channels, self, rngs=rngs)
@@ -187,7 +195,7 @@ class FBNetNet(nnx.Module):
         self.groups = tuple(layer_groups([l[1:] for l in layers])) if space is not None else ()
         if space is not None:
             self.layers = nnx.List([op for a, b in self.groups for op in mixed_layers(
-                [l[0] for l in layers[a:b]], FBNET_OPS, *layers[a][1:], affine=True, pool_bn=False, rngs=rngs)])
+                [l[0] for l in layers[a:b]], space.ops, *layers[a][1:], affine=True, pool_bn=False, rngs=rngs)])
         else:
             self.layers = nnx.List([OPS[op].builder(ci, co, s, True, rngs) for (_, ci, co, s), op in zip(layers, ops)])
         c_head = head if scale == 1.0 else make_divisible(head * scale)
