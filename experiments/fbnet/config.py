@@ -16,9 +16,11 @@ CIFAR-10 stands in for the paper's ImageNet-100 search, so accuracies are not th
 Expected result (paper): FBNet-B 74.1 % ImageNet top-1 at 23.1 ms on a Samsung S8; no
 raspi4 figure exists, so compare the derived net's table latency with the all-k3_e1 net's
 (17.6 ms on raspi4).
-Run time: the smoke's supernet build and step compile take minutes on a 2-core CPU (22 x 9
-mixed ops; before/after of the layer scan and stacked init in ``benchmarks/RESULTS.md``,
-measured by ``benchmarks/mobile_step.py --space fbnet``), then each step well under a second.
+``smoke``: all 22 layers, 3 candidates (k3_e1, k5_e6, skip) priced by the same table, C=4,
+2 steps on the embedded 8x8 digits.
+Run time: smoke 88-97 s end to end on a loaded 2-core CPU (its step compiles in 49-68 s,
+build 24 s, then ~0.1 s per step; ``benchmarks/mobile_step.py --space fbnet``, numbers and
+the 9-op before in ``benchmarks/RESULTS.md``).
 """
 
 from dnas.run.config import apply_smoke
