@@ -140,7 +140,7 @@ class FBNetGenotype:
 
 @register_space("fbnet")
 class FBNetSpace(SearchSpace):
-    """22 labels ``layer{00..21}/op``, 9 candidates each (9^22 ≈ 9.8e20 architectures).
+    """22 labels ``layer{00..21}/op``, 9 candidates each by default (9^22 ≈ 9.8e20 architectures).
 
     Args:
       layers: unused by the geometry (FBNet's depth is fixed at 22; ``skip`` shortens it);
