@@ -19,7 +19,7 @@ raspi4 figure exists, so compare the derived net's table latency with the all-k3
 ``smoke``: all 22 layers, 3 candidates (k3_e1, k5_e6, skip) priced by the same table, C=4,
 2 steps on the embedded 8x8 digits.
 Run time: smoke 88-97 s end to end on a loaded 2-core CPU (its step compiles in 49-68 s,
-build 24 s, then ~0.1 s per step; ``benchmarks/mobile_step.py --space fbnet``, numbers and
+build 13-24 s, then ~0.1 s per step; 27 s with a warm compilation cache; ``benchmarks/mobile_step.py --space fbnet``, numbers and
 the 9-op before in ``benchmarks/RESULTS.md``).
 """
 
