@@ -100,7 +100,7 @@ def test_show_run_directory(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["darts", "nb201"])
+@pytest.mark.parametrize("experiment", ["darts", "nb201", "proxylessnas", "fbnet"])
 def test_experiment_smoke_search(tmp_path, experiment):
     """The smoke search ends with the genotype its own α derives (not just exit 0)."""
     from dnas.space import genotype as G

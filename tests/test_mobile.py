@@ -115,6 +115,27 @@ def test_fbnet_table_prices_the_space(luts):
         np.testing.assert_allclose(np.asarray(table_latency(t.latency_term(space), vecs)), t.latency(vecs), rtol=1e-5)
 
 
+def test_fbnet_table_prices_a_subset_of_ops_by_name(luts):
+    """A space searching some of FBNet's ops (any order: the smoke's) is priced with the full
+    table's numbers; an op the table lacks, or a bad ops list, is one DnasError line."""
+    from dnas.space.base import Choice, SearchSpace
+
+    t = load_fbnet_csv(luts / "fbnet_layer_lut_hwnasbench.csv")["raspi4"]
+    sub = ("skip", "k5_e6", "k3_e1")
+    space = FBNetSpace(ops=sub)
+    assert all(space.choice(l).candidates == sub for l in space.labels)
+    vecs = np.stack([np.asarray(space.sample(jax.random.key(i))) for i in range(4)])
+    full = np.vectorize(lambda v: FBNET_OPS.index(sub[v]))(vecs)  # the same nets as full-table indices
+    np.testing.assert_allclose(np.asarray(table_latency(t.latency_term(space), vecs)), t.latency(full), rtol=1e-5)
+    assert space.derive({l: jnp.eye(3)[i % 3] for i, l in enumerate(space.labels)}).ops[:3] == sub
+    other = SearchSpace([Choice(l, ("k3_e1", "k7_e6")) for l in space.labels])
+    with pytest.raises(DnasError, match="offers 'k7_e6', which the FBNet table \\(raspi4\\) has no latency for"):
+        t.latency_term(other)
+    for bad, what in ((["k7_e6"], "unknown 'k7_e6'"), ([], "none"), (["skip", "skip"], "a duplicate")):
+        with pytest.raises(DnasError, match=f"fbnet ops must be distinct .* got {what}"):
+            FBNetSpace(ops=bad)
+
+
 def test_fbnet_derived_network_and_genotype():
     space = FBNetSpace()
     alpha = {l: jnp.eye(9)[i % 9] for i, l in enumerate(space.labels)}
@@ -162,3 +183,36 @@ def test_hardware_estimator_gives_latency_macs_params_for_constraints(luts):
     limit = float(jnp.median(m["latency_ms"]))
     fit = OBJECTIVES["hard"](metric="macs_m", limits={"latency_ms": limit}, penalty=-1.0)(m)
     np.testing.assert_array_equal(np.asarray(fit) == -1.0, np.asarray(m["latency_ms"]) > limit)
+
+
+def test_scanned_layer_groups_equal_the_unrolled_layers():
+    """Same-shaped blocks run as one scan (``scan_layers``): the output, the gradients of the
+    weights and α and the BatchNorm statistics equal block-by-block execution, for mixing
+    weights and sampled paths (indices take the same switch; a 3-block stage, 2 candidates)."""
+    space = ProxylessSpace(layers=3, ops=("mb_k3_e3", "mb_k5_e3"), width_stages=(8, 8), n_cell_stages=(1, 3), stride_stages=(2, 1))
+    net = build_jitted(lambda r: space.supernet(C=8, num_classes=3, in_channels=3, rngs=r), jax.random.key(0))
+    assert net.groups == ((1, 2), (2, 5))  # stage 2's 3 blocks: one scan
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+    k = [space.choice(l).n for l in space.labels]
+    archs = {
+        "weights": {l: jax.nn.softmax(jax.random.normal(jax.random.key(i), (n,))) for i, (l, n) in enumerate(zip(space.labels, k))},
+        "sampled": {l: Sampled(jnp.asarray([i % n, (i + 1) % n]), jax.nn.softmax(jnp.arange(n, dtype=jnp.float32)))
+                    for i, (l, n) in enumerate(zip(space.labels, k))},
+    }
+    graphdef, state = nnx.split(net)
+    twin = nnx.merge(graphdef, state, copy=True)
+    twin.groups = ()  # the same module, every block on its own
+    graph_unrolled = nnx.graphdef(twin)
+
+    def run(gd):
+        def loss(st, arch):
+            model = nnx.merge(gd, st, copy=True)
+            out = model(x, arch).logits
+            return jnp.sum(out ** 2), (out, nnx.state(model, nnx.BatchStat))
+        return jax.jit(jax.grad(loss, has_aux=True))
+
+    scanned, unrolled = run(graphdef), run(graph_unrolled)
+    for name, arch in archs.items():
+        (g1, (o1, s1)), (g2, (o2, s2)) = scanned(state, arch), unrolled(state, arch)
+        for a, b in zip(jax.tree_util.tree_leaves((o1, s1, g1)), jax.tree_util.tree_leaves((o2, s2, g2))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5, err_msg=name)

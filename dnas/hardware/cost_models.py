@@ -111,8 +111,9 @@ def lut(space: SearchSpace, table: str | LatencyTable, resolution: int = 224) ->
 @register_cost_model("fbnet_lut")
 def fbnet_lut(space: SearchSpace, table: str | FBNetLayerTable, device: str = "") -> AdditiveCost:
     """HW-NAS-Bench's FBNet per-layer table: ``latency_ms = total(all k3_e1) + Σ_layer Σ_i
-    p_i · delta[layer, i]`` (a space with one label per layer whose candidates are the
-    table's ops in its order, e.g. ``fbnet``).
+    p_i · delta[layer, op_i]`` (a space with one label per layer whose candidates are any
+    subset of the table's ops, priced by name, e.g. ``fbnet`` or ``fbnet`` with
+    ``space_kwargs.ops``).
 
     Args:
       table: ``fbnet_layer_lut_hwnasbench.csv`` or a loaded :class:`FBNetLayerTable`.

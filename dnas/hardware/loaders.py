@@ -106,16 +106,32 @@ class FBNetLayerTable:
         return self.base_ms + np.take_along_axis(np.broadcast_to(self.delta_ms, arch.shape + (len(self.ops),)), arch[..., None], -1)[..., 0].sum(-1)
 
     def latency_term(self, space: SearchSpace | Sequence[str]) -> LatencyTerm:
-        """The table as a :class:`LatencyTerm` for a space with one label per layer (in
-        layer order) whose candidates are :attr:`ops` in the same order."""
+        """The table as a :class:`LatencyTerm` for a space with one label per layer, in layer order.
+
+        Args:
+          space: a search space whose every label offers any subset of :attr:`ops`, in any
+            order (each candidate is priced by its name: a smoke run searching 3 of FBNet's
+            9 ops keeps the full table's numbers), or a plain label order (all :attr:`ops`
+            in table order).
+        Returns:
+          ``base_ms + Σ_layer Σ_i p_i · delta[layer, op_i]``; the base stays the all-``k3_e1``
+          network's, so a subset without ``k3_e1`` still prices each architecture exactly.
+        """
         labels = tuple(space.labels if isinstance(space, SearchSpace) else space)
         if len(labels) != self.num_layers:
             raise DnasError(f"the FBNet table has {self.num_layers} layers but the space has {len(labels)} labels")
-        if isinstance(space, SearchSpace):
-            for l in labels:
-                if tuple(map(str, space.choice(l).candidates)) != self.ops:
-                    raise DnasError(f"label {l!r} offers {space.choice(l).candidates}, the FBNet table's ops are {self.ops}")
-        return latency_term(space, {l: self.delta_ms[i] for i, l in enumerate(labels)}, self.base_ms)
+        if not isinstance(space, SearchSpace):
+            return latency_term(labels, {l: self.delta_ms[i] for i, l in enumerate(labels)}, self.base_ms)
+        column = {op: k for k, op in enumerate(self.ops)}
+        per_label = {}
+        for i, l in enumerate(labels):
+            cands = tuple(map(str, space.choice(l).candidates))
+            unknown = [c for c in cands if c not in column]
+            if unknown:
+                raise DnasError(f"label {l!r} offers {unknown[0]!r}, which the FBNet table ({self.device}) has no latency for; "
+                                f"its ops are {', '.join(self.ops)}")
+            per_label[l] = self.delta_ms[i, [column[c] for c in cands]]
+        return latency_term(space, per_label, self.base_ms)
 
 
 FBNET_COLUMNS = ("device", "layer", "op_idx", "op", "delta_ms_vs_k3_e1_same_layer")

@@ -469,3 +469,90 @@ class EdgeBatch(nnx.Module):
             ys, new_state = jax.vmap(body, in_axes=(0, 0, None if shared else 0))(state, a, x)
         nnx.update(self.op, new_state)
         return ys
+
+
+def layer_groups(shapes: Sequence[tuple[object, ...]]) -> list[tuple[int, int]]:
+    """``[start, stop)`` runs of consecutive equal entries of ``shapes`` (e.g. ``(c_in, c_out,
+    stride)`` per layer): the layers :func:`scan_layers` may run as one scan."""
+    groups, start = [], 0
+    for i in range(1, len(shapes) + 1):
+        if i == len(shapes) or shapes[i] != shapes[start]:
+            groups.append((start, i))
+            start = i
+    return groups
+
+
+def scan_layers(ops: Sequence[MixedOp], labels: Sequence[str], x: jax.Array, arch: ArchInput, *, residual: bool = False,
+                remat: bool = True) -> jax.Array:
+    """A chain of same-shaped mixed layers, ``x <- [x +] ops[i](x, arch[labels[i]])``, as one ``lax.scan``.
+
+    Why: a layer-wise space (FBNet, ProxylessNAS) repeats a layer of the same shapes and
+    candidates 3 times per stage; unrolled, the step program holds every candidate of every
+    layer (forward and backward, per pass), and XLA's compile time grows with that. Scanned,
+    it holds each candidate once per group. Parameters stay per layer (the modules are not
+    changed, so weight inheritance and probes see the same tree); they are stacked inside
+    the traced function, a copy of the group's weights per call, which is small next to the
+    activations. Indices known at trace time (eager evaluation) run the layers one by one.
+
+    Args:
+      ops: the layers' :class:`MixedOp` (same candidates and shapes).
+      labels: their labels in ``arch``.
+      x: ``f32[B, H, W, C]``.
+      arch: label -> mixing weights ``f32[k]``, index ``int32[]`` or :class:`Sampled` paths.
+      residual: add the layer's input to its output (ProxylessNAS' block shortcut).
+      remat: recompute each layer's forward in the backward pass (:class:`EdgeScan`'s reason).
+    Returns:
+      the last layer's output, ``f32[B, H, W, C]``.
+    """
+    if len(ops) == 1 or all(_is_concrete_index(arch.get(l)) for l in labels):
+        for op, label in zip(ops, labels):
+            y = op(x, arch[label])
+            x = x + y if residual else y
+        return x
+    a = stack_arch(arch, labels)
+    graphdef = nnx.graphdef(ops[0])  # labels differ only in error messages
+    state = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *[nnx.state(op) for op in ops])
+
+    def body(h, xs):
+        st, at = xs
+        op = nnx.merge(graphdef, st, copy=True)
+        y = op(h, at)
+        return (h + y if residual else y), nnx.state(op)
+
+    body = jax.checkpoint(body, prevent_cse=False) if remat else body
+    x, new_state = jax.lax.scan(body, x, (state, a))
+    for i, op in enumerate(ops):  # BatchNorm running statistics per layer
+        nnx.update(op, jax.tree_util.tree_map(lambda v: v[i], new_state))
+    return x
+
+
+def mixed_layers(labels: Sequence[str], candidates: Sequence[str], c_in: int, c_out: int, stride: int, *, affine: bool,
+                 pool_bn: bool, rngs: nnx.Rngs) -> list[MixedOp]:
+    """One :class:`MixedOp` per label, all of the same shapes, initialised as one stacked draw.
+
+    Why: a supernet is built inside one jitted init program (:func:`dnas.search.state.build_jitted`),
+    and XLA's CPU compile time of that program grows faster than linearly with the number of
+    random draws in it (each draw is a dozen small kernels): FBNet's 22 x 9 candidates took
+    ~100 s of CPU to compile at optimisation level 0. Drawn stacked (``nnx.vmap``), a group of
+    same-shaped layers costs one draw per parameter, then splits into separate modules, so
+    the parameter tree is the same as building them one by one (only the random values differ).
+
+    Args:
+      labels: the layers' labels (one module each, ``label`` set to it).
+      candidates, c_in, c_out, stride, affine, pool_bn: as :class:`MixedOp`; with several
+        labels ``c_in`` must equal ``c_out`` (a chain of same-shaped layers).
+      rngs: NNX RNG streams.
+    Returns:
+      the modules, in ``labels`` order.
+    """
+    if len(labels) == 1:
+        return [MixedOp(labels[0], candidates, c_in, c_out, stride, affine=affine, pool_bn=pool_bn, rngs=rngs)]
+    if c_in != c_out:
+        raise DnasError(f"mixed_layers: a group of {len(labels)} layers needs c_in == c_out, got {c_in} -> {c_out}")
+    graphdef, state = nnx.split(stacked_mixed_op(labels, candidates, c_in, stride, pool_bn=pool_bn, affine=affine, rngs=rngs))
+    ops = []
+    for i, label in enumerate(labels):
+        op = nnx.merge(graphdef, jax.tree_util.tree_map(lambda v: v[i], state), copy=True)
+        op.label = label
+        ops.append(op)
+    return ops

@@ -20,7 +20,9 @@ the published net prices at 82.5 ms on this table (stage 1 at the space's 24 cha
 ``target_smoke``: the tiny 11-block proxy (layers=2, C=8, 3 candidates + zero, one sampled
 path) on the embedded digits with the target mode (penalty ``target``, band 5 %, derived
 architecture chosen within 5 % of T); its table latencies span 29.6-104.8 ms.
-Run time: smoke and target_smoke a few minutes on 2 CPU cores (mostly compilation).
+``smoke``: one block per stage, 3 candidates (+ zero), two sampled paths, the CIFAR-10 subset.
+Run time: smoke 87 s end to end on a loaded 2-core CPU (its step compiles in ~40 s;
+``benchmarks/mobile_step.py``), target_smoke a few minutes (mostly compilation).
 """
 
 from dnas.run.config import apply_smoke
@@ -50,6 +52,9 @@ def get_config(arg: str | None = None):
     c.latency.target_ms = 80.0
     if arg == "smoke":
         apply_smoke(c, init_channels=8, layers=1)
+        # Three candidates (cheapest, middle, costliest; + zero) keep the two sampled paths'
+        # switches at 4 branches instead of 7: the step program is that much smaller to compile.
+        c.space_kwargs.ops = ["mb_k3_e3", "mb_k5_e3", "mb_k7_e6"]
     if arg == "target_smoke":
         c.dataset, c.augment = "digits", False
         c.layers, c.init_channels = 2, 8

@@ -27,7 +27,7 @@ from flax import nnx
 
 from dnas.core.errors import DnasError
 from dnas.space.genotype import SCHEMA, register_genotype
-from dnas.space.mixed import MixedOp, init_alpha
+from dnas.space.mixed import init_alpha, layer_groups, mixed_layers, scan_layers
 from dnas.space.ops import OPS, Identity, register_op
 from dnas.space.ops.layers import Conv2d, batch_norm
 from dnas.space.base import Choice, SearchSpace, register_space
@@ -140,23 +140,31 @@ class FBNetGenotype:
 
 @register_space("fbnet")
 class FBNetSpace(SearchSpace):
-    """22 labels ``layer{00..21}/op``, 9 candidates each (9^22 ≈ 9.8e20 architectures).
+    """22 labels ``layer{00..21}/op``, 9 candidates each by default (9^22 ≈ 9.8e20 architectures).
 
     Args:
       layers: unused by the geometry (FBNet's depth is fixed at 22; ``skip`` shortens it);
         accepted because every space is built with ``config.layers``.
       setting: ``cifar`` (HW-NAS-Bench's table) or ``imagenet`` (the paper's strides).
+      ops: the candidates of every layer, a subset of :data:`FBNET_OPS` in any order
+        (default: all 9). A smaller set is a smaller supernet (a smoke run's step program
+        holds every candidate of every layer); the per-layer table prices any subset.
     """
 
-    def __init__(self, layers: int = 22, setting: str = "cifar"):
+    def __init__(self, layers: int = 22, setting: str = "cifar", ops: Sequence[str] = FBNET_OPS):
         if setting not in SETTINGS:
             raise DnasError(f"fbnet setting {setting!r} is not one of {', '.join(SETTINGS)}")
-        self.setting = setting
-        super().__init__([Choice(label, FBNET_OPS) for label, *_ in _layers(setting)])
+        ops = tuple(str(o) for o in ops)
+        bad = [o for o in ops if o not in FBNET_OPS]
+        if bad or not ops or len(set(ops)) != len(ops):
+            what = f"unknown {bad[0]!r}" if bad else "none" if not ops else "a duplicate"
+            raise DnasError(f"fbnet ops must be distinct names among {', '.join(FBNET_OPS)}; got {what} (config.space_kwargs.ops)")
+        self.setting, self.ops = setting, ops
+        super().__init__([Choice(label, ops) for label, *_ in _layers(setting)])
 
     def derive(self, alpha: Mapping[str, jax.Array]) -> FBNetGenotype:
         """Argmax op per layer (FBNet samples the final net from θ; argmax is its mode)."""
-        return FBNetGenotype(tuple(FBNET_OPS[int(np.argmax(np.asarray(alpha[l])))] for l in self.labels), self.setting)
+        return FBNetGenotype(tuple(self.ops[int(np.argmax(np.asarray(alpha[l])))] for l in self.labels), self.setting)
 
     def supernet(self, *, C: int, num_classes: int, in_channels: int, rngs: nnx.Rngs) -> "FBNetNet":
         return FBNetNet(None, self.setting, C, num_classes, in_channels, self, rngs=rngs)
@@ -181,11 +189,15 @@ class FBNetNet(nnx.Module):
         self.stem = Conv2d(in_channels, layers[0][1], 3, stem_stride, 1, rngs=rngs)
         self.stem_bn = batch_norm(layers[0][1], True, rngs=rngs)
         self.labels = tuple(label if space is not None else None for label, *_ in layers)
-        self.layers = nnx.List([
-            MixedOp(label, FBNET_OPS, ci, co, s, affine=True, pool_bn=False, rngs=rngs) if space is not None
-            else OPS[op].builder(ci, co, s, True, rngs)
-            for (label, ci, co, s), op in zip(layers, ops or FBNET_OPS[:1] * len(layers))
-        ])
+        # Runs of same-shaped searched layers are built as one stacked draw (mixed_layers)
+        # and run as one scan each (scan_layers): 12 layer programs instead of 22. () runs
+        # every layer on its own (the derived network).
+        self.groups = tuple(layer_groups([l[1:] for l in layers])) if space is not None else ()
+        if space is not None:
+            self.layers = nnx.List([op for a, b in self.groups for op in mixed_layers(
+                [l[0] for l in layers[a:b]], space.ops, *layers[a][1:], affine=True, pool_bn=False, rngs=rngs)])
+        else:
+            self.layers = nnx.List([OPS[op].builder(ci, co, s, True, rngs) for (_, ci, co, s), op in zip(layers, ops)])
         c_head = head if scale == 1.0 else make_divisible(head * scale)
         self.head_conv, self.head_bn = Conv2d(layers[-1][2], c_head, 1, rngs=rngs), batch_norm(c_head, True, rngs=rngs)
         self.fc = nnx.Linear(c_head, num_classes, rngs=rngs)
@@ -194,7 +206,11 @@ class FBNetNet(nnx.Module):
                  drop_prob: float | jax.Array = 0.0) -> NetOutput:
         """``f32[B, H, W, C_in] -> NetOutput(logits f32[B, classes])``."""
         h = jax.nn.relu(self.stem_bn(self.stem(x)))
-        for label, layer in zip(self.labels, self.layers):
-            h = layer(h) if label is None else layer(h, arch[label])
+        if self.groups:
+            for a, b in self.groups:
+                h = scan_layers([self.layers[i] for i in range(a, b)], self.labels[a:b], h, arch)
+        else:
+            for label, layer in zip(self.labels, self.layers):
+                h = layer(h) if label is None else layer(h, arch[label])
         h = jax.nn.relu(self.head_bn(self.head_conv(h)))
         return NetOutput(self.fc(jnp.mean(h, axis=(1, 2))))

@@ -38,7 +38,7 @@ from dnas.core.errors import DnasError
 from dnas.core.io import read_json
 from dnas.data.datasets import shared_data
 from dnas.space.genotype import SCHEMA, register_genotype
-from dnas.space.mixed import MixedOp, init_alpha
+from dnas.space.mixed import init_alpha, layer_groups, mixed_layers, scan_layers
 from dnas.space.ops import OPS, register_op
 from dnas.space.ops.blocks import InvertedResidual
 from dnas.space.ops.darts import Zero
@@ -350,13 +350,20 @@ class ProxylessNet(nnx.Module):
         self.stem = ConvBNReLU6(in_channels, w(genotype.stem), 3, 2, rngs)
         blocks = [MBBlock(OPS["mb_k3_e1"].builder(w(genotype.stem), w(genotype.first), 1, True, rngs), None, False)]
         geo_blocks = genotype.blocks(1.0 if C == genotype.stem else scale)
+        # Runs of same-shaped searched blocks (the 2nd-4th of a stage) are built as one stacked
+        # draw (mixed_layers) and run as one scan each (scan_layers); the fixed first block
+        # and a derived network run block by block.
+        groups = layer_groups([(b.c_in, b.c_out, b.stride, space.choice(b.label).candidates) for b in geo_blocks]) if space else []
+        for a, e in groups:
+            g = geo_blocks[a]
+            mixed = mixed_layers([b.label for b in geo_blocks[a:e]], space.choice(g.label).candidates, g.c_in, g.c_out, g.stride,
+                                 affine=True, pool_bn=False, rngs=rngs)
+            blocks += [MBBlock(m, b.label, b.shortcut) for m, b in zip(mixed, geo_blocks[a:e])]
         for b, op in zip(geo_blocks, genotype.ops):
-            if space is not None:
-                mixed = MixedOp(b.label, space.choice(b.label).candidates, b.c_in, b.c_out, b.stride, affine=True, pool_bn=False, rngs=rngs)
-                blocks.append(MBBlock(mixed, b.label, b.shortcut))
-            elif op != ZERO:
+            if space is None and op != ZERO:
                 blocks.append(MBBlock(OPS[op].builder(b.c_in, b.c_out, b.stride, True, rngs), None, b.shortcut))
         self.blocks = nnx.List(blocks)
+        self.groups = tuple((a + 1, e + 1) for a, e in groups)  # indices in self.blocks (0: the fixed block)
         c_last = geo_blocks[-1].c_out if geo_blocks else w(genotype.first)
         self.mix = ConvBNReLU6(c_last, w(genotype.last), 1, 1, rngs)
         self.head = _Head(w(genotype.last), num_classes, rngs)
@@ -366,8 +373,14 @@ class ProxylessNet(nnx.Module):
         """``f32[B, H, W, in_channels] -> NetOutput(logits f32[B, num_classes])``; ``arch``: label ->
         mixing weights, index or sampled paths (supernet only)."""
         h = self.stem(x)
-        for blk in self.blocks:
-            h = blk(h, arch)
+        if not self.groups:
+            for blk in self.blocks:
+                h = blk(h, arch)
+            return NetOutput(self.head(self.mix(h)))
+        h = self.blocks[0](h, arch)
+        for a, b in self.groups:
+            blks = [self.blocks[i] for i in range(a, b)]
+            h = scan_layers([k.op for k in blks], [k.label for k in blks], h, arch, residual=blks[0].shortcut)
         return NetOutput(self.head(self.mix(h)))
 
 
