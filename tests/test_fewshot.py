@@ -148,3 +148,24 @@ def test_fewshot_smoke_search_then_dnas_eval_compiles_once(tmp_path, capsys):
     assert main(["eval", str(run), "--archs", "12", "--val-batches", "1", "--chunk", "8"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["compiles"] == 1 and out["archs"] == 12 and out["bn"] == "batch"
+
+
+def test_a_derived_network_inherits_the_sub_supernet_its_genotype_routes_to():
+    """``dnas train --init-from`` a few-shot run: the weights come from the genotype's own
+    sub-supernet (the stack's leading axis), not sub-supernet 0's."""
+    from dnas.estimate.supernet import Supernet
+    from dnas.space.fewshot import make_split
+    from dnas.space.spaces.nb201 import NB201Space
+
+    space = NB201Space(layers=1)
+    split = make_split(space, [space.labels[0]])
+    weights = {"w": jnp.arange(split.k, dtype=jnp.float32)[:, None] * jnp.ones((split.k, 3))}
+    stats = {"s": -jnp.arange(split.k, dtype=jnp.float32)}
+    sup = Supernet(space, None, None, weights, stats, {"space": "nb201"}, 0, split)
+    for op in range(split.k):
+        vec = np.zeros(len(space.labels), np.int32)
+        vec[0] = op
+        w, s = sup.state_for(space.vec_to_genotype(vec))
+        k = int(split.route(vec))
+        assert np.all(np.asarray(w["w"]) == k) and float(s["s"]) == -k
+    assert Supernet(space, None, None, weights, stats, {}, 0, None).state_for(None) == (weights, stats)

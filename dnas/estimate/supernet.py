@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 from flax import nnx
 
 from dnas.core.checkpoint import Checkpointer
@@ -61,6 +62,26 @@ class Supernet(NamedTuple):
             return nnx.merge(self.graphdef, self.alpha, self.weights, self.stats, copy=True)
         first = lambda t: jax.tree_util.tree_map(lambda x: x[0], t)  # noqa: E731
         return nnx.merge(self.graphdef, first(self.alpha), first(self.weights), first(self.stats), copy=True)
+
+
+    def state_for(self, genotype: Any) -> tuple[nnx.State, nnx.State]:
+        """``(weights, stats)`` a derived network of ``genotype`` inherits: the one
+        supernet's, or for a few-shot run the sub-supernet the genotype routes to (Zhao et
+        al., ICML 2021: each architecture is evaluated, and fine-tuned, from its own
+        sub-supernet).
+
+        Raises:
+          DnasError: a few-shot run whose space cannot encode ``genotype``.
+        """
+        if self.split is None:
+            return self.weights, self.stats
+        to_vec = getattr(self.space, "genotype_to_vec", None)
+        if to_vec is None:
+            raise DnasError(f"the few-shot run's space {self.config.get('space')!r} cannot encode a genotype to route it to its "
+                            "sub-supernet; inherit from a one-shot (not few-shot) run of this space")
+        k = int(self.split.route(np.asarray(to_vec(genotype))))
+        pick = lambda t: jax.tree_util.tree_map(lambda x: x[k], t)  # noqa: E731
+        return pick(self.weights), pick(self.stats)
 
 
 def read_run_config(run_dir: str | Path, *, what: str = "a dnas search") -> dict[str, Any]:

@@ -154,7 +154,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, log: Callable[[str]
         # Once-for-All's subnet extraction: start from the search run's supernet weights for
         # this genotype (a resumed run restores its own checkpoint instead, so skip the load).
         sup = load_supernet(config.init_from)
-        inherit(sup.space, (sup.weights, sup.stats), geno, net)
+        inherit(sup.space, sup.state_for(geno), geno, net)
         log(f"train: weights inherited from the supernet of {config.init_from}")
     n_params = count_params(net)
     macs = model_macs(net, (1, h, w, c))
