@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dnas.core.errors import DnasError
-from dnas.core.io import read_json
+from dnas.core.io import atomic_write_json, read_json
 from dnas.hardware.penalties import LatencyTerm, latency_term
 from dnas.space.base import SearchSpace
 
@@ -232,7 +230,7 @@ class LatencyPredictor:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes :meth:`to_json` to ``path``."""
-        Path(path).write_text(json.dumps(self.to_json()))
+        atomic_write_json(path, self.to_json(), indent=None)  # a crash mid-write leaves the old file whole
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyPredictor":

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -33,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from dnas.core.errors import DnasError
-from dnas.core.io import read_json
+from dnas.core.io import atomic_write_json, read_json
 from dnas.hardware.predictors.graphs import encode
 from dnas.hardware.predictors.models import GCN, GCNPredictor
 from dnas.hardware.predictors.transfer import TransferPredictor
@@ -207,7 +205,7 @@ class ExportedPredictor:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes :meth:`to_json` to ``path``."""
-        Path(path).write_text(json.dumps(self.to_json()))
+        atomic_write_json(path, self.to_json(), indent=None)  # a crash mid-write leaves the old file whole
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ExportedPredictor":
