@@ -5,9 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from dnas.cli.main import main
+from dnas.core.errors import DnasError
 from dnas.hardware.cost_model import build_cost_model
 from dnas.hardware.predictors import encode
 from dnas.hardware.predictors.export import ExportedPredictor
@@ -62,3 +64,14 @@ def test_save_is_for_gcn_only(tmp_path, capsys):
     rc = main(["predictor", "fit", "--space", "nb201", "--csv", str(csv), "--arch-column", "arch", "--target-column", "y", "--train", "5",
                "--model", "ridge", "--save", str(tmp_path / "p.json")])
     assert rc == 2 and "--save writes gcn predictors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["gcn", "predictor"])
+def test_an_unset_predictor_file_is_named_with_its_fix(model):
+    """experiments/help_nb201 leaves the predictor file to the user: unset, it is one line
+    naming the key and the command that writes the file (it used to say "'.' is a folder")."""
+    from dnas.hardware import cost_models
+    from dnas.space.spaces.nb201 import NB201Space
+
+    with pytest.raises(DnasError, match=r"needs a fitted predictor file: set its cost_model_kwargs.predictor=F.*--save F"):
+        getattr(cost_models, model)(NB201Space(layers=1), "")

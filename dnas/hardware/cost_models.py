@@ -128,6 +128,14 @@ def fbnet_lut(space: SearchSpace, table: str | FBNetLayerTable, device: str = ""
 
 
 @register_cost_model("predictor")
+def _predictor_file(path: str | Path, model: str, how: str) -> str | Path:
+    """``path`` unless it is empty: an unset file names itself ('.') only confusingly."""
+    if not str(path).strip():
+        raise DnasError(f"the {model!r} cost model needs a fitted predictor file: set its cost_model_kwargs.predictor=F "
+                        f"(e.g. --config.estimator_kwargs.cost_model_kwargs.predictor=F), F written by {how}")
+    return path
+
+
 def predictor(space: SearchSpace, predictor: str | LatencyPredictor, metric: str = "latency_ms") -> AdditiveCost:
     """A fitted ridge latency predictor (:func:`dnas.hardware.predictor.fit_latency_predictor`)
     over the space's vectors. Its one-hot and value-count features are linear in the one-hot
@@ -139,7 +147,7 @@ def predictor(space: SearchSpace, predictor: str | LatencyPredictor, metric: str
       metric: the name of what it predicts (``latency_ms``; ``energy_mj`` for an energy fit).
     """
     if isinstance(predictor, (str, Path)):
-        predictor = LatencyPredictor.load(predictor)
+        predictor = LatencyPredictor.load(_predictor_file(predictor, "predictor", "dnas latency fit ... --save F"))
     return AdditiveCost({metric: predictor.latency_term(space)})
 
 
@@ -177,7 +185,7 @@ def gcn(space: SearchSpace, predictor: str | ExportedPredictor, metric: str = "l
       metric: the name of what it predicts (``latency_ms``; ``energy_mj``, ...).
     """
     if isinstance(predictor, (str, Path)):
-        predictor = ExportedPredictor.load(predictor)
+        predictor = ExportedPredictor.load(_predictor_file(predictor, "gcn", "dnas predictor fit --model gcn ... --save F"))
     return GraphPredictorCost(space, predictor, metric)
 
 
