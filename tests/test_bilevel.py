@@ -319,3 +319,24 @@ def test_every_plan_names_known_batches_keys_and_metric_passes():
         plan = step.plan
         assert all(p.batch in ("train", "val") and p.key in ("alpha", "weight", "unrolled") for p in plan.passes)
         assert plan.passes[-1].name == "weights" and plan.train_pass == len(plan.passes) - 1
+
+
+def test_no_decay_on_norm_and_bias_exempts_exactly_those_leaves():
+    """decay_norm_and_bias=False (OFA's no_decay_keys 'bn#bias'): with zero gradients the
+    update is the L2 term alone, so it is zero on BN scales/biases and every bias, and
+    ``lr·wd·w`` (momentum's first step) on kernels."""
+
+    class Net(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+            self.bn = nnx.BatchNorm(4, rngs=rngs)
+            self.lin = nnx.Linear(4, 2, rngs=rngs)
+
+    params = nnx.state(Net(nnx.Rngs(0)), nnx.Param)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    for decay_all in (True, False):
+        opt = darts_weight_optimizer(lr=0.1, lr_min=0.1, weight_decay=0.5, decay_norm_and_bias=decay_all)
+        upd, _ = opt.update(zeros, opt.init(params), params)
+        for (path, u), w in zip(jax.tree_util.tree_leaves_with_path(upd), jax.tree.leaves(params), strict=True):
+            decayed = decay_all or "kernel" in jax.tree_util.keystr(path)
+            np.testing.assert_allclose(np.asarray(u), -0.05 * np.asarray(w) if decayed else 0.0, rtol=1e-6)

@@ -23,7 +23,7 @@ Config::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -43,6 +43,24 @@ def encoding(space: SearchSpace, vecs: np.ndarray) -> np.ndarray:
     vecs = np.asarray(vecs, np.int64)
     cols = [np.eye(int(k))[vecs[:, i]] for i, k in enumerate(space.num_candidates)]
     return np.concatenate(cols, axis=1)
+
+
+def fit_feature_groups(groups: Sequence[np.ndarray], y: np.ndarray) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    """The combined estimator's model: ridge regression over standardised feature groups.
+
+    Each group (e.g. one estimator's metrics, the encoding) is standardised on the training
+    rows and gets its own penalty, chosen by exact leave-one-out error
+    (:func:`dnas.hardware.predictor.fit_ridge`).
+
+    Args:
+      groups: ``f64[T, d_g]`` per group, the training rows' features.
+      y: ``f64[T]`` their accuracies.
+    Returns:
+      ``predict(groups) -> f64[P]`` for new rows given as the same groups ``f64[P, d_g]``.
+    """
+    scale = [(g.mean(0), np.where(g.std(0) > 1e-12, g.std(0), 1.0)) for g in groups]
+    model = fit_ridge([(g - m) / s for g, (m, s) in zip(groups, scale)], np.asarray(y, np.float64))
+    return lambda gs: model.predict(np.concatenate([(g - m) / s for g, (m, s) in zip(gs, scale)], axis=1))
 
 
 def combined(space: SearchSpace, features: Sequence[Mapping[str, Any]] = (), train_archs: int = 100, table: str = "",
@@ -91,11 +109,8 @@ def combined(space: SearchSpace, features: Sequence[Mapping[str, Any]] = (), tra
     g_train, _ = groups(train)
     codes = {v.tobytes(): i for i, v in enumerate(train.astype(np.int32))}
 
-    def fit(keep: np.ndarray):
-        sub = [g[keep] for g in g_train]
-        scale = [(g.mean(0), np.where(g.std(0) > 1e-12, g.std(0), 1.0)) for g in sub]
-        model = fit_ridge([(g - m) / s for g, (m, s) in zip(sub, scale)], y_train[keep])
-        return lambda gs: model.predict(np.concatenate([(g - m) / s for g, (m, s) in zip(gs, scale)], axis=1))
+    def fit(keep: np.ndarray) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+        return fit_feature_groups([g[keep] for g in g_train], y_train[keep])
 
     full = fit(np.ones(len(train), bool))
 

@@ -371,7 +371,7 @@ _ADDED_KEYS: dict[str, dict[str, Any]] = {
     "search": {"hypergradient": "exact", "fuse_passes": False, "update_alpha": True, "relax_kwargs": {}, "imports": [],
                "w_nesterov": False, "tensorboard": False, "arch_penalty": "", "arch_penalty_kwargs": {}, "a_warmup_epochs": 0,
                "hessian_iters": 0, "early_stop": False, "alpha_grad": "relaxation", "alpha_grad_kwargs": {},
-               "downsample": 1},
+               "downsample": 1, "w_decay_norm_and_bias": True},
     "train": {"imports": [], "tensorboard": False, "init_from": "", "downsample": 1},
 }
 # config.pipeline (issue 30): runs from before it read their batches in the step loop.

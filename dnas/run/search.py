@@ -115,7 +115,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     net = build_jitted(lambda r: space.supernet(C=config.init_channels, num_classes=data.num_classes, in_channels=c, rngs=r), k_model)
     w_opt = darts_weight_optimizer(
         config.w_lr, config.w_lr_min, config.epochs, spe, config.w_momentum, config.w_weight_decay, config.grad_clip,
-        nesterov=config.w_nesterov,
+        nesterov=config.w_nesterov, decay_norm_and_bias=config.w_decay_norm_and_bias,
     )
     a_opt = darts_alpha_optimizer(config.a_lr, config.a_b1, config.a_b2, config.a_weight_decay)
     if config.a_warmup_epochs:
@@ -281,6 +281,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.w_momentum = 0.9
     c.w_nesterov = False
     c.w_weight_decay = 3e-4
+    c.w_decay_norm_and_bias = True  # False: no L2 on BatchNorm scales and biases (OFA; How to Train Your Super-Net)
     c.grad_clip = 5.0
     c.a_lr = 3e-4
     c.a_b1 = 0.5
@@ -357,7 +358,7 @@ def check_search(c: ml_collections.ConfigDict) -> None:
         raise DnasError(f"config.order must be 1 or 2, got {c.order}")
     if c.hypergradient not in HYPERGRADIENTS:
         raise DnasError(f"config.hypergradient must be one of {HYPERGRADIENTS}, got {c.hypergradient!r}")
-    for k in ("fuse_passes", "update_alpha", "augment", "w_nesterov"):
+    for k in ("fuse_passes", "update_alpha", "augment", "w_nesterov", "w_decay_norm_and_bias"):
         if not isinstance(c[k], bool):
             raise DnasError(f"config.{k} must be True or False, got {c[k]!r}")
     if not 0.0 < float(c.train_portion) < 1.0:

@@ -60,12 +60,15 @@ fourth argument (``dnas.search.latency.LatencyPenalty``: penalties that scale th
 
 def darts_weight_optimizer(
     lr: float = 0.025, lr_min: float = 0.001, epochs: int = 50, steps_per_epoch: int = 1, momentum: float = 0.9,
-    weight_decay: float = 3e-4, grad_clip: float = 5.0, nesterov: bool = False,
+    weight_decay: float = 3e-4, grad_clip: float = 5.0, nesterov: bool = False, decay_norm_and_bias: bool = True,
 ) -> optax.GradientTransformation:
     """DARTS' weight optimizer: clip(5) -> L2 3e-4 -> SGD momentum 0.9, cosine lr per epoch.
 
     ``nesterov=True`` is the NAS-Bench-201 baselines' variant (their DARTS uses Nesterov
     momentum, AutoDL ``configs/nas-benchmark/algos/DARTS.config``).
+    ``decay_norm_and_bias=False`` exempts normalisation scales and every bias from the L2
+    term (Once-for-All's ``no_decay_keys="bn#bias"``; one of the super-net training
+    heuristics Yu, Ranftl & Salzmann, "How to Train Your Super-Net", ICLR 2021, examine).
 
     The learning rate is constant within an epoch and follows
     ``CosineAnnealingLR(T_max=epochs, eta_min=lr_min)``, as in DARTS' ``train_search.py``.
@@ -74,9 +77,20 @@ def darts_weight_optimizer(
     schedule = lambda step: cosine(step // max(steps_per_epoch, 1))  # noqa: E731
     return optax.chain(
         optax.clip_by_global_norm(grad_clip),
-        optax.add_decayed_weights(weight_decay),
+        optax.add_decayed_weights(weight_decay, mask=None if decay_norm_and_bias else decayed_kernels),
         optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=momentum, nesterov=nesterov),
     )
+
+
+def decayed_kernels(params: Any) -> Any:
+    """``True`` for every leaf of ``params`` but normalisation scales and biases (leaf names
+    ``scale`` and ``bias``): the weight-decay mask of ``decay_norm_and_bias=False``. The
+    name, not the rank, decides, so stacked (scanned, few-shot) parameters keep their role."""
+    def keep(path: tuple, _: Any) -> bool:
+        names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+        return not any(n in ("scale", "bias") for n in names[-2:])
+
+    return jax.tree_util.tree_map_with_path(keep, params)
 
 
 def darts_alpha_optimizer(lr: float = 3e-4, b1: float = 0.5, b2: float = 0.999, weight_decay: float = 1e-3) -> optax.GradientTransformation:

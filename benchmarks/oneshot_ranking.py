@@ -1,0 +1,174 @@
+"""One-shot ranking on NAS-Bench-201 (issue 32): supernets, free baselines and the combined
+estimator, all on the same cells, against the table's accuracy.
+
+The ranked cells are ``NB201Space().distinct_samples(ARCHS, key(SEED))``, the cells
+``dnas eval RUN --archs ARCHS --seed SEED`` draws, so a row here equals that command's. The
+combined estimator's ``T`` training cells are drawn from a disjoint pool (``key(SEED + 1)``,
+minus every ranked cell): it never sees the accuracy of a cell it ranks.
+
+Rows:
+- ``oneshot:NAME``: each ``--run NAME=RUN_DIR[:bn]`` supernet's one-shot accuracy (bn:
+  ``batch`` (default), ``running`` or ``recalib4``), through :class:`OneShotEvaluator`;
+- ``convs``, ``params_m``: counted (convolutions in the cell; the C=16, N=5 network's
+  parameters from the ``counts`` cost model);
+- ``zc:PROXY`` and ``zc:vote`` (Abdelfattah et al. 2021's majority of synflow, jacob_cov and
+  snip) at ``--zc-channels``, ``--zc-layers``;
+- ``combined:FEATURES@T``: :func:`dnas.estimate.combined.fit_feature_groups` (the combined
+  estimator's model) on ``T`` training cells, features named by ``--combos``.
+
+Every feature is computed once for the ranked and the training cells and cached in
+``--cache`` (JSON per feature), so new combinations cost seconds.
+
+  python benchmarks/oneshot_ranking.py --run os=runs/os_cpu --run fs=runs/fs_cpu \\
+      --combos "enc;os+zc+enc;fs+zc+params+enc" --train 20,50,100 --out ranking.json
+
+Prints one JSON line last: per row ``kendall_tau``, ``spearman``, ``top10pct_precision``,
+``true_acc_of_best`` and the feature's CPU seconds (process time of computing it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from dnas.core.stats import rank_quality
+from dnas.data.datasets import shared_data
+from dnas.estimate import build_estimator
+from dnas.estimate.combined import encoding, fit_feature_groups
+from dnas.estimate.nb201_table import table_path, table_values
+from dnas.estimate.oneshot import OneShotEvaluator
+from dnas.estimate.zero_cost.proxies import VOTE, vote
+from dnas.space.spaces import NB201Space
+
+CONVS = ("nor_conv_1x1", "nor_conv_3x3")
+
+
+def cells(archs: int, train: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ranked cells and a disjoint pool of ``train`` training cells, ``int32[·, 6]``."""
+    space = NB201Space()
+    ranked = space.distinct_samples(archs, jax.random.key(seed))
+    seen = {v.tobytes() for v in ranked.astype(np.int32)}
+    pool = space.distinct_samples(train + archs, jax.random.key(seed + 1)).astype(np.int32)
+    pool = np.stack([v for v in pool if v.tobytes() not in seen][:train])
+    return ranked.astype(np.int32), pool
+
+
+def cached(cache: Path, name: str, compute) -> dict:
+    """``compute() -> {metric: list}`` once per feature; later calls read the cache."""
+    f = cache / f"{name.replace(':', '_').replace('/', '_')}.json"
+    if f.exists():
+        return json.loads(f.read_text())
+    t = time.process_time()
+    out = {k: np.asarray(v, np.float64).tolist() for k, v in compute().items()}
+    out["cpu_s"] = time.process_time() - t
+    f.write_text(json.dumps(out))
+    return out
+
+
+def oneshot_feature(run_dir: str, bn: str, vecs: np.ndarray, seed: int) -> dict:
+    """One-shot accuracy and loss of ``vecs`` with the run's supernet (512 held-out images)."""
+    recal = int(bn[len("recalib"):]) if bn.startswith("recalib") else 0
+    ev = OneShotEvaluator.from_run(run_dir, recalibrate=recal, val_batches=8, seed=seed, batch_stats=bn == "batch")
+    out = ev.evaluate(vecs)
+    return {"acc": out["acc"], "neg_loss": -np.asarray(out["loss"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", action="append", default=[], help="NAME=RUN_DIR[:batch|running|recalibK] (repeatable)")
+    ap.add_argument("--archs", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train", default="20,50,100", help="T values of the combined estimator")
+    ap.add_argument("--combos", default="enc", help="';'-separated '+'-joined feature groups: run names, zc, vote, params, convs, enc")
+    ap.add_argument("--zc-channels", type=int, default=8)
+    ap.add_argument("--zc-layers", type=int, default=1)
+    ap.add_argument("--zc-data", default="", help="CIFAR-10 folder of the proxies' batch ('' = the shared subset)")
+    ap.add_argument("--table", default="")
+    ap.add_argument("--metric", default="cifar10_test_200ep")
+    ap.add_argument("--cache", default="oneshot_ranking_cache")
+    ap.add_argument("--out", default="")
+    a = ap.parse_args()
+    cache = Path(a.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    Ts = [int(t) for t in a.train.split(",") if t]
+    ranked, pool = cells(a.archs, max(Ts, default=0), a.seed)
+    vecs = np.concatenate([ranked, pool])
+    n = len(ranked)
+    path = table_path(a.table)
+    truth = table_values(path, vecs, a.metric)
+    space = NB201Space()
+    feats: dict[str, tuple[np.ndarray, float]] = {}  # group name -> (f64[len(vecs), d], cpu seconds)
+
+    tag = f"{a.archs}_{a.seed}_{len(pool)}"
+    for spec in a.run:
+        name, _, rest = spec.partition("=")
+        run_dir, _, bn = rest.partition(":")
+        bn = bn or "batch"
+        print(f"one-shot {name}: {run_dir} ({bn})...", file=sys.stderr, flush=True)
+        d = cached(cache, f"os_{name}_{bn}_{tag}", lambda: oneshot_feature(run_dir, bn, vecs, a.seed))
+        feats[name] = (np.stack([d["acc"], d["neg_loss"]], 1), d["cpu_s"])
+
+    names = [space.ops[i] for i in range(len(space.ops))]
+    conv_cols = [names.index(o) for o in CONVS]
+    feats["convs"] = (np.isin(vecs, conv_cols).sum(1, keepdims=True).astype(np.float64), 0.0)
+    feats["enc"] = (encoding(space, vecs), 0.0)
+    print("params...", file=sys.stderr, flush=True)
+    d = cached(cache, f"params_{tag}", lambda: {
+        "params_m": build_estimator("hardware", NB201Space(layers=5), {"resolution": 32, "counts_kwargs": {"C": 16, "num_classes": 10}})
+        .evaluate(vecs, jax.random.key(0))[0]["params_m"]})
+    feats["params"] = (np.asarray(d["params_m"])[:, None], d["cpu_s"])
+    print(f"zero-cost proxies at C={a.zc_channels}, N={a.zc_layers}...", file=sys.stderr, flush=True)
+    proxies = tuple(dict.fromkeys(VOTE + ("naswot",)))
+    zc_space = NB201Space(layers=a.zc_layers)
+    d = cached(cache, f"zc_C{a.zc_channels}_N{a.zc_layers}_{tag}", lambda: dict(zip(
+        proxies, (lambda m: [m["log10_synflow" if p == "synflow" else p] for p in proxies])(
+            build_estimator("zero_cost", zc_space, {"proxies": ",".join(proxies), "C": a.zc_channels,
+                                                     "data_dir": a.zc_data or shared_data("images", "cifar10_subset")}).evaluate(vecs, jax.random.key(0))[0]))))
+    zc = np.stack([d[p] for p in proxies], 1)
+    feats["zc"] = (zc, d["cpu_s"])
+    # The vote ranks a set: the ranked cells' vote is taken among them alone.
+    v = np.concatenate([vote({p: np.asarray(d[p])[:n] for p in VOTE}), vote({p: np.asarray(d[p])[n:] for p in VOTE})])
+    feats["vote"] = (v[:, None], d["cpu_s"])
+
+    rows: dict[str, dict] = {}
+
+    def row(key: str, pred: np.ndarray, cpu_s: float, **extra) -> None:
+        q = rank_quality(pred, truth[:n])
+        rows[key] = {k: round(float(q[k]), 4) for k in ("kendall_tau", "spearman", "top10pct_precision", "true_acc_of_best")}
+        rows[key].update(cpu_s=round(cpu_s, 1), **extra)
+        print(f"{key:40s} τ {q['kendall_tau']:.3f}  ρ {q['spearman']:.3f}  top10% {q['top10pct_precision']:.2f}", file=sys.stderr)
+
+    for spec in a.run:
+        name = spec.partition("=")[0]
+        row(f"oneshot:{name}", feats[name][0][:n, 0], feats[name][1])
+        row(f"oneshot:{name} (-loss)", feats[name][0][:n, 1], feats[name][1])
+    row("convs", feats["convs"][0][:n, 0], 0.0)
+    row("params_m", feats["params"][0][:n, 0], feats["params"][1])
+    for i, p in enumerate(proxies):
+        row(f"zc:{p}", zc[:n, i], feats["zc"][1])
+    row("zc:vote", feats["vote"][0][:n, 0], feats["zc"][1])
+    for combo in [c for c in a.combos.split(";") if c]:
+        groups = combo.split("+")
+        unknown = [g for g in groups if g not in feats]
+        if unknown:
+            sys.exit(f"--combos: unknown feature group(s) {unknown}; known: {sorted(feats)}")
+        for T in Ts:
+            tr = slice(n, n + T)
+            predict = fit_feature_groups([feats[g][0][tr] for g in groups], truth[tr])
+            row(f"combined:{combo}@{T}", predict([feats[g][0][:n] for g in groups]), sum(feats[g][1] for g in groups), train_archs=T)
+    result = {"archs": n, "seed": a.seed, "metric": a.metric, "train_pool": len(pool), "rows": rows,
+              "threads": os.environ.get("XLA_FLAGS", "")}
+    if a.out:
+        Path(a.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
