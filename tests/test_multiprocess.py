@@ -167,7 +167,7 @@ def test_a_signal_before_the_first_step_ends_the_command_at_once():
         if p.poll() is None:
             p.kill()
     assert p.returncode == 130
-    assert "dnas: stopped by signal 15 before the first step" in err
+    assert "dnas: stopped by signal 15 (before the first step: nothing to checkpoint)" in err
 
 
 @pytest.mark.slow

@@ -296,3 +296,23 @@ def test_train_from_scratch_estimator_on_digits(tmp_path):
     again = run_multitrial(c, tmp_path / "run", log=lambda m: None)
     assert again["test_acc_mean"] == s["test_acc_mean"]
     assert [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == lines
+
+
+def test_a_search_over_another_estimator_reports_the_chosen_cells_from_the_table(tmp_path, table, monkeypatch):
+    """The report metric of a search whose estimator is not the table (here parameter
+    counts) is read from the table for each run's chosen cell alone; without a table the
+    config is refused in one line that names config.table."""
+    from dnas.estimate.nb201_table import table_values
+
+    kw = dict(estimator="hardware", estimator_kwargs={"resolution": 32, "counts_kwargs": {"C": 4, "num_classes": 10}},
+              objective_kwargs={"metric": "params_m"}, valid_metric="params_m", runs=3, runs_per_chunk=3, budget_s=20.0, log_runs=3)
+    summary = run_multitrial(_config(table, **kw), tmp_path / "run", log=lambda m: None)
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "cifar10_test_200ep" not in lines[0]  # the strategy's evaluations never carry it
+    chosen = [max((l for l in lines if l["run"] == r), key=lambda l: l["fitness"])["arch"] for r in range(3)]
+    truth = table_values(table, np.array(chosen), "cifar10_test_200ep")
+    assert summary["test_from_table"] and summary["test_acc_mean"] == pytest.approx(truth.mean(), rel=1e-6)
+    monkeypatch.delenv("DNAS_NB201_TABLE", raising=False)
+    with pytest.raises(DnasError, match="config.table"):
+        run_multitrial(_config("", **kw), tmp_path / "bad", log=lambda m: None)
+    assert not (tmp_path / "bad").exists()

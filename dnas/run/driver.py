@@ -87,6 +87,9 @@ class SignalFlag:
     def __init__(self) -> None:
         self.signal: int | None = None
         self.started = False  # set by StepLoop once the first step ran (see run_in_workdir)
+        # What a signal before the first step leaves behind, as the watcher reports it; a
+        # run without steps (multi-trial) says what it saved instead.
+        self.saved = "before the first step: nothing to checkpoint"
         self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._wakeup_w = -1
         self._hint = _EXIT_BEFORE_FIRST_STEP
@@ -103,7 +106,7 @@ class SignalFlag:
         try:
             while data := os.read(r, 16):  # b"" once restore() closed the write end
                 if not self.started and any(b in (signal.SIGINT, signal.SIGTERM) for b in data):
-                    os.write(2, f"dnas: stopped by signal {data[0]} before the first step (nothing to checkpoint); {self._hint}\n".encode())
+                    os.write(2, f"dnas: stopped by signal {data[0]} ({self.saved}); {self._hint}\n".encode())
                     os._exit(130)
         finally:
             os.close(r)

@@ -188,6 +188,8 @@ def _run_built(b: Built, config: ml_collections.ConfigDict, workdir: Path, log: 
     done = from_primary(np.array([p.exists() for p in paths], bool))  # process 0 reads the directory for all
     writes = is_primary()
     hists, stored, search_s, sharded, compile_s = [], [], 0.0, None, 0.0
+    if stop is not None:  # a signal ends the process at once; finished chunks are on disk, written whole
+        stop.saved = "every finished chunk of runs is saved"
     for start, path, was_done in zip(starts, paths, done):
         _stop_if_signalled(stop)
         if not was_done and not b.estimator.pure:

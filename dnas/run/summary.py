@@ -16,6 +16,7 @@ import numpy as np
 
 from dnas.core.io import atomic_write
 from dnas.core.stats import hypervolume, pareto_mask
+from dnas.estimate.nb201_table import table_path, table_values
 from dnas.search.multitrial import Built, History
 from dnas.space.base import JointSpace
 
@@ -31,7 +32,9 @@ def summarize(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[s
     score = np.where(np.arange(h.archs.shape[1])[None] < h.count[:, None], first, -np.inf)
     best = np.argmax(score, axis=1)
     chosen = h.archs[np.arange(R), best]
-    test, valid = M[config.report_metric][np.arange(R), best], M[config.valid_metric][np.arange(R), best]
+    valid = M[config.valid_metric][np.arange(R), best]
+    from_table = config.report_metric not in M  # checked by build: read for the chosen cells only
+    test = table_values(table_path(config.table), chosen, config.report_metric) if from_table else M[config.report_metric][np.arange(R), best]
     strs = [b.estimator.describe(a) for a in chosen]
     (top, n_top), = collections.Counter(strs).most_common(1)  # ties: the earliest run's choice, so reruns agree
     summary = {
@@ -40,6 +43,7 @@ def summarize(b: Built, config: ml_collections.ConfigDict, h: History, M: dict[s
         "test_metric": config.report_metric,
         "test_acc_mean": float(test.mean()),
         "test_acc_std": float(test.std()),
+        "test_from_table": bool(from_table),
         "valid_metric": config.valid_metric,
         "valid_acc_mean": float(valid.mean()),
         "valid_acc_std": float(valid.std()),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,9 +25,11 @@ import numpy as np
 
 from dnas.core.errors import DnasError
 from dnas.estimate import ESTIMATORS, Estimator, for_space
+from dnas.estimate.nb201_table import load_table, table_path
 from dnas.search.objectives import OBJECTIVES, Objective
 from dnas.search.strategies import STRATEGIES, Strategy
 from dnas.space.base import SearchSpace, build_space
+from dnas.space.spaces import NB201Space
 
 
 def _make(kind: str, name: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -66,8 +69,10 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path | None = None) 
     shape = jax.eval_shape(objective, fake).shape
     m = shape[1] if len(shape) == 2 else 0
     for k in (config.report_metric, config.valid_metric):
-        if k not in estimator.metrics:
-            raise DnasError(f"metric {k!r} is not one the estimator gives: {', '.join(estimator.metrics)}")
+        if k in estimator.metrics or (k == config.report_metric and reported_from_table(space, config)):
+            continue
+        hint = " (or, on NB201, set config.table: the report metric is then read from it for the chosen cells only)" if k == config.report_metric else ""
+        raise DnasError(f"metric {k!r} is not one the estimator gives: {', '.join(estimator.metrics)}{hint}")
     st_kw = config.strategy_kwargs.to_dict()
     if "num_objectives" in inspect.signature(STRATEGIES[config.strategy]).parameters:
         st_kw.setdefault("num_objectives", max(m, 1))
@@ -75,6 +80,28 @@ def build(config: ml_collections.ConfigDict, workdir: str | Path | None = None) 
         multi = [n for n in STRATEGIES if "num_objectives" in inspect.signature(STRATEGIES[n]).parameters]
         raise DnasError(f"objective {config.objective!r} gives {m} objectives; only {', '.join(multi)} take several")
     return Built(space, _make("strategy", config.strategy, STRATEGIES[config.strategy], space, **st_kw), estimator, objective, m)
+
+
+def reported_from_table(space: SearchSpace, config: ml_collections.ConfigDict) -> bool:
+    """Whether the chosen cells' ``report_metric`` comes from the NAS-Bench-201 table.
+
+    A search whose estimator is not the table (one-shot, zero-cost, combined...) still
+    reports the benchmark accuracy of the cell each run chooses, as NAS-Bench-201's
+    weight-sharing baselines do; the table is read after the search and only for the chosen
+    cells, so no strategy ever sees it. True when ``config.estimator`` is not the table, the
+    space is the benchmark's cell and ``config.table`` (or ``$DNAS_NB201_TABLE``) names a
+    table with that column; a bad table or column is one DnasError line.
+    """
+    if config.estimator == "nb201_table" or not isinstance(space, NB201Space) or tuple(space.ops) != tuple(NB201Space().ops):
+        return False
+    try:
+        path = table_path(config.table)
+    except DnasError:
+        return False
+    names = load_table(path, os.path.getmtime(path))[0]
+    if config.report_metric not in names:
+        raise DnasError(f"config.report_metric {config.report_metric!r} is neither an estimator metric nor a table column; columns: {', '.join(names)}")
+    return True
 
 
 class History(NamedTuple):

@@ -36,11 +36,54 @@ from dnas.space.genotype import NB201_OPS
 SPLIT = ["cell/edge_1_0"]
 
 
+# The features of the combined estimator (``:rea_combined``): the supernet's one-shot
+# accuracy and loss, four zero-cost proxies at C=8 on one cell per stage, parameters and
+# MACs, and the cell's one-hot encoding; T = 100 cells of known accuracy.
+ZC_PROXIES = "synflow,jacob_cov,snip,naswot"
+
+
+def _discrete(variant: str, run_dir: str):
+    """``spos``: SPOS' second step, evolution over the supernet's one-shot accuracy;
+    ``rea_combined``: REA over the combined estimator. 10 seeded runs of 100 queries each
+    (the benchmark's REA makes ~100); each chosen cell is reported by its table accuracy,
+    read after the search for that cell only (``config.table``). ``run_dir``: the supernet's
+    search run (``spos=RUN`` / ``rea_combined=RUN`` on the command line)."""
+    import ml_collections
+
+    from dnas.data.datasets import shared_data
+    from dnas.run.multitrial import multitrial_defaults
+
+    c = multitrial_defaults()
+    c.space = "nb201"
+    c.space_kwargs = ml_collections.ConfigDict({"layers": 1})  # the cell's labels are the supernet's for any N
+    c.strategy, c.strategy_kwargs = "rea", ml_collections.ConfigDict({"population": 10, "sample_size": 3})
+    oneshot = {"run_dir": run_dir, "batch_stats": True, "val_batches": 8}
+    if variant == "spos":
+        c.estimator, c.estimator_kwargs = "oneshot", ml_collections.ConfigDict(oneshot)
+        metric = "oneshot_acc"
+    else:
+        c.estimator = "combined"
+        c.estimator_kwargs = ml_collections.ConfigDict({
+            "features": [{"name": "oneshot", "kwargs": oneshot},
+                         {"name": "zero_cost", "kwargs": {"proxies": ZC_PROXIES, "C": 8, "data_dir": shared_data("images", "cifar10_subset")}},
+                         {"name": "hardware", "kwargs": {"resolution": 32, "counts_kwargs": {"C": 16, "num_classes": 10}}}],
+            "train_archs": 100, "table": ""})
+        metric = "combined_acc"
+    c.objective, c.objective_kwargs = "accuracy", ml_collections.ConfigDict({"metric": metric})
+    c.valid_metric, c.report_metric = metric, "cifar10_test_200ep"
+    c.budget_s, c.max_evals, c.runs, c.runs_per_chunk = 1e9, 100, 10, 1
+    return c
+
+
 def get_config(arg: str | None = None):
+    variant, _, run_dir = (arg or "").partition("=")
+    if variant in ("spos", "rea_combined"):
+        return _discrete(variant, run_dir)
     parts = [p for p in (arg or "").split(",") if p]
     variant = next((p for p in parts if p != "fair"), "")
     if variant not in ("", "smoke", "cpu", "oneshot_cpu") or parts.count("fair") > 1 or len(parts) > 2:
-        raise ValueError(f"unknown config arg {arg!r}; use smoke, cpu, oneshot_cpu or nothing, optionally with ',fair'")
+        raise ValueError(f"unknown config arg {arg!r}; use smoke, cpu, oneshot_cpu, spos, rea_combined or nothing "
+                         "(the first four optionally with ',fair')")
     c = search_defaults()
     apply_method(c, "rsps")
     c.space = "nb201"
