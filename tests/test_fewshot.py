@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from dnas.core.errors import DnasError
 from dnas.estimate.oneshot import make_evaluate
 from dnas.search.fewshot import stack, sub
 from dnas.search.plans import StepMaths, fair_paths, fair_weights
@@ -99,7 +100,8 @@ def test_fair_sampling_trains_every_op_of_every_edge_once_per_step():
             assert np.asarray(seen["g"][l]).tolist() == [1.0] * 5
 
 
-def test_combined_estimator_never_sees_the_accuracy_of_an_architecture_it_ranks(tmp_path, require_shared):
+@pytest.mark.parametrize("model", ["trees", "ridge"])
+def test_combined_estimator_never_sees_the_accuracy_of_an_architecture_it_ranks(tmp_path, require_shared, model):
     """The predictions for queried cells do not change when the table's accuracies of those
     cells change (queried training cells included: they are refitted without); they do
     change when a training cell's accuracy changes (the test can fail)."""
@@ -107,7 +109,7 @@ def test_combined_estimator_never_sees_the_accuracy_of_an_architecture_it_ranks(
 
     src = require_shared("nb201", "nb201_table.csv")
     space = NB201Space()
-    est = build_estimator("combined", space, {"train_archs": 12, "table": src, "seed": 0})
+    est = build_estimator("combined", space, {"train_archs": 12, "table": src, "seed": 0, "model": model})
     train = space.distinct_samples(12, jax.random.key(0))
     others = space.distinct_samples(40, jax.random.key(5))
     others = np.asarray([v for v in others if not any((v == t).all() for t in train)][:8])
@@ -127,9 +129,9 @@ def test_combined_estimator_never_sees_the_accuracy_of_an_architecture_it_ranks(
             csv.writer(f).writerows(rows)
         return str(out)
 
-    hidden = build_estimator("combined", space, {"train_archs": 12, "table": rewrite(queried, "q.csv"), "seed": 0})
+    hidden = build_estimator("combined", space, {"train_archs": 12, "table": rewrite(queried, "q.csv"), "seed": 0, "model": model})
     np.testing.assert_allclose(np.asarray(hidden.evaluate(jnp.asarray(queried), jax.random.key(0))[0]["combined_acc"]), before, rtol=1e-6)
-    leaked = build_estimator("combined", space, {"train_archs": 12, "table": rewrite(train[5:], "t.csv"), "seed": 0})
+    leaked = build_estimator("combined", space, {"train_archs": 12, "table": rewrite(train[5:], "t.csv"), "seed": 0, "model": model})
     assert not np.allclose(np.asarray(leaked.evaluate(jnp.asarray(queried), jax.random.key(0))[0]["combined_acc"]), before)
 
 
@@ -169,3 +171,28 @@ def test_a_derived_network_inherits_the_sub_supernet_its_genotype_routes_to():
         k = int(split.route(vec))
         assert np.all(np.asarray(w["w"]) == k) and float(s["s"]) == -k
     assert Supernet(space, None, None, weights, stats, {}, 0, None).state_for(None) == (weights, stats)
+
+
+@pytest.mark.parametrize("model", ["trees", "ridge"])
+def test_combined_model_treats_a_proxys_missing_score_as_its_columns_minimum(model):
+    """A proxy's "no score" (-1e30, NaN) is its column's training minimum: the fit and the
+    predictions equal those with the minimum written in, and stay finite."""
+    from dnas.estimate.combined import fit_feature_groups
+
+    rng = np.random.default_rng(0)
+    x, enc = rng.normal(size=(30, 2)), rng.normal(size=(30, 3))
+    y = x @ np.array([1.0, -2.0]) + enc[:, 0]
+    holes = x.copy()
+    holes[3, 0], holes[7, 1] = -1e30, np.nan
+    filled = holes.copy()
+    filled[3, 0], filled[7, 1] = np.delete(x[:, 0], 3).min(), np.delete(x[:, 1], 7).min()
+    new = rng.normal(size=(5, 2))
+    new[0, 0] = -1e30
+    new_filled = new.copy()
+    new_filled[0, 0] = filled[:, 0].min()
+    a = fit_feature_groups([holes, enc], y, model)([new, enc[:5]])
+    b = fit_feature_groups([filled, enc], y, model)([new_filled, enc[:5]])
+    assert np.isfinite(a).all()
+    np.testing.assert_allclose(a, b, rtol=1e-9)
+    with pytest.raises(DnasError, match="unknown"):
+        fit_feature_groups([x], y, "forest")

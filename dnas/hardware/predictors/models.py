@@ -161,6 +161,20 @@ MODELS.add("params", functools.partial(CountPredictor, "params"))
 
 
 # ----- gradient-boosted trees ----------------------------------------------------------
+TREES_DEFAULTS = dict(n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.8)
+
+
+def trees_regressor(seed: int, **kw: Any) -> Any:
+    """An unfitted ``xgboost.XGBRegressor`` (``TREES_DEFAULTS`` updated by ``kw``), one thread
+    and exact splits so a fit is bitwise reproducible for its ``seed``; a one-line DnasError
+    when xgboost is not installed (it is an optional dependency: ``dnas[predictors]``)."""
+    try:
+        import xgboost  # a heavy optional dependency, loaded only when trees are asked for
+    except ImportError:
+        raise DnasError("gradient-boosted trees need xgboost: pip install 'dnas[predictors]'") from None
+    return xgboost.XGBRegressor(**{**TREES_DEFAULTS, **kw}, random_state=int(seed), n_jobs=1, tree_method="exact")
+
+
 class TreesPredictor:
     """Gradient-boosted regression trees (xgboost) on one-hot + count (+ sources).
 
@@ -179,17 +193,10 @@ class TreesPredictor:
 
     def fit(self, x: Encoded, y: np.ndarray, key: PRNGKey) -> "TreesPredictor":
         """Fits the trees; the seed of their row subsampling comes from ``key``."""
-        try:
-            import xgboost  # a heavy optional dependency, loaded only when trees are asked for
-        except ImportError:
-            raise DnasError("the xgboost model needs xgboost: pip install 'dnas[predictors]'") from None
-
         y = _targets(y, len(x))
         s = _sources(x)
         self.scale = None if s is None else _Standardiser(s)
-        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-        # One thread: the result is then bitwise reproducible and the machine stays shared.
-        self.model = xgboost.XGBRegressor(**self.kw, random_state=seed, n_jobs=1, tree_method="exact")
+        self.model = trees_regressor(int(jax.random.randint(key, (), 0, 2**31 - 1)), **self.kw)
         self.model.fit(self._x(x), y)
         return self
 
