@@ -237,7 +237,8 @@ def timed_accuracy(ev: OneShotEvaluator, vecs: np.ndarray) -> tuple[np.ndarray, 
     return acc, time.perf_counter() - t0
 
 
-def oneshot(space: SearchSpace, run_dir: str = "", recalibrate: int = 0, val_batches: int = 8, seed: int = 0, batch_stats: bool = False) -> Estimator:
+def oneshot(space: SearchSpace, run_dir: str = "", recalibrate: int = 0, val_batches: int = 8, seed: int = 0, batch_stats: bool = False,
+            chunk: int = 1) -> Estimator:
     """An estimator reading the supernet of the search run in ``run_dir``.
 
     Args:
@@ -247,10 +248,15 @@ def oneshot(space: SearchSpace, run_dir: str = "", recalibrate: int = 0, val_bat
       batch_stats: normalise each validation batch with its own statistics instead.
       val_batches: validation batches (from the run's held-out α split).
       seed: draws those batches.
+      chunk: architectures per compiled call. A call is padded to a whole chunk, and an
+        evolutionary strategy asks for one architecture at a time (SPOS' search), so the
+        default 1 wastes nothing; the calls run one after another either way.
     """
     if not run_dir:
         raise DnasError("the oneshot estimator needs estimator_kwargs.run_dir: a dnas search run directory with a trained supernet")
-    ev = OneShotEvaluator.from_run(run_dir, recalibrate=recalibrate, val_batches=val_batches, seed=seed, batch_stats=batch_stats)
+    if int(chunk) < 1:
+        raise DnasError(f"the oneshot estimator's chunk must be >= 1, got {chunk}")
+    ev = OneShotEvaluator.from_run(run_dir, recalibrate=recalibrate, val_batches=val_batches, seed=seed, batch_stats=batch_stats, chunk=int(chunk))
     if tuple(ev.space.labels) != tuple(space.labels):
         raise DnasError(f"the supernet in {run_dir!r} has other labels than the searched space; search the space it was trained on")
 
