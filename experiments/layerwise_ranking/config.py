@@ -17,12 +17,12 @@ for the one-shot accuracy, as every dnas supernet splits) at 16x16, the Proxyles
 with at most 2 blocks per stage, candidates MBConv k3e3 / k5e3 / k7e6 (+ zero where a
 block has the shortcut), stem width 16 (every width halved), batch 64, SGD momentum 0.9,
 cosine lr 0.05, wd 4e-5, no augmentation. The supernets get the same number of
-path-steps (forward+backward of one path): SPOS 2,000 steps of 1 path, the sandwich 500
+path-steps (forward+backward of one path): SPOS 1,600 steps of 1 path, the sandwich 400
 steps of 4 paths (largest, smallest, 2 random; BigNAS' n = 2). ``truth``: the config each
-architecture is trained from scratch with (600 steps, its own seed; only its own path).
+architecture is trained from scratch with (400 steps, its own seed; only its own path).
 Expected result: measured in experiments/README.md ("One-shot ranking on the layer-wise
 space (issue 32)"). ``smoke``: 1 block per stage, 8 channels, a few steps.
-Run time: about 30 CPU-minutes for the whole benchmark on one core; ``smoke`` about a minute.
+Run time: 21.6 CPU-minutes of training for the whole benchmark (24 architectures) on one core; ``smoke`` about a minute.
 """
 
 import ml_collections
@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dataset, c.downsample, c.augment = "cifar10", 2, False
     c.batch_size, c.w_lr, c.w_lr_min, c.w_weight_decay = 64, 0.05, 0.0, 4e-5
     c.eval_bn = "batch"
-    steps = {"spos": 2000, "sandwich": 2000 // PATHS_PER_SANDWICH_STEP, "sandwich_kd": 2000 // PATHS_PER_SANDWICH_STEP, "truth": 600}[variant]
+    steps = {"spos": 1600, "sandwich": 1600 // PATHS_PER_SANDWICH_STEP, "sandwich_kd": 1600 // PATHS_PER_SANDWICH_STEP, "truth": 400}[variant]
     spe = 2542 // c.batch_size  # the weight half of the 5,085-image subset
     c.epochs = -(-steps // spe)
     c.max_steps = steps
