@@ -309,11 +309,12 @@ def test_every_plan_names_known_batches_keys_and_metric_passes():
     assert [p.name for p in maths_plan.passes] == ["alpha", "weights"]
     from dnas.space.relax import policy
 
-    first = ("first_order", "weights_only", "fair_weights", "reinforce")
+    first = ("first_order", "weights_only", "fair_weights", "sandwich_weights", "reinforce")
     for name in PLANS.names():
         step = make_search_step(g, darts_weight_optimizer(), darts_alpha_optimizer(), order=2 if name not in first else 1,
                                 hypergradient=name if name not in first else "finite_difference",
-                                update_alpha=name not in ("weights_only", "fair_weights"), fair=name == "fair_weights",
+                                update_alpha=name not in ("weights_only", "fair_weights", "sandwich_weights"), fair=name == "fair_weights",
+                                sandwich={"sizes": {}} if name == "sandwich_weights" else None,
                                 alpha_grad="reinforce" if name == "reinforce" else "relaxation",
                                 relax=policy() if name == "reinforce" else None)
         plan = step.plan

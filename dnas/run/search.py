@@ -39,6 +39,7 @@ from dnas.core.errors import DnasError
 from dnas.core.io import atomic_write_json
 from dnas.core.stats import hypervolume
 from dnas.estimate.nb201_table import table_path, table_row
+from dnas.hardware.cost_model import build_cost_model
 from dnas.data.datasets import Dataset, StepIndices, augment, get_dataset, normalize, search_split, steps_per_epoch
 from dnas.data.pipeline import Stream, step_batches
 from dnas.run.config import RUN_KINDS, RunKind, apply_smoke, check_common, kwargs_of, pipeline_defaults
@@ -98,6 +99,12 @@ def build_space(config: ml_collections.ConfigDict) -> SearchSpace:
     return _build_space(config.space, config.layers, kwargs_of(config.space_kwargs))
 
 
+def _sandwich_options(config: ml_collections.ConfigDict, space: SearchSpace, data: Dataset) -> dict[str, Any]:
+    sizes = candidate_sizes(space, C=config.init_channels, num_classes=data.num_classes, image_shape=data.image_shape)
+    return {"sizes": {l: jnp.asarray(v, jnp.float32) for l, v in sizes.items()}, "n_random": int(config.sandwich.random_paths),
+            "distill": bool(config.sandwich.distill)}
+
+
 def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
     """Data, supernet, optimizers, state and the jitted step for a search config."""
     p = config.pipeline
@@ -143,6 +150,7 @@ def build_search(config: ml_collections.ConfigDict) -> SearchSetup:
         alpha_grad=config.alpha_grad,
         alpha_grad_kwargs=reinforce_kwargs,
         fair=config.fair_sampling,
+        sandwich=_sandwich_options(config, space, data) if config.sandwich.enabled else None,
     )
     split = make_split(space, list(config.fewshot.split)) if len(config.fewshot.split) else None
     run_step: Callable[..., Any] = step
@@ -307,6 +315,11 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.tensorboard = False  # also write TensorBoard event files to <workdir>/tensorboard (pip install tensorboardX)
     c.fair_sampling = False  # FairNAS (with update_alpha=False): every candidate of every label trained once per step
+    # The sandwich rule (US-Nets / BigNAS, with update_alpha=False, layer-wise spaces): per step the
+    # largest path (most multiply-adds per label), the smallest and random_paths uniform ones,
+    # gradients summed; distill: in-place distillation, every path but the largest learns
+    # from the largest's predictions
+    c.sandwich = ml_collections.ConfigDict({"enabled": False, "random_paths": 2, "distill": False})
     # Few-shot supernets (Zhao et al. 2021): split by the candidates of these labels into
     # K = prod(candidates) sub-supernets, started from the one-shot run in init_from ("": fresh)
     c.fewshot = ml_collections.ConfigDict({"split": [], "init_from": ""})
@@ -385,6 +398,7 @@ def _check_oneshot_options(c: ml_collections.ConfigDict, space: SearchSpace) -> 
     if c.fair_sampling and c.update_alpha:
         raise DnasError("config.fair_sampling (FairNAS) trains the supernet's weights only: set config.update_alpha=False")
     parse_eval_bn(c.eval_bn)
+    _check_sandwich(c, space)
     if len(c.fewshot.split):
         make_split(space, list(c.fewshot.split))
         if c.update_alpha:
@@ -393,6 +407,41 @@ def _check_oneshot_options(c: ml_collections.ConfigDict, space: SearchSpace) -> 
             raise DnasError("config.fewshot runs no Hessian diagnostics, DARTS-ES or latency term; set hessian_iters=0, early_stop=False, latency.table=''")
     elif c.fewshot.init_from:
         raise DnasError("config.fewshot.init_from starts few-shot sub-supernets: name the labels to split by in config.fewshot.split")
+
+
+def _check_sandwich(c: ml_collections.ConfigDict, space: SearchSpace) -> None:
+    sw = c.sandwich
+    for k in ("enabled", "distill"):
+        if not isinstance(sw[k], bool):
+            raise DnasError(f"config.sandwich.{k} must be True or False, got {sw[k]!r}")
+    if isinstance(sw.random_paths, bool) or not isinstance(sw.random_paths, int) or sw.random_paths < 0:
+        raise DnasError(f"config.sandwich.random_paths must be an integer >= 0 (BigNAS: 2), got {sw.random_paths!r}")
+    if sw.distill and not sw.enabled:
+        raise DnasError("config.sandwich.distill (in-place distillation) learns from the sandwich's largest path: set config.sandwich.enabled=True")
+    if not sw.enabled:
+        return
+    if not space.layerwise:
+        raise DnasError(f"config.sandwich needs a layer-wise space, where the largest and smallest networks are the per-label "
+                        f"largest and smallest candidates (proxylessnas, fbnet); {c.space!r} is a cell space: set config.sandwich.enabled=False")
+    if c.update_alpha:
+        raise DnasError("config.sandwich trains the supernet's weights only: set config.update_alpha=False (e.g. method spos)")
+    if c.fair_sampling:
+        raise DnasError("config.sandwich and config.fair_sampling each choose the step's paths: enable one of them")
+
+
+def candidate_sizes(space: SearchSpace, *, C: int, num_classes: int, image_shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """``label -> f64[k]``: each candidate's multiply-adds (millions) at its position, what
+    the sandwich rule's "largest" and "smallest" mean (the ``counts`` cost model: key by key
+    for a keyed space, on the supernet otherwise; zero and identity candidates count 0).
+
+    Args:
+      space: a layer-wise space.
+      C, num_classes: the supernet's stem width and classes.
+      image_shape: ``(H, W, channels)`` of the training images.
+    """
+    h, _, c = image_shape
+    model = build_cost_model("counts", space, {"resolution": int(h), "C": int(C), "num_classes": int(num_classes), "in_channels": int(c)})
+    return model.additive("macs_m").per_label()
 
 
 def parse_eval_bn(value: str) -> tuple[str, int]:

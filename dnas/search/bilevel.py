@@ -49,7 +49,7 @@ from dnas.space.relax import Relaxation, relax_all, softmax
 from dnas.search.state import SearchState, step_compiler_options
 from dnas.core.types import ArchWeights, Batch, Metrics
 
-HYPERGRADIENTS = tuple(n for n in PLANS.names() if n not in ("first_order", "weights_only", "fair_weights", "reinforce"))
+HYPERGRADIENTS = tuple(n for n in PLANS.names() if n not in ("first_order", "weights_only", "fair_weights", "sandwich_weights", "reinforce"))
 """How ``order=2`` gets its second-order term (see the module docstring and :mod:`dnas.search.plans`)."""
 
 ArchPenalty = Callable[[Mapping[str, jax.Array], Mapping[str, ArchWeights], jax.Array], jax.Array]
@@ -125,6 +125,7 @@ def make_search_step(
     alpha_grad: str = "relaxation",
     alpha_grad_kwargs: Mapping[str, Any] | None = None,
     fair: bool = False,
+    sandwich: Mapping[str, Any] | None = None,
 ) -> "SearchStep":
     """Builds the pure bi-level step ``step(state, train_batch, val_batch) -> (state, metrics)``.
 
@@ -158,6 +159,9 @@ def make_search_step(
       fair: with ``update_alpha=False``, FairNAS' strictly fair sampling
         (:func:`dnas.search.plans.fair_weights`): every candidate of every label trained
         once per step, ``M`` paths with gradients summed before one update.
+      sandwich: with ``update_alpha=False``, the sandwich rule
+        (:func:`dnas.search.plans.sandwich_weights`): ``{"sizes": label -> f[k] candidate
+        sizes, "n_random": int, "distill": bool}``; None: not used.
 
     Returns:
       A :class:`SearchStep` (call it, or ``.jit()`` it). Metrics: ``train_loss``, ``train_acc``, ``val_loss``,
@@ -170,10 +174,11 @@ def make_search_step(
     relax = relax or softmax()
     spe = max(int(steps_per_epoch), 1)
 
-    def objective(weights, alpha, stats, batch, key, step, penalty_on, arch=None):
+    def objective(weights, alpha, stats, batch, key, step, penalty_on, arch=None, loss_override=None):
         # The loss of one pass, plus arch_penalty where penalty_on (the α objective): a
         # Python bool in the sequential executor, a traced one in the fused loop. A plan
-        # that chooses the path itself (FairNAS' fair_weights) passes ``arch``.
+        # that chooses the path itself (FairNAS' fair_weights) passes ``arch``; one that
+        # learns from other targets (in-place distillation) passes ``loss_override``.
         x, y = batch
         logits_by_label = dict(nnx.to_pure_dict(alpha)["alpha"])
         if arch is None:
@@ -182,7 +187,7 @@ def make_search_step(
         # inside jax.grad (reused Variables would belong to the outer jit trace).
         model = nnx.merge(graphdef, alpha, weights, stats, copy=True)
         logits = model(x, arch).logits
-        loss = loss_fn(logits, y)
+        loss = (loss_override or loss_fn)(logits, y)
         if arch_penalty is None or penalty_on is False:
             penalty, total = jnp.zeros((), loss.dtype), loss
         else:
@@ -217,10 +222,16 @@ def make_search_step(
         raise DnasError(f"alpha_grad must be 'relaxation' or 'reinforce', got {alpha_grad!r}")
     if alpha_grad == "reinforce" and order != 1:
         raise DnasError("alpha_grad='reinforce' (ENAS) is a first-order policy gradient; set order=1")
-    maths = StepMaths(objective, apply_alpha, apply_weights, update_map, grads, relax, spe, dict(alpha_grad_kwargs or {}))
-    if fair and update_alpha:
-        raise DnasError("fair sampling (FairNAS) trains the supernet's weights only; set update_alpha=False")
-    name = ("fair_weights" if fair else "weights_only") if not update_alpha else ("reinforce" if alpha_grad == "reinforce" else "first_order") if order == 1 else hypergradient
+    options = dict(alpha_grad_kwargs or {})
+    if sandwich is not None:
+        options["sandwich"] = dict(sandwich)
+    maths = StepMaths(objective, apply_alpha, apply_weights, update_map, grads, relax, spe, options)
+    if (fair or sandwich is not None) and update_alpha:
+        raise DnasError(f"{'fair sampling (FairNAS)' if fair else 'the sandwich rule'} trains the supernet's weights only; set update_alpha=False")
+    if fair and sandwich is not None:
+        raise DnasError("fair sampling and the sandwich rule each choose the step's paths; use one of them")
+    weights_plan = "fair_weights" if fair else "sandwich_weights" if sandwich is not None else "weights_only"
+    name = weights_plan if not update_alpha else ("reinforce" if alpha_grad == "reinforce" else "first_order") if order == 1 else hypergradient
     plan = PLANS[name](maths)
 
     def execute(plan: Plan, state: SearchState, train_batch: Batch, val_batch: Batch | None, fuse: bool) -> tuple[SearchState, Metrics]:

@@ -14,6 +14,8 @@ stores something for a later pass. A :class:`Plan` is the list of passes of one 
 - ``weights_only`` (SPOS / RSPS supernet training): the weight pass alone;
 - ``fair_weights`` (FairNAS): ``M`` paths that together train every candidate of every
   label once, gradients summed, one weight update;
+- ``sandwich_weights`` (US-Nets / BigNAS / OFA): the largest, the smallest and ``n``
+  random paths, gradients summed, optionally in-place distillation from the largest;
 - ``reinforce`` (ENAS): a policy-gradient α pass rewarded by the val accuracy of the path
   the policy samples, then the weight pass on another sampled path.
 
@@ -199,6 +201,98 @@ def fair_weights(m: StepMaths) -> Plan:
 
         zero = jax.tree_util.tree_map(jnp.zeros_like, state.weights)
         (g_sum, stats), (loss, acc) = jax.lax.scan(one, (zero, state.stats), jnp.arange(n))
+        return PassResult(g_sum, None, stats, jnp.mean(loss), jnp.mean(acc), jnp.zeros((), loss.dtype))
+
+    weights = Pass("weights", "train", "weight", True, False, False, lambda c, r: (m.apply_weights(c[0], r.w_grads, r.stats), c[1]), compute=compute)
+    return Plan((weights,), val_pass=None, train_pass=0)
+
+
+def sandwich_paths(key: PRNGKey, logits_by_label: dict[str, jax.Array], sizes: dict[str, jax.Array],
+                   n_random: int) -> dict[str, jax.Array]:
+    """The sandwich rule's paths of one step: ``{label: int32[2 + n_random]}``; path 0 takes
+    every label's largest allowed candidate, path 1 its smallest, paths ``2..`` one drawn
+    uniformly among the allowed ones (as the ``uniform`` relaxation draws).
+
+    Args:
+      key: the step's weight key.
+      logits_by_label: α (only which candidates are allowed is read: :data:`MASKED` ones,
+        a few-shot sub-supernet's, are never taken).
+      sizes: ``label -> f[k]`` each candidate's size (multiply-adds); ties go to the
+        earlier candidate.
+      n_random: random paths per step (BigNAS: 2).
+    """
+    out = {}
+    for j, (label, lg) in enumerate(sorted(logits_by_label.items())):
+        ok = allowed(lg)
+        size = jnp.asarray(sizes[label], jnp.float32)
+        big = jnp.argmax(jnp.where(ok, size, -jnp.inf)).astype(jnp.int32)
+        small = jnp.argmin(jnp.where(ok, size, jnp.inf)).astype(jnp.int32)
+        r = jax.random.randint(jax.random.fold_in(key, j), (n_random,), 0, jnp.sum(ok).astype(jnp.int32))
+        rand = jnp.argmax(jnp.cumsum(ok.astype(jnp.int32))[None, :] > r[:, None], axis=-1).astype(jnp.int32)
+        out[label] = jnp.concatenate([big[None], small[None], rand])
+    return out
+
+
+def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean cross-entropy against target distributions ``f[B, classes]`` (US-Nets'
+    ``CrossEntropyLossSoft``); with one-hot targets it is the usual cross-entropy."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    return optax.softmax_cross_entropy(logits, targets.astype(logits.dtype)).mean()
+
+
+@PLANS.decorator("sandwich_weights", lambda f: f)
+def sandwich_weights(m: StepMaths) -> Plan:
+    """Supernet training by the sandwich rule, with or without in-place distillation (Yu &
+    Huang, "Universally Slimmable Networks and Improved Training Techniques", ICCV 2019,
+    Sec. 3.2-3.3; Yu et al., "BigNAS", ECCV 2020, Sec. 3.1; Cai et al., "Once-for-All",
+    ICLR 2020, its knowledge distillation from the largest network).
+
+    Each step runs, on the same train batch, the largest path, the smallest path and
+    ``n_random`` uniformly random ones (:func:`sandwich_paths`; BigNAS: 2), sums their
+    weight gradients and makes one weight update (US-Nets' Alg. 1: ``loss.backward()`` per
+    width, one ``optimizer.step()``). BatchNorm statistics follow each forward in turn.
+    With ``distill``, the largest path learns from the labels and every other path from the
+    largest path's predicted distribution of the same step, ``stop_gradient(softmax(z_L))``
+    (US-Nets' in-place distillation, ``soft_target = output.detach()``); without it every
+    path learns from the labels. The reported loss and accuracy are the mean over the
+    paths, against the labels.
+
+    ``m.options["sandwich"]``: ``sizes`` (``label -> f[k]`` candidate sizes, which define
+    largest and smallest), ``n_random`` and ``distill``.
+    """
+    opts = m.options.get("sandwich")
+    if not opts or "sizes" not in opts:
+        raise DnasError("the sandwich plan needs the candidates' sizes (options['sandwich']['sizes']); "
+                        "build it through make_search_step(sandwich=...)")
+    sizes, n_random, distill = dict(opts["sizes"]), int(opts.get("n_random", 2)), bool(opts.get("distill", True))
+
+    def compute(state, batches, keys):
+        alpha = alpha_dict(state.alpha)
+        paths = sandwich_paths(keys["weight"], alpha, sizes, n_random)
+        n = 2 + n_random
+        x, y = batches["train"]
+        k = {label: lg.shape[-1] for label, lg in alpha.items()}
+
+        def one(carry, i):
+            g_sum, stats, teacher = carry
+            arch = {l: Sampled(p[i][None], jax.nn.one_hot(p[i], k[l], dtype=jnp.float32)) for l, p in paths.items()}
+            hard = jax.nn.one_hot(y, teacher.shape[-1], dtype=jnp.float32)
+            # Path 0 (the largest) always learns from the labels; the others from its
+            # prediction when distilling. One-hot targets make the soft loss the usual one.
+            target = jnp.where((i > 0) & distill, jax.nn.softmax(teacher, axis=-1), hard)
+            loss_fn = lambda logits, _y: soft_cross_entropy(logits, target)  # noqa: E731
+            w_g, _, (stats, logits, loss, _) = m.grads(m.objective, state.weights, state.alpha, stats, batches["train"],
+                                                       keys["weight"], state.step, False, arch, loss_fn)
+            g_sum = jax.tree_util.tree_map(jnp.add, g_sum, w_g)
+            teacher = jnp.where(i == 0, jax.lax.stop_gradient(logits.astype(jnp.float32)), teacher)
+            return (g_sum, stats, teacher), (soft_cross_entropy(logits, hard), _accuracy(logits, y))
+
+        zero = jax.tree_util.tree_map(jnp.zeros_like, state.weights)
+        arch0 = {l: Sampled(p[0][None], jax.nn.one_hot(p[0], k[l], dtype=jnp.float32)) for l, p in paths.items()}
+        logits0 = jax.eval_shape(lambda: m.objective(state.weights, state.alpha, state.stats, batches["train"], keys["weight"],
+                                                     state.step, False, arch0)[1][1])  # the logits' shape, traced only
+        t0 = jnp.zeros(logits0.shape, jnp.float32)
+        (g_sum, stats, _), (loss, acc) = jax.lax.scan(one, (zero, state.stats, t0), jnp.arange(n))
         return PassResult(g_sum, None, stats, jnp.mean(loss), jnp.mean(acc), jnp.zeros((), loss.dtype))
 
     weights = Pass("weights", "train", "weight", True, False, False, lambda c, r: (m.apply_weights(c[0], r.w_grads, r.stats), c[1]), compute=compute)

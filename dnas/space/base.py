@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -94,6 +94,14 @@ class SearchSpace:
       >>> space.decode(space.encode({"l1/op": "b", "l2/op": 2}))  # values or indices
       {'l1/op': 1, 'l2/op': 2}
     """
+
+    layerwise: ClassVar[bool] = False
+    """True where every label is one layer of a chain of layers and its candidates are
+    alternative blocks for that layer (ProxylessNAS, FBNet): a network's size is then the
+    sum of its layers', so "the largest" and "the smallest" network are the per-label
+    largest and smallest candidates (the sandwich rule, :func:`dnas.search.plans.sandwich_weights`).
+    False for cell spaces, whose labels are edges of a DAG (a cell of the per-edge largest
+    ops is not a network that contains the others)."""
 
     @staticmethod
     def check_network(genotype: Any, *, image_shape: tuple[int, int, int], C: int, layers: int, **options: Any) -> None:

@@ -151,6 +151,8 @@ class FBNetSpace(SearchSpace):
         holds every candidate of every layer); the per-layer table prices any subset.
     """
 
+    layerwise = True  # one label per layer of a chain (SearchSpace.layerwise)
+
     def __init__(self, layers: int = 22, setting: str = "cifar", ops: Sequence[str] = FBNET_OPS):
         if setting not in SETTINGS:
             raise DnasError(f"fbnet setting {setting!r} is not one of {', '.join(SETTINGS)}")

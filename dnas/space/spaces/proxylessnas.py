@@ -215,6 +215,8 @@ class ProxylessSpace(SearchSpace, KeyedSpace):
       ops: the conv candidates (default: kernel {3,5,7} x expansion {3,6}).
     """
 
+    layerwise = True  # one label per block of a chain (SearchSpace.layerwise)
+
     def __init__(self, layers: int = 4, width_mult: float = 1.0, width_stages: Sequence[int] = (24, 40, 80, 96, 192, 320),
                  n_cell_stages: Sequence[int] = (4, 4, 4, 4, 4, 1), stride_stages: Sequence[int] = (2, 2, 2, 1, 2, 1),
                  ops: Sequence[str] = MB_OPS):
