@@ -184,3 +184,32 @@ def test_require_shared_fails_in_ci_and_skips_elsewhere(require_shared, monkeypa
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match=r"'nb201/missing.csv' is absent from " + re.escape(str(tmp_path)) + ": to check X$"):
         require_shared("nb201", "missing.csv", why="to check X")
+
+
+# Each kind's keys as runs were first written, before any key of _ADDED_KEYS existed. A key
+# added to a kind's defaults must also go into dnas.run.config._ADDED_KEYS with the value
+# that reproduces what older runs did, or those runs no longer load ("config lacks key").
+FIRST_SCHEMA = {
+    "search": ["a_b1", "a_b2", "a_lr", "a_weight_decay", "augment", "batch_size", "checkpoint_every_steps", "data_dir", "dataset",
+               "devices", "epochs", "grad_clip", "init_channels", "keep_checkpoints", "kind", "layers", "log_every_steps", "max_steps",
+               "max_train_examples", "order", "relax", "seed", "space", "space_kwargs", "train_portion", "w_lr", "w_lr_min",
+               "w_momentum", "w_weight_decay"],
+    "train": ["auxiliary", "auxiliary_weight", "batch_size", "checkpoint_every_steps", "cutout", "data_dir", "dataset", "devices",
+              "drop_path_prob", "epochs", "genotype", "grad_clip", "init_channels", "keep_checkpoints", "kind", "layers",
+              "log_every_steps", "lr", "max_steps", "max_test_examples", "max_train_examples", "momentum", "seed", "valid_examples",
+              "weight_decay"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FIRST_SCHEMA))
+def test_every_key_added_since_the_first_runs_has_a_migration_value(kind, tmp_path):
+    """A run written with only the first schema's keys still reads back (every later key is
+    filled with its migration value), and no key exists outside both lists."""
+    from dnas.run.config import _ADDED_KEYS, RUN_KINDS, read_config, to_json
+
+    d = json.loads(to_json(RUN_KINDS[kind].defaults()))
+    unmigrated = sorted(set(d) - set(FIRST_SCHEMA[kind]) - set(_ADDED_KEYS[kind]))
+    assert not unmigrated, f"keys {unmigrated} need a value in dnas.run.config._ADDED_KEYS (what runs written before them did)"
+    old = tmp_path / "config.json"
+    old.write_text(json.dumps({**{k: d[k] for k in FIRST_SCHEMA[kind]}, "dataset": "digits"}))
+    assert sorted(read_config(old)) == sorted(d)
