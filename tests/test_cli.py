@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import pytest
 
 from dnas.cli.common import split_overrides as _split_overrides
@@ -83,7 +84,7 @@ def test_show_a_genotype_with_the_table_prints_its_accuracy(tmp_path, monkeypatc
 def test_train_stops_cleanly_on_sigint_and_resumes(tmp_path):
     """SIGINT in `dnas train` (during compile or steps) writes a checkpoint and exits with one
     line saying how to resume; it used to be ignored (or a raw KeyboardInterrupt)."""
-    env = dict(os.environ, DNAS_JAX_CACHE=str(ROOT / ".jax_cache"), XLA_FLAGS="")
+    env = dict(os.environ, DNAS_JAX_CACHE=jax.config.jax_compilation_cache_dir, XLA_FLAGS="")
     w = tmp_path / "t"
     cmd = [sys.executable, "-m", "dnas.cli", "train", "--config", "experiments/darts_retrain/config.py:smoke", "--genotype",
            "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|skip_connect~0|none~1|avg_pool_3x3~2|", "--config.dataset=synthetic",

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import jax
 import pytest
 
 from dnas.core.checkpoint import Checkpointer
@@ -22,7 +23,7 @@ NB201_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|n
 
 
 def _dnas(*args, cache=None, **kw):
-    env = dict(os.environ, DNAS_JAX_CACHE=str(cache or ROOT / ".jax_cache"), XLA_FLAGS="")
+    env = dict(os.environ, DNAS_JAX_CACHE=str(cache or jax.config.jax_compilation_cache_dir), XLA_FLAGS="")
     return subprocess.run([sys.executable, "-m", "dnas.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, **kw)
 
 
@@ -33,7 +34,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert full.returncode == 0, full.stderr[-2000:]
 
     killed = tmp_path / "killed"
-    env = dict(os.environ, DNAS_JAX_CACHE=str(ROOT / ".jax_cache"), XLA_FLAGS="")
+    env = dict(os.environ, DNAS_JAX_CACHE=jax.config.jax_compilation_cache_dir, XLA_FLAGS="")
     proc = subprocess.Popen([sys.executable, "-m", "dnas.cli", *base, "--workdir", str(killed)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600

@@ -9,13 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _dnas(*args):
-    env = dict(os.environ, DNAS_JAX_CACHE=str(ROOT / ".jax_cache"), XLA_FLAGS="")
+    env = dict(os.environ, DNAS_JAX_CACHE=jax.config.jax_compilation_cache_dir, XLA_FLAGS="")
     return subprocess.run([sys.executable, "-m", "dnas.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT)
 
 

@@ -26,23 +26,47 @@ X = jax.random.normal(jax.random.key(2), (4, 8, 8, 3))
 CELL = "|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
 
 
-def _trained_like(net: nnx.Module) -> nnx.Module:
-    """Non-trivial running statistics and BN scales/shifts, as a trained supernet has."""
-    stats = nnx.state(net, nnx.BatchStat)
-    nnx.update(net, jax.tree_util.tree_map(lambda v: v + 0.3 * jax.random.uniform(jax.random.key(5), v.shape), stats))
-    params = nnx.state(net, nnx.Param)
-    nnx.update(net, jax.tree_util.tree_map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(6), v.shape), params))
+def _trained_like(net: nnx.Module, seed: int = 5) -> nnx.Module:
+    """Non-trivial running statistics and BN scales/shifts, as a trained supernet has.
+
+    Every array (weights, statistics, the unused α) is drawn afresh by NumPy (its own
+    generator), also into an abstract module (``nnx.eval_shape``): nothing is compiled. Drawing them with
+    ``jax.random`` eagerly compiled one program per distinct shape (FBNet: ~47 s CPU)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, v):
+        shape, name = tuple(v.shape), str(path[-1])
+        if name == "var":
+            x = 1.0 + 0.3 * rng.uniform(size=shape)
+        elif name == "mean":
+            x = 0.3 * rng.uniform(size=shape)
+        elif name == "scale":
+            x = 1.0 + 0.1 * rng.normal(size=shape)
+        elif len(shape) >= 2:  # kernels: fan-in scaled, so that 22 layers stay finite
+            x = rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1]))
+        else:
+            x = 0.1 * rng.normal(size=shape)
+        return jnp.asarray(x, v.dtype)
+
+    nnx.update(net, jax.tree_util.tree_map_with_path(draw, nnx.state(net)))
     return net
 
 
-def _assert_same_function(space, supernet, genotype, derived, arch):
-    """Eval-mode logits, train-mode logits and the train step's running statistics agree."""
+def _assert_same_function(space, supernet, genotype, derived, arch, jit=False):
+    """Eval-mode logits, train-mode logits and the train step's running statistics agree.
+    ``jit``: both forwards compiled as one program each (a deep network's eager forward
+    compiles one program per op and shape: FBNet's took ~35 s)."""
     weights, stats = nnx.state(supernet, nnx.Param), nnx.state(supernet, nnx.BatchStat)
     inherit(space, (weights, stats), genotype, derived)  # the checkpoint form: (weights, stats)
+    # The indices are closed over as Python ints, so the supernet calls the chosen ops as
+    # it does eagerly (no switch).
+    run_derived, run_super = (lambda m, x: m(x).logits), (lambda m, x: m(x, arch).logits)
+    if jit:
+        run_derived, run_super = nnx.jit(run_derived), nnx.jit(run_super)
     supernet.eval(), derived.eval()
-    np.testing.assert_allclose(derived(X).logits, supernet(X, arch).logits, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(run_derived(derived, X), run_super(supernet, X), atol=1e-5, rtol=1e-5)
     supernet.train(), derived.train()
-    np.testing.assert_allclose(derived(X).logits, supernet(X, arch).logits, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(run_derived(derived, X), run_super(supernet, X), atol=1e-5, rtol=1e-5)
     # Both updated their BN statistics from this batch: the derived network's equal the
     # supernet's chosen ops' (read through the same map).
     want = nnx.to_flat_state(inherited_state(space, supernet, genotype, derived))
@@ -117,14 +141,17 @@ def test_proxylessnas_zero_blocks_are_dropped_and_the_function_kept():
 
 @pytest.mark.slow
 def test_fbnet_derived_network_with_inherited_weights_equals_supernet():
-    # FBNet's 22 layers x 9 candidates are fixed by the space: ~40 s on a 2-core CPU.
-    from dnas.space.spaces.fbnet import FBNET_OPS, FBNetGenotype, FBNetSpace
+    """All 22 layers, the candidates in an order other than FBNET_OPS' (inherit maps by
+    name). Both networks are built abstractly: the supernet's arrays are drawn by NumPy,
+    the derived network's all come from inherit (one it missed would fail the forward).
+    Built and run eagerly, the full 9-op supernet took ~3 CPU-minutes, all compiling."""
+    from dnas.space.spaces.fbnet import FBNetGenotype, FBNetSpace
 
-    space = FBNetSpace()
-    sup = _trained_like(space.supernet(C=4, num_classes=3, in_channels=3, rngs=nnx.Rngs(0)))
-    geno = FBNetGenotype(tuple(FBNET_OPS[(3 * i) % 9] for i in range(22)))
-    net = space.network(geno, C=4, layers=22, num_classes=3, in_channels=3, rngs=nnx.Rngs(1))
-    _assert_same_function(space, sup, geno, net, {l: FBNET_OPS.index(o) for l, o in zip(space.labels, geno.ops)})
+    space = FBNetSpace(ops=("k5_e3", "skip", "k3_e1", "k3_e1_g2", "k3_e6"))
+    sup = _trained_like(nnx.eval_shape(lambda: space.supernet(C=4, num_classes=3, in_channels=3, rngs=nnx.Rngs(0))))
+    geno = FBNetGenotype(tuple(("k3_e1", "k3_e6", "k5_e3", "k3_e1_g2", "skip")[i % 5] for i in range(22)))
+    net = nnx.eval_shape(lambda: space.network(geno, C=4, layers=22, num_classes=3, in_channels=3, rngs=nnx.Rngs(1)))
+    _assert_same_function(space, sup, geno, net, {l: space.ops.index(o) for l, o in zip(space.labels, geno.ops)}, jit=True)
 
 
 def test_shape_mismatch_is_one_dnas_error_line():

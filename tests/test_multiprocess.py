@@ -30,7 +30,12 @@ SEARCH = ["search", "--config", str(ROOT / "experiments" / "nb201" / "config.py"
 def _env(devices: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    # The children compile the same programs on every run: share the suite's cache.
+    # The children compile the same programs on every run: share the suite's cache. Only
+    # process 0 of a launch gains from it: JAX 0.10 writes cache entries from process 0
+    # alone and keys a CPU program by the topology fingerprint of the process's *local*
+    # devices, which differs between processes (0 and 1 never share a key), so process 1
+    # compiles every program on every run, and process 0, loaded from the cache, waits in
+    # the first step's collective for it (the ~80 s "first step" of a resumed launch).
     env["DNAS_JAX_CACHE"] = jax.config.jax_compilation_cache_dir or ""
     env["JAX_PLATFORMS"] = "cpu"
     env.pop("XLA_FLAGS", None)  # dnas launch sets the device count per process

@@ -20,13 +20,12 @@ from flax import nnx
 from dnas.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = os.environ.get("DNAS_TEST_JAX_CACHE", str(ROOT / ".jax_cache"))
 
 
 def _dnas(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``dnas ARGS`` in a fresh process on one CPU device, as a user's shell runs it (this
     checkout's dnas first on the path; the test cache so that a rerun compiles less)."""
-    env = dict(os.environ, XLA_FLAGS="", DNAS_JAX_CACHE=CACHE)
+    env = dict(os.environ, XLA_FLAGS="", DNAS_JAX_CACHE=jax.config.jax_compilation_cache_dir)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return subprocess.run([sys.executable, "-m", "dnas.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 

@@ -385,14 +385,17 @@ def test_fbnet_probes_are_the_derived_networks():
     ReLUs. ``params``/``flops`` come from the same derived-network tables as elsewhere."""
     from dnas.space.spaces.fbnet import FBNetSpace
 
-    space = FBNetSpace()
+    # The candidates the two architectures use (built eagerly, the 9-op supernet compiled
+    # one program per op and shape: ~2/3 of this test's time).
+    space = FBNetSpace(ops=("k3_e1_g2", "skip", "k3_e3", "k5_e6"))
     skip = {l: "skip" for l in space.labels}
-    a = space.encode({**skip, "layer00/op": "k3_e3", "layer05/op": "k3_e1_g2"})
-    b = space.encode({**skip, "layer01/op": "k3_e1_g2", "layer06/op": "k5_e6"})
+    # One architecture with every module kind (two used to split them: each compiles the
+    # probed and the reference network once more).
+    a = space.encode({**skip, "layer00/op": "k3_e3", "layer01/op": "k3_e1_g2", "layer05/op": "k3_e1_g2", "layer06/op": "k5_e6"})
     proxies = tuple(n for n in ALL_PROXIES if n not in ("params", "flops"))
     # 16x16 inputs: at 8x8 the last stages are 1x1, BatchNorm normalises 4 values, and
     # float32 grasp moved by 3% between two compilations of one function (float64: agree).
-    got = _check_against_derived(space, [a, b], C=4, hw=16, proxies=proxies, index=False)
+    got = _check_against_derived(space, [a], C=4, hw=16, proxies=proxies, index=False)
     assert np.all(np.isfinite([got[n] for n in proxies]))
 
 
