@@ -213,3 +213,15 @@ def test_every_key_added_since_the_first_runs_has_a_migration_value(kind, tmp_pa
     old = tmp_path / "config.json"
     old.write_text(json.dumps({**{k: d[k] for k in FIRST_SCHEMA[kind]}, "dataset": "digits"}))
     assert sorted(read_config(old)) == sorted(d)
+
+
+@pytest.mark.parametrize("variant", ["spos", "rea_combined"])
+def test_fewshot_search_variants_take_the_supernet_run_from_the_argument(variant, require_shared):
+    """``fewshot_nb201:spos=RUN`` / ``:rea_combined=RUN``: multi-trial configs over that
+    supernet whose chosen cells the table reports (report_metric is not an estimator metric)."""
+    require_shared("images", "cifar10_subset", why="the combined estimator's zero-cost batch comes from the CIFAR-10 subset")
+    c = load_config(f"experiments/fewshot_nb201/config.py:{variant}=/runs/fs")
+    kw = c.estimator_kwargs.to_dict()
+    run_dir = kw["run_dir"] if variant == "spos" else kw["features"][0]["kwargs"]["run_dir"]
+    assert c.kind == "multitrial" and run_dir == "/runs/fs" and c.report_metric == "cifar10_test_200ep"
+    assert c.runs == 10 and c.max_evals == 100
