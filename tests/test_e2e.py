@@ -61,7 +61,6 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
         ck = Checkpointer(tmp_path / run / "checkpoints")
         states.append(ck.restore(ck.latest_step(), like))
         ck.close()
-    import jax
 
     for a, b in zip(jax.tree_util.tree_leaves(states[0]), jax.tree_util.tree_leaves(states[1])):
         if hasattr(a, "dtype") and not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
