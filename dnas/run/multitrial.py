@@ -294,7 +294,9 @@ def run_host(b: Built, config: ml_collections.ConfigDict, workdir: Path, r: int,
         h = History(archs_h[None], fit_h[None], cost_h[None], np.array([count], np.int32))
         state_leaves = {f"leaf{i}": np.asarray(x) for i, x in enumerate(jax.tree_util.tree_leaves(state))}
         _save_chunk(partial, h, 0.0, {k: v[None] for k, v in met_h.items()}, step=step, spent=spent, done=done, **state_leaves)
-        log(f"run {r}: step {step}, {count} architectures, {spent:.0f}/{budget:.0f} s")
+        # max_evals is the cap users set to bound queries; a huge budget is "no budget"
+        archs_done = f"{count}/{max_evals}" if max_evals else f"{count}"
+        log(f"run {r}: step {step}, {archs_done} architectures, {spent:.0f}" + (f"/{budget:.0f} s" if budget < 1e8 else " s charged"))
     h = History(archs_h[None], fit_h[None], cost_h[None], np.array([count], np.int32))
     return h, {k: v[None] for k, v in met_h.items()}
 
