@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -188,8 +187,7 @@ def main() -> None:
                                  cpu_s=round(sum(feats[g][1] for g in groups), 1))
                 print(f"{key:40s} τ {rows[key]['kendall_tau']:.3f} ± {rows[key]['kendall_tau_std']:.3f}  ρ {rows[key]['spearman']:.3f}  "
                       f"top10% {rows[key]['top10pct_precision']:.2f}", file=sys.stderr)
-    result = {"archs": n, "seed": a.seed, "metric": a.metric, "train_pool": len(pool), "rows": rows,
-              "threads": os.environ.get("XLA_FLAGS", "")}
+    result = {"archs": n, "seed": a.seed, "metric": a.metric, "train_pool": len(pool), "rows": rows}
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
