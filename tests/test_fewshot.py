@@ -144,8 +144,12 @@ def test_fewshot_smoke_search_then_dnas_eval_compiles_once(tmp_path, capsys):
     from dnas.run.search import run_search
 
     run = tmp_path / "f"
-    c = load_config("experiments/fewshot_nb201/config.py:smoke", ["--config.max_steps=2"])
+    # 3 epochs of 2 steps (128 weight-split images, batch 64), the whole split validated every second one.
+    c = load_config("experiments/fewshot_nb201/config.py:smoke",
+                    ["--config.max_steps=6", "--config.epochs=3", "--config.batch_size=64", "--config.val_every_epochs=2"])
     run_search(c, run, log=lambda m: None)
+    epochs = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "epoch"]
+    assert [("epoch_val_acc" in r) for r in epochs] == [False, True, True]
     capsys.readouterr()
     assert main(["eval", str(run), "--archs", "12", "--val-batches", "1", "--chunk", "8"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
