@@ -9,6 +9,7 @@ leaves a half-written checkpoint that looks whole.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from pathlib import Path
@@ -39,6 +40,24 @@ def _from_savable(tree: Any, like: Any) -> Any:
 
 def _is_closed_loop_noise(exc: BaseException | None) -> bool:
     return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def _drop_item_metadata_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Metadata file does not exist")
+
+
+def _silence_item_metadata_warning() -> None:
+    """Drops orbax's "Metadata file does not exist: <step>/default/_CHECKPOINT_METADATA".
+
+    Why: reading one item of a step with ``PyTreeCheckpointer`` (as host numpy arrays,
+    :meth:`Checkpointer.restore_fields`) looks for the step-level metadata file inside the
+    item folder, where the manager never writes it; the read is complete without it, but
+    every ``dnas eval`` and one-shot estimator printed the warning. Only that message of the
+    ``absl`` logger is dropped, once per process.
+    """
+    log = logging.getLogger("absl")
+    if _drop_item_metadata_warning not in log.filters:
+        log.addFilter(_drop_item_metadata_warning)
 
 
 def _silence_abandoned_reads() -> None:
@@ -117,6 +136,7 @@ class Checkpointer:
         alike) and each target leaf is found by its key path; a missing or differently shaped leaf is one DnasError line.
         """
         _silence_abandoned_reads()  # before the read: the noise can come before our except clause runs
+        _silence_item_metadata_warning()
         try:
             # Read as host numpy arrays, not with the shardings stored beside the values:
             # those name the saving run's devices, which a reader of several processes
