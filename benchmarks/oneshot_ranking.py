@@ -85,10 +85,10 @@ def cached(cache: Path, name: str, vecs: np.ndarray, compute) -> dict:
     return res
 
 
-def oneshot_feature(run_dir: str, bn: str, vecs: np.ndarray, seed: int) -> dict:
-    """One-shot accuracy and loss of ``vecs`` with the run's supernet (512 held-out images)."""
+def oneshot_feature(run_dir: str, bn: str, vecs: np.ndarray, seed: int, val_batches: int = 8) -> dict:
+    """One-shot accuracy and loss of ``vecs`` with the run's supernet (``val_batches`` held-out batches)."""
     recal = int(bn[len("recalib"):]) if bn.startswith("recalib") else 0
-    ev = OneShotEvaluator.from_run(run_dir, recalibrate=recal, val_batches=8, seed=seed, batch_stats=bn == "batch")
+    ev = OneShotEvaluator.from_run(run_dir, recalibrate=recal, val_batches=val_batches, seed=seed, batch_stats=bn == "batch")
     out = ev.evaluate(vecs)
     return {"acc": out["acc"], "neg_loss": -np.asarray(out["loss"])}
 
@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("--train-seeds", type=int, default=3, help="draws of the T training cells")
     ap.add_argument("--models", default="trees,ridge", help="the combined estimator's models to report")
     ap.add_argument("--combos", default="enc", help="';'-separated '+'-joined feature groups: run names, zc, vote, params, convs, enc")
+    ap.add_argument("--val-batches", type=int, default=8, help="held-out batches each supernet evaluates a cell on (dnas eval's default: 8)")
     ap.add_argument("--zc-channels", type=int, default=8)
     ap.add_argument("--zc-layers", type=int, default=1)
     ap.add_argument("--zc-data", default="", help="CIFAR-10 folder of the proxies' batch ('' = the shared subset)")
@@ -127,7 +128,8 @@ def main() -> None:
         run_dir, _, bn = rest.partition(":")
         bn = bn or "batch"
         print(f"one-shot {name}: {run_dir} ({bn})...", file=sys.stderr, flush=True)
-        d = cached(cache, f"os_{name}_{bn}_{a.seed}", vecs, lambda todo: oneshot_feature(run_dir, bn, todo, a.seed))
+        vb = "" if a.val_batches == 8 else f"_v{a.val_batches}"  # the caches of 8 batches predate the option
+        d = cached(cache, f"os_{name}_{bn}_{a.seed}{vb}", vecs, lambda todo: oneshot_feature(run_dir, bn, todo, a.seed, a.val_batches))
         feats[name] = (np.stack([d["acc"], d["neg_loss"]], 1), d["cpu_s"])
 
     names = [space.ops[i] for i in range(len(space.ops))]
