@@ -138,7 +138,8 @@ def test_combined_estimator_never_sees_the_accuracy_of_an_architecture_it_ranks(
 @pytest.mark.slow
 def test_fewshot_smoke_search_then_dnas_eval_compiles_once(tmp_path, capsys):
     """The few-shot experiment's smoke search trains K stacked sub-supernets; ``dnas eval``
-    routes cells to them with one compilation, in the BN mode the run recommends."""
+    routes cells to them with one compilation, in the BN mode the run recommends, on its
+    whole held-out split by default."""
     from dnas.cli.main import main
     from dnas.run.config import load_config
     from dnas.run.search import run_search
@@ -151,9 +152,10 @@ def test_fewshot_smoke_search_then_dnas_eval_compiles_once(tmp_path, capsys):
     epochs = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "epoch"]
     assert [("epoch_val_acc" in r) for r in epochs] == [False, True, True]
     capsys.readouterr()
-    assert main(["eval", str(run), "--archs", "12", "--val-batches", "1", "--chunk", "8"]) == 0
+    assert main(["eval", str(run), "--archs", "12", "--chunk", "8"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["compiles"] == 1 and out["archs"] == 12 and out["bn"] == "batch"
+    assert out["val_examples"] == 128  # config.eval_val_batches=0: the whole held-out half of the 256 images
 
 
 def test_a_derived_network_inherits_the_sub_supernet_its_genotype_routes_to():

@@ -218,7 +218,7 @@ def test_more_archs_than_the_space_holds():
 @pytest.mark.parametrize("override", [
     "--config.epochs=1e23", "--config.epochs=100000000000000000000000", "--config.w_lr=nan", "--config.w_lr=-1",
     "--config.grad_clip=inf", "--config.max_steps=-3", "--config.batch_size=1.5", "--config.epochs=True", "--config.seed=1e3",
-    "--config.val_every_epochs=0",
+    "--config.val_every_epochs=0", "--config.eval_val_batches=-1",
 ])
 def test_absurd_config_values_are_refused(override):
     with pytest.raises(DnasError) as e:

@@ -5,6 +5,9 @@
 
 Without ``--bn-batch``, ``--bn-running`` or ``--bn-recalib`` the BatchNorm mode is the run's
 ``config.eval_bn`` (what its method recommends; ``running`` for runs written before it).
+Without ``--val-batches`` each architecture is scored on the run's ``config.eval_val_batches``
+held-out batches (0, the default of new runs: the whole held-out split; runs written before
+it: 8).
 A few-shot run (``config.fewshot``) evaluates each architecture with its sub-supernet.
 
 Samples ``--archs`` distinct architectures of the run's space (``--sample policy``: drawn
@@ -92,8 +95,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise DnasError(f"--archs must be >= 1, got {args.archs}")
     if sum([args.bn_batch, args.bn_running, args.bn_recalib is not None]) > 1:
         raise DnasError("--bn-batch, --bn-running and --bn-recalib exclude each other: pick one BatchNorm mode")
-    if (args.bn_recalib is not None and args.bn_recalib < 0) or args.val_batches < 1:
-        raise DnasError("--bn-recalib must be >= 0 and --val-batches >= 1")
+    if (args.bn_recalib is not None and args.bn_recalib < 0) or (args.val_batches is not None and args.val_batches < 0):
+        raise DnasError("--bn-recalib must be >= 0 and --val-batches >= 0 (0: the whole held-out split)")
     if args.chunk < 1:
         raise DnasError(f"--chunk must be >= 1 (architectures per device per compiled call), got {args.chunk}")
     if args.batch_size < 0:
@@ -110,6 +113,8 @@ def run_eval(args: argparse.Namespace) -> dict:
         # running), read after every argument check so a bad argument is named first.
         mode, k = parse_eval_bn(read_run_config(run).get("eval_bn", "running"))
         args.bn_batch, args.bn_recalib = mode == "batch", k
+    if args.val_batches is None:  # the run's (config.eval_val_batches; runs written before it: 8)
+        args.val_batches = int(read_run_config(run).get("eval_val_batches", 8))
     args.bn_recalib = args.bn_recalib or 0
     maybe_initialize_distributed()
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
@@ -192,7 +197,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bn-batch", action="store_true",
                    help="normalise each validation batch with its own statistics (NAS-Bench-201's track_running_stats=False)")
     p.add_argument("--bn-running", action="store_true", help="use the supernet's running statistics")
-    p.add_argument("--val-batches", type=int, default=8, help="validation batches (from the run's held-out split)")
+    p.add_argument("--val-batches", type=int, default=None,
+                   help="validation batches from the run's held-out split (default: the run's config.eval_val_batches; 0: the whole split)")
     p.add_argument("--batch-size", type=int, default=0, help="examples per batch (0: the run's)")
     p.add_argument("--table", default="", help="NAS-Bench-201 table CSV: rank correlation with its accuracies")
     p.add_argument("--metric", default="cifar10_test_200ep", help="the table column to compare with")

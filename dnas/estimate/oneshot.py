@@ -208,6 +208,8 @@ class OneShotEvaluator:
 
         Validation batches come from the run's α split (held out from weight training),
         recalibration batches from its weight split; both drawn with ``seed``.
+        ``val_batches=0``: as many as the held-out split fills (every example of it but the
+        remainder of a batch), so no draw of a few hundred images decides a ranking.
         """
         sup = load_supernet(run_dir)
         config = sup.config
@@ -217,6 +219,9 @@ class OneShotEvaluator:
         d = data.downsample(int(config.get("downsample", 1)))
         w_idx, a_idx = search_split(len(d.train_y), config["train_portion"])
         bs = batch_size or int(config["batch_size"])
+        if val_batches < 0:
+            raise DnasError(f"val_batches must be >= 0 (0: the whole held-out split), got {val_batches}")
+        val_batches = val_batches or max(len(a_idx) // bs, 1)  # 0: every held-out example a whole batch can hold
         key = jax.random.key(seed)
 
         def draw(idx: np.ndarray, n: int, k: int) -> np.ndarray:
@@ -247,7 +252,7 @@ def oneshot(space: SearchSpace, run_dir: str = "", recalibrate: int = 0, val_bat
       run_dir: a ``dnas search`` run directory with a checkpoint.
       recalibrate: training batches for BatchNorm recalibration per architecture.
       batch_stats: normalise each validation batch with its own statistics instead.
-      val_batches: validation batches (from the run's held-out α split).
+      val_batches: validation batches (from the run's held-out α split; 0: all it fills).
       seed: draws those batches.
       chunk: architectures per compiled call. A call is padded to a whole chunk, and an
         evolutionary strategy asks for one architecture at a time (SPOS' search), so the

@@ -388,7 +388,8 @@ _ADDED_KEYS["search"]["summary"] = {"table": "", "accuracy": "cifar10_test_200ep
 # Issue 32's supernet-training choices: runs from before them trained one supernet by the
 # path their plan drew, evaluated with running statistics.
 _ADDED_KEYS["search"].update({"fair_sampling": False, "eval_bn": "running", "fewshot": {"split": [], "init_from": ""},
-                              "sandwich": {"enabled": False, "random_paths": 2, "distill": False}, "val_every_epochs": 1})
+                              "sandwich": {"enabled": False, "random_paths": 2, "distill": False}, "val_every_epochs": 1,
+                              "eval_val_batches": 8})  # dnas eval's --val-batches default before session 18
 # Space keys that lived at the top level before config.space_kwargs.
 _MOVED_TO_SPACE_KWARGS = {"darts": ("nodes", "ops", "shared", "cell_impl", "remat"), "nb201": ("ops", "shared")}
 

@@ -325,6 +325,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     # K = prod(candidates) sub-supernets, started from the one-shot run in init_from ("": fresh)
     c.fewshot = ml_collections.ConfigDict({"split": [], "init_from": ""})
     c.eval_bn = "running"  # BatchNorm mode dnas eval uses by default: running | batch | recalibrate:K
+    c.eval_val_batches = 0  # held-out batches dnas eval scores each architecture on by default (0: the whole held-out split)
     c.latency = latency_defaults()  # the latency term (dnas.search.latency): off while latency.table is ""
     # What summary.json reports on the derived architecture (written when the run ends, for a
     # joint network + hardware space or when objectives are named): its cost-model metrics,
@@ -401,6 +402,8 @@ def _check_oneshot_options(c: ml_collections.ConfigDict, space: SearchSpace) -> 
     if c.fair_sampling and c.update_alpha:
         raise DnasError("config.fair_sampling (FairNAS) trains the supernet's weights only: set config.update_alpha=False")
     parse_eval_bn(c.eval_bn)
+    if isinstance(c.eval_val_batches, bool) or not isinstance(c.eval_val_batches, int) or c.eval_val_batches < 0:
+        raise DnasError(f"config.eval_val_batches must be an integer >= 0 (0: the whole held-out split), got {c.eval_val_batches!r}")
     _check_sandwich(c, space)
     if len(c.fewshot.split):
         make_split(space, list(c.fewshot.split))
