@@ -227,7 +227,10 @@ def test_corrupt_checkpoint_is_reported_and_kept(tmp_path):
 def test_default_search_learns_an_architecture(tmp_path):
     """The README's main job (``dnas search``, no arguments) ends with an architecture α
     chose: entropy on the last line at most 0.95 x uniform, the whole-split validation
-    accuracy on every epoch line, the workdir printed before the first step."""
+    accuracy on every epoch line, the workdir printed before the first step. Its next
+    step, ``dnas train --genotype RUN_DIR``, retrains that very genotype (the network the
+    README's train sizes for 8x8 digits: C=16, 8 cells, auxiliary head on a 2x2 map;
+    only its steps cut): a found genotype once failed to retrain while every test passed."""
     r = _dnas("search", "--workdir", str(tmp_path / "d"))
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [json.loads(l) for l in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
@@ -239,3 +242,9 @@ def test_default_search_learns_an_architecture(tmp_path):
     err = r.stderr.splitlines()
     assert err[0].startswith("workdir: ") and "resume with: dnas search --workdir" in err[0]
     assert err.index(next(l for l in err if l.startswith("compiled in"))) < err.index(next(l for l in err if l.startswith("step ")))
+    t = _dnas("train", "--genotype", str(tmp_path / "d"), "--workdir", str(tmp_path / "t"), "--config.max_steps=2",
+              "--config.max_test_examples=64")
+    assert t.returncode == 0, t.stderr[-3000:]
+    cfg = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert cfg["dataset"] == "digits" and (cfg["init_channels"], cfg["layers"]) == (16, 8) and cfg["auxiliary"] is True
+    assert "test_acc:" in t.stdout

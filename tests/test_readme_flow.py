@@ -1,16 +1,11 @@
-"""The README's first two steps, as a new user runs them: ``dnas search`` (the default
-first-order DARTS on the embedded 8x8 digits) and then ``dnas train --genotype RUN_DIR``.
+"""The README's second step, ``dnas train --genotype RUN_DIR``, on 8x8 digits (the first
+step's search and the retraining of its own genotype are
+``tests/test_e2e.py::test_default_search_learns_an_architecture``).
 
-The second step used to die in XLA's tracing with a JAX TypeError: DARTS' CIFAR auxiliary
+That step used to die in XLA's tracing with a JAX TypeError: DARTS' CIFAR auxiliary
 head pools 5x5 with stride 3, which assumes the 8x8 map of 32x32 CIFAR images, and the
 retrained network on 8x8 digits hands it a 2x2 map. It also left its run directory behind.
 """
-
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,30 +13,6 @@ import pytest
 from flax import nnx
 
 from dnas.cli.main import main
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _dnas(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``dnas ARGS`` in a fresh process on one CPU device, as a user's shell runs it (this
-    checkout's dnas first on the path; the test cache so that a rerun compiles less)."""
-    env = dict(os.environ, XLA_FLAGS="", DNAS_JAX_CACHE=jax.config.jax_compilation_cache_dir)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return subprocess.run([sys.executable, "-m", "dnas.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
-
-
-@pytest.mark.slow
-def test_search_then_train_the_found_genotype(tmp_path):
-    """README: ``dnas search`` then ``dnas train --genotype RUN_DIR`` both exit 0. Only the
-    step counts and data are cut; the space, and the network that train sizes for 8x8
-    images (C=16, 8 cells, auxiliary head on a 2x2 map), are what the README runs."""
-    s = _dnas("search", "--workdir", "A", "--config.max_steps=2", "--config.max_train_examples=96", "--config.batch_size=16", cwd=tmp_path)
-    assert s.returncode == 0, s.stderr[-3000:]
-    t = _dnas("train", "--genotype", "A", "--workdir", "B", "--config.max_steps=2", "--config.max_test_examples=64", cwd=tmp_path)
-    assert t.returncode == 0, t.stderr[-3000:]
-    cfg = json.loads((tmp_path / "B" / "config.json").read_text())
-    assert cfg["dataset"] == "digits" and (cfg["init_channels"], cfg["layers"]) == (16, 8) and cfg["auxiliary"] is True
-    assert "test_acc:" in t.stdout
 
 
 def test_an_impossible_auxiliary_head_is_refused_before_anything_is_written(tmp_path, capsys):
