@@ -151,6 +151,10 @@ def test_fewshot_smoke_search_then_dnas_eval_compiles_once(tmp_path, capsys):
     run_search(c, run, log=lambda m: None)
     epochs = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "epoch"]
     assert [("epoch_val_acc" in r) for r in epochs] == [False, True, True]
+    from dnas.report.show import diagnostic_lines
+
+    rows = [l.split() for l in diagnostic_lines(epochs)[2:]]
+    assert [r[1] for r in rows][:1] == ["-"] and all(r[1] != "nan" for r in rows)  # a skipped epoch shows "-"
     capsys.readouterr()
     assert main(["eval", str(run), "--archs", "12", "--chunk", "8"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

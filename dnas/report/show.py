@@ -240,7 +240,9 @@ def diagnostic_lines(records: list[dict]) -> list[str]:
     for r in epochs:
         lam = f"{_num(r['hessian_eigenvalue']):10.4g}" if "hessian_eigenvalue" in r else "         -"
         free = " ".join(str(r["param_free_ops"].get(c, "-")).rjust(12) for c in cells)
-        out.append(f"  {r['epoch']:5d}  {_num(r.get('epoch_val_acc')):7.3f} {lam}  {free}  {_num(r.get('epoch_alpha_entropy')):9.3f}")
+        # An epoch config.val_every_epochs skipped logged no whole-split accuracy.
+        acc = f"{_num(r['epoch_val_acc']):7.3f}" if "epoch_val_acc" in r else "      -"
+        out.append(f"  {r['epoch']:5d}  {acc} {lam}  {free}  {_num(r.get('epoch_alpha_entropy')):9.3f}")
     for r in records:
         if r.get("event") == "early_stop":
             out.append(f"DARTS-ES stopped the search after epoch {r.get('epoch')}; result: the genotype of epoch {r.get('stop_epoch')}")
