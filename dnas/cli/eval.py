@@ -108,13 +108,15 @@ def run_eval(args: argparse.Namespace) -> dict:
             raise DnasError("--table compares rankings: it needs --archs >= 2")
         path = table_path(args.table)
         load_table(path, os.path.getmtime(path))  # a bad table is refused before the supernet loads (the read is cached)
+    # The run's recommendations, read after every argument check so a bad argument is named
+    # first: the BN mode (config.eval_bn; runs written before it: running) and the held-out
+    # batches (config.eval_val_batches; runs written before it: 8).
+    recommended = read_run_config(run)
     if not (args.bn_batch or args.bn_running or args.bn_recalib is not None):
-        # The mode the run's method recommends (config.eval_bn; runs written before it:
-        # running), read after every argument check so a bad argument is named first.
-        mode, k = parse_eval_bn(read_run_config(run).get("eval_bn", "running"))
+        mode, k = parse_eval_bn(recommended.get("eval_bn", "running"))
         args.bn_batch, args.bn_recalib = mode == "batch", k
-    if args.val_batches is None:  # the run's (config.eval_val_batches; runs written before it: 8)
-        args.val_batches = int(read_run_config(run).get("eval_val_batches", 8))
+    if args.val_batches is None:
+        args.val_batches = int(recommended.get("eval_val_batches", 8))
     args.bn_recalib = args.bn_recalib or 0
     maybe_initialize_distributed()
     ev = OneShotEvaluator.from_run(run, recalibrate=args.bn_recalib, val_batches=args.val_batches, batch_size=args.batch_size,
